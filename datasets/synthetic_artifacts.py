@@ -1,0 +1,115 @@
+"""Procedural shapes with an artifact inserted into one attacked class.
+
+Every class is a shape (disk, square, ring, cross, diamond, triangle) at a random
+position, size and brightness on a noisy grey background. In train, val and the natural
+test split, samples of ``attacked_class`` carry the artifact with probability ``p``, so
+the artifact is a shortcut to that class. ``test_clean`` is every test image without the
+artifact, ``test_biased`` every test image with it (same images, same positions), so the
+accuracy drop between the two views is the model's reliance on the artifact.
+The bias attribute is "has the artifact" (0 / 1); masks are exact per-sample pixel sets.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from debiasbench.artifacts import COLORS, make_injector
+from debiasbench.data import BenchmarkDataset, Split
+from debiasbench.hparams import HParam
+
+SHAPES = ("disk", "square", "ring", "cross", "diamond", "triangle")
+
+
+def draw_shapes(labels: Tensor, size: int, generator: torch.Generator) -> Tensor:
+    """Grey images [N, 3, size, size] in [0, 1], one shape per sample chosen by its label."""
+    n = labels.shape[0]
+    coords = torch.arange(size, dtype=torch.float32)
+    center_y = size * (0.3 + 0.4 * torch.rand(n, 1, 1, generator=generator))
+    center_x = size * (0.3 + 0.4 * torch.rand(n, 1, 1, generator=generator))
+    radius = size * (0.15 + 0.13 * torch.rand(n, 1, 1, generator=generator))
+    dy = coords.view(1, size, 1) - center_y
+    dx = coords.view(1, 1, size) - center_x
+    dist = torch.sqrt(dx**2 + dy**2)
+    ax, ay = dx.abs(), dy.abs()
+    shapes = torch.stack([
+        dist < radius,
+        torch.maximum(ax, ay) < 0.85 * radius,
+        (dist < radius) & (dist > 0.55 * radius),
+        (torch.minimum(ax, ay) < 0.25 * radius) & (torch.maximum(ax, ay) < radius),
+        ax + ay < 1.2 * radius,
+        (dy > -radius) & (dy < 0.8 * radius) & (ax < 0.55 * (dy + radius)),
+    ])  # [shapes, N, H, W]
+    foreground = shapes[labels, torch.arange(n)].float()
+    brightness = 0.55 + 0.45 * torch.rand(n, 1, 1, generator=generator)
+    background = 0.35 * torch.rand(n, size, size, generator=generator)
+    grey = torch.where(foreground > 0, brightness.expand_as(background), background)
+    return grey.unsqueeze(1).expand(n, 3, size, size).contiguous()
+
+
+class SyntheticArtifacts(BenchmarkDataset):
+    name = "synthetic_artifacts"
+    description = "Procedural shapes; a coloured patch marks one attacked class (exact masks)."
+    provides = frozenset({"bias_labels", "artifact_labels", "artifact_masks"})
+    params = {
+        "num_classes": HParam(4, low=2, high=len(SHAPES), help="number of shape classes"),
+        "image_size": HParam(32, low=16, high=256, help="side of the square images"),
+        "n_train": HParam(2000, low=10),
+        "n_val": HParam(500, low=10),
+        "n_test": HParam(1000, low=10),
+        "attacked_class": HParam(0, low=0, help="class whose samples may carry the artifact"),
+        "p": HParam(0.5, low=0.0, high=1.0, help="artifact probability in the attacked class"),
+        "artifact": HParam("patch", choices=("patch",)),
+        "patch_size": HParam(5, low=1),
+        "patch_color": HParam("red", choices=tuple(COLORS)),
+        "seed": HParam(0, low=0, help="seed of the generated data (fixed across run seeds)"),
+    }
+    train_defaults = {"epochs": 5, "batch_size": 64, "lr": 1e-3}
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        p = self.p
+        if p["attacked_class"] >= p["num_classes"]:
+            from debiasbench.errors import ConfigError
+
+            raise ConfigError(f"dataset_params.attacked_class: expected an integer in "
+                              f"[0, {p['num_classes'] - 1}], got {p['attacked_class']}")
+        if p["patch_size"] > p["image_size"]:
+            from debiasbench.errors import ConfigError
+
+            raise ConfigError(f"dataset_params.patch_size: expected at most image_size "
+                              f"({p['image_size']}), got {p['patch_size']}")
+        self.num_classes = p["num_classes"]
+        self.num_bias = 2
+        self.attacked_class = p["attacked_class"]
+        self.inject = make_injector(p["artifact"], size=p["patch_size"], color=p["patch_color"])
+        generator = torch.Generator().manual_seed(p["seed"])
+        self.splits, self.views = {}, {}
+        for split in ("train", "val", "test"):
+            clean, biased, natural = self._build(p[f"n_{split}"], generator)
+            self.splits[split] = natural
+            if split != "train":
+                self.views[f"{split}_clean"] = clean
+                self.views[f"{split}_biased"] = biased
+        clean_x, biased_x = self.views["test_clean"].x, self.views["test_biased"].x
+        direction = (biased_x - clean_x).mean(0)
+        self.artifact_direction = direction / direction.norm()
+
+    def _build(self, n: int, generator: torch.Generator) -> tuple[Split, Split, Split]:
+        """The same images three ways: without artifact, all with it, and as sampled."""
+        labels = torch.randint(0, self.num_classes, (n,), generator=generator)
+        clean_x = draw_shapes(labels, self.p["image_size"], generator)
+        biased_x, mask = self.inject(clean_x, generator)
+        attacked = labels == self.attacked_class
+        has = attacked & (torch.rand(n, generator=generator) < self.p["p"])
+
+        def view(x: Tensor, artifact: Tensor, view_mask: Tensor) -> Split:
+            return Split(x=x, y=labels, bias=artifact.long(), artifact=artifact,
+                         conflicting=artifact != attacked, mask=view_mask)
+
+        no_artifact = torch.zeros(n, dtype=torch.bool)
+        natural_x = torch.where(has.view(n, 1, 1, 1), biased_x, clean_x)
+        natural_mask = mask & has.view(n, 1, 1, 1)
+        return (view(clean_x, no_artifact, torch.zeros_like(mask)),
+                view(biased_x, ~no_artifact, mask),
+                view(natural_x, has, natural_mask))

@@ -1,0 +1,137 @@
+"""The ``debiasbench`` command.
+
+Bad input (unknown name, wrong type, missing file) prints one line on stderr and exits
+with code 2, never a traceback; every run option is parsed like a ``--set`` value so the
+same validator words every message.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+from rich.console import Console
+
+from debiasbench.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Benchmark methods that unlearn a model's shortcuts.")
+err = Console(stderr=True)
+
+
+def out() -> Console:
+    """Stdout console; tables are not squeezed to 80 columns when piped or captured."""
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def user_errors(command: Callable) -> Callable:
+    """Turn a ``UserError`` into one line and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except UserError as exc:
+            err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("interrupted", markup=False)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+SetOption = typer.Option(None, "--set", help="override a config key: key=value (repeatable)")
+TrackingOption = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+                              help="MLflow tracking URI (default: sqlite file mlflow.db here)")
+
+
+@app.command()
+@user_errors
+def run(
+    method: Optional[str] = typer.Option(None, "--method", "-m", help="method name"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="dataset name"),
+    model: Optional[str] = typer.Option(None, "--model", help="architecture"),
+    seed: Optional[str] = typer.Option(None, "--seed", help="run seed"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file of run keys"),
+    overrides: Optional[List[str]] = SetOption,
+    tracking_uri: Optional[str] = TrackingOption,
+) -> None:
+    """Train and evaluate one method on one dataset; print its metrics."""
+    from debiasbench.config import load_config_file, merge, parse_overrides, resolve_config
+    from debiasbench.report import metrics_table
+    from debiasbench.runner import run as run_one
+    from debiasbench.tracking import Tracker
+
+    flags = parse_overrides(f"{k}={v}" for k, v in
+                            {"method": method, "dataset": dataset, "model": model, "seed": seed}.items()
+                            if v is not None)
+    raw = merge(load_config_file(config) if config else {}, flags, parse_overrides(overrides or []))
+    resolved = resolve_config(raw)
+    tracker = Tracker(tracking_uri, resolved.experiment)
+    result = _run_reporting_failure(run_one, resolved, tracker)
+    out().print(metrics_table(resolved, result.metrics))
+    out().print(f"run {result.run_id} logged to {tracker.uri}", highlight=False)
+
+
+def _run_reporting_failure(run_one: Callable, config: Any, tracker: Any) -> Any:
+    """A run that fails (diverged loss) is already FAILED in the store: say why, exit 1."""
+    from debiasbench.errors import RunFailed
+
+    try:
+        return run_one(config, tracker)
+    except RunFailed as exc:
+        err.print(f"run failed: {exc.reason}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+@user_errors
+def sweep(
+    file: Path = typer.Argument(..., help="sweep YAML (see benchmarks/)"),
+    tracking_uri: Optional[str] = TrackingOption,
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the jobs, run nothing"),
+) -> None:
+    """Run every job of a sweep file that has not finished yet; print one table."""
+    from debiasbench.report import jobs_table, results_table
+    from debiasbench.sweep import load_sweep, run_sweep
+
+    jobs = load_sweep(file)
+    if dry_run:
+        out().print(jobs_table(jobs))
+        return
+    results = run_sweep(jobs, tracking_uri, log=lambda line: err.print(line, markup=False, highlight=False))
+    out().print(results_table(results))
+    if any(r.status == "FAILED" for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def methods() -> None:
+    """List methods: requirements and hyper-parameters with defaults."""
+    from debiasbench.registry import METHODS
+    from debiasbench.report import plugin_listing
+
+    print(plugin_listing("method", METHODS, lambda cls: cls.hparams, lambda cls: cls.requires))
+
+
+@app.command()
+@user_errors
+def datasets() -> None:
+    """List datasets: what they provide and their parameters with defaults."""
+    from debiasbench.registry import DATASETS
+    from debiasbench.report import plugin_listing
+
+    print(plugin_listing("dataset", DATASETS, lambda cls: cls.params, lambda cls: cls.provides))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Run configuration: keys, defaults, validation and the run key.
+
+Values come, lowest priority first, from the declared defaults below, the dataset's
+``train_defaults``, the method's ``train_defaults``, a YAML file and ``--set key=value``
+overrides. Every value is validated against its declaration, so a typo or a wrong type
+is one readable ``ConfigError`` naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from debiasbench.errors import ConfigError, UserError, unknown_name_message
+from debiasbench.hparams import HParam, resolve
+from debiasbench.registry import DATASETS, METHODS
+
+
+def _key(default: Any, **spec: Any) -> Any:
+    return field(default=default, metadata={"spec": HParam(default, **spec)})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One fully resolved run. Build it with ``resolve_config``, not by hand."""
+
+    method: str = _key("vanilla", help="method name (see `debiasbench methods`)")
+    dataset: str = _key("colored_digits", help="dataset name (see `debiasbench datasets`)")
+    model: str = _key("small_cnn", help="architecture: small_cnn, resnet18, vgg16, efficientnet_b0, timm:<name>")
+    seed: int = _key(0, low=0, help="seed of initialisation, shuffling and the method's randomness")
+    epochs: int = _key(10, low=0)
+    batch_size: int = _key(64, low=1)
+    eval_batch_size: int = _key(512, low=1)
+    lr: float = _key(1e-3, low=0.0)
+    optimizer: str = _key("adam", choices=("sgd", "adam", "adamw"))
+    momentum: float = _key(0.9, low=0.0, high=1.0, help="SGD momentum")
+    weight_decay: float = _key(0.0, low=0.0)
+    schedule: str = _key("cosine", choices=("constant", "cosine"))
+    grad_clip: float = _key(1.0, low=0.0, help="max gradient norm; 0 disables clipping")
+    device: str = _key("auto", choices=("auto", "cpu", "cuda"))
+    amp: bool = _key(True, help="bf16 autocast on CUDA (ignored on the CPU)")
+    channels_last: bool = _key(True, help="channels_last memory format on CUDA")
+    deterministic: bool = _key(False, help="deterministic kernels (slower on CUDA)")
+    latent_layer: str | None = _key(None, type=str, help="module name; default per architecture")
+    pretrained: str | None = _key(None, type=str, help="local path of initial weights")
+    selection: str = _key("last", choices=("last", "best"), help="checkpoint evaluated at the end")
+    selection_metric: str = _key("val_acc", help="validation metric maximised when selection=best")
+    experiment: str = _key("debiasbench", help="MLflow experiment name")
+    checkpoint_dir: str = _key(".debiasbench/checkpoints", help="where per-epoch checkpoints go")
+    dataset_params: dict[str, Any] = field(default_factory=dict)
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+    #: Keys that change where or how fast a run happens, not its result.
+    NON_SEMANTIC = ("device", "experiment", "checkpoint_dir", "eval_batch_size")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys (``hparams.lambda``) as MLflow params and tables show them."""
+        out: dict[str, Any] = {}
+        for key, value in self.to_dict().items():
+            if isinstance(value, dict):
+                out.update({f"{key}.{k}": v for k, v in value.items()})
+            else:
+                out[key] = value
+        return out
+
+    def run_key(self) -> str:
+        """Hash of everything that determines the result; sweeps use it to skip finished runs."""
+        semantic = {k: v for k, v in self.to_dict().items() if k not in self.NON_SEMANTIC}
+        text = json.dumps(semantic, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+RUN_KEYS: dict[str, HParam] = {f.name: f.metadata["spec"] for f in fields(RunConfig) if "spec" in f.metadata}
+NESTED_KEYS = ("dataset_params", "hparams")
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """``["lr=0.01", "hparams.lambda=1e3"]`` -> nested dict, values parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r}: expected key=value")
+        _assign(out, key, parse_scalar(text))
+    return out
+
+
+def parse_scalar(text: str) -> Any:
+    """A command-line value as YAML reads it, except that ``1e-4`` is a float (YAML 1.1
+    would keep it a string, and learning rates are written that way)."""
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c.isdigit() for c in value) else value
+        except ValueError:
+            return value
+    return value
+
+
+def _assign(target: dict[str, Any], dotted: str, value: Any) -> None:
+    head, _, rest = dotted.partition(".")
+    if rest and head in NESTED_KEYS:
+        target.setdefault(head, {})[rest] = value
+    elif rest:
+        raise ConfigError(unknown_name_message("key", dotted, [*RUN_KEYS, *(k + ".<name>" for k in NESTED_KEYS)]))
+    else:
+        target[head] = value
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping of run keys; a missing or malformed file is a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {str(path)!r} not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise UserError(f"config file {str(path)!r} is not valid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {str(path)!r} must hold a mapping of run keys")
+    return data
+
+
+def merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Later layers win; the nested ``dataset_params`` / ``hparams`` merge key by key."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if key in NESTED_KEYS and isinstance(value, dict):
+                out[key] = {**out.get(key, {}), **value}
+            else:
+                out[key] = value
+    return out
+
+
+def resolve_config(raw: Mapping[str, Any]) -> RunConfig:
+    """Validate user values (file + overrides merged) into a ``RunConfig``."""
+    unknown = sorted(set(raw) - set(RUN_KEYS) - set(NESTED_KEYS))
+    if unknown:
+        raise ConfigError(unknown_name_message("key", unknown[0], [*RUN_KEYS, *NESTED_KEYS]))
+    for nested in NESTED_KEYS:
+        if not isinstance(raw.get(nested, {}), dict):
+            raise ConfigError(f"{nested}: expected a mapping of names to values, got {raw[nested]!r}")
+    method_name = RUN_KEYS["method"].validate("method", raw.get("method", RUN_KEYS["method"].default))
+    dataset_name = RUN_KEYS["dataset"].validate("dataset", raw.get("dataset", RUN_KEYS["dataset"].default))
+    method_cls, dataset_cls = METHODS.get(method_name), DATASETS.get(dataset_name)
+    layered = merge(dataset_cls.train_defaults, method_cls.train_defaults, raw)
+    values = {key: spec.validate(key, layered.get(key, spec.default)) for key, spec in RUN_KEYS.items()}
+    values["hparams"] = resolve(method_cls.hparams, layered.get("hparams", {}), "hparams.")
+    values["dataset_params"] = resolve(dataset_cls.params, layered.get("dataset_params", {}), "dataset_params.")
+    check_requirements(method_cls, dataset_cls)
+    return RunConfig(**values)
+
+
+def check_requirements(method_cls: Any, dataset_cls: Any) -> None:
+    """Refuse a dataset that lacks what the method needs (checkpoints are found at run time)."""
+    missing = sorted(set(method_cls.requires) - set(dataset_cls.provides) - {"pretrained_checkpoint"})
+    if missing:
+        provided = ", ".join(sorted(dataset_cls.provides)) or "nothing"
+        raise ConfigError(f"method {method_cls.name!r} requires {', '.join(missing)}, which dataset "
+                          f"{dataset_cls.name!r} does not provide (it provides: {provided})")

@@ -1,0 +1,32 @@
+"""Errors a user can fix. The CLI prints them as one line and exits with code 2."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input: a name, a value or a file the user supplied. Never shown as a traceback."""
+
+
+class ConfigError(UserError):
+    """A run or sweep configuration value that is unknown, mistyped or out of range."""
+
+
+class RunFailed(Exception):
+    """A run that started but could not finish (diverged loss, a method's own error).
+
+    Recorded as FAILED in the tracking store with ``reason``.
+    """
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
+    """'unknown method 'vanila'; did you mean 'vanilla'? known: a, b' — one line."""
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    listed = ", ".join(sorted(known)) or "none"
+    return f"unknown {kind} {name!r}{hint} known: {listed}"

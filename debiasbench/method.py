@@ -1,0 +1,100 @@
+"""The one interface every debiasing method implements, and what the runner hands it.
+
+A method says only what differs from plain training: its loss, optionally a sampler,
+what it prepares (CAVs, auxiliary models), which parameters it trains and how the model
+looks at test time. The runner owns the loop, optimiser, devices, seeds and logging.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from debiasbench.hparams import HParam
+
+if TYPE_CHECKING:
+    from debiasbench.config import RunConfig
+    from debiasbench.data import BenchmarkDataset, Sampler
+    from debiasbench.models import LatentModel
+
+__all__ = ["Batch", "HParam", "Method", "RunContext", "REQUIREMENTS"]
+
+#: What a method may require of a dataset (or of the tracking store, for checkpoints).
+REQUIREMENTS = frozenset({"bias_labels", "artifact_labels", "artifact_masks", "pretrained_checkpoint"})
+
+
+@dataclass
+class Batch:
+    """One mini-batch, already on the training device.
+
+    ``bias`` is the bias attribute id (-1 where unknown), ``artifact`` whether the sample
+    carries the artifact, ``mask`` the artifact's pixels (or None when the dataset has no
+    masks) and ``index`` each sample's position in its split, so methods can keep
+    per-sample state (scores, moving averages) without a lookup table.
+    """
+
+    x: Tensor
+    y: Tensor
+    bias: Tensor
+    artifact: Tensor
+    mask: Tensor | None
+    index: Tensor
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+@dataclass
+class RunContext:
+    """Everything a method may look at while preparing and training."""
+
+    config: "RunConfig"
+    dataset: "BenchmarkDataset"
+    model: "LatentModel"
+    device: torch.device
+    generator: torch.Generator
+    log_metrics: Callable[[Mapping[str, float]], None] = lambda metrics: None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Method:
+    """Base class of every method. Subclasses set ``name`` and override ``loss``.
+
+    ``hparams`` declares the method's hyper-parameters (defaults and search spaces);
+    an instance reads the resolved values as ``self.hp[name]``. ``requires`` names what
+    the dataset must provide; the runner refuses a dataset that lacks one.
+    ``train_defaults`` overrides run config defaults (epochs, lr, optimizer, ...) for
+    this method unless the user sets them.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    hparams: ClassVar[dict[str, HParam]] = {}
+    requires: ClassVar[frozenset[str]] = frozenset()
+    train_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, hp: Mapping[str, Any], ctx: RunContext):
+        self.hp = dict(hp)
+        self.ctx = ctx
+
+    def prepare(self, ctx: RunContext) -> None:
+        """Work before training: fit CAVs, train auxiliary models, score samples."""
+
+    def sampler(self, ctx: RunContext) -> "Sampler | None":
+        """Order of training samples per epoch; None means a uniform shuffle."""
+        return None
+
+    def trainable_parameters(self, model: "LatentModel") -> Iterable[nn.Parameter]:
+        """Parameters the optimiser updates (corrections may fine-tune only the head)."""
+        return model.parameters()
+
+    def loss(self, model: "LatentModel", batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        """Scalar training loss and named scalar tensors to log (kept on the device)."""
+        raise NotImplementedError
+
+    def eval_model(self, model: "LatentModel") -> nn.Module:
+        """The model evaluated at test time (P-ClArC projects activations here)."""
+        return model

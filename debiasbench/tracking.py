@@ -1,0 +1,106 @@
+"""MLflow logging of runs: params, metrics, tags, the resolved config, the outcome.
+
+The store is MLflow's: ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else MLflow's
+own default (an sqlite file ``mlflow.db`` in the working directory). A run that raises
+ends as FAILED (or KILLED on Ctrl-C) with the reason in the tag ``debiasbench.failure``,
+so a crashed run never looks finished and a sweep can find and rerun it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
+
+from debiasbench.config import RunConfig
+from debiasbench.errors import RunFailed, UserError
+
+RUN_KEY_TAG = "debiasbench.run_key"
+FAILURE_TAG = "debiasbench.failure"
+
+
+
+class TrackedRun:
+    """Handle of one active MLflow run."""
+
+    def __init__(self, client: Any, run_id: str):
+        self.client = client
+        self.run_id = run_id
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        for start in range(0, len(batch), 1000):
+            self.client.log_batch(self.run_id, metrics=batch[start:start + 1000])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+class Tracker:
+    """Opens runs in one experiment of one tracking store."""
+
+    def __init__(self, tracking_uri: str | None = None, experiment: str = "debiasbench"):
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        for noisy in ("alembic", "mlflow"):  # store creation logs at INFO; runs print their own
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+        self.uri = tracking_uri or mlflow.get_tracking_uri()
+        try:
+            self.client = MlflowClient(self.uri)
+            found = self.client.get_experiment_by_name(experiment)
+            self.experiment_id = (found.experiment_id if found
+                                  else self.client.create_experiment(experiment))
+        except Exception as exc:  # unreachable server, unwritable sqlite file, bad URI
+            raise UserError(f"tracking store {self.uri!r} cannot be used: {_first_line(exc)}") from None
+
+    @contextmanager
+    def start(self, config: RunConfig) -> Iterator[TrackedRun]:
+        """A run that ends FINISHED, or FAILED / KILLED with the reason, whatever happens."""
+        from mlflow.entities import Param
+
+        name = f"{config.method}-{config.dataset}-{config.model}-s{config.seed}"
+        run = self.client.create_run(self.experiment_id, run_name=name,
+                                     tags={RUN_KEY_TAG: config.run_key()})
+        tracked = TrackedRun(self.client, run.info.run_id)
+        try:
+            params = [Param(k, str(v)) for k, v in config.flat().items()]
+            for start in range(0, len(params), 100):
+                self.client.log_batch(tracked.run_id, params=params[start:start + 100])
+            self.client.log_dict(tracked.run_id, config.to_dict(), "config.yaml")
+            yield tracked
+        except KeyboardInterrupt:
+            self._end(tracked, "KILLED", "interrupted by the user")
+            raise
+        except RunFailed as exc:
+            self._end(tracked, "FAILED", exc.reason)
+            raise
+        except BaseException as exc:
+            self._end(tracked, "FAILED", f"{type(exc).__name__}: {_first_line(exc)}")
+            raise
+        else:
+            self.client.set_terminated(tracked.run_id, "FINISHED")
+
+    def _end(self, tracked: TrackedRun, status: str, reason: str) -> None:
+        tracked.set_tags({FAILURE_TAG: reason[:5000]})
+        self.client.set_terminated(tracked.run_id, status)
+
+    def finished_run(self, run_key: str) -> Any | None:
+        """The FINISHED run with this run key, if any (sweeps skip those jobs)."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}' and attributes.status = 'FINISHED'",
+            max_results=1)
+        return runs[0] if runs else None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

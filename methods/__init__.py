@@ -1,0 +1,1 @@
+"""Built-in methods; each module defines one and registers it by entry point."""

@@ -1,0 +1,40 @@
+"""Shared fixtures: a throwaway tracking store and tiny, fast run configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+#: Small, fast settings for end-to-end runs on a 2-core CPU.
+TINY_SYNTHETIC = {"n_train": 200, "n_val": 60, "n_test": 100, "image_size": 16, "patch_size": 3}
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An empty sqlite store in a temporary folder, also the working directory."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture
+def tracker(tracking_uri: str):
+    from debiasbench.tracking import Tracker
+
+    return Tracker(tracking_uri, "tests")
+
+
+@pytest.fixture
+def register(monkeypatch: pytest.MonkeyPatch):
+    """Register a plugin class for one test only: ``register(METHODS, cls)``."""
+
+    def add(registry, cls):
+        registry.names()  # load entry points first so they do not overwrite the test's class
+        monkeypatch.setitem(registry._items, cls.name, cls)
+        return cls
+
+    return add
