@@ -1,0 +1,73 @@
+"""The device-resident loader against plain tensor slicing, on colored_digits' train split.
+
+``iterate``: batches only (the loader's own cost: one permutation and a gather per field,
+where slicing is a free view). ``epoch``: a full small_cnn training epoch fed by each;
+the loader should cost within 10% of slicing there, where it matters.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from debiasbench.data import DeviceLoader
+from debiasbench.models import build_model
+
+BATCH = 64
+
+
+def slice_batches(split):
+    for start in range(0, len(split), BATCH):
+        yield split.x[start:start + BATCH], split.y[start:start + BATCH]
+
+
+def loader_batches(loader):
+    for batch in loader:
+        yield batch.x, batch.y
+
+
+def consume(batches) -> int:
+    return sum(x.shape[0] for x, _ in batches)
+
+
+@pytest.mark.benchmark(group="loader-iterate")
+def test_iterate_baseline_plain_slicing(benchmark, colored_digits):
+    split = colored_digits.splits["train"]
+    assert benchmark(lambda: consume(slice_batches(split))) == len(split)
+
+
+@pytest.mark.benchmark(group="loader-iterate")
+def test_iterate_device_loader(benchmark, colored_digits):
+    split = colored_digits.splits["train"]
+    loader = DeviceLoader(split, BATCH, torch.Generator().manual_seed(0))
+    assert benchmark(lambda: consume(loader_batches(loader))) == len(split)
+
+
+def train_epoch(batches, model, optimizer) -> None:
+    for x, y in batches:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+
+@pytest.fixture
+def model_and_optimizer():
+    torch.manual_seed(0)
+    model = build_model("small_cnn", 10)
+    return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+
+@pytest.mark.benchmark(group="loader-epoch")
+def test_epoch_baseline_plain_slicing(benchmark, colored_digits, model_and_optimizer):
+    split = colored_digits.splits["train"]
+    benchmark.pedantic(lambda: train_epoch(slice_batches(split), *model_and_optimizer),
+                       rounds=12, warmup_rounds=2)
+
+
+@pytest.mark.benchmark(group="loader-epoch")
+def test_epoch_device_loader(benchmark, colored_digits, model_and_optimizer):
+    split = colored_digits.splits["train"]
+    loader = DeviceLoader(split, BATCH, torch.Generator().manual_seed(0))
+    benchmark.pedantic(lambda: train_epoch(loader_batches(loader), *model_and_optimizer),
+                       rounds=12, warmup_rounds=2)
