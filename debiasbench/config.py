@@ -21,6 +21,11 @@ from debiasbench.hparams import HParam, resolve
 from debiasbench.registry import DATASETS, METHODS
 
 
+#: Validation metrics a run can select its checkpoint by (names of ``evaluate``).
+VALIDATION_METRICS = ("val_acc", "val_worst_group_acc", "val_unbiased_acc", "val_conflicting_acc",
+                      "val_clean_acc", "val_biased_acc")
+
+
 def _key(default: Any, **spec: Any) -> Any:
     return field(default=default, metadata={"spec": HParam(default, **spec)})
 
@@ -49,7 +54,8 @@ class RunConfig:
     latent_layer: str | None = _key(None, type=str, help="module name; default per architecture")
     pretrained: str | None = _key(None, type=str, help="local path of initial weights")
     selection: str = _key("last", choices=("last", "best"), help="checkpoint evaluated at the end")
-    selection_metric: str = _key("val_acc", help="validation metric maximised when selection=best")
+    selection_metric: str = _key("val_acc", choices=VALIDATION_METRICS,
+                                 help="validation metric maximised when selection=best")
     experiment: str = _key("debiasbench", help="MLflow experiment name")
     checkpoint_dir: str = _key(".debiasbench/checkpoints", help="where per-epoch checkpoints go")
     dataset_params: dict[str, Any] = field(default_factory=dict)

@@ -141,7 +141,10 @@ class Trainer:
                            prefixes=("val",), autocast=self.autocast)
             self.tracked.log_metrics({**{f"epoch/{k}": v for k, v in {**train_logs, **val}.items()}},
                                      step=epoch + 1)
-            score = val.get(config.selection_metric, float("nan"))
+            if config.selection == "best" and config.selection_metric not in val:
+                raise RunFailed(f"selection_metric {config.selection_metric!r} is undefined on "
+                                f"{config.dataset}'s validation split; defined: {', '.join(sorted(val))}")
+            score = val.get(config.selection_metric)
             improved = config.selection == "best" and (best is None or score > best)
             if improved:
                 best = score
