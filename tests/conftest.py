@@ -9,9 +9,6 @@ import torch
 
 torch.set_num_threads(2)
 
-#: Small, fast settings for end-to-end runs on a 2-core CPU.
-TINY_SYNTHETIC = {"n_train": 200, "n_val": 60, "n_test": 100, "image_size": 16, "patch_size": 3}
-
 
 @pytest.fixture
 def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:

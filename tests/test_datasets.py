@@ -8,7 +8,7 @@ import torch
 from debiasbench.hparams import resolve
 from debiasbench.registry import DATASETS
 
-from conftest import TINY_SYNTHETIC
+from debiasbench.testing import TINY_SYNTHETIC
 
 
 def make(name: str, **params):

@@ -14,16 +14,12 @@ from debiasbench.registry import METHODS
 from debiasbench.runner import run
 from debiasbench.tracking import FAILURE_TAG, RUN_KEY_TAG, Tracker
 
-from conftest import TINY_SYNTHETIC
+from debiasbench.testing import TINY_SYNTHETIC, tiny_config
 
 TIMING = {"train_seconds", "samples_per_second"}
 
 
-def tiny(**overrides):
-    raw = {"dataset": "synthetic_artifacts", "dataset_params": dict(TINY_SYNTHETIC), "epochs": 2,
-           "batch_size": 32, "device": "cpu", "experiment": "tests"}
-    raw.update(overrides)
-    return resolve_config(raw)
+tiny = tiny_config
 
 
 def without_timing(metrics):
