@@ -28,5 +28,8 @@ def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
 
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    listed = ", ".join(sorted(known)) or "none"
+    ordered = sorted(known)
+    listed = ", ".join(ordered[:30]) or "none"
+    if len(ordered) > 30:
+        listed += f", ... ({len(ordered) - 30} more)"
     return f"unknown {kind} {name!r}{hint} known: {listed}"
