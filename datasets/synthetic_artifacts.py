@@ -7,6 +7,16 @@ the artifact is a shortcut to that class. ``test_clean`` is every test image wit
 artifact, ``test_biased`` every test image with it (same images, same positions), so the
 accuracy drop between the two views is the model's reliance on the artifact.
 The bias attribute is "has the artifact" (0 / 1); masks are exact per-sample pixel sets.
+
+``artifact`` picks the kind (see ``debiasbench.artifacts``): ``patch`` (a ``patch_size``
+square of ``patch_color``, the default), ``lsb`` (a fixed bit pattern in the least
+significant bit of every pixel), ``brightness`` (the image moved ``artifact_strength``,
+default 0.3, towards white), ``timestamp`` (a date / time stamp in ``artifact_color``,
+default white; needs ``image_size`` >= 30) or ``tint`` (the image blended with
+``artifact_color``, default red, at weight ``artifact_strength``, default 0.25).
+With ``lsb`` every image of every split and view is quantised to 8 bits
+(``round(x * 255) / 255``), so the clean view is exactly the quantised image and the
+masks mark exactly the pixels the pattern changed.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from debiasbench.artifacts import COLORS, make_injector
+from debiasbench.artifacts import ALL_COLORS, COLORS, KINDS, make_injector, quantize
 from debiasbench.data import BenchmarkDataset, Split
 from debiasbench.hparams import HParam
 
@@ -49,7 +59,8 @@ def draw_shapes(labels: Tensor, size: int, generator: torch.Generator) -> Tensor
 
 class SyntheticArtifacts(BenchmarkDataset):
     name = "synthetic_artifacts"
-    description = "Procedural shapes; a coloured patch marks one attacked class (exact masks)."
+    description = ("Procedural shapes; an artifact (patch, lsb, brightness, timestamp, tint) marks "
+                   "one attacked class (exact masks).")
     provides = frozenset({"bias_labels", "artifact_labels", "artifact_masks"})
     params = {
         "num_classes": HParam(4, low=2, high=len(SHAPES), help="number of shape classes"),
@@ -59,9 +70,15 @@ class SyntheticArtifacts(BenchmarkDataset):
         "n_test": HParam(1000, low=10),
         "attacked_class": HParam(0, low=0, help="class whose samples may carry the artifact"),
         "p": HParam(0.5, low=0.0, high=1.0, help="artifact probability in the attacked class"),
-        "artifact": HParam("patch", choices=("patch",)),
-        "patch_size": HParam(5, low=1),
-        "patch_color": HParam("red", choices=tuple(COLORS)),
+        "artifact": HParam("patch", choices=tuple(KINDS), help="artifact kind"),
+        "patch_size": HParam(5, low=1, help="patch side (artifact=patch)"),
+        "patch_color": HParam("red", choices=tuple(COLORS), help="patch colour (artifact=patch)"),
+        "artifact_strength": HParam(None, type=float, low=0.0, high=1.0,
+                                    help="artifact=brightness: share of the way to white (null: 0.3); "
+                                         "artifact=tint: blend weight (null: 0.25)"),
+        "artifact_color": HParam(None, type=str, choices=tuple(ALL_COLORS),
+                                 help="artifact=timestamp: text colour (null: white); "
+                                      "artifact=tint: colour (null: red)"),
         "seed": HParam(0, low=0, help="seed of the generated data (fixed across run seeds)"),
     }
     train_defaults = {"epochs": 5, "batch_size": 64, "lr": 1e-3}
@@ -74,7 +91,7 @@ class SyntheticArtifacts(BenchmarkDataset):
 
             raise ConfigError(f"dataset_params.attacked_class: expected an integer in "
                               f"[0, {p['num_classes'] - 1}], got {p['attacked_class']}")
-        if p["patch_size"] > p["image_size"]:
+        if p["artifact"] == "patch" and p["patch_size"] > p["image_size"]:
             from debiasbench.errors import ConfigError
 
             raise ConfigError(f"dataset_params.patch_size: expected at most image_size "
@@ -82,7 +99,7 @@ class SyntheticArtifacts(BenchmarkDataset):
         self.num_classes = p["num_classes"]
         self.num_bias = 2
         self.attacked_class = p["attacked_class"]
-        self.inject = make_injector(p["artifact"], size=p["patch_size"], color=p["patch_color"])
+        self.inject = self._injector()
         generator = torch.Generator().manual_seed(p["seed"])
         self.splits, self.views = {}, {}
         for split in ("train", "val", "test"):
@@ -95,10 +112,38 @@ class SyntheticArtifacts(BenchmarkDataset):
         direction = (biased_x - clean_x).mean(0)
         self.artifact_direction = direction / direction.norm()
 
+    def _injector(self):
+        """The configured injector; a parameter the kind does not use is a ``ConfigError``."""
+        from debiasbench.errors import ConfigError
+
+        p, kind = self.p, self.p["artifact"]
+        options = {"patch": {"size": p["patch_size"], "color": p["patch_color"]},
+                   "brightness": {"strength": p["artifact_strength"]},
+                   "tint": {"strength": p["artifact_strength"], "color": p["artifact_color"]},
+                   "timestamp": {"color": p["artifact_color"]}}.get(kind, {})
+        for name, kinds in (("artifact_strength", ("brightness", "tint")),
+                            ("artifact_color", ("timestamp", "tint"))):
+            if p[name] is not None and kind not in kinds:
+                raise ConfigError(f"dataset_params.{name}: only artifact {' / '.join(kinds)} takes it; "
+                                  f"expected null for artifact {kind!r}, got {p[name]!r}")
+        if p["artifact_strength"] == 0.0:
+            raise ConfigError("dataset_params.artifact_strength: expected a float in (0, 1] "
+                              "(0 inserts no artifact), got 0.0")
+        inject = make_injector(kind, **options)
+        check_size = getattr(inject, "check_size", None)
+        if check_size is not None:
+            try:
+                check_size(p["image_size"], p["image_size"])
+            except ValueError as error:
+                raise ConfigError(f"dataset_params.image_size: {error}") from None
+        return inject
+
     def _build(self, n: int, generator: torch.Generator) -> tuple[Split, Split, Split]:
         """The same images three ways: without artifact, all with it, and as sampled."""
         labels = torch.randint(0, self.num_classes, (n,), generator=generator)
         clean_x = draw_shapes(labels, self.p["image_size"], generator)
+        if self.p["artifact"] == "lsb":
+            clean_x = quantize(clean_x)  # on the 8-bit grid, so only the pattern's bits change
         biased_x, mask = self.inject(clean_x, generator)
         attacked = labels == self.attacked_class
         has = attacked & (torch.rand(n, generator=generator) < self.p["p"])

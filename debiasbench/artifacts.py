@@ -1,16 +1,25 @@
 """Artifact injectors: put a controlled shortcut into images and say exactly where.
 
 Each injector maps a batch ``x`` [N, C, H, W] in [0, 1] to ``(x_with_artifact, mask)``;
-``mask`` [N, 1, H, W] marks exactly the pixels whose value changed, which is what
-artifact relevance and RRR's input-gradient penalty need. Injection is vectorised over
-the batch (no Python loop over samples) and drawn from the caller's generator, so a
-dataset built with the same seed is the same dataset.
+``mask`` [N, 1, H, W] marks exactly the pixels whose value changed (in any channel),
+which is what artifact relevance and RRR's input-gradient penalty need. Injection is
+vectorised over the batch (no Python loop over samples) and drawn from the caller's
+generator only, so a dataset built with the same seed is the same dataset.
+
+The kinds are the controlled artifacts of the RR-ClArC experiments:
+
+- ``patch``: a solid coloured square at a random position per image.
+- ``lsb``: an invisible fixed bit pattern in the least-significant bit of 8-bit pixels.
+- ``brightness`` (the paper's "white colour"): the whole image moved towards white.
+- ``timestamp``: a date / time text stamp rendered with PIL's default bitmap font.
+- ``tint``: the whole image blended with a colour.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -24,9 +33,34 @@ COLORS: dict[str, tuple[float, float, float]] = {
     "cyan": (0.0, 1.0, 1.0),
 }
 
+#: Every colour name ``make_injector`` accepts: ``COLORS`` plus white (the timestamp default).
+ALL_COLORS: dict[str, tuple[float, float, float]] = {**COLORS, "white": (1.0, 1.0, 1.0)}
+
 
 class Injector(Protocol):
     def __call__(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]: ...
+
+
+def _changed(out: Tensor, x: Tensor) -> Tensor:
+    """[N, 1, H, W]: the pixels where any channel of ``out`` differs from ``x``."""
+    return (out != x).any(dim=1, keepdim=True)
+
+
+def _color(color: tuple[float, ...], x: Tensor) -> Tensor:
+    channels = x.shape[1]
+    if len(color) < channels:
+        raise ValueError(f"colour {color} has fewer than the image's {channels} channels")
+    return torch.tensor(color[:channels], dtype=x.dtype, device=x.device).view(1, channels, 1, 1)
+
+
+def _square_region(n: int, height: int, width: int, size: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """A ``size`` square at a random position per image: (region [N,1,H,W], top, left [N,1,1])."""
+    top = torch.randint(0, height - size + 1, (n, 1, 1), generator=generator)
+    left = torch.randint(0, width - size + 1, (n, 1, 1), generator=generator)
+    rows = torch.arange(height).view(1, height, 1)
+    cols = torch.arange(width).view(1, 1, width)
+    region = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
+    return region.unsqueeze(1), top, left
 
 
 @dataclass(frozen=True)
@@ -40,19 +74,232 @@ class Patch:
         n, channels, height, width = x.shape
         if self.size > min(height, width):
             raise ValueError(f"patch size {self.size} exceeds image size {height}x{width}")
-        top = torch.randint(0, height - self.size + 1, (n, 1, 1), generator=generator)
-        left = torch.randint(0, width - self.size + 1, (n, 1, 1), generator=generator)
-        rows = torch.arange(height).view(1, height, 1)
-        cols = torch.arange(width).view(1, 1, width)
-        region = ((rows >= top) & (rows < top + self.size) & (cols >= left) & (cols < left + self.size))
-        region = region.unsqueeze(1).to(x.device)
-        color = torch.tensor(self.color[:channels], dtype=x.dtype, device=x.device).view(1, channels, 1, 1)
-        out = torch.where(region, color, x)
-        return out, (out != x).any(dim=1, keepdim=True)
+        region, _, _ = _square_region(n, height, width, self.size, generator)
+        out = torch.where(region.to(x.device), _color(self.color, x), x)
+        return out, _changed(out, x)
 
 
-def make_injector(kind: str, **options) -> Injector:
-    """The injector named ``kind`` (only ``patch`` so far) with its options."""
-    if kind == "patch":
-        return Patch(size=options.get("size", 5), color=COLORS[options.get("color", "red")])
-    raise ValueError(f"unknown artifact kind {kind!r}; known: patch")
+def quantize(x: Tensor) -> Tensor:
+    """``x`` on the 8-bit grid: round(x * 255) / 255 (idempotent, same dtype)."""
+    return torch.round(x.clamp(0.0, 1.0) * 255) / 255
+
+
+@dataclass(frozen=True)
+class Lsb:
+    """A fixed pseudo-random bit pattern in the least-significant bit of 8-bit pixel values.
+
+    The image is quantised to 8 bits (``round(x * 255)``), the LSB of every channel of
+    every pixel in the region is set to the pattern's bit, and the result is divided by
+    255 again. The pattern [C, h, w] comes from ``seed`` alone (not from the caller's
+    generator), so it is the same for every image and every call: a learnable yet
+    invisible artifact (each value moves by at most 1/255). The region is the whole
+    image (``size=None``) or a ``size`` square at a random position per image, the
+    pattern anchored at the square's corner.
+
+    Inputs that are not on the 8-bit grid change everywhere by the quantisation and the
+    mask says so; callers that want the mask to be exactly the pattern's changes pass
+    images already on the grid (``quantize(x)``), as ``synthetic_artifacts`` does.
+    """
+
+    size: int | None = None
+    seed: int = 0
+
+    def pattern(self, channels: int, height: int, width: int) -> Tensor:
+        """The bits [C, h, w] (int64, 0 / 1) written into a region of that shape."""
+        generator = torch.Generator().manual_seed(self.seed)
+        return torch.randint(0, 2, (channels, height, width), generator=generator)
+
+    def __call__(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        n, channels, height, width = x.shape
+        q = torch.round(x.clamp(0.0, 1.0) * 255)
+        even = q - torch.remainder(q, 2)
+        if self.size is None:
+            bits = self.pattern(channels, height, width).unsqueeze(0).to(x.device, x.dtype)
+            written = even + bits
+        else:
+            if not 1 <= self.size <= min(height, width):
+                raise ValueError(f"lsb region size {self.size} must be in [1, {min(height, width)}] "
+                                 f"for images of {height}x{width}")
+            region, top, left = _square_region(n, height, width, self.size, generator)
+            pattern = self.pattern(channels, self.size, self.size)
+            rows = (torch.arange(height).view(1, height, 1) - top).clamp(0, self.size - 1)  # [N, H, 1]
+            cols = (torch.arange(width).view(1, 1, width) - left).clamp(0, self.size - 1)  # [N, 1, W]
+            bits = pattern[:, rows, cols].transpose(0, 1)  # [N, C, H, W]
+            written = torch.where(region.to(x.device), even + bits.to(x.device, x.dtype), q)
+        out = written / 255
+        return out, _changed(out, x)
+
+
+@dataclass(frozen=True)
+class Brightness:
+    """The whole image moved towards white: ``x + strength * (1 - x)`` (the paper's "white colour")."""
+
+    strength: float = 0.3
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.strength <= 1.0:
+            raise ValueError(f"brightness strength must be in [0, 1], got {self.strength}")
+
+    def __call__(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        out = (x + self.strength * (1 - x)).clamp(0.0, 1.0)
+        return out, _changed(out, x)
+
+
+@dataclass(frozen=True)
+class Tint:
+    """The whole image blended with a colour: ``x * (1 - strength) + strength * color``."""
+
+    strength: float = 0.25
+    color: tuple[float, float, float] = COLORS["red"]
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.strength <= 1.0:
+            raise ValueError(f"tint strength must be in [0, 1], got {self.strength}")
+
+    def __call__(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        out = (x * (1 - self.strength) + self.strength * _color(self.color, x)).clamp(0.0, 1.0)
+        return out, _changed(out, x)
+
+
+#: The date-times a timestamp is drawn from (one per image, uniformly).
+STAMPS = (
+    "2019-03-14 10:22", "2018-11-02 07:45", "2020-06-30 18:09", "2017-01-27 23:51",
+    "2021-09-08 05:36", "2016-12-19 14:03", "2022-04-25 09:58", "2015-07-11 21:17",
+)
+#: Stamp formats, longest first: the part of each ``STAMPS`` string they show.
+STAMP_FORMATS: dict[str, slice] = {"datetime": slice(0, 16), "date": slice(0, 10), "time": slice(11, 16)}
+STAMP_POSITIONS = ("random", "top_left", "top_right", "bottom_left", "bottom_right")
+
+
+@functools.lru_cache(maxsize=32)
+def render_stamps(texts: tuple[str, ...], scale: int = 1) -> Tensor:
+    """Glyph masks [K, h, w] (bool) of ``texts`` in PIL's default bitmap font.
+
+    Each distinct string is rendered once (cached); all share one box, the union of
+    their inked pixels' bounding boxes, enlarged ``scale`` times (nearest neighbour).
+    The returned tensor is shared by the cache: do not modify it.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default_imagefont() if hasattr(ImageFont, "load_default_imagefont") \
+        else ImageFont.load_default()
+    boxes = [font.getbbox(text) for text in texts]
+    width, height = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    masks = []
+    for text in texts:  # a handful of distinct strings, not samples
+        image = Image.new("L", (width, height), 0)
+        ImageDraw.Draw(image).text((0, 0), text, fill=255, font=font)
+        pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+        masks.append(pixels.view(height, width) > 127)
+    glyphs = torch.stack(masks)
+    ink_rows = glyphs.any(0).any(1).nonzero().flatten()
+    ink_cols = glyphs.any(0).any(0).nonzero().flatten()
+    glyphs = glyphs[:, ink_rows[0]:ink_rows[-1] + 1, ink_cols[0]:ink_cols[-1] + 1]
+    return glyphs.repeat_interleave(scale, 1).repeat_interleave(scale, 2).contiguous()
+
+
+@dataclass(frozen=True)
+class Timestamp:
+    """A date / time text stamp in ``color``, one of ``STAMPS`` per image, drawn at random.
+
+    Rendered once per distinct string with PIL's default bitmap font (glyphs about 6
+    pixels wide and 7 high per character, times ``scale``), cropped to the inked box.
+    ``format`` ``datetime`` ("2019-03-14 10:22", 7x96 pixels, height x width), ``date``
+    ("2019-03-14", 7x60) or ``time`` ("10:22", 7x30); ``auto`` (the default) takes the
+    longest that fits the image: ``time`` at 32x32, ``datetime`` from 96 pixels wide.
+    ``position`` is ``random`` (anywhere the stamp fits, per image) or a corner (one
+    pixel in from the edges where there is room). Images smaller than the stamp raise
+    ``ValueError`` naming the minimum size (see ``min_size``); at ``scale`` 1 the
+    smallest stamp needs 7x30 pixels, so 16x16 images cannot carry a timestamp.
+    """
+
+    color: tuple[float, float, float] = ALL_COLORS["white"]
+    position: str = "random"
+    format: str = "auto"
+    scale: int = 1
+
+    def __post_init__(self) -> None:
+        if self.position not in STAMP_POSITIONS:
+            raise ValueError(f"timestamp position {self.position!r}; known: {', '.join(STAMP_POSITIONS)}")
+        if self.format != "auto" and self.format not in STAMP_FORMATS:
+            raise ValueError(f"timestamp format {self.format!r}; known: auto, {', '.join(STAMP_FORMATS)}")
+        if self.scale < 1:
+            raise ValueError(f"timestamp scale must be >= 1, got {self.scale}")
+
+    def glyphs(self, format: str) -> Tensor:
+        return render_stamps(tuple(stamp[STAMP_FORMATS[format]] for stamp in STAMPS), self.scale)
+
+    def min_size(self) -> tuple[int, int]:
+        """(height, width) of the smallest image this stamp fits."""
+        format = "time" if self.format == "auto" else self.format
+        return tuple(self.glyphs(format).shape[1:])
+
+    def check_size(self, height: int, width: int) -> None:
+        """Raise ``ValueError`` naming the minimum image size if the stamp does not fit."""
+        min_height, min_width = self.min_size()
+        if height < min_height or width < min_width:
+            raise ValueError(f"timestamp (format {self.format!r}, scale {self.scale}) needs images of at "
+                             f"least {min_height}x{min_width} pixels (height x width), got {height}x{width}")
+
+    def _fitting_glyphs(self, height: int, width: int) -> Tensor:
+        self.check_size(height, width)
+        if self.format != "auto":
+            return self.glyphs(self.format)
+        for format in STAMP_FORMATS:  # longest first; "time" fits by check_size
+            glyphs = self.glyphs(format)
+            if glyphs.shape[1] <= height and glyphs.shape[2] <= width:
+                return glyphs
+        raise AssertionError("unreachable")
+
+    def __call__(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        n, _, height, width = x.shape
+        glyphs = self._fitting_glyphs(height, width)
+        count, stamp_height, stamp_width = glyphs.shape
+        which = torch.randint(0, count, (n,), generator=generator)
+        slack_y, slack_x = height - stamp_height, width - stamp_width
+        if self.position == "random":
+            top = torch.randint(0, slack_y + 1, (n,), generator=generator)
+            left = torch.randint(0, slack_x + 1, (n,), generator=generator)
+        else:
+            vertical, horizontal = self.position.split("_")
+            margin_y, margin_x = min(1, slack_y), min(1, slack_x)
+            top = torch.full((n,), margin_y if vertical == "top" else slack_y - margin_y)
+            left = torch.full((n,), margin_x if horizontal == "left" else slack_x - margin_x)
+        rows = top.view(n, 1, 1) + torch.arange(stamp_height).view(1, stamp_height, 1)
+        cols = left.view(n, 1, 1) + torch.arange(stamp_width).view(1, 1, stamp_width)
+        region = torch.zeros(n, height, width, dtype=torch.bool)
+        region[torch.arange(n).view(n, 1, 1), rows, cols] = glyphs[which]
+        out = torch.where(region.unsqueeze(1).to(x.device), _color(self.color, x), x)
+        return out, _changed(out, x)
+
+
+#: Every artifact kind and the options ``make_injector`` passes on to it.
+KINDS: dict[str, tuple[type, tuple[str, ...]]] = {
+    "patch": (Patch, ("size", "color")),
+    "lsb": (Lsb, ("size", "seed")),
+    "brightness": (Brightness, ("strength",)),
+    "timestamp": (Timestamp, ("color", "position", "format", "scale")),
+    "tint": (Tint, ("strength", "color")),
+}
+
+
+def make_injector(kind: str, **options: Any) -> Injector:
+    """The injector named ``kind`` with its options; options that are ``None`` take the default.
+
+    Colours are names from ``ALL_COLORS``. An unknown kind, an option the kind does not
+    take or an unknown colour name raises ``ValueError`` saying what is allowed.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown artifact kind {kind!r}; known: {', '.join(KINDS)}")
+    cls, accepted = KINDS[kind]
+    options = {name: value for name, value in options.items() if value is not None}
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"artifact kind {kind!r} takes no option {unknown[0]!r}; "
+                         f"its options: {', '.join(accepted)}")
+    if "color" in options:
+        name = options["color"]
+        if name not in ALL_COLORS:
+            raise ValueError(f"unknown colour {name!r}; known: {', '.join(ALL_COLORS)}")
+        options["color"] = ALL_COLORS[name]
+    return cls(**options)
