@@ -1,0 +1,316 @@
+"""Concept activation vectors (CAVs): the latent direction of an artifact, and TCAV.
+
+Artifact-unlearning methods (RR-ClArC, A-ClArC, P-ClArC) need one direction ``v`` in
+the model's latent space that "is" the artifact: they penalise gradients along it,
+shift activations along it, or project it out. ``fit_cav`` finds it from latent
+activations of samples with (label 1) and without (label 0) the artifact; the
+evaluation scores it with ``cav_alignment`` (against a known true direction) and
+``tcav_score`` (how often the model's output increases along it).
+
+Conventions, shared by every kind so that methods can swap them freely:
+
+- Conv activations ``[N, C, H, W]`` are max-pooled over space to ``[N, C]`` first, as the
+  RR-ClArC authors' code does: a small artifact lights up few positions, which a
+  mean over space would dilute.
+- The result is a unit-length float32 vector on the device of the activations, pointing
+  towards the artifact samples (positive dot product with the difference of class means),
+  so that "adding ``v``" always means "more artifact", whatever a solver's sign.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from debiasbench.data import Split
+
+__all__ = [
+    "CAV_KINDS",
+    "pool_activations",
+    "fit_cav",
+    "latent_activations",
+    "fit_artifact_cav",
+    "cav_alignment",
+    "tcav_score",
+]
+
+#: Every kind ``fit_cav`` accepts; ``pattern`` is the default.
+CAV_KINDS: tuple[str, ...] = ("pattern", "svm", "ridge", "lasso", "logistic")
+
+#: Regularisation grid of the ``svm`` kind (inverse strength C of LinearSVC), chosen by CV.
+SVM_C_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+#: Ridge penalty (on standardised features; ridge is insensitive to it over decades here).
+RIDGE_ALPHA = 1.0
+#: Lasso penalty on standardised features: a feature survives when its correlation-like
+#: score cov(x_j, y) / std(x_j) exceeds it, so 0.01 keeps every feature with a visible
+#: effect while zeroing pure noise features.
+LASSO_ALPHA = 0.01
+#: Inverse L2 strength of the ``logistic`` kind: stronger than sklearn's 1.0 because CAV
+#: data are small and nearly separable, where weak L2 lets the weights chase noise.
+LOGISTIC_C = 0.1
+#: Standard deviations below this are treated as constant features (left unscaled).
+_MIN_STD = 1e-8
+
+
+def pool_activations(acts: Tensor) -> Tensor:
+    """``[N, C, H, W]`` -> ``[N, C]`` by the maximum over space; ``[N, D]`` unchanged.
+
+    Max pooling (not mean) follows the RR-ClArC authors' code: a localised artifact
+    fires at a few positions, and its CAV should not depend on the image size.
+    Other ranks are ambiguous (tokens first or channels first?) and are rejected.
+    """
+    if acts.ndim == 2:
+        return acts
+    if acts.ndim == 4:
+        return acts.amax(dim=(2, 3))
+    raise ValueError(f"activations must be [N, D] or [N, C, H, W], got shape {tuple(acts.shape)}")
+
+
+def _check_labels(labels: Tensor, n: int) -> Tensor:
+    """``labels`` as a bool tensor [N]; ValueError unless binary with both classes present."""
+    if labels.ndim != 1 or labels.shape[0] != n:
+        raise ValueError(f"labels must have shape [{n}] (one per activation row), got {tuple(labels.shape)}")
+    if labels.dtype == torch.bool:
+        binary = labels
+    else:
+        if not bool(((labels == 0) | (labels == 1)).all()):
+            values = torch.unique(labels.detach().cpu())[:10].tolist()
+            raise ValueError(f"labels must be 0 or 1 (1 = has the artifact), got values {values}")
+        binary = labels == 1
+    positives = int(binary.sum())
+    if positives == 0 or positives == n:
+        present = "1 (artifact)" if positives else "0 (clean)"
+        raise ValueError(f"a CAV needs samples of both labels 0 and 1; only label {present} is present "
+                         f"among {n} samples")
+    return binary
+
+
+def _unknown_kind(kind: object) -> ValueError:
+    return ValueError(f"unknown CAV kind {kind!r}; allowed kinds: {', '.join(CAV_KINDS)}")
+
+
+def fit_cav(acts: Tensor, labels: Tensor, kind: str = "pattern") -> Tensor:
+    """The unit CAV [D] separating ``labels == 1`` (artifact) from ``labels == 0`` in ``acts``.
+
+    ``acts`` is ``[N, D]`` or ``[N, C, H, W]`` (max-pooled over space first). Kinds:
+
+    - ``pattern`` (default): the signal pattern cov(a, y) / var(y), in torch. For binary
+      y this is exactly mean(a | y=1) - mean(a | y=0): the direction the artifact *adds*
+      to the activations, which is what ClArC corrections move along. It ignores the
+      noise covariance, so it is robust and needs no hyper-parameters.
+    - ``svm``: LinearSVC, C picked from ``SVM_C_GRID`` by stratified 3-fold CV balanced
+      accuracy (ties go to the smaller C, the simpler model), then refitted on all data.
+    - ``ridge``: Ridge regression of y on the features (``RIDGE_ALPHA``).
+    - ``lasso``: Lasso regression of y (``LASSO_ALPHA``); sparse, may zero every weight.
+    - ``logistic``: L2 logistic regression (``LOGISTIC_C``).
+
+    The scikit-learn kinds fit on standardised features (so one penalty means the same
+    for any layer's scale, and solvers converge), weight the two classes equally (the
+    artifact is usually the minority) and map the weights back to the original feature
+    space (w / std), i.e. return the normal of the fitted decision hyperplane in ``acts``
+    space. These *filter* directions account for the noise covariance and can differ
+    from the ``pattern``.
+
+    Raises ValueError for an unknown kind, non-binary labels, a single class, or a
+    zero direction (e.g. lasso removed every weight).
+    """
+    if kind not in CAV_KINDS:
+        raise _unknown_kind(kind)
+    pooled = pool_activations(acts)
+    if pooled.shape[0] < 2:
+        raise ValueError(f"a CAV needs at least 2 samples, got {pooled.shape[0]}")
+    binary = _check_labels(labels.to(pooled.device), pooled.shape[0])
+    if not bool(torch.isfinite(pooled).all()):
+        raise ValueError("activations contain NaN or infinite values; cannot fit a CAV")
+    # float64 for the statistics: latents may be bf16/fp16 and D large.
+    a = pooled.detach().to(torch.float64)
+    y = binary.to(torch.float64)
+    mean_difference = a[binary].mean(0) - a[~binary].mean(0)
+
+    if kind == "pattern":
+        yc = y - y.mean()
+        direction = (yc @ (a - a.mean(0))) / (yc @ yc)
+    else:
+        weights = _fit_sklearn(a.cpu().numpy(), binary.cpu().numpy(), kind)
+        direction = torch.from_numpy(weights).to(a.device, torch.float64)
+
+    norm = direction.norm()
+    if not bool(torch.isfinite(norm)) or float(norm) <= 1e-12:
+        hint = " (lasso removed every weight: lower LASSO_ALPHA or use another kind)" if kind == "lasso" else ""
+        raise ValueError(f"the {kind!r} CAV is the zero vector{hint}; the labels may not be "
+                         f"linearly visible in these activations")
+    direction = direction / norm
+    if float(direction @ mean_difference) < 0:
+        direction = -direction  # solvers' signs are arbitrary; "+v" must mean "more artifact"
+    return direction.to(device=acts.device, dtype=torch.float32)
+
+
+def _balanced_weights(y: np.ndarray) -> np.ndarray:
+    """Per-sample weights giving both classes the same total weight (mean weight 1)."""
+    n, positives = y.shape[0], int(y.sum())
+    return np.where(y, n / (2.0 * positives), n / (2.0 * (n - positives)))
+
+
+def _fit_sklearn(x: np.ndarray, y: np.ndarray, kind: str) -> np.ndarray:
+    """Weights [D] of a scikit-learn linear model fitted on standardised ``x``, in ``x`` space."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import Lasso, LogisticRegression, Ridge
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.svm import LinearSVC
+
+    mean = x.mean(0)
+    std = x.std(0)
+    std = np.where(std > _MIN_STD, std, 1.0)  # constant features stay 0 after centring
+    z = (x - mean) / std
+    target = y.astype(np.float64)
+    sample_weight = _balanced_weights(y)
+
+    with warnings.catch_warnings():
+        # A CAV is a direction: a solver stopped near the optimum gives nearly the same one.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if kind == "svm":
+            svm = LinearSVC(class_weight="balanced", max_iter=5000, random_state=0)
+            folds = min(3, int(y.sum()), int((~y).sum()))
+            if folds >= 2:
+                search = GridSearchCV(
+                    svm, {"C": list(SVM_C_GRID)}, scoring="balanced_accuracy",
+                    cv=StratifiedKFold(folds, shuffle=True, random_state=0),
+                )
+                search.fit(z, y)
+                coef = search.best_estimator_.coef_
+            else:  # too few samples of one class to cross-validate
+                coef = svm.set_params(C=1.0).fit(z, y).coef_
+        elif kind == "ridge":
+            coef = Ridge(alpha=RIDGE_ALPHA).fit(z, target, sample_weight=sample_weight).coef_
+        elif kind == "lasso":
+            coef = Lasso(alpha=LASSO_ALPHA, max_iter=10000).fit(z, target, sample_weight=sample_weight).coef_
+        elif kind == "logistic":
+            coef = LogisticRegression(C=LOGISTIC_C, class_weight="balanced", max_iter=2000).fit(z, y).coef_
+        else:  # pragma: no cover - fit_cav checks the kind first
+            raise _unknown_kind(kind)
+    return np.asarray(coef, dtype=np.float64).reshape(-1) / std
+
+
+def latent_activations(model: nn.Module, x: Tensor, batch_size: int = 256, *, pool: bool = False) -> Tensor:
+    """``model.latent(x)`` for all of ``x``, in batches, eval mode, without autograd.
+
+    Eval mode so BatchNorm uses running statistics and dropout is off: a CAV must describe
+    the model as it predicts, not one noisy training pass. The model's training flag is
+    restored afterwards. With ``pool`` each batch is max-pooled right away
+    (``pool_activations``), which keeps memory at [N, C] for large feature maps.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    was_training = model.training
+    model.eval()
+    try:
+        parts: list[Tensor] = []
+        with torch.no_grad():
+            for start in range(0, x.shape[0], batch_size):
+                latent = model.latent(x[start:start + batch_size])
+                parts.append(pool_activations(latent) if pool else latent)
+    finally:
+        model.train(was_training)
+    if not parts:
+        raise ValueError("latent_activations needs at least one sample, got an empty x")
+    return torch.cat(parts)
+
+
+def fit_artifact_cav(model: nn.Module, split: Split, attacked_class: int | None, kind: str = "pattern",
+                     batch_size: int = 256) -> Tensor:
+    """The CAV of the artifact at ``model``'s latent layer, fitted on ``split``.
+
+    Uses the samples of ``attacked_class`` only (all samples when None), label = the
+    split's ``artifact`` flag: within one class the artifact is the only systematic
+    difference between the two groups, whereas across classes the class itself would
+    leak into the direction. Returns a unit float32 vector [C] (or [D]).
+    """
+    if kind not in CAV_KINDS:
+        raise _unknown_kind(kind)
+    if attacked_class is None:
+        selected = torch.ones_like(split.y, dtype=torch.bool)
+        where = "the split"
+    else:
+        selected = split.y == attacked_class
+        where = f"class {attacked_class}"
+    artifact = split.artifact[selected].bool()
+    n_artifact = int(artifact.sum())
+    n_clean = int(artifact.numel()) - n_artifact
+    if n_artifact == 0 or n_clean == 0:
+        raise ValueError(f"cannot fit an artifact CAV on {where}: it has {n_artifact} samples with the "
+                         f"artifact and {n_clean} without; both must be present")
+    acts = latent_activations(model, split.x[selected], batch_size, pool=True)
+    return fit_cav(acts, artifact.to(acts.device), kind)
+
+
+def cav_alignment(cav: Tensor, true_direction: Tensor) -> float:
+    """Cosine similarity between ``cav`` and ``true_direction`` (both flattened).
+
+    1 means the fitted CAV found exactly the known artifact direction; it is only
+    meaningful where both live in the same space (same number of elements).
+    """
+    a = cav.detach().reshape(-1).to(torch.float64)
+    b = true_direction.detach().reshape(-1).to(a.device, torch.float64)
+    if a.numel() != b.numel():
+        raise ValueError(f"cav has {a.numel()} elements and true_direction {b.numel()}; they must match")
+    na, nb = a.norm(), b.norm()
+    if float(na) == 0.0 or float(nb) == 0.0:
+        raise ValueError("cav_alignment is undefined for a zero vector")
+    return float((a @ b) / (na * nb))
+
+
+def _mean_pool(grad: Tensor) -> Tensor:
+    """Latent gradients ``[N, C, H, W]`` -> ``[N, C]`` by the mean over space; ``[N, D]`` unchanged."""
+    if grad.ndim == 2:
+        return grad
+    if grad.ndim == 4:
+        return grad.mean(dim=(2, 3))
+    raise ValueError(f"latent must be [N, D] or [N, C, H, W], got shape {tuple(grad.shape)}")
+
+
+def tcav_score(model: nn.Module, x: Tensor, cav: Tensor, target: Tensor | int, batch_size: int = 256) -> float:
+    """Share of samples whose target logit increases along ``cav`` in the latent (TCAV).
+
+    For each sample, the gradient of logit ``target`` (an int for all, or a tensor [N]
+    of classes) with respect to the latent activation is averaged over space (as the
+    RR-ClArC penalty does) and dotted with ``cav``; the score is the share of positive
+    dot products. A score near 1 on artifact samples means the model uses the artifact
+    direction towards that class. The latent is made a fresh leaf, so the score works
+    for frozen parameters and inside ``torch.no_grad``; eval mode, training flag restored.
+    """
+    n = x.shape[0]
+    if n == 0:
+        raise ValueError("tcav_score needs at least one sample, got an empty x")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    targets = torch.as_tensor(target).reshape(-1)
+    if targets.numel() == 1:
+        targets = targets.expand(n)
+    if targets.numel() != n:
+        raise ValueError(f"target must be an int or have one class per sample ({n}), got {targets.numel()}")
+
+    leaf: Callable[[Tensor], Tensor] = lambda latent: latent.detach().requires_grad_(True)
+    was_training = model.training
+    model.eval()
+    positive = 0
+    try:
+        with torch.enable_grad():
+            for start in range(0, n, batch_size):
+                logits, latent = model.forward_with_latent(x[start:start + batch_size], edit=leaf)
+                t = targets[start:start + batch_size].to(logits.device, torch.long)
+                # Samples are independent in eval mode, so the sum's gradient is per sample.
+                chosen = logits.gather(1, t.unsqueeze(1)).sum()
+                (grad,) = torch.autograd.grad(chosen, latent)
+                pooled = _mean_pool(grad)
+                v = cav.detach().reshape(-1).to(pooled.device, pooled.dtype)
+                if v.numel() != pooled.shape[1]:
+                    raise ValueError(f"cav has {v.numel()} elements but the latent has {pooled.shape[1]} "
+                                     f"channels")
+                positive += int(((pooled @ v) > 0).sum())
+    finally:
+        model.train(was_training)
+    return positive / n
