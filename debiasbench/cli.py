@@ -8,6 +8,7 @@ same validator words every message.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, List, Optional
@@ -78,14 +79,22 @@ def run(
 
 
 def _run_reporting_failure(run_one: Callable, config: Any, tracker: Any) -> Any:
-    """A run that fails (diverged loss) is already FAILED in the store: say why, exit 1."""
+    """A run that fails after it started is already FAILED in the store with its reason:
+    say why in one line and exit 1 (the traceback only with DEBIASBENCH_DEBUG=1)."""
     from debiasbench.errors import RunFailed
 
     try:
         return run_one(config, tracker)
     except RunFailed as exc:
-        err.print(f"run failed: {exc.reason}", markup=False, highlight=False)
-        raise typer.Exit(1) from None
+        reason = exc.reason
+    except (UserError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        if os.environ.get("DEBIASBENCH_DEBUG"):
+            raise
+        reason = f"{type(exc).__name__}: {exc} (DEBIASBENCH_DEBUG=1 shows the traceback)"
+    err.print(f"run failed: {reason}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
 
 
 @app.command()

@@ -9,7 +9,9 @@ so a crashed run never looks finished and a sweep can find and rerun it.
 from __future__ import annotations
 
 import logging
+import os
 import time
+from pathlib import Path
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
 
@@ -28,6 +30,9 @@ class TrackedRun:
         self.client = client
         self.run_id = run_id
 
+    def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), folder)
+
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
 
@@ -35,6 +40,11 @@ class TrackedRun:
         batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
         for start in range(0, len(batch), 1000):
             self.client.log_batch(self.run_id, metrics=batch[start:start + 1000])
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
@@ -49,6 +59,7 @@ class Tracker:
         import mlflow
         from mlflow.tracking import MlflowClient
 
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         for noisy in ("alembic", "mlflow"):  # store creation logs at INFO; runs print their own
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -91,6 +102,16 @@ class Tracker:
     def _end(self, tracked: TrackedRun, status: str, reason: str) -> None:
         tracked.set_tags({FAILURE_TAG: reason[:5000]})
         self.client.set_terminated(tracked.run_id, status)
+
+    def get_run(self, run_id: str) -> Any:
+        try:
+            return self.client.get_run(run_id)
+        except Exception:
+            raise UserError(f"run {run_id!r} not found in tracking store {self.uri!r}") from None
+
+    def download(self, run_id: str, artifact: str, folder: str | Path) -> str:
+        """Local copy of one artifact of a run."""
+        return self.client.download_artifacts(run_id, artifact, str(folder))
 
     def finished_run(self, run_key: str) -> Any | None:
         """The FINISHED run with this run key, if any (sweeps skip those jobs)."""
