@@ -1,0 +1,293 @@
+"""Input-space explanations: relevance heatmaps, their share on the artifact, and pictures.
+
+The ``artifact_relevance`` metric asks how much of a model's explanation falls on the
+artifact (a ruler, a patch): a corrected model should look elsewhere. That needs an
+explanation whose numbers mean the same thing for every architecture we offer, so the
+method is chosen per architecture and recorded with the run:
+
+- ``"lrp"``: zennit's ``EpsilonPlusFlat`` composite (flat rule in the first layer, z+ in
+  the other convolutions, epsilon in the fully connected layers) after the canonizers
+  zennit has for the architecture (BatchNorm merged into the preceding convolution;
+  ResNet's residual additions as ``Sum`` modules). With a canonizer LRP is
+  (approximately) *conservative*: the relevances sum to the explained logit, less what
+  the biases absorb, so shares of it are comparable between samples and models.
+- ``"input_x_gradient"``: ``x * d logit / dx`` with plain autograd. The fallback for
+  architectures zennit has no canonizer for (EfficientNet-B0, every timm model): LRP
+  without one is not conservative. A residual addition or a squeeze-excitation product
+  that is not a ``Sum`` module hands its full relevance to *each* input: measured on a
+  bias-free ResNet-18 without the canonizer, the input relevance is 256x the logit
+  (doubled by each of its 8 blocks); a BatchNorm left unmerged makes the rules see
+  pre-normalisation contributions. For a piecewise-linear net without biases input x
+  gradient sums to the logit exactly (Euler's theorem), so the two agree in spirit.
+
+``"auto"`` picks ``"lrp"`` exactly for the architectures in ``LRP_CANONIZERS`` (keyed on
+``LatentModel.arch``), whose conservation the tests check; a plugin architecture that is
+a plain Sequential or a torchvision VGG/ResNet can add itself there.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from debiasbench.errors import UserError, unknown_name_message
+from debiasbench.models import LatentModel
+
+__all__ = [
+    "EXPLANATION_METHODS",
+    "LRP_CANONIZERS",
+    "explanation_method",
+    "input_relevance",
+    "artifact_relevance",
+    "heatmap_grid",
+]
+
+#: Values ``input_relevance(method=...)`` accepts; ``"auto"`` resolves to one of the others.
+EXPLANATION_METHODS: tuple[str, ...] = ("auto", "lrp", "input_x_gradient")
+
+
+def _sequential_canonizers() -> list:
+    """Merge each BatchNorm into the convolution or linear layer right before it.
+
+    Correct for nets whose modules are registered in forward order without skip
+    connections: torchvision's VGG and our ``small_cnn`` (conv-BN-ReLU Sequentials).
+    """
+    from zennit.canonizers import SequentialMergeBatchNorm
+
+    return [SequentialMergeBatchNorm()]
+
+
+def _resnet_canonizers() -> list:
+    """BatchNorm merge plus ``Sum`` modules for the residual additions of torchvision ResNets."""
+    from zennit.torchvision import ResNetCanonizer
+
+    return [ResNetCanonizer()]
+
+
+#: Architectures (``LatentModel.arch``) that ``"auto"`` explains with LRP, and a factory of
+#: the zennit canonizers that make LRP conservative on them. Fresh canonizer instances are
+#: made per call because a canonizer remembers the modules it changed.
+LRP_CANONIZERS: dict[str, Callable[[], list]] = {
+    "small_cnn": _sequential_canonizers,
+    "vgg16": _sequential_canonizers,
+    "resnet18": _resnet_canonizers,
+}
+
+
+def explanation_method(model: LatentModel | nn.Module) -> str:
+    """The method ``input_relevance(model, ..., method="auto")`` uses, to record as a run param."""
+    return "lrp" if getattr(model, "arch", None) in LRP_CANONIZERS else "input_x_gradient"
+
+
+def _resolve_method(model: LatentModel | nn.Module, method: str) -> str:
+    if method not in EXPLANATION_METHODS:
+        raise UserError(unknown_name_message("explanation method", method, list(EXPLANATION_METHODS)))
+    if method == "auto":
+        return explanation_method(model)
+    if method == "lrp" and getattr(model, "arch", None) not in LRP_CANONIZERS:
+        # Refuse rather than return a heatmap whose sums are not the logit: shares of a
+        # non-conservative relevance are not comparable between models.
+        raise UserError(
+            f"LRP is not conservative on {getattr(model, 'arch', type(model).__name__)!r} (zennit has no "
+            f"canonizer for it); supported: {', '.join(sorted(LRP_CANONIZERS))}; use 'input_x_gradient' or 'auto'"
+        )
+    return method
+
+
+def _check_target(x: Tensor, target: Tensor | int, num_outputs: int | None) -> Tensor:
+    """``target`` as ``[N]`` long class indices on ``x``'s device (an int means every sample)."""
+    target = torch.as_tensor(target, device=x.device)
+    if target.ndim == 0:
+        target = target.expand(x.shape[0])
+    if target.shape != (x.shape[0],) or target.dtype.is_floating_point or target.dtype == torch.bool:
+        raise ValueError(
+            f"target must be [N] class indices for N={x.shape[0]}, got {tuple(target.shape)} {target.dtype}"
+        )
+    target = target.long()
+    if num_outputs is not None and target.numel() and (int(target.min()) < 0 or int(target.max()) >= num_outputs):
+        raise ValueError(f"target classes must lie in [0, {num_outputs}), got {target.tolist()}")
+    return target
+
+
+def input_relevance(
+    model: LatentModel | nn.Module, x: Tensor, target: Tensor, method: str = "auto"
+) -> tuple[Tensor, str]:
+    """Relevance ``[N, C, H, W]`` of logit ``target[n]`` of sample ``n`` w.r.t. the input, and the method used.
+
+    ``method`` is ``"auto"`` (see ``explanation_method``), ``"lrp"`` or ``"input_x_gradient"``.
+    The model is explained in eval mode (BatchNorm uses its running statistics, as at test
+    time); training flags are restored afterwards and parameters, buffers and their
+    ``.grad`` are left as they were (canonizers are removed, gradients are taken w.r.t. the
+    input only). Works on frozen parameters (``requires_grad=False``) and when called under
+    ``torch.no_grad()`` (grad is enabled internally) or autocast (disabled internally:
+    relevance in bf16 would not sum to the logit). The returned tensor is detached.
+
+    ``"auto"`` and ``"input_x_gradient"`` also accept any ``nn.Module`` classifier (a
+    method's ``eval_model`` wrapper, say). LRP's canonizers change the weights in place
+    for the duration of the call: do not run the same model in another thread meanwhile.
+    """
+    resolved = _resolve_method(model, method)
+    if x.ndim != 4:
+        raise ValueError(f"x must be [N, C, H, W], got shape {tuple(x.shape)}")
+    index = _check_target(x, target, getattr(model, "num_classes", None))
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.enable_grad(), torch.autocast(device_type=x.device.type, enabled=False):
+            # A leaf copy: the caller's tensor gets neither requires_grad nor a graph.
+            inputs = x.detach().clone().requires_grad_(True)
+            if resolved == "lrp":
+                relevance = _lrp(model, inputs, index)
+            else:
+                relevance = _input_x_gradient(model, inputs, index)
+    finally:
+        for m, training in modes:
+            m.training = training
+    return relevance.detach(), resolved
+
+
+def _one_hot_of_logit(index: Tensor) -> Callable[[Tensor], Tensor]:
+    """The output relevance: the target logit itself, zero elsewhere (so relevance sums to it)."""
+
+    def attr_output(output: Tensor) -> Tensor:
+        one_hot = F.one_hot(index, output.shape[1]).to(output.dtype)
+        return one_hot * output.detach()
+
+    return attr_output
+
+
+def _lrp(model: LatentModel, inputs: Tensor, index: Tensor) -> Tensor:
+    from zennit.attribution import Gradient
+    from zennit.composites import EpsilonPlusFlat
+
+    net: nn.Module = getattr(model, "net", model)
+    composite = EpsilonPlusFlat(canonizers=LRP_CANONIZERS[model.arch]())
+    # Gradient registers the canonizers and rule hooks on entry and removes them on exit,
+    # also when the forward or backward raises, so the model is left as it was.
+    with Gradient(model=net, composite=composite) as attributor:
+        _, relevance = attributor(inputs, _one_hot_of_logit(index))
+    return relevance
+
+
+def _input_x_gradient(model: nn.Module, inputs: Tensor, index: Tensor) -> Tensor:
+    logits = model(inputs)
+    # Samples are independent in eval mode, so one backward of the sum gives every
+    # sample's own gradient.
+    selected = logits.gather(1, index[:, None]).sum()
+    (gradient,) = torch.autograd.grad(selected, inputs)
+    return inputs.detach() * gradient
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _as_mask(mask: Tensor, like: Tensor) -> Tensor:
+    """``mask`` as a float ``[N, 1, H, W]`` of 0/1 matching ``like`` ``[N, H, W]``."""
+    if mask.ndim == 3:
+        mask = mask[:, None]
+    if mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[-2:] != like.shape[-2:]:
+        raise ValueError(
+            f"mask must be [N, 1, H, W] or [N, H, W] matching {tuple(like.shape)}, got {tuple(mask.shape)}"
+        )
+    if mask.shape[0] not in (1, like.shape[0]):
+        raise ValueError(f"mask has {mask.shape[0]} samples, relevance {like.shape[0]}")
+    return (mask.to(like.device) > 0).to(like.dtype).expand(like.shape[0], -1, -1, -1)
+
+
+def artifact_relevance(relevance: Tensor, mask: Tensor, dilation: int = 1) -> Tensor:
+    """Per sample ``[N]``: the share of absolute relevance (summed over channels) inside ``mask``.
+
+    ``mask`` (``[N, 1, H, W]`` or ``[N, H, W]``, non-zero = artifact) is first grown by
+    ``dilation`` pixels (a square neighbourhood, by max pooling): LRP's flat first-layer rule
+    and gradients spread an artifact's relevance over the first layer's receptive field,
+    so its rim would otherwise count as "not on the artifact". Samples whose total
+    relevance is zero get 0 (nothing to attribute, not NaN).
+    """
+    if relevance.ndim != 4:
+        raise ValueError(f"relevance must be [N, C, H, W], got shape {tuple(relevance.shape)}")
+    if dilation < 0:
+        raise ValueError(f"dilation must be >= 0, got {dilation}")
+    absolute = relevance.detach().float().abs().sum(dim=1)  # [N, H, W]
+    region = _as_mask(mask, absolute)
+    if dilation > 0:
+        region = F.max_pool2d(region, kernel_size=2 * dilation + 1, stride=1, padding=dilation)
+    inside = (absolute * region[:, 0]).flatten(1).sum(dim=1)
+    total = absolute.flatten(1).sum(dim=1)
+    share = inside / total.clamp_min(torch.finfo(total.dtype).tiny)
+    return torch.where(total > 0, share, torch.zeros_like(share))
+
+
+# --------------------------------------------------------------------------- pictures
+
+
+def _image(sample: Tensor) -> tuple[Tensor, str | None]:
+    """A ``[C, H, W]`` input as something ``imshow`` shows: RGB in [0, 1] or a grey map.
+
+    Inputs are often normalised (negative values), so each is rescaled to its own range.
+    """
+    if sample.shape[0] == 3:
+        low, high = sample.min(), sample.max()
+        image = (sample - low) / (high - low) if high > low else torch.zeros_like(sample)
+        return image.permute(1, 2, 0), None
+    return sample.mean(dim=0), "gray"
+
+
+def heatmap_grid(
+    x: Tensor, mask: Tensor | None, relevance: Tensor, path: str | os.PathLike, max_samples: int = 8
+) -> None:
+    """Write a PNG: one row per sample (at most ``max_samples``), columns input, mask, relevance.
+
+    Relevance is summed over channels and drawn signed with the symmetric ``bwr`` map
+    (white = 0, each row scaled to its own largest magnitude), so evidence for (red) and
+    against (blue) the class stay distinguishable. Without a mask the mask column is blank.
+    Uses matplotlib's Agg canvas directly (no pyplot state, no display: safe in workers)
+    and writes to a temporary file that replaces ``path``, so a reader never sees half a PNG.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if x.ndim != 4 or relevance.ndim != 4 or x.shape[0] != relevance.shape[0]:
+        raise ValueError(
+            f"x and relevance must be [N, C, H, W] with the same N, got {tuple(x.shape)}, {tuple(relevance.shape)}"
+        )
+    n = min(int(x.shape[0]), max_samples)
+    if n < 1:
+        raise ValueError("heatmap_grid needs at least one sample")
+    images = x[:n].detach().float().cpu()
+    heat = relevance[:n].detach().float().cpu().sum(dim=1)
+    masks = None if mask is None else _as_mask(mask[:n].detach().cpu(), heat)[:, 0]
+
+    cell = 2.0  # inches per panel: keeps the picture's aspect = columns : rows
+    fig = Figure(figsize=(3 * cell, n * cell), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(n, 3, squeeze=False)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.3 / (n * cell), wspace=0.05, hspace=0.05)
+    for row in range(n):
+        image, cmap = _image(images[row])
+        # nearest: one screen block per pixel, so relevance is not smeared onto neighbours.
+        axes[row, 0].imshow(image.numpy(), cmap=cmap, interpolation="nearest")
+        if masks is not None:
+            axes[row, 1].imshow(masks[row].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        bound = float(heat[row].abs().max()) or 1.0
+        axes[row, 2].imshow(heat[row].numpy(), cmap="bwr", vmin=-bound, vmax=bound, interpolation="nearest")
+        for ax in axes[row]:
+            ax.set_axis_off()
+    for ax, title in zip(axes[0], ("input", "mask" if masks is not None else "no mask", "relevance")):
+        ax.set_title(title, fontsize=9)
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            fig.savefig(stream, format="png")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,336 @@
+"""Input relevance (LRP / input x gradient), the artifact-relevance share and heatmap pictures."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from debiasbench.errors import UserError
+from debiasbench.explain import (
+    EXPLANATION_METHODS,
+    LRP_CANONIZERS,
+    artifact_relevance,
+    explanation_method,
+    heatmap_grid,
+    input_relevance,
+)
+from debiasbench.models import LatentModel, build_model
+
+LRP_ARCHS = ["small_cnn", "resnet18", pytest.param("vgg16", marks=pytest.mark.slow)]
+HEAD = {"small_cnn": "fc", "resnet18": "fc", "vgg16": "classifier.6"}
+
+
+def _model(arch: str, num_classes: int = 3, zero_biases: bool = False) -> LatentModel:
+    """A seeded model in eval mode whose BN statistics come from one random train-mode batch.
+
+    The initial running statistics (mean 0, var 1) make BN an identity, which would leave
+    the canonizers' BN merge untested; a deep random net with them also shrinks its
+    activations to nothing. ``zero_biases`` zeroes every bias and BN shift (``running_mean``
+    and ``bias``; the scale stays non-trivial): the net is then positively homogeneous, so
+    LRP must conserve the logit up to its stabilisers.
+    """
+    torch.manual_seed(0)
+    model = build_model(arch, num_classes)
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(8, 3, 32, 32))
+    model.eval()
+    if zero_biases:
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.running_mean.zero_()
+                    module.bias.zero_()
+                elif isinstance(module, (nn.Conv2d, nn.Linear)) and module.bias is not None:
+                    module.bias.zero_()
+    return model
+
+
+def _inputs(n: int = 2, seed: int = 1) -> Tensor:
+    torch.manual_seed(seed)
+    return torch.randn(n, 3, 32, 32)
+
+
+def _explained_logit(model: LatentModel, x: Tensor) -> tuple[Tensor, Tensor]:
+    """(target = predicted class, its logit) per sample."""
+    with torch.no_grad():
+        logits = model(x)
+    target = logits.argmax(dim=1)
+    return target, logits.gather(1, target[:, None])[:, 0]
+
+
+# --------------------------------------------------------------------------- conservation
+
+
+@pytest.mark.parametrize("arch", LRP_ARCHS)
+def test_lrp_relevance_sums_to_the_logit_when_the_model_has_no_biases(arch: str) -> None:
+    # Measured relative errors: ~7e-5 (small_cnn, resnet18), ~5e-4 (vgg16, whose random-init
+    # activations are tiny, so the 1e-6 stabilisers of its 16 layers weigh more). 2e-3 is a
+    # few times that, and far below what a missing canonizer costs (tens of percent).
+    model = _model(arch, zero_biases=True)
+    x = _inputs()
+    target, logit = _explained_logit(model, x)
+    relevance, method = input_relevance(model, x, target)
+    assert method == "lrp"
+    assert relevance.shape == x.shape
+    torch.testing.assert_close(relevance.sum(dim=(1, 2, 3)), logit, rtol=2e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["small_cnn", "resnet18"])
+def test_lrp_relevance_sums_to_the_logit_less_what_the_biases_absorb(arch: str) -> None:
+    # With biases (and BN shifts merged into the convolutions as biases) LRP is conservative
+    # up to what biases absorb. The head's bias is absorbed exactly by the epsilon rule;
+    # the rest (positive merged BN shifts under z+) is small. Measured over seeds 1-3, the
+    # error relative to the logit less the head's bias, summed over 8 samples, is 0.1-0.3%
+    # (small_cnn) and 1.7-3.2% (resnet18); single near-zero logits can be off by more, so
+    # the check is on the sum, with 10% as the bound.
+    model = _model(arch)
+    x = _inputs(8)
+    target, logit = _explained_logit(model, x)
+    relevance, _ = input_relevance(model, x, target, method="lrp")
+    bias_free = logit - model.net.get_submodule(HEAD[arch]).bias[target].detach()
+    error = (relevance.sum(dim=(1, 2, 3)) - bias_free).abs().sum() / bias_free.abs().sum()
+    assert error < 0.1
+
+
+def test_lrp_without_the_resnet_canonizer_would_not_be_conservative(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Why the canonizer is required: without Sum modules each residual addition hands its
+    # full relevance to both branches (measured: 256x the logit, 2 per block, 8 blocks).
+    model = _model("resnet18", zero_biases=True)
+    x = _inputs()
+    target, logit = _explained_logit(model, x)
+    monkeypatch.setitem(LRP_CANONIZERS, "resnet18", lambda: [])
+    relevance, _ = input_relevance(model, x, target)
+    assert ((relevance.sum(dim=(1, 2, 3)) / logit).abs() > 10).all()
+
+
+def test_lrp_explains_the_requested_class_not_the_prediction() -> None:
+    model = _model("small_cnn", zero_biases=True)
+    x = _inputs()
+    with torch.no_grad():
+        logits = model(x)
+    target = logits.argmin(dim=1)
+    relevance, _ = input_relevance(model, x, target)
+    expected = logits.gather(1, target[:, None])[:, 0]
+    torch.testing.assert_close(relevance.sum(dim=(1, 2, 3)), expected, rtol=2e-3, atol=1e-6)
+
+
+def test_input_x_gradient_of_efficientnet_equals_a_hand_autograd_computation() -> None:
+    model = _model("efficientnet_b0")
+    x = _inputs()
+    target = torch.tensor([0, 2])
+    relevance, method = input_relevance(model, x, target)
+    assert method == "input_x_gradient"
+
+    leaf = x.clone().requires_grad_(True)
+    logits = model(leaf)
+    (gradient,) = torch.autograd.grad(logits[torch.arange(2), target].sum(), leaf)
+    torch.testing.assert_close(relevance, x * gradient)
+
+
+# --------------------------------------------------------------------------- method choice
+
+
+def test_auto_picks_lrp_where_a_canonizer_exists_and_input_x_gradient_elsewhere() -> None:
+    assert explanation_method(_model("resnet18")) == "lrp"
+    assert explanation_method(_model("small_cnn")) == "lrp"
+    assert explanation_method(_model("efficientnet_b0")) == "input_x_gradient"
+    torch.manual_seed(0)
+    timm_resnet = build_model("timm:resnet18", 3)
+    assert explanation_method(timm_resnet) == "input_x_gradient"
+    x = _inputs()
+    _, used = input_relevance(timm_resnet.eval(), x, torch.tensor([0, 1]))
+    assert used == "input_x_gradient"
+    assert set(EXPLANATION_METHODS) == {"auto", "lrp", "input_x_gradient"}
+
+
+def test_lrp_is_refused_for_an_architecture_without_a_canonizer() -> None:
+    model = _model("efficientnet_b0")
+    with pytest.raises(UserError, match="not conservative"):
+        input_relevance(model, _inputs(), torch.tensor([0, 1]), method="lrp")
+
+
+def test_unknown_method_and_bad_targets_are_rejected() -> None:
+    model = _model("small_cnn")
+    with pytest.raises(UserError, match="explanation method"):
+        input_relevance(model, _inputs(), torch.tensor([0, 1]), method="gradcam")
+    with pytest.raises(ValueError, match="lie in"):
+        input_relevance(model, _inputs(), torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match=r"\[N\] class indices"):
+        input_relevance(model, _inputs(), torch.tensor([0, 1, 2]))
+
+
+# --------------------------------------------------------------------------- side effects
+
+
+@pytest.mark.parametrize(
+    "arch", ["small_cnn", "resnet18", "efficientnet_b0", pytest.param("vgg16", marks=pytest.mark.slow)]
+)
+def test_explaining_leaves_outputs_state_and_training_flag_unchanged(arch: str) -> None:
+    model = _model(arch)
+    x = _inputs()
+    with torch.no_grad():
+        before = model(x)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    params = dict(model.named_parameters())
+    model.train()
+
+    input_relevance(model, x, torch.tensor([0, 1]))
+
+    assert model.training and all(m.training for m in model.modules())
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), before)
+    after = model.state_dict()
+    assert after.keys() == state.keys()  # e.g. no bias added to bias-free convolutions
+    assert all(torch.equal(after[k], v) for k, v in state.items())
+    assert dict(model.named_parameters()).keys() == params.keys()
+    assert all(p.grad is None for p in model.parameters())
+    for module in model.modules():  # rule hooks and ResNet's Sum canonizer removed
+        assert not module._forward_hooks and not module._forward_pre_hooks
+        assert not hasattr(module, "canonizer_sum")
+
+
+def test_works_on_frozen_parameters_under_no_grad_without_touching_the_callers_input() -> None:
+    model = _model("resnet18", zero_biases=True)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x = _inputs()
+    target, logit = _explained_logit(model, x)
+    with torch.no_grad():
+        relevance, _ = input_relevance(model, x, target)
+    assert not x.requires_grad and x.grad is None
+    assert not relevance.requires_grad
+    assert all(not p.requires_grad for p in model.parameters())
+    torch.testing.assert_close(relevance.sum(dim=(1, 2, 3)), logit, rtol=2e-3, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- artifact share
+
+
+def test_artifact_relevance_is_one_when_all_relevance_lies_in_the_mask_and_zero_when_none_does() -> None:
+    mask = torch.zeros(2, 1, 8, 8, dtype=torch.bool)
+    mask[:, :, 2:4, 2:4] = True
+    inside = torch.zeros(2, 3, 8, 8)
+    inside[:, :, 2:4, 2:4] = torch.randn(2, 3, 2, 2)
+    outside = torch.zeros(2, 3, 8, 8)
+    outside[:, 0, 6:, 6:] = -1.0  # negative relevance counts by its magnitude
+    torch.testing.assert_close(artifact_relevance(inside, mask), torch.ones(2))
+    torch.testing.assert_close(artifact_relevance(outside, mask), torch.zeros(2))
+
+
+def test_artifact_relevance_dilation_grows_the_counted_area() -> None:
+    # One masked pixel at (3, 3) with relevance 1, one pixel at (3, 4) (next to it) with
+    # relevance 1, one at (3, 6) (3 pixels away) with relevance 2. Total 4.
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[0, 0, 3, 3] = 1.0
+    relevance = torch.zeros(1, 1, 8, 8)
+    relevance[0, 0, 3, 3] = 1.0
+    relevance[0, 0, 3, 4] = -1.0
+    relevance[0, 0, 3, 6] = 2.0
+    shares = [float(artifact_relevance(relevance, mask, dilation=d)) for d in (0, 1, 2, 3)]
+    assert shares == pytest.approx([0.25, 0.5, 0.5, 1.0])
+
+
+def test_artifact_relevance_is_zero_for_a_sample_without_relevance_and_per_sample_otherwise() -> None:
+    mask = torch.zeros(3, 8, 8)  # [N, H, W] masks are accepted too
+    mask[:, :4] = 1
+    relevance = torch.zeros(3, 3, 8, 8)
+    relevance[1, :, 0, 0] = 1.0  # all inside
+    relevance[2, :, 0, 0] = 1.0
+    relevance[2, :, 7, 7] = 1.0  # half inside
+    share = artifact_relevance(relevance, mask, dilation=0)
+    torch.testing.assert_close(share, torch.tensor([0.0, 1.0, 0.5]))
+    with pytest.raises(ValueError):
+        artifact_relevance(relevance, mask[:, :4], dilation=0)
+
+
+def _patch_model(region: tuple[slice, slice]) -> LatentModel:
+    """conv-BN-ReLU (like a small_cnn block) + a linear head that sees only ``region``.
+
+    The head reads the conv features of ``region`` shrunk by one pixel (its weights are
+    zero elsewhere), so with the 3x3 convolution the logit depends on the input pixels of
+    ``region`` only: its receptive field is exactly the region.
+    """
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        OrderedDict(
+            block=nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU()),
+            flatten=nn.Flatten(),
+            fc=nn.Linear(8 * 32 * 32, 2),
+        )
+    )
+    keep = torch.zeros(1, 8, 32, 32)
+    keep[:, :, region[0].start + 1 : region[0].stop - 1, region[1].start + 1 : region[1].stop - 1] = 1
+    with torch.no_grad():
+        net.fc.weight.mul_(keep.flatten(1))
+    net.train()
+    with torch.no_grad():
+        net(torch.randn(8, 3, 32, 32))
+    return LatentModel(net.eval(), "block", num_classes=2, arch="patch_net")
+
+
+@pytest.mark.parametrize("method", ["lrp", "input_x_gradient"])
+def test_relevance_of_a_model_that_only_reads_a_patch_lies_in_that_patch(
+    method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A plain conv-BN Sequential is what the small_cnn canonizer is for; registering the
+    # test architecture also exercises LRP_CANONIZERS as the extension point.
+    monkeypatch.setitem(LRP_CANONIZERS, "patch_net", LRP_CANONIZERS["small_cnn"])
+    region = (slice(8, 24), slice(10, 26))
+    model = _patch_model(region)
+    x = _inputs(4)
+    mask = torch.zeros(4, 1, 32, 32)
+    mask[:, :, region[0], region[1]] = 1
+    relevance, used = input_relevance(model, x, torch.tensor([0, 1, 0, 1]), method=method)
+    assert used == method
+    # Both methods put (numerically) all relevance on the region the model sees; LRP's flat
+    # first-layer rule spreads it over the 3x3 receptive fields, which stay inside the region.
+    assert (artifact_relevance(relevance, mask, dilation=0) > 0.99).all()
+    # The same relevance scored against a mask one pixel smaller than what the model reads
+    # loses the rim: dilating that mask by one pixel recovers it.
+    inner = torch.zeros_like(mask)
+    inner[:, :, region[0].start + 1 : region[0].stop - 1, region[1].start + 1 : region[1].stop - 1] = 1
+    assert (artifact_relevance(relevance, inner, dilation=0) < 0.95).all()
+    assert (artifact_relevance(relevance, inner, dilation=1) > 0.99).all()
+
+
+def test_input_x_gradient_of_a_linear_model_that_reads_a_patch_is_its_weights_times_the_input() -> None:
+    # Any classifier module works with the default method, not only a LatentModel.
+    torch.manual_seed(0)
+    linear = nn.Linear(3 * 32 * 32, 2)
+    patch = torch.zeros(1, 1, 32, 32)
+    patch[:, :, 4:12, 20:30] = 1
+    with torch.no_grad():
+        linear.weight.mul_(patch.expand(1, 3, 32, 32).flatten(1))
+    model = nn.Sequential(nn.Flatten(), linear)
+    x = _inputs(2)
+    target = torch.tensor([1, 0])
+    relevance, used = input_relevance(model, x, target)
+    assert used == "input_x_gradient"
+    torch.testing.assert_close(relevance, x * linear.weight[target].detach().view(2, 3, 32, 32))
+    torch.testing.assert_close(artifact_relevance(relevance, patch, dilation=0), torch.ones(2))
+
+
+# --------------------------------------------------------------------------- pictures
+
+
+@pytest.mark.parametrize("with_mask", [True, False])
+def test_heatmap_grid_writes_a_readable_png_with_one_row_per_sample(tmp_path: Path, with_mask: bool) -> None:
+    from PIL import Image
+
+    x = _inputs(3)
+    relevance = torch.randn(3, 3, 32, 32)
+    mask = (torch.rand(3, 1, 32, 32) > 0.8) if with_mask else None
+    path = tmp_path / "plots" / "heatmaps.png"
+    heatmap_grid(x, mask, relevance, path, max_samples=2)
+    with Image.open(path) as image:
+        image.load()
+        width, height = image.size
+    assert image.format == "PNG"
+    assert height / width == pytest.approx(2 / 3, rel=0.02)  # 2 rows x 3 columns of square panels
+    assert [p.name for p in path.parent.iterdir()] == ["heatmaps.png"]  # no temporary file left
