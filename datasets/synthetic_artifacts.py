@@ -31,8 +31,12 @@ from debiasbench.hparams import HParam
 SHAPES = ("disk", "square", "ring", "cross", "diamond", "triangle")
 
 
-def draw_shapes(labels: Tensor, size: int, generator: torch.Generator) -> Tensor:
-    """Grey images [N, 3, size, size] in [0, 1], one shape per sample chosen by its label."""
+def draw_shapes(labels: Tensor, size: int, generator: torch.Generator, noise: float = 0.0) -> Tensor:
+    """Grey images [N, 3, size, size] in [0, 1], one shape per sample chosen by its label.
+
+    ``noise`` is the standard deviation of Gaussian pixel noise: it makes shapes harder to
+    tell apart, so that a model has a reason to take the artifact's shortcut.
+    """
     n = labels.shape[0]
     coords = torch.arange(size, dtype=torch.float32)
     center_y = size * (0.3 + 0.4 * torch.rand(n, 1, 1, generator=generator))
@@ -54,6 +58,8 @@ def draw_shapes(labels: Tensor, size: int, generator: torch.Generator) -> Tensor
     brightness = 0.55 + 0.45 * torch.rand(n, 1, 1, generator=generator)
     background = 0.35 * torch.rand(n, size, size, generator=generator)
     grey = torch.where(foreground > 0, brightness.expand_as(background), background)
+    if noise > 0:
+        grey = (grey + noise * torch.randn(grey.shape, generator=generator)).clamp(0, 1)
     return grey.unsqueeze(1).expand(n, 3, size, size).contiguous()
 
 
@@ -79,6 +85,7 @@ class SyntheticArtifacts(BenchmarkDataset):
         "artifact_color": HParam(None, type=str, choices=tuple(ALL_COLORS),
                                  help="artifact=timestamp: text colour (null: white); "
                                       "artifact=tint: colour (null: red)"),
+        "noise": HParam(0.3, low=0.0, high=1.0, help="std of Gaussian pixel noise (harder shapes)"),
         "seed": HParam(0, low=0, help="seed of the generated data (fixed across run seeds)"),
     }
     train_defaults = {"epochs": 5, "batch_size": 64, "lr": 1e-3}
@@ -141,7 +148,7 @@ class SyntheticArtifacts(BenchmarkDataset):
     def _build(self, n: int, generator: torch.Generator) -> tuple[Split, Split, Split]:
         """The same images three ways: without artifact, all with it, and as sampled."""
         labels = torch.randint(0, self.num_classes, (n,), generator=generator)
-        clean_x = draw_shapes(labels, self.p["image_size"], generator)
+        clean_x = draw_shapes(labels, self.p["image_size"], generator, self.p["noise"])
         if self.p["artifact"] == "lsb":
             clean_x = quantize(clean_x)  # on the 8-bit grid, so only the pattern's bits change
         biased_x, mask = self.inject(clean_x, generator)

@@ -53,6 +53,8 @@ class RunConfig:
     deterministic: bool = _key(False, help="deterministic kernels (slower on CUDA)")
     latent_layer: str | None = _key(None, type=str, help="module name; default per architecture")
     pretrained: str | None = _key(None, type=str, help="local path of initial weights")
+    base_run: str | None = _key(None, type=str, help="MLflow run id of the vanilla model a correction starts from; default: found or trained")
+    log_model: bool = _key(True, help="log the final weights as the artifact model.pt")
     selection: str = _key("last", choices=("last", "best"), help="checkpoint evaluated at the end")
     selection_metric: str = _key("val_acc", choices=VALIDATION_METRICS,
                                  help="validation metric maximised when selection=best")
@@ -62,7 +64,7 @@ class RunConfig:
     hparams: dict[str, Any] = field(default_factory=dict)
 
     #: Keys that change where or how fast a run happens, not its result.
-    NON_SEMANTIC = ("device", "experiment", "checkpoint_dir", "eval_batch_size")
+    NON_SEMANTIC = ("device", "experiment", "checkpoint_dir", "eval_batch_size", "log_model")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

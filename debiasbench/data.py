@@ -93,6 +93,8 @@ class BenchmarkDataset:
     splits: dict[str, Split]
     views: dict[str, Split]
     artifact_direction: Tensor | None = None
+    #: The class the artifact points to (CAVs and artifact relevance use its samples).
+    attacked_class: int | None = None
 
     def __init__(self, **params: Any):
         self.p = params

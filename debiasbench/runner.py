@@ -13,6 +13,7 @@ import os
 import random
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from debiasbench import checkpoints
+from debiasbench.base_model import MODEL_ARTIFACT, resolve_base_checkpoint
 from debiasbench.config import RunConfig
 from debiasbench.data import BenchmarkDataset, DeviceLoader
 from debiasbench.errors import RunFailed, UserError
@@ -64,6 +66,17 @@ def build_dataset(config: RunConfig) -> BenchmarkDataset:
     return DATASETS.get(config.dataset)(**config.dataset_params)
 
 
+def build_run_model(config: RunConfig, dataset: BenchmarkDataset, device: torch.device) -> LatentModel:
+    """The seeded model of a run (building it also validates the architecture and latent layer)."""
+    seed_everything(config.seed, config.deterministic)
+    model = build_model(config.model, dataset.num_classes, config.latent_layer, config.pretrained,
+                        in_channels=dataset.splits["train"].x.shape[1])
+    model = model.to(device)
+    if device.type == "cuda" and config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
 def make_optimizer(config: RunConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
@@ -87,9 +100,10 @@ def show_progress() -> bool:
 class Trainer:
     """The training loop of one run; built by ``run``."""
 
-    def __init__(self, config: RunConfig, dataset: BenchmarkDataset, tracked: TrackedRun,
-                 device: torch.device, progress: bool):
+    def __init__(self, config: RunConfig, dataset: BenchmarkDataset, model: LatentModel,
+                 tracked: TrackedRun, device: torch.device, progress: bool):
         self.config = config
+        self.model = model
         self.dataset = dataset
         self.tracked = tracked
         self.device = device
@@ -102,23 +116,15 @@ class Trainer:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def build(self) -> tuple[LatentModel, Any, RunContext]:
-        config = self.config
-        seed_everything(config.seed, config.deterministic)
-        sample = self.dataset.splits["train"].x
-        model = build_model(config.model, self.dataset.num_classes, config.latent_layer,
-                            config.pretrained, in_channels=sample.shape[1]).to(self.device)
-        if self.device.type == "cuda" and config.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        generator = torch.Generator(device=self.device).manual_seed(config.seed)
-        ctx = RunContext(config=config, dataset=self.dataset, model=model, device=self.device,
+    def build(self) -> tuple[Any, RunContext]:
+        generator = torch.Generator(device=self.device).manual_seed(self.config.seed)
+        ctx = RunContext(config=self.config, dataset=self.dataset, model=self.model, device=self.device,
                          generator=generator, log_metrics=self.tracked.log_metrics)
-        method = METHODS.get(config.method)(config.hparams, ctx)
-        return model, method, ctx
+        return METHODS.get(self.config.method)(self.config.hparams, ctx), ctx
 
     def train(self) -> dict[str, float]:
-        config = self.config
-        model, method, ctx = self.build()
+        config, model = self.config, self.model
+        method, ctx = self.build()
         method.prepare(ctx)
         trainable = {id(p) for p in method.trainable_parameters(model)}
         params = [p for p in model.parameters() if id(p) in trainable]
@@ -156,14 +162,18 @@ class Trainer:
                 self.checkpoint_dir / "last.pt")
         if config.selection == "best" and (self.checkpoint_dir / "best.pt").exists():
             model.load_state_dict(checkpoints.load(self.checkpoint_dir / "best.pt", self.device)["model"])
-        metrics = evaluate(method.eval_model(model), self.dataset, config.eval_batch_size,
-                           autocast=self.autocast)
+        final_model = method.eval_model(model)
+        metrics = evaluate(final_model, self.dataset, config.eval_batch_size, autocast=self.autocast)
+        metrics.update(self.explain(final_model))
+        if config.log_model:
+            self.log_model(model)
         metrics["train_seconds"] = train_seconds
         metrics["samples_per_second"] = samples / train_seconds if train_seconds > 0 else 0.0
         return metrics
 
     def train_epoch(self, model, method, loader, optimizer, schedule, params, epoch) -> dict[str, float]:
         model.train()
+        keep_frozen_norms_in_eval(model)
         totals: dict[str, torch.Tensor] = {}
         nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         samples = 0
@@ -192,6 +202,30 @@ class Trainer:
         logs = {f"train_{k}": v / max(steps, 1) for k, v in zip(totals, values)}
         return {**logs, "samples": samples}
 
+    def explain(self, model: nn.Module) -> dict[str, float]:
+        """Artifact relevance, TCAV and CAV alignment where the dataset has artifact masks."""
+        from debiasbench.evaluate import artifact_metrics
+
+        if not isinstance(model, LatentModel):
+            return {}
+        with tempfile.TemporaryDirectory() as folder:
+            heatmaps = Path(folder) / "heatmaps.png"
+            cav_kind = self.config.hparams.get("cav_kind", "pattern")
+            metrics, params = artifact_metrics(model, self.dataset, self.config.eval_batch_size,
+                                               heatmaps, cav_kind)
+            if heatmaps.exists():
+                self.tracked.log_artifact(heatmaps)
+        if params:
+            self.tracked.log_params(params)
+        return metrics
+
+    def log_model(self, model: LatentModel) -> None:
+        """The final weights as ``model.pt`` (corrections start from a vanilla run's)."""
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / MODEL_ARTIFACT
+            checkpoints.save_atomic(model.net.state_dict(), path)
+            self.tracked.log_artifact(path)
+
     def resume(self, model, optimizer, schedule, generator) -> tuple[int, float | None]:
         """Continue from the last epoch a killed run of the same config checkpointed."""
         path = self.checkpoint_dir / "last.pt"
@@ -207,6 +241,15 @@ class Trainer:
         return int(state["epoch"]), state["best"]
 
 
+def keep_frozen_norms_in_eval(model: nn.Module) -> None:
+    """Frozen normalisation layers keep their running statistics, as frozen layers should
+    (corrections that fine-tune only the head must not drift the backbone's BatchNorm)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._NormBase) and not any(
+                p.requires_grad for p in module.parameters(recurse=False)):
+            module.eval()
+
+
 @contextlib.contextmanager
 def _progress(enabled: bool, total: int, label: str):
     if not enabled:
@@ -219,20 +262,40 @@ def _progress(enabled: bool, total: int, label: str):
         yield partial(bar.advance, task)
 
 
+def _note(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
 def run(config: RunConfig, tracker: Tracker, progress: bool | None = None) -> RunResult:
     """Train and evaluate one configuration; the outcome is recorded in ``tracker``.
 
-    Building the dataset happens before the tracked run starts, so a missing data file
-    is a plain error and leaves nothing in the store.
+    The dataset and the model are built before the tracked run starts, so a missing data
+    file or an unknown latent layer is a plain error and leaves nothing in the store. A
+    correction first finds (or trains) its vanilla base run.
     """
     device = resolve_device(config.device)
     dataset = build_dataset(config).to(device)
     if device.type == "cuda" and config.channels_last:
         for split in (*dataset.splits.values(), *dataset.views.values()):
             split.x = split.x.contiguous(memory_format=torch.channels_last)
-    with tracker.start(config) as tracked:
-        trainer = Trainer(config, dataset, tracked, device, show_progress() if progress is None else progress)
-        metrics = trainer.train()
-        tracked.log_metrics(metrics, step=config.epochs)
+    progress = show_progress() if progress is None else progress
+    model = build_run_model(config, dataset, device)
+    base_folder, base_run_id = None, None
+    try:
+        if "pretrained_checkpoint" in METHODS.get(config.method).requires:
+            initial_state, base_run_id = resolve_base_checkpoint(
+                config, tracker, train=lambda base: run(base, tracker, progress), log=_note)
+            base_folder = initial_state.parent
+            model.net.load_state_dict(checkpoints.load(initial_state, device), strict=True)
+            seed_everything(config.seed, config.deterministic)  # same state whether the base was trained now or not
+        with tracker.start(config) as tracked:
+            if base_run_id:
+                tracked.set_tags({"debiasbench.base_run_id": base_run_id})
+            trainer = Trainer(config, dataset, model, tracked, device, progress)
+            metrics = trainer.train()
+            tracked.log_metrics(metrics, step=config.epochs)
+    finally:
+        if base_folder is not None:
+            shutil.rmtree(base_folder, ignore_errors=True)
     shutil.rmtree(trainer.checkpoint_dir, ignore_errors=True)
     return RunResult(run_id=tracked.run_id, run_key=config.run_key(), metrics=metrics)

@@ -1,0 +1,26 @@
+"""A-ClArC: Augmentative ClArC (Anders et al., 2022).
+
+During fine-tuning every sample's latent activation is moved along the artifact CAV to
+the mean length of artifact samples, so that all training samples "carry" the artifact
+and it stops separating classes; the model is unchanged at test time.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from debiasbench.clarc import ClArCMethod, shift_to_length
+from debiasbench.method import Batch
+from debiasbench.models import LatentModel
+
+
+class AClArC(ClArCMethod):
+    name = "aclarc"
+    description = "Fine-tune with every latent shifted to the artifact's mean projection (A-ClArC)."
+
+    def loss(self, model: LatentModel, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        logits, _ = model.forward_with_latent(
+            batch.x, edit=lambda a: shift_to_length(a, self.cav, self.artifact_length))
+        ce = F.cross_entropy(logits, batch.y)
+        return ce, {"ce": ce.detach()}
