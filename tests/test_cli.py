@@ -103,3 +103,33 @@ def test_sweep_runs_every_job_once_and_skips_finished_jobs_when_rerun(tracking_u
     assert again.exit_code == 0 and again.output.count("SKIPPED") == 2
     dry = invoke(["sweep", str(sweep), "--dry-run"])
     assert "2 jobs" in dry.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "--method", "rrclarc", "--dataset", "colored_digits"],
+     "method 'rrclarc' requires artifact_labels, which dataset 'colored_digits' does not provide"),
+    (["run", "--method", "rrr", "--dataset", "colored_digits"], "requires artifact_masks"),
+    (["run", "--method", "rrclarc", "--dataset", "synthetic_artifacts", "--set", "hparams.lambda=-1"],
+     "hparams.lambda: expected a float >= 0.0, got -1"),
+    (["run", "--method", "rrclarc", "--dataset", "synthetic_artifacts", "--set", "hparams.target=logit"],
+     "hparams.target: expected one of 'random_logits'"),
+    (["run", "--method", "aclarc", "--dataset", "synthetic_artifacts", "--set", "hparams.cav_kind=pca"],
+     "hparams.cav_kind: expected one of 'pattern', 'svm', 'ridge', 'lasso', 'logistic'"),
+    (["run", "--method", "rrclarc", "--dataset", "synthetic_artifacts", "--model", "resnet18",
+      "--set", "latent_layer=layer5", *TINY], "did you mean 'layer4'?"),
+])
+def test_correction_bad_input_is_one_line_and_exit_code_2(args, message, tracking_uri):
+    result = invoke(args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_latent_layer_typo_trains_nothing_and_records_nothing(tracking_uri):
+    from debiasbench.tracking import Tracker
+
+    result = invoke(["run", "--method", "rrclarc", "--dataset", "synthetic_artifacts",
+                     "--set", "latent_layer=block9", "--tracking-uri", tracking_uri, *TINY])
+    assert result.exit_code == 2 and "did you mean 'block3'" in result.output
+    tracker = Tracker(tracking_uri, "debiasbench")
+    assert tracker.client.search_runs([tracker.experiment_id]) == []

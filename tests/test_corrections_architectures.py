@@ -1,0 +1,34 @@
+"""Every correction runs with every architecture of the registry (tiny inputs, CPU)."""
+
+from __future__ import annotations
+
+import pytest
+
+from debiasbench.runner import run
+from debiasbench.testing import tiny_config
+
+CORRECTIONS = ("rrclarc", "aclarc", "pclarc", "rrr")
+SMALL_IMAGES = {"n_train": 48, "n_val": 16, "n_test": 16, "image_size": 32, "patch_size": 5}
+
+
+def tiny_run(tracker, method: str, model: str):
+    config = tiny_config(method=method, model=model, epochs=1, batch_size=16,
+                         dataset_params=SMALL_IMAGES)
+    return run(config, tracker, progress=False)
+
+
+@pytest.mark.parametrize("model,explanation", [
+    ("small_cnn", "lrp"),
+    ("resnet18", "lrp"),
+    ("efficientnet_b0", "input_x_gradient"),
+    pytest.param("vgg16", "lrp", marks=pytest.mark.slow),
+])
+def test_every_correction_runs_on_the_architecture(tracker, model, explanation):
+    for method in CORRECTIONS:
+        result = tiny_run(tracker, method, model)
+        assert 0.0 <= result.metrics["artifact_relevance"] <= 1.0
+        assert "test_biased_acc" in result.metrics and "tcav_score" in result.metrics
+        params = tracker.get_run(result.run_id).data.params
+        assert params["explanation"] == explanation
+    statuses = {r.info.status for r in tracker.client.search_runs([tracker.experiment_id])}
+    assert statuses == {"FINISHED"}
