@@ -108,7 +108,10 @@ def sweep(
     from debiasbench.report import jobs_table, results_table
     from debiasbench.sweep import load_sweep, run_sweep
 
-    jobs = load_sweep(file)
+    skipped: list[str] = []
+    jobs = load_sweep(file, skipped)
+    for reason in skipped:
+        err.print(f"not a job: {reason}", markup=False, highlight=False, soft_wrap=True)
     if dry_run:
         out().print(jobs_table(jobs))
         return

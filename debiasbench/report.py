@@ -10,7 +10,8 @@ from debiasbench.config import RunConfig
 
 #: Columns of comparison tables, in reading order.
 HEADLINE_METRICS = ("test_acc", "test_clean_acc", "test_biased_acc", "test_conflicting_acc",
-                    "test_worst_group_acc", "test_unbiased_acc", "val_acc", "train_seconds")
+                    "test_worst_group_acc", "test_unbiased_acc", "artifact_relevance", "val_acc",
+                    "train_seconds")
 
 
 def _fmt(value: float | None) -> str:
@@ -35,7 +36,8 @@ def results_table(results: Iterable[Any]) -> Table:
     for column in ("method", "dataset", "model", "seed", "status"):
         table.add_column(column)
     short = {"test_conflicting_acc": "conflicting", "test_worst_group_acc": "worst_group",
-             "test_unbiased_acc": "unbiased", "train_seconds": "seconds"}
+             "test_unbiased_acc": "unbiased", "artifact_relevance": "artifact_rel",
+             "train_seconds": "seconds"}
     for metric in HEADLINE_METRICS:
         table.add_column(short.get(metric, metric.removeprefix("test_")), justify="right")
     for result in results:

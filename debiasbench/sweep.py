@@ -35,8 +35,12 @@ def _as_list(data: dict[str, Any], key: str, default: list[Any] | None) -> list[
     return value if isinstance(value, list) else [value]
 
 
-def load_sweep(path: str | Path) -> list[RunConfig]:
-    """The validated, de-duplicated jobs of a sweep file, in file order."""
+def load_sweep(path: str | Path, skipped: list[str] | None = None) -> list[RunConfig]:
+    """The validated, de-duplicated jobs of a sweep file, in file order.
+
+    A method x dataset pair where the dataset lacks what the method requires (RRR on a
+    dataset without masks) is not a job; its reason is appended to ``skipped``.
+    """
     data = load_config_file(path)
     unknown = sorted(set(data) - set(SWEEP_KEYS))
     if unknown:
@@ -48,10 +52,27 @@ def load_sweep(path: str | Path) -> list[RunConfig]:
                              _as_list(data, "models", ["small_cnn"]), _as_list(data, "seeds", [0]))
     jobs: dict[str, RunConfig] = {}
     for method, dataset, model, seed in grid:
+        missing = missing_requirements(method, dataset)
+        if missing:
+            if skipped is not None and seed == data.get("seeds", [0])[0] and missing not in skipped:
+                skipped.append(missing)
+            continue
         config = resolve_config(merge(overrides, {"method": method, "dataset": dataset,
                                                   "model": model, "seed": seed}))
         jobs.setdefault(config.run_key(), config)
     return list(jobs.values())
+
+
+def missing_requirements(method: str, dataset: str) -> str:
+    """Why ``method`` cannot run on ``dataset`` ("" when it can)."""
+    from debiasbench.config import check_requirements
+    from debiasbench.registry import DATASETS, METHODS
+
+    try:
+        check_requirements(METHODS.get(method), DATASETS.get(dataset))
+    except ConfigError as exc:
+        return str(exc)
+    return ""
 
 
 def run_sweep(jobs: list[RunConfig], tracking_uri: str | None,
