@@ -166,11 +166,12 @@ def _lrp(model: LatentModel, inputs: Tensor, index: Tensor) -> Tensor:
     from zennit.attribution import Gradient
     from zennit.composites import EpsilonPlusFlat
 
-    net: nn.Module = getattr(model, "net", model)
     composite = EpsilonPlusFlat(canonizers=LRP_CANONIZERS[model.arch]())
     # Gradient registers the canonizers and rule hooks on entry and removes them on exit,
-    # also when the forward or backward raises, so the model is left as it was.
-    with Gradient(model=net, composite=composite) as attributor:
+    # also when the forward or backward raises, so the model is left as it was. The whole
+    # model is explained (not only ``model.net``), so a latent edit in its forward, such
+    # as P-ClArC's projection, is part of what is explained.
+    with Gradient(model=model, composite=composite) as attributor:
         _, relevance = attributor(inputs, _one_hot_of_logit(index))
     return relevance
 

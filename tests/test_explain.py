@@ -334,3 +334,23 @@ def test_heatmap_grid_writes_a_readable_png_with_one_row_per_sample(tmp_path: Pa
     assert image.format == "PNG"
     assert height / width == pytest.approx(2 / 3, rel=0.02)  # 2 rows x 3 columns of square panels
     assert [p.name for p in path.parent.iterdir()] == ["heatmaps.png"]  # no temporary file left
+
+
+def test_lrp_explains_the_latent_edit_of_a_wrapped_model():
+    """A method's eval_model (P-ClArC) edits the latent in forward: LRP must see that edit."""
+    from debiasbench.models import LatentModel, build_model
+
+    class Silenced(LatentModel):
+        def forward(self, x):
+            return self.forward_with_latent(x, edit=lambda a: a * 0)[0]
+
+    torch.manual_seed(0)
+    base = build_model("small_cnn", 3).eval()
+    silenced = Silenced(base.net, base.latent_layer, 3, base.arch).eval()
+    x = torch.rand(2, 3, 16, 16)
+    target = torch.tensor([0, 1])
+    plain, method = input_relevance(base, x, target)
+    edited, _ = input_relevance(silenced, x, target)
+    assert method == "lrp"
+    assert plain.abs().sum() > 0
+    assert edited.abs().sum() == 0  # nothing before the zeroed latent can matter
