@@ -80,6 +80,14 @@ class Method:
         self.hp = dict(hp)
         self.ctx = ctx
 
+    @classmethod
+    def check_config(cls, hp: Mapping[str, Any], dataset_cls: type) -> None:
+        """Refuse hyper-parameters that do not fit the dataset, before anything runs.
+
+        Raise ``debiasbench.errors.ConfigError`` naming the key (e.g. ``hparams.bias_source``
+        = labels on a dataset without bias labels): the CLI shows it as one line, exit 2.
+        """
+
     def prepare(self, ctx: RunContext) -> None:
         """Work before training: fit CAVs, train auxiliary models, score samples."""
 
