@@ -1,0 +1,136 @@
+"""PGD: Per-sample Gradient-based Debiasing (Ahn, Kim & Yun, ICLR 2023, arXiv 2205.15704).
+
+(1) Train a biased model with generalised cross-entropy (GCE, ``q``) and uniform sampling;
+(2) score every training sample by the norm of its per-sample cross-entropy gradient under
+that model (bias-conflicting samples are the ones it gets wrong, so their gradients are
+large) and make the sampling probability proportional to ``norm ** power``; (3) train the
+run's model with plain cross-entropy on N draws with replacement per epoch from those
+probabilities. No bias labels are needed; where the dataset has them, the share of the
+probability mass on truly conflicting samples is logged as ``pgd_conflicting_mass``.
+
+Paper versus the authors' code (sumyeongahn/PGD), and what is the default here:
+- gradient of the last linear layer's *weight* only (``grad_params=last_layer``, the
+  code; ``all`` takes every parameter, batched with ``torch.func``);
+- norm order ``norm_p`` = 0.7, the code's ``norm_scale`` default (an entrywise
+  quasi-norm); the paper ablates L1 / L2 / Linf (``norm_p`` 1, 2, inf);
+- probability proportional to the norm (``power`` = 1, paper and code);
+- GCE q = 0.7 (paper and code); the biased model trains as many epochs as the run
+  unless ``bias_epochs`` is set (the code uses the same epoch count for both stages);
+- the final model starts from scratch (the paper: "train the model"); the code
+  warm-starts it from the biased model, which is ``init=biased``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from debiasbench.auxiliary import fresh_model, make_generator, predict_proba, train_model
+from debiasbench.errors import ConfigError
+from debiasbench.hparams import Choice, HParam, IntUniform, Uniform
+from debiasbench.losses import generalized_cross_entropy
+from debiasbench.method import Batch, Method, RunContext
+from debiasbench.models import LatentModel
+from debiasbench.per_sample_grad import per_sample_grad_norms
+
+#: Seed offsets of the biased model's initialisation and of its shuffling.
+BIASED_INIT, BIASED_SHUFFLE = 301, 302
+
+
+@dataclass(frozen=True)
+class OpenFloat(HParam):
+    """A float strictly above ``low`` (and at most ``high``); with ``allow_inf`` also inf."""
+
+    allow_inf: bool = False
+
+    def describe(self) -> str:
+        text = f"a float in ({self.low:g}, {self.high:g}]" if self.high is not None else f"a float > {self.low:g}"
+        return text + (" or inf" if self.allow_inf else "")
+
+    def validate(self, key: str, value):
+        if self.allow_inf and isinstance(value, str) and value.strip().lower() in ("inf", ".inf", "infinity"):
+            value = math.inf
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+        if not (number and value > self.low and (self.high is None or value <= self.high)
+                and (self.allow_inf or math.isfinite(value))):
+            raise ConfigError(f"{key}: expected {self.describe()}, got {value!r}")
+        return float(value)
+
+
+class ImportanceSampler:
+    """``num_samples`` indices drawn with replacement from ``probs`` per epoch, on its device."""
+
+    def __init__(self, probs: Tensor, num_samples: int | None = None):
+        self.probs = probs
+        self.num_samples = len(probs) if num_samples is None else num_samples
+
+    def indices(self, epoch: int, generator: torch.Generator) -> Tensor:
+        return torch.multinomial(self.probs, self.num_samples, replacement=True, generator=generator)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class PGD(Method):
+    name = "pgd"
+    description = "Importance sampling by per-sample gradient norms of a GCE-biased model (PGD)."
+    hparams = {
+        "q": OpenFloat(0.7, Uniform(0.1, 1.0), low=0.0, high=1.0, help="GCE q of the biased model"),
+        "bias_epochs": HParam(None, IntUniform(1, 20), type=int, low=1,
+                              help="epochs of the biased model; null = the run's epochs"),
+        "grad_params": HParam("last_layer", choices=("last_layer", "all"),
+                              help="parameters whose per-sample gradient norm is the score"),
+        "norm_p": OpenFloat(0.7, Choice((0.7, 1.0, 2.0, math.inf)), low=0.0, allow_inf=True,
+                            help="order of the entrywise gradient norm (authors' code: 0.7)"),
+        "power": HParam(1.0, Uniform(0.5, 2.0), low=0.0, help="probability ~ norm ** power (0 = uniform)"),
+        "init": HParam("scratch", choices=("scratch", "biased"),
+                       help="final model from scratch (paper) or from the biased weights (code)"),
+    }
+
+    probs: Tensor  # sampling probability of each training sample, on the device
+    biased_model: LatentModel
+
+    def prepare(self, ctx: RunContext) -> None:
+        config, train = ctx.config, ctx.dataset.splits["train"]
+        self.biased_model = biased = fresh_model(ctx, seed_offset=BIASED_INIT)
+        q = self.hp["q"]
+        epochs = self.hp["bias_epochs"] if self.hp["bias_epochs"] is not None else config.epochs
+        train_model(biased, train, lambda m, b: generalized_cross_entropy(m(b.x), b.y, q), epochs,
+                    config.batch_size, config.lr, make_generator(ctx, BIASED_SHUFFLE))
+        began = time.perf_counter()
+        params = self.hp["grad_params"]
+        norms = per_sample_grad_norms(biased, train.x, train.y, params=params, p=self.hp["norm_p"],
+                                      method="closed_form" if params == "last_layer" else "vmap")
+        weights = norms.clamp_min(1e-8).pow(self.hp["power"])
+        self.probs = weights / weights.sum()
+        if ctx.device.type == "cuda":
+            torch.cuda.synchronize(ctx.device)
+        score_seconds = time.perf_counter() - began
+        if self.hp["init"] == "biased":
+            ctx.model.load_state_dict(biased.state_dict())
+        self.log_statistics(ctx, biased, score_seconds)
+
+    def log_statistics(self, ctx: RunContext, biased: LatentModel, score_seconds: float) -> None:
+        """How concentrated the sampling is, and (with bias labels) how much of it is on BC samples."""
+        train, probs, n = ctx.dataset.splits["train"], self.probs, len(self.probs)
+        accuracy = (predict_proba(biased, train.x, ctx.config.eval_batch_size).argmax(1) == train.y)
+        stats = {"pgd_biased_train_acc": accuracy.float().mean(), "pgd_max_weight": probs.max() * n,
+                 "pgd_effective_sample_share": 1.0 / (probs.square().sum() * n)}
+        if {"bias_labels", "artifact_labels"} & ctx.dataset.provides:
+            conflicting = train.conflicting
+            stats["pgd_conflicting_mass"] = probs[conflicting].sum()
+            stats["pgd_conflicting_share"] = conflicting.float().mean()
+        values = torch.stack([v.float() for v in stats.values()]).tolist()
+        ctx.log_metrics({**dict(zip(stats, values)), "pgd_score_seconds": score_seconds})
+
+    def sampler(self, ctx: RunContext) -> ImportanceSampler:
+        return ImportanceSampler(self.probs)
+
+    def loss(self, model: LatentModel, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        loss = F.cross_entropy(model(batch.x), batch.y)
+        return loss, {"ce": loss.detach()}
