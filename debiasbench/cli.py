@@ -105,7 +105,7 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", help="print the jobs, run nothing"),
 ) -> None:
     """Run every job of a sweep file that has not finished yet; print one table."""
-    from debiasbench.report import jobs_table, results_table
+    from debiasbench.report import jobs_table, results_table, summary_table
     from debiasbench.sweep import load_sweep, run_sweep
 
     skipped: list[str] = []
@@ -117,6 +117,8 @@ def sweep(
         return
     results = run_sweep(jobs, tracking_uri, log=lambda line: err.print(line, markup=False, highlight=False))
     out().print(results_table(results))
+    if len({r.config.seed for r in results}) > 1:
+        out().print(summary_table(results))
     if any(r.status == "FAILED" for r in results):
         raise typer.Exit(1)
 

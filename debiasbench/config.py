@@ -98,7 +98,7 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--set {pair!r}: expected key=value")
-        _assign(out, key, parse_scalar(text))
+        assign(out, key, parse_scalar(text))
     return out
 
 
@@ -117,7 +117,8 @@ def parse_scalar(text: str) -> Any:
     return value
 
 
-def _assign(target: dict[str, Any], dotted: str, value: Any) -> None:
+def assign(target: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``target[dotted]``, nesting ``dataset_params.x`` / ``hparams.x``; unknown heads are errors."""
     head, _, rest = dotted.partition(".")
     if rest and head in NESTED_KEYS:
         target.setdefault(head, {})[rest] = value

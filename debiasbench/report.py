@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import statistics
 from typing import Any, Callable, Iterable
 
 from rich.table import Table
@@ -30,29 +32,104 @@ def metrics_table(config: RunConfig, metrics: dict[str, float]) -> Table:
     return table
 
 
+SHORT_NAMES = {"test_conflicting_acc": "conflicting", "test_worst_group_acc": "worst_group",
+               "test_unbiased_acc": "unbiased", "artifact_relevance": "artifact_rel",
+               "train_seconds": "seconds", "mining_precision": "mining_prec"}
+#: Method-specific metrics shown when a sweep's runs logged them.
+EXTRA_METRICS = ("mining_precision",)
+_IDENTITY = ("method", "dataset", "model", "seed")
+
+
+def variant_labels(configs: list[Any]) -> list[str]:
+    """What tells apart runs of the same method, dataset and model besides the seed:
+    the hparams that vary between them or differ from their defaults, and the other
+    config keys that vary (e.g. ``bias_ratio=0.995``). "" where nothing does."""
+    from debiasbench.registry import METHODS
+
+    flats = [c.flat() for c in configs]
+
+    def varying(members: list[dict[str, Any]]) -> set[str]:
+        keys = {k for f in members for k in f}
+        return {k for k in keys if len({repr(f.get(k)) for f in members}) > 1}
+
+    shared = {k for k in varying(flats) if not k.startswith("hparams.")} - set(_IDENTITY)
+    shared -= set(RunConfig.NON_SEMANTIC)
+    per_method = {m: varying([f for f in flats if f["method"] == m]) for m in {c.method for c in configs}}
+    labels = []
+    for config, flat in zip(configs, flats):
+        declared = METHODS.get(config.method).hparams
+        parts = []
+        for key in sorted(flat):
+            name = key.split(".", 1)[-1]
+            if key.startswith("hparams."):
+                differs = name in declared and flat[key] != declared[name].default
+                if key in per_method[config.method] or differs:
+                    parts.append(f"{name}={flat[key]}")
+            elif key in shared:
+                parts.append(f"{name}={flat[key]}")
+        labels.append(" ".join(parts))
+    return labels
+
+
+def _columns(results: list[Any]) -> list[str]:
+    shown = [m for m in EXTRA_METRICS if any(m in r.metrics for r in results)]
+    return [*HEADLINE_METRICS, *shown]
+
+
 def results_table(results: Iterable[Any]) -> Table:
-    """One row per job (``JobResult``): identity, status and the headline metrics."""
+    """One row per job (``JobResult``): identity, variant, status and the headline metrics."""
+    results = list(results)
+    labels = variant_labels([r.config for r in results])
+    metrics = _columns(results)
     table = Table(title="debiasbench results")
-    for column in ("method", "dataset", "model", "seed", "status"):
+    for column in ("method", "variant", "dataset", "model", "seed", "status"):
         table.add_column(column)
-    short = {"test_conflicting_acc": "conflicting", "test_worst_group_acc": "worst_group",
-             "test_unbiased_acc": "unbiased", "artifact_relevance": "artifact_rel",
-             "train_seconds": "seconds"}
-    for metric in HEADLINE_METRICS:
-        table.add_column(short.get(metric, metric.removeprefix("test_")), justify="right")
-    for result in results:
+    for metric in metrics:
+        table.add_column(SHORT_NAMES.get(metric, metric.removeprefix("test_")), justify="right")
+    for result, label in zip(results, labels):
         c = result.config
-        table.add_row(c.method, c.dataset, c.model, str(c.seed), result.status,
-                      *(_fmt(result.metrics.get(m)) for m in HEADLINE_METRICS))
+        table.add_row(c.method, label, c.dataset, c.model, str(c.seed), result.status,
+                      *(_fmt(result.metrics.get(m)) for m in metrics))
+    return table
+
+
+def _mean_se(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return _fmt(values[0])
+    se = statistics.stdev(values) / math.sqrt(len(values))
+    return f"{_fmt(statistics.mean(values))} ± {_fmt(se)}"
+
+
+def summary_table(results: Iterable[Any]) -> Table:
+    """Mean ± standard error over seeds of every method x variant x dataset x model;
+    ``n`` counts the finished runs (failed ones are left out of the means)."""
+    results = list(results)
+    labels = variant_labels([r.config for r in results])
+    groups: dict[tuple[str, ...], list[Any]] = {}
+    for result, label in zip(results, labels):
+        c = result.config
+        groups.setdefault((c.method, label, c.dataset, c.model), []).append(result)
+    metrics = _columns(results)
+    table = Table(title="mean ± standard error over seeds")
+    for column in ("method", "variant", "dataset", "model", "n"):
+        table.add_column(column)
+    for metric in metrics:
+        table.add_column(SHORT_NAMES.get(metric, metric.removeprefix("test_")), justify="right")
+    for key, members in groups.items():
+        done = [r for r in members if r.status != "FAILED"]
+        n = f"{len(done)}" if len(done) == len(members) else f"{len(done)}/{len(members)}"
+        table.add_row(*key, n, *(_mean_se([r.metrics[m] for r in done if m in r.metrics]) for m in metrics))
     return table
 
 
 def jobs_table(jobs: list[RunConfig]) -> Table:
     table = Table(title=f"{len(jobs)} jobs")
-    for column in ("#", "method", "dataset", "model", "seed", "run key"):
+    for column in ("#", "method", "variant", "dataset", "model", "seed", "run key"):
         table.add_column(column)
-    for number, c in enumerate(jobs, start=1):
-        table.add_row(str(number), c.method, c.dataset, c.model, str(c.seed), c.run_key())
+    for number, (c, label) in enumerate(zip(jobs, variant_labels(jobs)), start=1):
+        table.add_row(str(number), c.method, label, c.dataset, c.model, str(c.seed), c.run_key())
     return table
 
 

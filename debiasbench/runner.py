@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable, ContextManager, Mapping
 
 import numpy as np
 import torch
@@ -125,7 +125,15 @@ class Trainer:
     def train(self) -> dict[str, float]:
         config, model = self.config, self.model
         method, ctx = self.build()
+        prepared: dict[str, float] = {}  # what prepare logs (mining precision ...) is a result too
+
+        def log_prepared(values: Mapping[str, float]) -> None:
+            prepared.update({k: float(v) for k, v in values.items()})
+            self.tracked.log_metrics(values)
+
+        ctx.log_metrics = log_prepared
         method.prepare(ctx)
+        ctx.log_metrics = self.tracked.log_metrics
         trainable = {id(p) for p in method.trainable_parameters(model)}
         params = [p for p in model.parameters() if id(p) in trainable]
         for p in model.parameters():
@@ -163,7 +171,7 @@ class Trainer:
         if config.selection == "best" and (self.checkpoint_dir / "best.pt").exists():
             model.load_state_dict(checkpoints.load(self.checkpoint_dir / "best.pt", self.device)["model"])
         final_model = method.eval_model(model)
-        metrics = evaluate(final_model, self.dataset, config.eval_batch_size, autocast=self.autocast)
+        metrics = {**prepared, **evaluate(final_model, self.dataset, config.eval_batch_size, autocast=self.autocast)}
         metrics.update(self.explain(final_model))
         if config.log_model:
             self.log_model(model)

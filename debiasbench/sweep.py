@@ -1,7 +1,11 @@
-"""Sweeps: methods x datasets x models x seeds, run one after another, resumable.
+"""Sweeps: methods x datasets x models x seeds (x grids), run one after another, resumable.
 
-A sweep file lists names and shared ``overrides`` (any run key). Every job is resolved
-and validated before the first one runs, so a typo fails in a second, not after an hour.
+A sweep file lists names, shared ``overrides`` (any run key), an optional shared ``grid``
+(dotted run keys mapped to lists of values: every combination is a job, e.g.
+``dataset_params.bias_ratio: [0.99, 0.995]``) and optional per-method ``hparams``
+(``{method: {hparam: value or list}}``; a list is a grid axis of that method only, a
+scalar fixes the value for that method). Every job is resolved and validated before the
+first one runs, so a typo fails in a second, not after an hour.
 A job whose run key already has a FINISHED run in the store is skipped; a failing job is
 recorded as FAILED and the sweep goes on.
 """
@@ -14,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from debiasbench.config import RunConfig, load_config_file, merge, resolve_config
+from debiasbench.config import RunConfig, assign, load_config_file, merge, resolve_config
 from debiasbench.errors import ConfigError, RunFailed, UserError, unknown_name_message
 
-SWEEP_KEYS = ("methods", "datasets", "models", "seeds", "overrides")
+SWEEP_KEYS = ("methods", "datasets", "models", "seeds", "overrides", "grid", "hparams")
 
 
 @dataclass
@@ -35,6 +39,26 @@ def _as_list(data: dict[str, Any], key: str, default: list[Any] | None) -> list[
     return value if isinstance(value, list) else [value]
 
 
+def _grid(axes: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """Every combination of ``axes`` (a list is an axis, a scalar one fixed value) as
+    nested run-config layers; ``where`` names the section in errors."""
+    if not isinstance(axes, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys to values or lists, got {axes!r}")
+    keys = list(axes)
+    values = [v if isinstance(v, list) else [v] for v in axes.values()]
+    for key, options in zip(keys, values):
+        if not options:
+            raise ConfigError(f"{where}.{key}: an empty list leaves no job")
+    return [_nest(dict(zip(keys, combination))) for combination in itertools.product(*values)]
+
+
+def _nest(dotted: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in dotted.items():
+        assign(out, key, value)
+    return out
+
+
 def load_sweep(path: str | Path, skipped: list[str] | None = None) -> list[RunConfig]:
     """The validated, de-duplicated jobs of a sweep file, in file order.
 
@@ -48,7 +72,16 @@ def load_sweep(path: str | Path, skipped: list[str] | None = None) -> list[RunCo
     overrides = data.get("overrides") or {}
     if not isinstance(overrides, dict):
         raise ConfigError(f"overrides: expected a mapping of run keys, got {overrides!r}")
-    grid = itertools.product(_as_list(data, "methods", None), _as_list(data, "datasets", None),
+    methods = _as_list(data, "methods", None)
+    per_method = data.get("hparams") or {}
+    if not isinstance(per_method, dict):
+        raise ConfigError(f"hparams: expected a mapping of method names to hparams, got {per_method!r}")
+    stray = [name for name in per_method if name not in methods]
+    if stray:
+        raise ConfigError(unknown_name_message("hparams method (not in methods)", stray[0], methods))
+    shared = _grid(data.get("grid") or {}, "grid")
+    method_grids = {m: _grid(per_method.get(m) or {}, f"hparams.{m}") for m in methods}
+    grid = itertools.product(methods, _as_list(data, "datasets", None),
                              _as_list(data, "models", ["small_cnn"]), _as_list(data, "seeds", [0]))
     jobs: dict[str, RunConfig] = {}
     for method, dataset, model, seed in grid:
@@ -57,9 +90,11 @@ def load_sweep(path: str | Path, skipped: list[str] | None = None) -> list[RunCo
             if skipped is not None and seed == data.get("seeds", [0])[0] and missing not in skipped:
                 skipped.append(missing)
             continue
-        config = resolve_config(merge(overrides, {"method": method, "dataset": dataset,
-                                                  "model": model, "seed": seed}))
-        jobs.setdefault(config.run_key(), config)
+        for layer in shared:
+            for hparams in method_grids[method]:
+                config = resolve_config(merge(overrides, layer, {"hparams": hparams}, {
+                    "method": method, "dataset": dataset, "model": model, "seed": seed}))
+                jobs.setdefault(config.run_key(), config)
     return list(jobs.values())
 
 
