@@ -13,7 +13,7 @@ from debiasbench.config import RunConfig
 #: Columns of comparison tables, in reading order.
 HEADLINE_METRICS = ("test_acc", "test_clean_acc", "test_biased_acc", "test_conflicting_acc",
                     "test_worst_group_acc", "test_unbiased_acc", "artifact_relevance", "val_acc",
-                    "train_seconds")
+                    "train_seconds", "prepare_seconds")
 
 
 def _fmt(value: float | None) -> str:
@@ -34,7 +34,7 @@ def metrics_table(config: RunConfig, metrics: dict[str, float]) -> Table:
 
 SHORT_NAMES = {"test_conflicting_acc": "conflicting", "test_worst_group_acc": "worst_group",
                "test_unbiased_acc": "unbiased", "artifact_relevance": "artifact_rel",
-               "train_seconds": "seconds", "mining_precision": "mining_prec"}
+               "train_seconds": "train_s", "prepare_seconds": "prep_s", "mining_precision": "mining_prec"}
 #: Method-specific metrics shown when a sweep's runs logged them.
 EXTRA_METRICS = ("mining_precision",)
 _IDENTITY = ("method", "dataset", "model", "seed")
@@ -72,8 +72,13 @@ def variant_labels(configs: list[Any]) -> list[str]:
 
 
 def _columns(results: list[Any]) -> list[str]:
-    shown = [m for m in EXTRA_METRICS if any(m in r.metrics for r in results)]
-    return [*HEADLINE_METRICS, *shown]
+    """The headline and extra metrics that at least one run has (no all-dash columns)."""
+    return [m for m in (*HEADLINE_METRICS, *EXTRA_METRICS) if any(m in r.metrics for r in results)]
+
+
+def _identity_columns(table: Table, names: tuple[str, ...]) -> None:
+    for column in names:
+        table.add_column(column, no_wrap=column in ("method", "variant", "seed", "n", "status"))
 
 
 def results_table(results: Iterable[Any]) -> Table:
@@ -82,13 +87,12 @@ def results_table(results: Iterable[Any]) -> Table:
     labels = variant_labels([r.config for r in results])
     metrics = _columns(results)
     table = Table(title="debiasbench results")
-    for column in ("method", "variant", "dataset", "model", "seed", "status"):
-        table.add_column(column)
+    _identity_columns(table, ("method", "variant", "dataset", "model", "seed", "status"))
     for metric in metrics:
         table.add_column(SHORT_NAMES.get(metric, metric.removeprefix("test_")), justify="right")
     for result, label in zip(results, labels):
         c = result.config
-        table.add_row(c.method, label, c.dataset, c.model, str(c.seed), result.status,
+        table.add_row(c.method, label.replace(" ", "\n"), c.dataset, c.model, str(c.seed), result.status,
                       *(_fmt(result.metrics.get(m)) for m in metrics))
     return table
 
@@ -99,7 +103,7 @@ def _mean_se(values: list[float]) -> str:
     if len(values) == 1:
         return _fmt(values[0])
     se = statistics.stdev(values) / math.sqrt(len(values))
-    return f"{_fmt(statistics.mean(values))} ± {_fmt(se)}"
+    return f"{_fmt(statistics.mean(values))}±{_fmt(se)}"
 
 
 def summary_table(results: Iterable[Any]) -> Table:
@@ -113,14 +117,14 @@ def summary_table(results: Iterable[Any]) -> Table:
         groups.setdefault((c.method, label, c.dataset, c.model), []).append(result)
     metrics = _columns(results)
     table = Table(title="mean ± standard error over seeds")
-    for column in ("method", "variant", "dataset", "model", "n"):
-        table.add_column(column)
+    _identity_columns(table, ("method", "variant", "dataset", "model", "n"))
     for metric in metrics:
         table.add_column(SHORT_NAMES.get(metric, metric.removeprefix("test_")), justify="right")
     for key, members in groups.items():
         done = [r for r in members if r.status != "FAILED"]
         n = f"{len(done)}" if len(done) == len(members) else f"{len(done)}/{len(members)}"
-        table.add_row(*key, n, *(_mean_se([r.metrics[m] for r in done if m in r.metrics]) for m in metrics))
+        method, label, dataset, model = key
+        table.add_row(method, label.replace(" ", "\n"), dataset, model, n, *(_mean_se([r.metrics[m] for r in done if m in r.metrics]) for m in metrics))
     return table
 
 
@@ -129,7 +133,7 @@ def jobs_table(jobs: list[RunConfig]) -> Table:
     for column in ("#", "method", "variant", "dataset", "model", "seed", "run key"):
         table.add_column(column)
     for number, (c, label) in enumerate(zip(jobs, variant_labels(jobs)), start=1):
-        table.add_row(str(number), c.method, label, c.dataset, c.model, str(c.seed), c.run_key())
+        table.add_row(str(number), c.method, label.replace(" ", "\n"), c.dataset, c.model, str(c.seed), c.run_key())
     return table
 
 

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Mapping
+from typing import Any, ContextManager, Mapping
 
 import numpy as np
 import torch
@@ -132,7 +132,11 @@ class Trainer:
             self.tracked.log_metrics(values)
 
         ctx.log_metrics = log_prepared
+        began = time.perf_counter()
         method.prepare(ctx)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        prepared["prepare_seconds"] = time.perf_counter() - began  # auxiliary models, mining, CAVs
         ctx.log_metrics = self.tracked.log_metrics
         trainable = {id(p) for p in method.trainable_parameters(model)}
         params = [p for p in model.parameters() if id(p) in trainable]

@@ -14,7 +14,7 @@ from debiasbench.registry import METHODS
 from debiasbench.runner import run
 from debiasbench.tracking import FAILURE_TAG, RUN_KEY_TAG, Tracker
 
-from debiasbench.testing import TINY_SYNTHETIC, tiny_config
+from debiasbench.testing import tiny_config
 
 TIMING = {"train_seconds", "samples_per_second"}
 
