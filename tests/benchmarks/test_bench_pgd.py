@@ -4,8 +4,11 @@
 of 256 ``colored_digits`` training images under ``small_cnn``: a Python loop of one
 forward and full ``backward()`` per sample (the baseline, as such loops are usually written
 and as the PGD authors' code does) against a loop that differentiates only the last layer,
-``vmap(grad)`` and the closed form (target: batched >= 20x faster than the loop). ``per-sample-grad-all`` does the same for
-every parameter (vmap only; the closed form covers the last layer alone).
+``vmap(grad)`` and the closed form (target: batched >= 20x faster than the loop).
+``per-sample-grad-resnet18`` does the same for resnet18 on 64 random 32x32 images, where a
+single-sample forward and backward wastes more of the CPU than small_cnn's does.
+``per-sample-grad-all`` does the same for every parameter (vmap only; the closed form
+covers the last layer alone).
 
 ``pgd-scoring``: scoring the whole training split into sampling probabilities, against
 one vanilla training epoch over the same split at batch 64 (target: <= 2x).
@@ -81,6 +84,32 @@ def test_psg_all_params_vmap(benchmark, model, samples):
     norms = pedantic(benchmark, lambda: per_sample_grad_norms(model, *samples, params="all", p=P,
                                                               method="vmap"), rounds=2)
     assert norms.shape == (N,)
+
+
+@pytest.fixture(scope="module")
+def resnet_and_samples():
+    torch.manual_seed(0)
+    net = build_model("resnet18", 10).eval()
+    return net, torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
+
+
+@pytest.mark.benchmark(group="per-sample-grad-resnet18")
+def test_psg_resnet18_baseline_loop(benchmark, resnet_and_samples):
+    norms = pedantic(benchmark, lambda: loop_grad_norms(*resnet_and_samples, p=P), rounds=2)
+    assert norms.shape == (64,)
+
+
+@pytest.mark.benchmark(group="per-sample-grad-resnet18")
+def test_psg_resnet18_vmap(benchmark, resnet_and_samples):
+    norms = pedantic(benchmark, lambda: per_sample_grad_norms(*resnet_and_samples, p=P, method="vmap"), rounds=3)
+    assert norms.shape == (64,)
+
+
+@pytest.mark.benchmark(group="per-sample-grad-resnet18")
+def test_psg_resnet18_closed_form(benchmark, resnet_and_samples):
+    norms = pedantic(benchmark, lambda: per_sample_grad_norms(*resnet_and_samples, p=P, method="closed_form"),
+                     rounds=3)
+    assert norms.shape == (64,)
 
 
 # -------------------------------------------------------------------------- pgd-scoring
