@@ -54,6 +54,7 @@ def alignment_weights(contribution: Tensor, groups: Tensor, conflicting: Tensor,
     ``contribution`` is ``1 - p_y`` (detached), ``groups`` the group id of each sample
     (its class for ``scope=class``, 0 for the whole batch), ``conflicting`` the BC flags.
     ``running`` [2, num_groups] holds the smoothed BA / BC sums and is updated in place.
+    Without any BC contribution (nothing mined, none seen yet) every weight is 1: plain CE.
     """
     sums = torch.zeros(2, num_groups, dtype=contribution.dtype, device=contribution.device)
     sums.index_put_((conflicting.long(), groups), contribution, accumulate=True)
@@ -61,7 +62,9 @@ def alignment_weights(contribution: Tensor, groups: Tensor, conflicting: Tensor,
         running.mul_(momentum).add_(sums, alpha=1 - momentum)
         sums = running
     aligned, conflicted = sums[0], sums[1]
-    overall = conflicted.sum() / (gamma * aligned.sum()).clamp_min(_EPS)
+    # No BC contribution anywhere (none mined, none seen yet): plain cross-entropy, not zero weights.
+    overall = torch.where(conflicted.sum() > 0, conflicted.sum() / (gamma * aligned.sum()).clamp_min(_EPS),
+                          torch.ones_like(conflicted.sum()))
     ratio = torch.where(conflicted > 0, conflicted / (gamma * aligned).clamp_min(_EPS), overall)
     weights = torch.where(conflicting, torch.ones_like(contribution), ratio[groups])
     return weights * (len(weights) / weights.sum().clamp_min(_EPS))

@@ -86,6 +86,14 @@ def test_a_class_without_conflicting_samples_takes_the_ratio_over_all_classes(ba
     assert (weights > 0).all()
 
 
+def test_without_any_conflicting_sample_the_weights_are_plain_cross_entropy(batch):
+    contribution, y, _ = batch
+    none = torch.zeros(60, dtype=torch.bool)
+    for groups, num_groups in ((y, 3), (torch.zeros_like(y), 1)):
+        weights = alignment_weights(contribution, groups, none, num_groups, gamma=1.6)
+        assert torch.allclose(weights, torch.ones(60))
+
+
 def test_momentum_smooths_the_group_sums_over_iterations(batch):
     contribution, y, conflicting = batch
     running = torch.zeros(2, 3)
