@@ -41,31 +41,28 @@ _IDENTITY = ("method", "dataset", "model", "seed")
 
 
 def variant_labels(configs: list[Any]) -> list[str]:
-    """What tells apart runs of the same method, dataset and model besides the seed:
-    the hparams that vary between them or differ from their defaults, and the other
-    config keys that vary (e.g. ``bias_ratio=0.995``). "" where nothing does."""
+    """What tells apart runs of the same method, dataset and model besides the seed: the
+    keys that vary between them (``bias_ratio=0.995``, ``bias_source=mined``) and the
+    hparams that differ from their defaults. "" where nothing does."""
     from debiasbench.registry import METHODS
 
     flats = [c.flat() for c in configs]
-
-    def varying(members: list[dict[str, Any]]) -> set[str]:
-        keys = {k for f in members for k in f}
-        return {k for k in keys if len({repr(f.get(k)) for f in members}) > 1}
-
-    shared = {k for k in varying(flats) if not k.startswith("hparams.")} - set(_IDENTITY)
-    shared -= set(RunConfig.NON_SEMANTIC)
-    per_method = {m: varying([f for f in flats if f["method"] == m]) for m in {c.method for c in configs}}
+    members: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for config, flat in zip(configs, flats):
+        members.setdefault((config.method, config.dataset, config.model), []).append(flat)
+    ignored = {*_IDENTITY, *RunConfig.NON_SEMANTIC}
+    varying = {key: {k for k in {k for f in group for k in f} - ignored
+                     if len({repr(f.get(k)) for f in group}) > 1}
+               for key, group in members.items()}
     labels = []
     for config, flat in zip(configs, flats):
         declared = METHODS.get(config.method).hparams
+        varies = varying[config.method, config.dataset, config.model]
         parts = []
         for key in sorted(flat):
             name = key.split(".", 1)[-1]
-            if key.startswith("hparams."):
-                differs = name in declared and flat[key] != declared[name].default
-                if key in per_method[config.method] or differs:
-                    parts.append(f"{name}={flat[key]}")
-            elif key in shared:
+            default_differs = key.startswith("hparams.") and name in declared and flat[key] != declared[name].default
+            if key in varies or default_differs:
                 parts.append(f"{name}={flat[key]}")
         labels.append(" ".join(parts))
     return labels

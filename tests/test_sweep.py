@@ -92,3 +92,12 @@ def test_a_sweep_over_seeds_ends_with_mean_and_standard_error(tmp_path, tracking
     assert "mean ± standard error over seeds" in result.output
     assert result.output.count("lr=0.01") == 2 + 1  # two runs, one summary row
     assert "±" in result.output.split("mean ± standard error over seeds")[1]
+
+
+def test_runs_that_differ_only_by_dataset_or_method_defaults_have_no_variant(tmp_path):
+    path = write(tmp_path, """
+        methods: [vanilla, gradient_alignment, pgd]
+        datasets: [colored_digits, synthetic_artifacts]
+        seeds: [0, 1]
+    """)
+    assert set(variant_labels(load_sweep(path))) == {""}
