@@ -11,14 +11,14 @@ mining (``debiasbench.mining``); ``bias_source=auto`` uses the labels where the 
 them.
 
 Paper vs the authors' code (bwbwzhao/Combating-Unknown-Bias), as hparams:
-- ``scope``: the paper defines the balance *within each class* (as issue 5 and DESIGN.md
-  read v2; its full text was not reachable from here); the code balances over the whole
-  batch. Default ``class`` (the paper). A class whose BC contribution is zero (none
+- ``scope``: the paper (v2) defines the balance *within each class*, as its method is
+  summarised to us (its full text could not be checked here); the code balances over
+  the whole batch. Default ``class`` (the paper). A class whose BC contribution is zero (none
   seen yet, or none in the training split) falls back to the ratio over all classes,
   rather than silencing its BA samples.
 - ``momentum``: exponential smoothing of the group contributions over iterations. The
-  code has none; the issue reads smoothing into the paper, but we could not verify its
-  rule. Per-class sums of a 64-sample batch holding one or two BC samples are mostly
+  code has none; the paper's summary mentions smoothing, but its exact rule could not be
+  checked. Per-class sums of a 64-sample batch holding one or two BC samples are mostly
   empty, and smoothing keeps them defined. Default 0.9. On colored_digits (0.99, 8x8,
   5 epochs, 3 seeds; conflicting / unbiased accuracy) class + 0.9: 0.355 / 0.380,
   class + 0: 0.349 / 0.353, the code's batch + 0: 0.348 / 0.344.
