@@ -57,6 +57,8 @@ class RunContext:
     device: torch.device
     generator: torch.Generator
     log_metrics: Callable[[Mapping[str, float]], None] = lambda metrics: None
+    #: One line for the person running it (stderr), e.g. a setting the method is unsuited to.
+    note: Callable[[str], None] = lambda message: None
     extras: dict[str, Any] = field(default_factory=dict)
 
 

@@ -119,7 +119,7 @@ class Trainer:
     def build(self) -> tuple[Any, RunContext]:
         generator = torch.Generator(device=self.device).manual_seed(self.config.seed)
         ctx = RunContext(config=self.config, dataset=self.dataset, model=self.model, device=self.device,
-                         generator=generator, log_metrics=self.tracked.log_metrics)
+                         generator=generator, log_metrics=self.tracked.log_metrics, note=_note)
         return METHODS.get(self.config.method)(self.config.hparams, ctx), ctx
 
     def train(self) -> dict[str, float]:

@@ -141,6 +141,20 @@ class GradientAlignment(Method):
                 ctx.log_metrics(precision_recall(self.conflicting, train.conflicting.bool()))
         self.num_groups = ctx.dataset.num_classes if self.hp["scope"] == "class" else 1
         self.running = torch.zeros(2, self.num_groups, device=ctx.device)
+        self.warn_if_conflicting_samples_are_confined(ctx, train.y)
+
+    def warn_if_conflicting_samples_are_confined(self, ctx: RunContext, y: Tensor) -> None:
+        """GA assumes a shortcut shared by every class, so that BC samples exist across
+        classes. When they all sit in one class (an artifact on one class, as in
+        synthetic_artifacts), balancing lets the model fit them by predicting that class
+        everywhere. Logged as ``ga_classes_with_conflicting`` and said once."""
+        num_classes = ctx.dataset.num_classes
+        with_bc = int((torch.bincount(y[self.conflicting], minlength=num_classes) > 0).sum())
+        ctx.log_metrics({"ga_classes_with_conflicting": float(with_bc)})
+        if with_bc == 1 < num_classes:
+            ctx.note(f"gradient_alignment: bias-conflicting training samples lie in only 1 of "
+                     f"{num_classes} classes; GA assumes a shortcut shared by the classes and may collapse "
+                     f"to predicting that class (see the README)")
 
     def sampler(self, ctx: RunContext) -> StratifiedSampler | None:
         mixed = bool(self.conflicting.any()) and not bool(self.conflicting.all())
