@@ -16,7 +16,7 @@ from debiasbench.tracking import FAILURE_TAG, RUN_KEY_TAG, Tracker
 
 from debiasbench.testing import tiny_config
 
-TIMING = {"train_seconds", "samples_per_second"}
+TIMING = {"train_seconds", "samples_per_second", "prepare_seconds", "pgd_score_seconds"}
 
 
 tiny = tiny_config
