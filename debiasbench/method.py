@@ -105,6 +105,15 @@ class Method:
         """Scalar training loss and named scalar tensors to log (kept on the device)."""
         raise NotImplementedError
 
+    def state_dict(self) -> dict[str, Any]:
+        """State the method changes while training (e.g. smoothed statistics), saved in
+        each epoch's checkpoint so a resumed run ends as an uninterrupted one would.
+        Tensors only. What ``prepare`` computes again is not needed here."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what ``state_dict`` returned (called after ``prepare`` on resume)."""
+
     def eval_model(self, model: "LatentModel") -> nn.Module:
         """The model evaluated at test time (P-ClArC projects activations here)."""
         return model

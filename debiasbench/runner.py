@@ -146,7 +146,7 @@ class Trainer:
                               sampler=method.sampler(ctx))
         optimizer = make_optimizer(config, params) if params else None
         schedule = make_schedule(config, optimizer, config.epochs * len(loader)) if optimizer else None
-        start_epoch, best = self.resume(model, optimizer, schedule, ctx.generator)
+        start_epoch, best = self.resume(model, method, optimizer, schedule, ctx.generator)
         train_seconds, samples = 0.0, 0
         for epoch in range(start_epoch, config.epochs if optimizer else 0):
             began = time.perf_counter()
@@ -170,7 +170,8 @@ class Trainer:
             checkpoints.save_atomic(
                 {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "schedule": schedule.state_dict(), "epoch": epoch + 1, "best": best,
-                 "generator": ctx.generator.get_state(), "torch_rng": torch.get_rng_state()},
+                 "generator": ctx.generator.get_state(), "torch_rng": torch.get_rng_state(),
+                 "method": method.state_dict()},
                 self.checkpoint_dir / "last.pt")
         if config.selection == "best" and (self.checkpoint_dir / "best.pt").exists():
             model.load_state_dict(checkpoints.load(self.checkpoint_dir / "best.pt", self.device)["model"])
@@ -238,7 +239,7 @@ class Trainer:
             checkpoints.save_atomic(model.net.state_dict(), path)
             self.tracked.log_artifact(path)
 
-    def resume(self, model, optimizer, schedule, generator) -> tuple[int, float | None]:
+    def resume(self, model, method, optimizer, schedule, generator) -> tuple[int, float | None]:
         """Continue from the last epoch a killed run of the same config checkpointed."""
         path = self.checkpoint_dir / "last.pt"
         if optimizer is None or not path.exists():
@@ -248,6 +249,7 @@ class Trainer:
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         generator.set_state(state["generator"].cpu())
+        method.load_state_dict(state.get("method", {}))
         torch.set_rng_state(state["torch_rng"].cpu())
         self.tracked.set_tags({"debiasbench.resumed_from_epoch": state["epoch"]})
         return int(state["epoch"]), state["best"]

@@ -156,6 +156,13 @@ class GradientAlignment(Method):
                      f"{num_classes} classes; GA assumes a shortcut shared by the classes and may collapse "
                      f"to predicting that class (see the README)")
 
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"running": self.running}
+
+    def load_state_dict(self, state) -> None:
+        if "running" in state:
+            self.running.copy_(state["running"])
+
     def sampler(self, ctx: RunContext) -> StratifiedSampler | None:
         mixed = bool(self.conflicting.any()) and not bool(self.conflicting.all())
         if self.hp["sampling"] == "stratified" and mixed:

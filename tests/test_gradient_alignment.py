@@ -230,3 +230,37 @@ def test_conflicting_samples_confined_to_one_class_are_reported_once(tracker, ca
     assert lines == ["gradient_alignment: bias-conflicting training samples lie in only 1 of 4 classes; GA "
                      "assumes a shortcut shared by the classes and may collapse to predicting that class "
                      "(see the README)"]
+
+
+class CrashingGA(GradientAlignment):
+    """GA that raises once inside epoch 2, like a killed process."""
+
+    name = "test_crashing_ga"
+    crashed = False
+
+    def loss(self, model, batch):
+        steps = self.ctx.extras.setdefault("steps", 0)
+        self.ctx.extras["steps"] = steps + 1
+        if not CrashingGA.crashed and steps == 25:  # 17 steps an epoch
+            CrashingGA.crashed = True
+            raise RuntimeError("simulated crash")
+        return super().loss(model, batch)
+
+
+def test_a_resumed_run_keeps_the_smoothed_sums_and_ends_as_if_never_stopped(tracker, register):
+    from debiasbench.registry import METHODS
+    from debiasbench.tracking import Tracker
+
+    register(METHODS, CrashingGA)
+    config = resolve_config({"method": CrashingGA.name, "dataset": "colored_digits", "device": "cpu",
+                             "epochs": 3, "log_model": False, "experiment": "tests",
+                             "dataset_params": {"image_size": 8}})
+    with one_thread():
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            run(config, tracker, progress=False)
+        resumed = run(config, tracker, progress=False)
+        uninterrupted = run(config, Tracker(tracker.uri, "other"), progress=False)
+    timing = {"train_seconds", "samples_per_second", "prepare_seconds"}
+    assert tracker.client.get_run(resumed.run_id).data.tags["debiasbench.resumed_from_epoch"] == "1"
+    assert ({k: v for k, v in resumed.metrics.items() if k not in timing}
+            == {k: v for k, v in uninterrupted.metrics.items() if k not in timing})
