@@ -14,7 +14,7 @@ from torch import Tensor
 
 from debiasbench.data import DeviceLoader, Sampler, Split
 from debiasbench.method import Batch, RunContext
-from debiasbench.models import LatentModel, build_model
+from debiasbench.models import LatentModel, build_model, eval_mode
 
 
 def fresh_model(ctx: RunContext, seed_offset: int = 1) -> LatentModel:
@@ -53,8 +53,5 @@ def train_model(model: LatentModel, split: Split, loss_fn: Callable[[LatentModel
 @torch.no_grad()
 def predict_proba(model: LatentModel, x: Tensor, batch_size: int = 512) -> Tensor:
     """Softmax probabilities [N, classes] in eval mode."""
-    was_training = model.training
-    model.eval()
-    out = torch.cat([model(x[i:i + batch_size]).float().softmax(1) for i in range(0, len(x), batch_size)])
-    model.train(was_training)
-    return out
+    with eval_mode(model):
+        return torch.cat([model(x[i:i + batch_size]).float().softmax(1) for i in range(0, len(x), batch_size)])

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from debiasbench.data import Split
+from debiasbench.models import eval_mode
 
 __all__ = [
     "CAV_KINDS",
@@ -205,16 +206,11 @@ def latent_activations(model: nn.Module, x: Tensor, batch_size: int = 256, *, po
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    was_training = model.training
-    model.eval()
-    try:
-        parts: list[Tensor] = []
-        with torch.no_grad():
-            for start in range(0, x.shape[0], batch_size):
-                latent = model.latent(x[start:start + batch_size])
-                parts.append(pool_activations(latent) if pool else latent)
-    finally:
-        model.train(was_training)
+    parts: list[Tensor] = []
+    with eval_mode(model), torch.no_grad():
+        for start in range(0, x.shape[0], batch_size):
+            latent = model.latent(x[start:start + batch_size])
+            parts.append(pool_activations(latent) if pool else latent)
     if not parts:
         raise ValueError("latent_activations needs at least one sample, got an empty x")
     return torch.cat(parts)
@@ -294,23 +290,18 @@ def tcav_score(model: nn.Module, x: Tensor, cav: Tensor, target: Tensor | int, b
         raise ValueError(f"target must be an int or have one class per sample ({n}), got {targets.numel()}")
 
     leaf: Callable[[Tensor], Tensor] = lambda latent: latent.detach().requires_grad_(True)
-    was_training = model.training
-    model.eval()
     positive = 0
-    try:
-        with torch.enable_grad():
-            for start in range(0, n, batch_size):
-                logits, latent = model.forward_with_latent(x[start:start + batch_size], edit=leaf)
-                t = targets[start:start + batch_size].to(logits.device, torch.long)
-                # Samples are independent in eval mode, so the sum's gradient is per sample.
-                chosen = logits.gather(1, t.unsqueeze(1)).sum()
-                (grad,) = torch.autograd.grad(chosen, latent)
-                pooled = _mean_pool(grad)
-                v = cav.detach().reshape(-1).to(pooled.device, pooled.dtype)
-                if v.numel() != pooled.shape[1]:
-                    raise ValueError(f"cav has {v.numel()} elements but the latent has {pooled.shape[1]} "
-                                     f"channels")
-                positive += int(((pooled @ v) > 0).sum())
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.enable_grad():
+        for start in range(0, n, batch_size):
+            logits, latent = model.forward_with_latent(x[start:start + batch_size], edit=leaf)
+            t = targets[start:start + batch_size].to(logits.device, torch.long)
+            # Samples are independent in eval mode, so the sum's gradient is per sample.
+            chosen = logits.gather(1, t.unsqueeze(1)).sum()
+            (grad,) = torch.autograd.grad(chosen, latent)
+            pooled = _mean_pool(grad)
+            v = cav.detach().reshape(-1).to(pooled.device, pooled.dtype)
+            if v.numel() != pooled.shape[1]:
+                raise ValueError(f"cav has {v.numel()} elements but the latent has {pooled.shape[1]} "
+                                 f"channels")
+            positive += int(((pooled @ v) > 0).sum())
     return positive / n

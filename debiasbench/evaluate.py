@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from debiasbench.data import BenchmarkDataset, Split
+from debiasbench.models import eval_mode
 
 NATURAL_SPLITS = ("val", "test")
 
@@ -63,16 +64,14 @@ def evaluate(model: nn.Module, dataset: BenchmarkDataset, batch_size: int = 512,
     Metrics that are undefined on a view (no bias labels, no conflicting sample) are
     left out rather than reported as NaN.
     """
-    was_training = model.training
-    model.eval()
     metrics: dict[str, Tensor] = {}
-    for name, split in dataset.evaluation_views().items():
-        if prefixes is not None and not name.startswith(prefixes):
-            continue
-        preds = predict(model, split.x, batch_size, autocast)
-        metrics.update(split_metrics(name, preds, split, dataset.num_classes, dataset.num_bias,
-                                     full=name in NATURAL_SPLITS))
-    model.train(was_training)
+    with eval_mode(model):
+        for name, split in dataset.evaluation_views().items():
+            if prefixes is not None and not name.startswith(prefixes):
+                continue
+            preds = predict(model, split.x, batch_size, autocast)
+            metrics.update(split_metrics(name, preds, split, dataset.num_classes, dataset.num_bias,
+                                         full=name in NATURAL_SPLITS))
     if not metrics:
         return {}
     values = torch.stack(list(metrics.values())).float().cpu().tolist()

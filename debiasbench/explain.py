@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from debiasbench.errors import UserError, unknown_name_message
-from debiasbench.models import LatentModel
+from debiasbench.models import LatentModel, eval_mode
 
 __all__ = [
     "EXPLANATION_METHODS",
@@ -136,19 +136,13 @@ def input_relevance(
     if x.ndim != 4:
         raise ValueError(f"x must be [N, C, H, W], got shape {tuple(x.shape)}")
     index = _check_target(x, target, getattr(model, "num_classes", None))
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.enable_grad(), torch.autocast(device_type=x.device.type, enabled=False):
-            # A leaf copy: the caller's tensor gets neither requires_grad nor a graph.
-            inputs = x.detach().clone().requires_grad_(True)
-            if resolved == "lrp":
-                relevance = _lrp(model, inputs, index)
-            else:
-                relevance = _input_x_gradient(model, inputs, index)
-    finally:
-        for m, training in modes:
-            m.training = training
+    with eval_mode(model), torch.enable_grad(), torch.autocast(device_type=x.device.type, enabled=False):
+        # A leaf copy: the caller's tensor gets neither requires_grad nor a graph.
+        inputs = x.detach().clone().requires_grad_(True)
+        if resolved == "lrp":
+            relevance = _lrp(model, inputs, index)
+        else:
+            relevance = _input_x_gradient(model, inputs, index)
     return relevance.detach(), resolved
 
 

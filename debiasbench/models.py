@@ -15,10 +15,11 @@ downloads weights, so runs are reproducible offline.
 from __future__ import annotations
 
 import logging
+import contextlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -26,7 +27,7 @@ from torch import Tensor, nn
 from debiasbench.errors import UserError, unknown_name_message
 from debiasbench.registry import MODELS
 
-__all__ = ["LatentModel", "build_model", "load_pretrained", "TIMM_PREFIX"]
+__all__ = ["LatentModel", "build_model", "eval_mode", "load_pretrained", "TIMM_PREFIX"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,20 @@ log = logging.getLogger(__name__)
 TIMM_PREFIX = "timm:"
 
 Edit = Callable[[Tensor], Tensor]
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode for the block; afterwards every module gets back its own
+    training flag (``model.train(was_training)`` would also unfreeze BatchNorm layers a
+    correction keeps in eval mode)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 class _LatentReached(Exception):
@@ -138,16 +153,12 @@ class LatentModel(nn.Module):
 
         handles = [m.register_forward_pre_hook(start) for m in owners]
         handles.append(latent_module.register_forward_hook(finish))
-        modes = [(m, m.training) for m in self.net.modules()]
         try:
-            self.net.eval()
-            with torch.no_grad():
+            with eval_mode(self.net), torch.no_grad():
                 self.net(example_input)
         finally:
             for h in handles:
                 h.remove()
-            for m, training in modes:
-                m.training = training
         if not done[0]:
             raise UserError(f"latent layer {self.latent_layer!r} of {self.arch!r} did not run in forward")
         params: list[nn.Parameter] = []

@@ -34,6 +34,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from debiasbench.models import eval_mode
+
 __all__ = ["per_sample_grad_norms", "last_linear_name", "resolve_param_names", "loop_grad_norms"]
 
 PARAM_SETS = ("last_layer", "all")
@@ -103,17 +105,12 @@ def per_sample_grad_norms(model: nn.Module, x: Tensor, y: Tensor, params: str | 
             chosen = dict(model.named_parameters())
             numel = sum(chosen[n].numel() for n in names)
             batch_size = max(1, min(256, VMAP_CHUNK_ELEMENTS // max(numel, 1)))
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with eval_mode(model):
         if method == "closed_form":
             chunk_norms = _closed_form(model, last_linear_name(model), p)
         else:
             chunk_norms = _vmapped(model, names, p)
         out = [chunk_norms(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
-    finally:
-        for module, training in modes:
-            module.training = training
     return torch.cat(out) if out else torch.zeros(0, device=x.device)
 
 
@@ -177,22 +174,19 @@ def loop_grad_norms(model: nn.Module, x: Tensor, y: Tensor, params: str | Sequen
     names = resolve_param_names(model, params)
     named = dict(model.named_parameters())
     chosen = [named[n] for n in names]
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
     out = []
     try:
-        for i in range(len(x)):
-            loss = F.cross_entropy(model(x[i:i + 1]).float(), y[i:i + 1])
-            if full_backward:
-                model.zero_grad(set_to_none=True)
-                loss.backward()
-                grads = [t.grad for t in chosen]
-            else:
-                grads = list(torch.autograd.grad(loss, chosen, allow_unused=True))
-            grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, chosen)]
-            out.append(combine_norms([g.unsqueeze(0) for g in grads], p))
+        with eval_mode(model):
+            for i in range(len(x)):
+                loss = F.cross_entropy(model(x[i:i + 1]).float(), y[i:i + 1])
+                if full_backward:
+                    model.zero_grad(set_to_none=True)
+                    loss.backward()
+                    grads = [t.grad for t in chosen]
+                else:
+                    grads = list(torch.autograd.grad(loss, chosen, allow_unused=True))
+                grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, chosen)]
+                out.append(combine_norms([g.unsqueeze(0) for g in grads], p))
     finally:
         model.zero_grad(set_to_none=True)
-        for module, training in modes:
-            module.training = training
     return torch.cat(out) if out else torch.zeros(0, device=x.device)
