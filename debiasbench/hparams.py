@@ -118,6 +118,28 @@ class HParam:
         return converted
 
 
+@dataclass(frozen=True)
+class OpenFloat(HParam):
+    """A float strictly above ``low`` (and at most ``high``); with ``allow_inf`` also inf
+    (written ``inf`` in YAML or ``--set``). For orders of norms and exponents such as
+    GCE's ``q``, where the bound itself is not a valid value."""
+
+    allow_inf: bool = False
+
+    def describe(self) -> str:
+        text = f"a float in ({self.low:g}, {self.high:g}]" if self.high is not None else f"a float > {self.low:g}"
+        return text + (" or inf" if self.allow_inf else "")
+
+    def validate(self, key: str, value):
+        if self.allow_inf and isinstance(value, str) and value.strip().lower() in ("inf", ".inf", "infinity"):
+            value = math.inf
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+        if not (number and value > self.low and (self.high is None or value <= self.high)
+                and (self.allow_inf or math.isfinite(value))):
+            raise ConfigError(f"{key}: expected {self.describe()}, got {value!r}")
+        return float(value)
+
+
 _INVALID = object()
 
 

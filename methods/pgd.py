@@ -24,15 +24,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from debiasbench.auxiliary import fresh_model, make_generator, predict_proba, train_model
-from debiasbench.errors import ConfigError
-from debiasbench.hparams import Choice, HParam, IntUniform, Uniform
+from debiasbench.hparams import Choice, HParam, IntUniform, OpenFloat, Uniform
 from debiasbench.losses import generalized_cross_entropy
 from debiasbench.method import Batch, Method, RunContext
 from debiasbench.models import LatentModel
@@ -40,26 +38,6 @@ from debiasbench.per_sample_grad import per_sample_grad_norms
 
 #: Seed offsets of the biased model's initialisation and of its shuffling.
 BIASED_INIT, BIASED_SHUFFLE = 301, 302
-
-
-@dataclass(frozen=True)
-class OpenFloat(HParam):
-    """A float strictly above ``low`` (and at most ``high``); with ``allow_inf`` also inf."""
-
-    allow_inf: bool = False
-
-    def describe(self) -> str:
-        text = f"a float in ({self.low:g}, {self.high:g}]" if self.high is not None else f"a float > {self.low:g}"
-        return text + (" or inf" if self.allow_inf else "")
-
-    def validate(self, key: str, value):
-        if self.allow_inf and isinstance(value, str) and value.strip().lower() in ("inf", ".inf", "infinity"):
-            value = math.inf
-        number = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-        if not (number and value > self.low and (self.high is None or value <= self.high)
-                and (self.allow_inf or math.isfinite(value))):
-            raise ConfigError(f"{key}: expected {self.describe()}, got {value!r}")
-        return float(value)
 
 
 class ImportanceSampler:
