@@ -73,9 +73,12 @@ def _columns(results: list[Any]) -> list[str]:
     return [m for m in (*HEADLINE_METRICS, *EXTRA_METRICS) if any(m in r.metrics for r in results)]
 
 
-def _identity_columns(table: Table, names: tuple[str, ...]) -> None:
-    for column in names:
+def _add_columns(table: Table, identity: tuple[str, ...], metrics: list[str]) -> None:
+    """Identity columns (names and variants kept whole), then right-aligned metric columns."""
+    for column in identity:
         table.add_column(column, no_wrap=column in ("method", "variant", "seed", "n", "status"))
+    for metric in metrics:
+        table.add_column(SHORT_NAMES.get(metric, metric.removeprefix("test_")), justify="right")
 
 
 def results_table(results: Iterable[Any]) -> Table:
@@ -84,9 +87,7 @@ def results_table(results: Iterable[Any]) -> Table:
     labels = variant_labels([r.config for r in results])
     metrics = _columns(results)
     table = Table(title="debiasbench results")
-    _identity_columns(table, ("method", "variant", "dataset", "model", "seed", "status"))
-    for metric in metrics:
-        table.add_column(SHORT_NAMES.get(metric, metric.removeprefix("test_")), justify="right")
+    _add_columns(table, ("method", "variant", "dataset", "model", "seed", "status"), metrics)
     for result, label in zip(results, labels):
         c = result.config
         table.add_row(c.method, label.replace(" ", "\n"), c.dataset, c.model, str(c.seed), result.status,
@@ -114,14 +115,13 @@ def summary_table(results: Iterable[Any]) -> Table:
         groups.setdefault((c.method, label, c.dataset, c.model), []).append(result)
     metrics = _columns(results)
     table = Table(title="mean ± standard error over seeds")
-    _identity_columns(table, ("method", "variant", "dataset", "model", "n"))
-    for metric in metrics:
-        table.add_column(SHORT_NAMES.get(metric, metric.removeprefix("test_")), justify="right")
+    _add_columns(table, ("method", "variant", "dataset", "model", "n"), metrics)
     for key, members in groups.items():
         done = [r for r in members if r.status != "FAILED"]
         n = f"{len(done)}" if len(done) == len(members) else f"{len(done)}/{len(members)}"
         method, label, dataset, model = key
-        table.add_row(method, label.replace(" ", "\n"), dataset, model, n, *(_mean_se([r.metrics[m] for r in done if m in r.metrics]) for m in metrics))
+        means = (_mean_se([r.metrics[m] for r in done if m in r.metrics]) for m in metrics)
+        table.add_row(method, label.replace(" ", "\n"), dataset, model, n, *means)
     return table
 
 
