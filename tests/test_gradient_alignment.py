@@ -18,7 +18,7 @@ from debiasbench.methods.gradient_alignment import GradientAlignment, Stratified
 from debiasbench.mining import class_normalised, mine_conflicting, peer_weights, precision_recall
 from debiasbench.registry import DATASETS
 from debiasbench.runner import run
-from debiasbench.testing import tiny_config
+from debiasbench.testing import crashing_once, tiny_config, without_timing
 
 
 @contextlib.contextmanager
@@ -232,19 +232,8 @@ def test_conflicting_samples_confined_to_one_class_are_reported_once(tracker, ca
                      "(see the README)"]
 
 
-class CrashingGA(GradientAlignment):
-    """GA that raises once inside epoch 2, like a killed process."""
-
-    name = "test_crashing_ga"
-    crashed = False
-
-    def loss(self, model, batch):
-        steps = self.ctx.extras.setdefault("steps", 0)
-        self.ctx.extras["steps"] = steps + 1
-        if not CrashingGA.crashed and steps == 25:  # 17 steps an epoch
-            CrashingGA.crashed = True
-            raise RuntimeError("simulated crash")
-        return super().loss(model, batch)
+#: GA that raises once inside epoch 2 (17 steps an epoch), like a killed process.
+CrashingGA = crashing_once(GradientAlignment, "test_crashing_ga", at_step=25)
 
 
 def test_a_resumed_run_keeps_the_smoothed_sums_and_ends_as_if_never_stopped(tracker, register):
@@ -260,7 +249,5 @@ def test_a_resumed_run_keeps_the_smoothed_sums_and_ends_as_if_never_stopped(trac
             run(config, tracker, progress=False)
         resumed = run(config, tracker, progress=False)
         uninterrupted = run(config, Tracker(tracker.uri, "other"), progress=False)
-    timing = {"train_seconds", "samples_per_second", "prepare_seconds"}
     assert tracker.client.get_run(resumed.run_id).data.tags["debiasbench.resumed_from_epoch"] == "1"
-    assert ({k: v for k, v in resumed.metrics.items() if k not in timing}
-            == {k: v for k, v in uninterrupted.metrics.items() if k not in timing})
+    assert without_timing(resumed.metrics) == without_timing(uninterrupted.metrics)

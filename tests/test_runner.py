@@ -14,16 +14,10 @@ from debiasbench.registry import METHODS
 from debiasbench.runner import run
 from debiasbench.tracking import FAILURE_TAG, RUN_KEY_TAG, Tracker
 
-from debiasbench.testing import tiny_config
-
-TIMING = {"train_seconds", "samples_per_second", "prepare_seconds", "pgd_score_seconds"}
-
+from debiasbench.methods.vanilla import Vanilla
+from debiasbench.testing import crashing_once, tiny_config, without_timing
 
 tiny = tiny_config
-
-
-def without_timing(metrics):
-    return {k: v for k, v in metrics.items() if k not in TIMING}
 
 
 def test_same_seed_gives_identical_metrics_twice_on_cpu(tracker):
@@ -82,19 +76,8 @@ def test_nan_loss_stops_the_run_and_records_it_failed_with_the_reason(tracker, r
     assert "test_acc" not in stored.data.metrics
 
 
-class CrashOnce(Method):
-    """Plain cross-entropy that raises once, in epoch 2, like a killed process."""
-
-    name = "test_crash_once"
-    crashed = False
-
-    def loss(self, model, batch):
-        loader_epoch = self.ctx.extras.setdefault("steps", 0)
-        self.ctx.extras["steps"] = loader_epoch + 1
-        if not CrashOnce.crashed and loader_epoch == 10:  # 7 steps an epoch: inside epoch 2
-            CrashOnce.crashed = True
-            raise RuntimeError("simulated crash")
-        return torch.nn.functional.cross_entropy(model(batch.x), batch.y), {}
+#: Plain cross-entropy that raises once, inside epoch 2 (7 steps an epoch), like a killed process.
+CrashOnce = crashing_once(Vanilla, "test_crash_once", at_step=10)
 
 
 def test_crashed_run_resumes_from_its_last_epoch_and_ends_as_if_never_stopped(tracker, register):
