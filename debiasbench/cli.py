@@ -103,19 +103,30 @@ def sweep(
     file: Path = typer.Argument(..., help="sweep YAML (see benchmarks/)"),
     tracking_uri: Optional[str] = TrackingOption,
     dry_run: bool = typer.Option(False, "--dry-run", help="print the jobs, run nothing"),
+    launcher: str = typer.Option("local", "--launcher", help="local or ray"),
+    workers: int = typer.Option(1, "--workers", "-j", help="local: parallel worker processes"),
+    cpus_per_run: float = typer.Option(1.0, "--cpus-per-run", help="ray: CPUs per run (fractions allowed)"),
+    gpus_per_run: float = typer.Option(0.0, "--gpus-per-run", help="ray: GPUs per run (0.25 = four runs share one)"),
 ) -> None:
-    """Run every job of a sweep file that has not finished yet; print one table."""
+    """Run every job of a sweep file that has not finished yet; print one table.
+
+    Started again after a crash or a kill, it runs only what is missing.
+    """
+    from debiasbench.launchers import make_launcher
     from debiasbench.report import jobs_table, results_table, summary_table
     from debiasbench.sweep import load_sweep, run_sweep
 
     skipped: list[str] = []
     jobs = load_sweep(file, skipped)
+    start = make_launcher(launcher, workers, cpus_per_run, gpus_per_run)
     for reason in skipped:
         err.print(f"not a job: {reason}", markup=False, highlight=False, soft_wrap=True)
     if dry_run:
         out().print(jobs_table(jobs))
         return
-    results = run_sweep(jobs, tracking_uri, log=lambda line: err.print(line, markup=False, highlight=False))
+    tags = {"debiasbench.sweep_file": str(file), "debiasbench.command": f"debiasbench sweep {file}"}
+    results = run_sweep(jobs, tracking_uri, log=lambda line: err.print(line, markup=False, highlight=False),
+                        launcher=start, tags=tags)
     out().print(results_table(results))
     if len({r.config.seed for r in results}) > 1:
         out().print(summary_table(results))

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from debiasbench.errors import ConfigError, UserError, unknown_name_message
-from debiasbench.hparams import HParam, resolve
+from debiasbench.hparams import HParam, LogUniform, resolve
 from debiasbench.registry import DATASETS, METHODS
 
 
@@ -26,8 +26,10 @@ VALIDATION_METRICS = ("val_acc", "val_worst_group_acc", "val_unbiased_acc", "val
                       "val_clean_acc", "val_biased_acc")
 
 
-def _key(default: Any, **spec: Any) -> Any:
-    return field(default=default, metadata={"spec": HParam(default, **spec)})
+def _key(default: Any, space: Any = None, **spec: Any) -> Any:
+    """A run key; ``space`` is what a random-search sweep draws it from (DomainBed
+    searches learning rate and weight decay for every method alike)."""
+    return field(default=default, metadata={"spec": HParam(default, space, **spec)})
 
 
 @dataclass(frozen=True)
@@ -41,10 +43,10 @@ class RunConfig:
     epochs: int = _key(10, low=0)
     batch_size: int = _key(64, low=1)
     eval_batch_size: int = _key(512, low=1)
-    lr: float = _key(1e-3, low=0.0)
+    lr: float = _key(1e-3, LogUniform(1e-4, 1e-2), low=0.0)
     optimizer: str = _key("adam", choices=("sgd", "adam", "adamw"))
     momentum: float = _key(0.9, low=0.0, high=1.0, help="SGD momentum")
-    weight_decay: float = _key(0.0, low=0.0)
+    weight_decay: float = _key(0.0, LogUniform(1e-6, 1e-2), low=0.0)
     schedule: str = _key("cosine", choices=("constant", "cosine"))
     grad_clip: float = _key(1.0, low=0.0, help="max gradient norm; 0 disables clipping")
     device: str = _key("auto", choices=("auto", "cpu", "cuda"))

@@ -6,30 +6,36 @@ A sweep file lists names, shared ``overrides`` (any run key), an optional shared
 (``{method: {hparam: value or list}}``; a list is a grid axis of that method only, a
 scalar fixes the value for that method). Every job is resolved and validated before the
 first one runs, so a typo fails in a second, not after an hour.
+
+Random search instead of grids (DomainBed's protocol): ``n_trials: N`` gives every
+method N hparam settings, trial 0 its defaults and trials 1..N-1 draws from the search
+spaces its hparams declare, plus learning rate and weight decay; draws are seeded by
+``trial_seed``, the method name and the trial number, so the same file always gives the
+same jobs and adding a method leaves the others' draws alone. Under ``n_trials`` a
+scalar in ``hparams.<method>`` (or a run key in ``overrides`` / ``grid``) fixes that
+value and a list is drawn from as a choice. Every seed of a trial shares its hparams,
+so model selection can average a setting over seeds.
+
 A job whose run key already has a FINISHED run in the store is skipped; a failing job is
-recorded as FAILED and the sweep goes on.
+recorded as FAILED and the sweep goes on (see ``launchers``).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
+import random
 import time
-from dataclasses import dataclass, field
+import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from debiasbench.config import RunConfig, assign, load_config_file, merge, resolve_config
-from debiasbench.errors import ConfigError, RunFailed, UserError, unknown_name_message
+from debiasbench.errors import ConfigError, unknown_name_message
+from debiasbench.launchers import JobContext, JobResult, Launcher, sequential
 
-SWEEP_KEYS = ("methods", "datasets", "models", "seeds", "overrides", "grid", "hparams")
-
-
-@dataclass
-class JobResult:
-    config: RunConfig
-    status: str  # FINISHED, FAILED or SKIPPED (finished by an earlier sweep)
-    metrics: dict[str, float] = field(default_factory=dict)
-    reason: str = ""
+SWEEP_KEYS = ("methods", "datasets", "models", "seeds", "overrides", "grid", "hparams", "n_trials",
+              "trial_seed")
 
 
 def _as_list(data: dict[str, Any], key: str, default: list[Any] | None) -> list[Any]:
@@ -49,7 +55,65 @@ def _grid(axes: dict[str, Any], where: str) -> list[dict[str, Any]]:
     for key, options in zip(keys, values):
         if not options:
             raise ConfigError(f"{where}.{key}: an empty list leaves no job")
-    return [_nest(dict(zip(keys, combination))) for combination in itertools.product(*values)]
+    return [{"hparams": dict(zip(keys, combination))} if where.startswith("hparams.")
+            else _nest(dict(zip(keys, combination)))
+            for combination in itertools.product(*values)]
+
+
+def _count(data: dict[str, Any], key: str, default: int | None, low: int = 1) -> int | None:
+    value = data.get(key, default)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+        raise ConfigError(f"{key}: expected an integer >= {low}, got {value!r}")
+    return value
+
+
+def _flatten(nested: dict[str, Any]) -> dict[str, Any]:
+    """``{"hparams": {"q": 1}}`` -> ``{"hparams.q": 1}`` (one level, as run configs nest)."""
+    out: dict[str, Any] = {}
+    for key, value in nested.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+def random_trials(method: str, given: dict[str, Any], fixed_keys: set[str], n_trials: int,
+                  trial_seed: int) -> list[dict[str, Any]]:
+    """``n_trials`` run-config layers for ``method``: trial 0 its defaults (the first
+    value of a restricting list), the others
+    drawn from the declared search spaces (floats kept to 3 significant digits so labels
+    stay readable). ``given`` fixes (scalar) or restricts (list) the method's hparams;
+    run keys in ``fixed_keys`` are not drawn."""
+    from debiasbench.config import RUN_KEYS
+    from debiasbench.hparams import Choice
+    from debiasbench.registry import METHODS
+
+    if not isinstance(given, dict):
+        raise ConfigError(f"hparams.{method}: expected a mapping of keys to values or lists, got {given!r}")
+    declared = METHODS.get(method).hparams
+    spaces = {f"hparams.{name}": spec.space for name, spec in declared.items() if spec.space is not None}
+    spaces.update({key: spec.space for key, spec in RUN_KEYS.items()
+                   if spec.space is not None and key not in fixed_keys})
+    fixed = {f"hparams.{k}": v for k, v in given.items() if not isinstance(v, list)}
+    for name, options in given.items():
+        if isinstance(options, list):
+            if not options:
+                raise ConfigError(f"hparams.{method}.{name}: an empty list leaves no job")
+            spaces[f"hparams.{name}"] = Choice(options)
+    for key in fixed:
+        spaces.pop(key, None)
+    first_choices = {f"hparams.{k}": v[0] for k, v in given.items() if isinstance(v, list)}
+    trials = [_nest({**fixed, **first_choices})]
+    for trial in range(1, n_trials):
+        rng = random.Random(f"{trial_seed}:{method}:{trial}")
+        drawn = {key: _readable(spaces[key].sample(rng)) for key in sorted(spaces)}
+        trials.append(_nest({**fixed, **drawn}))
+    return trials
+
+
+def _readable(value: Any) -> Any:
+    return float(f"{value:.3g}") if isinstance(value, float) and math.isfinite(value) else value
 
 
 def _nest(dotted: dict[str, Any]) -> dict[str, Any]:
@@ -80,7 +144,16 @@ def load_sweep(path: str | Path, skipped: list[str] | None = None) -> list[RunCo
     if stray:
         raise ConfigError(unknown_name_message("hparams method (not in methods)", stray[0], methods))
     shared = _grid(data.get("grid") or {}, "grid")
-    method_grids = {m: _grid(per_method.get(m) or {}, f"hparams.{m}") for m in methods}
+    n_trials = _count(data, "n_trials", None)
+    if n_trials is None:
+        if "trial_seed" in data:
+            raise ConfigError("trial_seed: only used with n_trials (random search)")
+        method_grids = {m: _grid(per_method.get(m) or {}, f"hparams.{m}") for m in methods}
+    else:
+        fixed_keys = set(_flatten(overrides)) | set(data.get("grid") or {})
+        trial_seed = _count(data, "trial_seed", 0, low=0)
+        method_grids = {m: random_trials(m, per_method.get(m) or {}, fixed_keys, n_trials, trial_seed)
+                        for m in methods}
     grid = itertools.product(methods, _as_list(data, "datasets", None),
                              _as_list(data, "models", ["small_cnn"]), _as_list(data, "seeds", [0]))
     jobs: dict[str, RunConfig] = {}
@@ -91,8 +164,8 @@ def load_sweep(path: str | Path, skipped: list[str] | None = None) -> list[RunCo
                 skipped.append(missing)
             continue
         for layer in shared:
-            for hparams in method_grids[method]:
-                config = resolve_config(merge(overrides, layer, {"hparams": hparams}, {
+            for candidate in method_grids[method]:
+                config = resolve_config(merge(overrides, layer, candidate, {
                     "method": method, "dataset": dataset, "model": model, "seed": seed}))
                 jobs.setdefault(config.run_key(), config)
     return list(jobs.values())
@@ -111,33 +184,71 @@ def missing_requirements(method: str, dataset: str) -> str:
 
 
 def run_sweep(jobs: list[RunConfig], tracking_uri: str | None,
-              log: Callable[[str], None] = print) -> list[JobResult]:
-    """Run the jobs not finished yet, sequentially; one failure never stops the rest."""
-    from debiasbench.runner import run
-    from debiasbench.tracking import Tracker
+              log: Callable[[str], None] = print, launcher: Launcher = sequential,
+              tags: Mapping[str, str] | None = None) -> list[JobResult]:
+    """Run the jobs not finished yet with ``launcher``; one failure never stops the rest.
 
-    trackers: dict[str, Tracker] = {}
-    results = []
-    for number, config in enumerate(jobs, start=1):
-        tracker = trackers.get(config.experiment) or trackers.setdefault(
-            config.experiment, Tracker(tracking_uri, config.experiment))
-        label = f"[{number}/{len(jobs)}] {config.method} on {config.dataset} ({config.model}, seed {config.seed})"
-        done = tracker.finished_run(config.run_key())
+    The store and its experiments are created here, before any worker starts (two
+    processes creating one sqlite store at once can fail). Results come back in job
+    order; ``log`` gets one progress line per job as it ends.
+    """
+    from debiasbench.tracking import Tracker, absolute_tracking_uri
+
+    uri = absolute_tracking_uri(tracking_uri)
+    finished: dict[tuple[str, str], Any] = {}
+    for experiment in dict.fromkeys(config.experiment for config in jobs):
+        finished.update({(experiment, key): run for key, run in Tracker(uri, experiment).finished_runs().items()})
+    results: dict[str, JobResult] = {}
+    todo = []
+    for config in jobs:
+        done = finished.get((config.experiment, config.run_key()))
         if done is not None:
-            results.append(JobResult(config, "SKIPPED", dict(done.data.metrics)))
-            log(f"{label}: finished earlier, skipped")
-            continue
-        began = time.perf_counter()
-        try:
-            result = run(config, tracker)
-        except (RunFailed, UserError) as exc:
-            reason = getattr(exc, "reason", str(exc))
-        except Exception as exc:  # recorded as FAILED by the tracker; the sweep goes on
-            reason = f"{type(exc).__name__}: {exc}"
+            results[config.run_key()] = JobResult(config, "SKIPPED", dict(done.data.metrics))
         else:
-            results.append(JobResult(config, "FINISHED", result.metrics))
-            log(f"{label}: finished in {time.perf_counter() - began:.0f}s")
-            continue
-        results.append(JobResult(config, "FAILED", reason=reason))
-        log(f"{label}: FAILED: {reason}")
-    return results
+            todo.append(config)
+    if results:
+        log(f"{len(results)} of {len(jobs)} jobs finished earlier: skipped")
+    progress = Progress(len(todo), log)
+    context = JobContext(uri, dict(tags or {}), cwd=os.getcwd())
+    for result in launcher(todo, context):
+        results[result.config.run_key()] = result
+        progress.update(result)
+    return [results[config.run_key()] for config in jobs]
+
+
+class Progress:
+    """One line per ended job: what ended, then done / failed / left and an ETA from the
+    mean pace so far (which counts parallel workers for what they are)."""
+
+    def __init__(self, total: int, log: Callable[[str], None]):
+        self.total, self.log = total, log
+        self.done = self.failed = 0
+        self.began = time.perf_counter()
+
+    def update(self, result: JobResult) -> None:
+        c = result.config
+        if result.status == "FAILED":
+            self.failed += 1
+            outcome = f"FAILED: {result.reason}"
+        elif result.status == "SKIPPED":
+            self.done += 1
+            outcome = "finished meanwhile, skipped"
+        else:
+            self.done += 1
+            outcome = f"finished in {result.seconds:.0f}s"
+        ended = self.done + self.failed
+        left = self.total - ended
+        eta = (time.perf_counter() - self.began) / ended * left
+        self.log(f"[{self.done} done · {self.failed} failed · {left} left · ETA {_duration(eta)}] "
+                 f"{c.method} on {c.dataset} ({c.model}, seed {c.seed}): {outcome}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"

@@ -55,7 +55,9 @@ class TrackedRun:
 class Tracker:
     """Opens runs in one experiment of one tracking store."""
 
-    def __init__(self, tracking_uri: str | None = None, experiment: str = "debiasbench"):
+    def __init__(self, tracking_uri: str | None = None, experiment: str = "debiasbench",
+                 tags: Mapping[str, str] | None = None):
+        """``tags`` go on every run this tracker opens (a sweep's command and file)."""
         import mlflow
         from mlflow.tracking import MlflowClient
 
@@ -64,6 +66,7 @@ class Tracker:
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
         self.uri = tracking_uri or mlflow.get_tracking_uri()
+        self.tags = dict(tags or {})
         try:
             self.client = MlflowClient(self.uri)
             found = self.client.get_experiment_by_name(experiment)
@@ -79,7 +82,7 @@ class Tracker:
 
         name = f"{config.method}-{config.dataset}-{config.model}-s{config.seed}"
         run = self.client.create_run(self.experiment_id, run_name=name,
-                                     tags={RUN_KEY_TAG: config.run_key()})
+                                     tags={**self.tags, RUN_KEY_TAG: config.run_key()})
         tracked = TrackedRun(self.client, run.info.run_id)
         try:
             params = [Param(k, str(v)) for k, v in config.flat().items()]
@@ -120,6 +123,49 @@ class Tracker:
             filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}' and attributes.status = 'FINISHED'",
             max_results=1)
         return runs[0] if runs else None
+
+
+    def finished_runs(self) -> dict[str, Any]:
+        """Every FINISHED run of the experiment by run key, in one paged query."""
+        runs = self.search(filter_string="attributes.status = 'FINISHED'")
+        return {run.data.tags[RUN_KEY_TAG]: run for run in runs if RUN_KEY_TAG in run.data.tags}
+
+    def search(self, filter_string: str = "") -> list[Any]:
+        """Every run of the experiment matching ``filter_string`` (MLflow pages results)."""
+        runs: list[Any] = []
+        token = None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string=filter_string,
+                                           max_results=1000, page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def end_stale_runs(self, run_key: str) -> int:
+        """Mark KILLED the runs of ``run_key`` still RUNNING: their process was killed
+        (SIGKILL, power loss) before it could say so; the job is about to run again.
+        Two sweeps running the same job at the same moment would misread each other,
+        so one store takes one sweep of a file at a time."""
+        stale = self.search(f"tags.`{RUN_KEY_TAG}` = '{run_key}' and attributes.status = 'RUNNING'")
+        for run in stale:
+            self._end(TrackedRun(self.client, run.info.run_id), "KILLED",
+                      "interrupted: the process ended without closing the run; its job ran again")
+        return len(stale)
+
+
+def absolute_tracking_uri(uri: str | None) -> str:
+    """``uri`` (or MLflow's default) with a relative sqlite or file path made absolute,
+    so worker processes in other directories write to the same store."""
+    import mlflow
+
+    uri = uri or mlflow.get_tracking_uri()
+    for scheme in ("sqlite:///", "file://"):
+        if uri.startswith(scheme) and not uri.startswith(scheme + "/"):
+            return scheme + str(Path(uri[len(scheme):]).resolve())
+    if "://" not in uri:  # a plain path is a file store
+        return str(Path(uri).resolve())
+    return uri
 
 
 def _first_line(exc: BaseException) -> str:

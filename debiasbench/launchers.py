@@ -1,0 +1,206 @@
+"""Where a sweep's jobs run: this process, N worker processes, or a Ray cluster.
+
+Every launcher runs the same ``execute_job`` and yields ``JobResult``s as jobs end, so
+resuming, failure handling and progress are written once (``sweep.run_sweep``). A job
+that raises is FAILED and the others go on; a worker process that dies (killed, out of
+memory) fails only the job it ran. Local workers die with the sweep (SIGKILL included),
+so a sweep started again never races a leftover worker for the same job.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, Protocol
+
+from debiasbench.config import RunConfig
+from debiasbench.errors import RunFailed, UserError
+
+LAUNCHERS = ("local", "ray")
+
+
+@dataclass
+class JobResult:
+    config: RunConfig
+    status: str  # FINISHED, FAILED or SKIPPED (finished by an earlier sweep)
+    metrics: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a worker needs besides the config: the store (absolute URI), run tags, the
+    torch threads it may use and the sweep's working directory (relative paths)."""
+
+    tracking_uri: str
+    tags: Mapping[str, str]
+    threads: int | None = None
+    cwd: str | None = None
+
+
+_TRACKERS: dict[tuple[str, str], Any] = {}
+
+
+def execute_job(config: RunConfig, context: JobContext) -> JobResult:
+    """Run one job unless it finished meanwhile; never raises for a failed run."""
+    from debiasbench.runner import run
+    from debiasbench.tracking import Tracker
+
+    if context.cwd and os.path.isdir(context.cwd) and os.getcwd() != context.cwd:
+        os.chdir(context.cwd)
+    if context.threads:
+        import torch
+
+        torch.set_num_threads(context.threads)
+    key = (context.tracking_uri, config.experiment)
+    tracker = _TRACKERS.get(key) or _TRACKERS.setdefault(
+        key, Tracker(context.tracking_uri, config.experiment, tags=context.tags))
+    done = tracker.finished_run(config.run_key())
+    if done is not None:
+        return JobResult(config, "SKIPPED", dict(done.data.metrics))
+    tracker.end_stale_runs(config.run_key())
+    began = time.perf_counter()
+    try:
+        result = run(config, tracker)
+    except (RunFailed, UserError) as exc:
+        reason = getattr(exc, "reason", str(exc))
+    except Exception as exc:  # recorded as FAILED by the tracker; the sweep goes on
+        reason = f"{type(exc).__name__}: {exc}"
+    else:
+        return JobResult(config, "FINISHED", result.metrics, seconds=time.perf_counter() - began)
+    return JobResult(config, "FAILED", reason=reason, seconds=time.perf_counter() - began)
+
+
+class Launcher(Protocol):
+    def __call__(self, jobs: list[RunConfig], context: JobContext) -> Iterator[JobResult]:
+        """Run ``jobs``; yield each result as its job ends (any order)."""
+
+
+def sequential(jobs: list[RunConfig], context: JobContext) -> Iterator[JobResult]:
+    """In this process, one job after another."""
+    for config in jobs:
+        yield execute_job(config, context)
+
+
+def _die_with_parent() -> None:
+    """Worker initializer: on Linux, the kernel kills this worker when the sweep dies."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class ProcessPool:
+    """``workers`` spawned processes, each given ``cpu_count // workers`` torch threads.
+
+    At most ``workers`` jobs are in flight, so a worker that dies (which breaks the whole
+    pool in ``concurrent.futures``) can only have hit those; they are suspects, run again
+    one at a time in a pool of their own at the end, where a death names its job FAILED."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+
+    def __call__(self, jobs: list[RunConfig], context: JobContext) -> Iterator[JobResult]:
+        threads = context.threads or max(1, (os.cpu_count() or 1) // self.workers)
+        context = JobContext(context.tracking_uri, context.tags, threads, context.cwd)
+        suspects: list[RunConfig] = []
+        yield from self._run(jobs, context, self.workers, suspects)
+        for config in suspects:
+            alone: list[RunConfig] = []
+            yield from self._run([config], context, 1, alone)
+            for dead in alone:
+                yield JobResult(dead, "FAILED", reason="its worker process died (killed, or out of memory)")
+
+    @staticmethod
+    def _run(jobs: list[RunConfig], context: JobContext, workers: int,
+             suspects: list[RunConfig]) -> Iterator[JobResult]:
+        queue = list(reversed(jobs))
+        while queue:
+            pool = futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                               initializer=_die_with_parent)
+            in_flight: dict[futures.Future, RunConfig] = {}
+            try:
+                broken = False
+                while (queue or in_flight) and not broken:
+                    while queue and len(in_flight) < workers:
+                        config = queue.pop()
+                        in_flight[pool.submit(execute_job, config, context)] = config
+                    done, _ = futures.wait(in_flight, return_when=futures.FIRST_COMPLETED)
+                    for future in done:
+                        config = in_flight.pop(future)
+                        try:
+                            yield future.result()
+                        except futures.process.BrokenProcessPool:
+                            broken = True
+                            suspects.append(config)
+                if broken:  # every job still in flight died with the pool: a new one takes the queue
+                    suspects.extend(in_flight.values())
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            else:
+                pool.shutdown(wait=not broken, cancel_futures=broken)
+
+
+class RayTasks:
+    """One Ray task per job with ``num_cpus`` / ``num_gpus`` (fractions share a device).
+
+    Connects to the cluster at ``RAY_ADDRESS`` when it is set, else starts Ray on this
+    machine (and stops it afterwards). Workers need debiasbench (and any plugin)
+    installed and a tracking store they can reach: a server URI on a cluster."""
+
+    def __init__(self, cpus_per_run: float = 1.0, gpus_per_run: float = 0.0):
+        self.cpus_per_run = cpus_per_run
+        self.gpus_per_run = gpus_per_run
+
+    def __call__(self, jobs: list[RunConfig], context: JobContext) -> Iterator[JobResult]:
+        try:
+            import ray
+        except ImportError:
+            raise UserError("launcher 'ray' needs Ray: pip install 'ray>=2.9'") from None
+        started_here = not ray.is_initialized()
+        if started_here:
+            address = os.environ.get("RAY_ADDRESS") or None
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        try:
+            threads = context.threads or max(1, int(self.cpus_per_run))
+            context = JobContext(context.tracking_uri, context.tags, threads, context.cwd)
+            task = ray.remote(execute_job).options(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run,
+                                                   max_retries=1)
+            pending = {task.remote(config, context): config for config in jobs}
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                config = pending.pop(ready[0])
+                try:
+                    yield ray.get(ready[0])
+                except ray.exceptions.RayError as exc:  # the worker died twice
+                    yield JobResult(config, "FAILED", reason=f"Ray task failed: {str(exc).splitlines()[0]}")
+        finally:
+            if started_here:
+                ray.shutdown()
+
+
+def make_launcher(name: str, workers: int = 1, cpus_per_run: float = 1.0,
+                  gpus_per_run: float = 0.0) -> Launcher:
+    """The launcher called ``name``; bad numbers are one-line user errors."""
+    from debiasbench.errors import ConfigError, unknown_name_message
+
+    if name not in LAUNCHERS:
+        raise ConfigError(unknown_name_message("launcher", name, list(LAUNCHERS)))
+    if workers < 1:
+        raise ConfigError(f"--workers: expected an integer >= 1, got {workers}")
+    if not cpus_per_run > 0:
+        raise ConfigError(f"--cpus-per-run: expected a number > 0, got {cpus_per_run}")
+    if not gpus_per_run >= 0:
+        raise ConfigError(f"--gpus-per-run: expected a number >= 0, got {gpus_per_run}")
+    if name == "ray":
+        return RayTasks(cpus_per_run, gpus_per_run)
+    return sequential if workers == 1 else ProcessPool(workers)
