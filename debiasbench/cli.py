@@ -136,6 +136,38 @@ def sweep(
 
 @app.command()
 @user_errors
+def leaderboard(
+    tracking_uri: Optional[str] = TrackingOption,
+    out_dir: Path = typer.Option(Path("leaderboard"), "--out", help="folder of the files written"),
+    select_by: str = typer.Option("val_acc", "--select", help="metric hparams are selected by: "
+                                  "val_acc, val_worst_group_acc, ..."),
+    oracle: bool = typer.Option(False, "--oracle", help="allow selecting by a test metric (labelled ORACLE)"),
+    experiments: Optional[List[str]] = typer.Option(None, "--experiment", help="only these experiments (repeatable)"),
+) -> None:
+    """Select hparams on validation, average over seeds, and write results.csv,
+    summary.csv, README.md and index.html."""
+    from debiasbench.leaderboard import (build_info, finished_once, runs_frame, summary_metrics,
+                                         write_leaderboard)
+    from debiasbench.report import leaderboard_table
+    from debiasbench.selection import select, selection_label
+
+    runs, uri = runs_frame(tracking_uri, experiments)
+    if runs.empty or not (runs["status"] == "FINISHED").any():
+        raise UserError(f"no finished debiasbench runs in {uri!r}: run a sweep first")
+    finished = finished_once(runs)
+    metrics = summary_metrics(finished)
+    summary = select(finished, select_by, oracle, metrics)
+    command = "debiasbench leaderboard" + (f" --select {select_by}" if select_by != "val_acc" else "") + (
+        " --oracle" if oracle else "")
+    info = build_info(finished, selection_label(select_by, oracle), uri, command)
+    written = write_leaderboard(runs, summary, info, metrics, out_dir)
+    out().print(leaderboard_table(summary, metrics, info["selection"]))
+    out().print(f"{len(runs)} runs, {len(summary)} selected results; wrote "
+                + ", ".join(str(p) for p in written), highlight=False)
+
+
+@app.command()
+@user_errors
 def methods() -> None:
     """List methods: requirements and hyper-parameters with defaults."""
     from debiasbench.registry import METHODS

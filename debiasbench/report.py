@@ -125,6 +125,21 @@ def summary_table(results: Iterable[Any]) -> Table:
     return table
 
 
+def leaderboard_table(summary: Any, metrics: tuple[str, ...], selection: str) -> Table:
+    """The selected results (``selection.select``): mean ± standard error over seeds."""
+    shown = [m for m in metrics if m in summary and summary[m].notna().any()]
+    table = Table(title=f"selected by {selection}; mean ± standard error over seeds")
+    _add_columns(table, ("method", "dataset", "model", "setting", "hparams", "n"), shown)
+    for _, row in summary.iterrows():
+        cells = []
+        for m in shown:
+            mean, se = row[m], row[f"{m}_se"]
+            cells.append("-" if math.isnan(mean) else _fmt(mean) if math.isnan(se) else f"{_fmt(mean)}±{_fmt(se)}")
+        table.add_row(row["method"], row["dataset"], row["model"], row["setting"].replace(" ", "\n"),
+                      row["hparams"].replace(" ", "\n"), str(row["n"]), *cells, )
+    return table
+
+
 def jobs_table(jobs: list[RunConfig]) -> Table:
     table = Table(title=f"{len(jobs)} jobs")
     for column in ("#", "method", "variant", "dataset", "model", "seed", "run key"):
