@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -130,13 +131,24 @@ def assign(target: dict[str, Any], dotted: str, value: Any) -> None:
         target[head] = value
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """YAML 1.1 as PyYAML reads it, except that ``1e-4`` and ``1e30`` are floats (YAML 1.1
+    wants ``1.0e-4``; learning rates are written the short way)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """A YAML mapping of run keys; a missing or malformed file is a one-line error."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file {str(path)!r} not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_YamlLoader) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""

@@ -1,6 +1,7 @@
 """Sweeps: methods x datasets x models x seeds (x grids), run one after another, resumable.
 
-A sweep file lists names, shared ``overrides`` (any run key), an optional shared ``grid``
+A sweep file lists names (a dataset may carry its own parameters:
+``{colored_digits: {image_size: 8}}``), shared ``overrides`` (any run key), an optional shared ``grid``
 (dotted run keys mapped to lists of values: every combination is a job, e.g.
 ``dataset_params.bias_ratio: [0.99, 0.995]``) and optional per-method ``hparams``
 (``{method: {hparam: value or list}}``; a list is a grid axis of that method only, a
@@ -58,6 +59,18 @@ def _grid(axes: dict[str, Any], where: str) -> list[dict[str, Any]]:
     return [{"hparams": dict(zip(keys, combination))} if where.startswith("hparams.")
             else _nest(dict(zip(keys, combination)))
             for combination in itertools.product(*values)]
+
+
+def _dataset_entry(item: Any) -> tuple[str, dict[str, Any]]:
+    """A ``datasets`` entry: a name, or ``{name: {param: value}}`` for parameters of that
+    dataset only (e.g. a smaller image size for one of them)."""
+    if isinstance(item, str):
+        return item, {}
+    if isinstance(item, dict) and len(item) == 1:
+        name, params = next(iter(item.items()))
+        if isinstance(name, str) and isinstance(params, dict):
+            return name, params
+    raise ConfigError(f"datasets: expected a name or {{name: {{param: value}}}}, got {item!r}")
 
 
 def _count(data: dict[str, Any], key: str, default: int | None, low: int = 1) -> int | None:
@@ -154,8 +167,8 @@ def load_sweep(path: str | Path, skipped: list[str] | None = None) -> list[RunCo
         trial_seed = _count(data, "trial_seed", 0, low=0)
         method_grids = {m: random_trials(m, per_method.get(m) or {}, fixed_keys, n_trials, trial_seed)
                         for m in methods}
-    grid = itertools.product(methods, _as_list(data, "datasets", None),
-                             _as_list(data, "models", ["small_cnn"]), _as_list(data, "seeds", [0]))
+    datasets = dict(_dataset_entry(item) for item in _as_list(data, "datasets", None))
+    grid = itertools.product(methods, datasets, _as_list(data, "models", ["small_cnn"]), _as_list(data, "seeds", [0]))
     jobs: dict[str, RunConfig] = {}
     for method, dataset, model, seed in grid:
         missing = missing_requirements(method, dataset)
@@ -165,7 +178,7 @@ def load_sweep(path: str | Path, skipped: list[str] | None = None) -> list[RunCo
             continue
         for layer in shared:
             for candidate in method_grids[method]:
-                config = resolve_config(merge(overrides, layer, candidate, {
+                config = resolve_config(merge(overrides, {"dataset_params": datasets[dataset]}, layer, candidate, {
                     "method": method, "dataset": dataset, "model": model, "seed": seed}))
                 jobs.setdefault(config.run_key(), config)
     return list(jobs.values())
@@ -208,12 +221,33 @@ def run_sweep(jobs: list[RunConfig], tracking_uri: str | None,
             todo.append(config)
     if results:
         log(f"{len(results)} of {len(jobs)} jobs finished earlier: skipped")
-    progress = Progress(len(todo), log)
+    bases, todo = base_models_first(todo, finished)
+    if bases:
+        log(f"training {len(bases)} vanilla base models first (corrections start from them)")
+    progress = Progress(len(bases) + len(todo), log)
     context = JobContext(uri, dict(tags or {}), cwd=os.getcwd())
-    for result in launcher(todo, context):
-        results[result.config.run_key()] = result
-        progress.update(result)
+    for stage in (bases, todo):
+        for result in launcher(stage, context):
+            results[result.config.run_key()] = result
+            progress.update(result)
     return [results[config.run_key()] for config in jobs]
+
+
+def base_models_first(todo: list[RunConfig], finished: dict[tuple[str, str], Any]) -> tuple[list[RunConfig], list[RunConfig]]:
+    """Split ``todo`` into the missing vanilla models that corrections start from and the
+    rest. Run in that order, two parallel corrections never train the same base model
+    twice, and a vanilla job of the sweep is never run beside its own copy."""
+    from debiasbench.base_model import base_config
+    from debiasbench.registry import METHODS
+
+    bases: dict[str, RunConfig] = {}
+    for config in todo:
+        if config.base_run is None and "pretrained_checkpoint" in METHODS.get(config.method).requires:
+            base = base_config(config)
+            if (base.experiment, base.run_key()) not in finished:
+                bases.setdefault(base.run_key(), base)
+    rest = [config for config in todo if config.run_key() not in bases]
+    return list(bases.values()), rest
 
 
 class Progress:

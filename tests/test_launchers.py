@@ -1,0 +1,147 @@
+"""Launchers: worker processes and Ray run a sweep's jobs; a failing run fails alone; a
+sweep killed with SIGKILL and started again finishes only what is missing, with exactly
+one finished run per job."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from debiasbench.launchers import make_launcher
+from debiasbench.errors import ConfigError
+from debiasbench.sweep import load_sweep, run_sweep
+from debiasbench.tracking import RUN_KEY_TAG
+
+TINY = "{n_train: 100, n_val: 40, n_test: 40, image_size: 16, patch_size: 3}"
+
+
+def sweep_file(tmp_path: Path, body: str, epochs: int = 1) -> Path:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(textwrap.dedent(f"""
+        datasets: [synthetic_artifacts]
+        overrides:
+          epochs: {epochs}
+          device: cpu
+          log_model: false
+          dataset_params: {TINY}
+    """) + textwrap.dedent(body))
+    return path
+
+
+def runs_by_status(tracking_uri: str) -> dict[str, Counter]:
+    """status -> Counter of run keys, over every experiment of the store."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    out: dict[str, Counter] = {}
+    for experiment in client.search_experiments():
+        for run in client.search_runs([experiment.experiment_id], max_results=1000):
+            out.setdefault(run.info.status, Counter())[run.data.tags.get(RUN_KEY_TAG)] += 1
+    return out
+
+
+def test_worker_processes_run_every_job_and_a_failing_run_fails_alone(tmp_path, tracking_uri):
+    path = sweep_file(tmp_path, """
+        methods: [vanilla]
+        seeds: [0, 1]
+        grid: {lr: [0.001, 1.0e30]}
+    """)
+    jobs = load_sweep(path)
+    lines: list[str] = []
+    results = run_sweep(jobs, tracking_uri, log=lines.append, launcher=make_launcher("local", workers=2))
+    status = {(r.config.lr, r.config.seed): r.status for r in results}
+    assert status == {(0.001, 0): "FINISHED", (0.001, 1): "FINISHED", (1e30, 0): "FAILED", (1e30, 1): "FAILED"}
+    assert all("non-finite loss" in r.reason for r in results if r.status == "FAILED")
+    store = runs_by_status(tracking_uri)
+    assert sum(store["FINISHED"].values()) == 2 and sum(store["FAILED"].values()) == 2
+    assert lines[-1].startswith("[2 done · 2 failed · 0 left")
+    assert all("ETA" in line for line in lines)
+
+
+def test_bad_launcher_settings_are_config_errors():
+    with pytest.raises(ConfigError, match="unknown launcher 'slurm'"):
+        make_launcher("slurm")
+    with pytest.raises(ConfigError, match="--workers: expected an integer >= 1"):
+        make_launcher("local", workers=0)
+    with pytest.raises(ConfigError, match="--gpus-per-run"):
+        make_launcher("ray", gpus_per_run=-1)
+
+
+def _wait_for(predicate, timeout: float, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if process.poll() is not None:
+            pytest.fail(f"the sweep ended (code {process.returncode}) before it could be killed: "
+                        f"{process.stderr.read().decode() if process.stderr else ''}")
+        time.sleep(0.2)
+    pytest.fail("the sweep never reached the point where it is killed")
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_with_sigkill_and_started_again_ends_with_one_finished_run_per_job(tmp_path, tracking_uri):
+    path = sweep_file(tmp_path, """
+        methods: [vanilla]
+        seeds: [0, 1, 2, 3]
+    """, epochs=4)
+    jobs = load_sweep(path)
+    command = [sys.executable, "-m", "debiasbench.cli", "sweep", str(path), "--workers", "2",
+               "--tracking-uri", tracking_uri]
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def one_finished_and_one_running() -> bool:
+        """Read with sqlite3, not MLflow: an MLflow client would race the sweep's creation
+        of the store."""
+        try:
+            with sqlite3.connect(f"file:{tmp_path / 'mlflow.db'}?mode=ro", uri=True) as db:
+                statuses = {row[0] for row in db.execute("SELECT status FROM runs")}
+        except sqlite3.Error:
+            return False
+        return {"FINISHED", "RUNNING"} <= statuses
+
+    _wait_for(one_finished_and_one_running, 240, first)
+    os.kill(first.pid, signal.SIGKILL)  # the sweep only: its workers must die with it
+    first.wait()
+    time.sleep(1.0)
+    interrupted = runs_by_status(tracking_uri)
+    assert sum(interrupted["FINISHED"].values()) < len(jobs)
+
+    second = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert "finished earlier: skipped" in second.stderr
+    store = runs_by_status(tracking_uri)
+    assert store["FINISHED"] == Counter({job.run_key(): 1 for job in jobs})
+    assert "RUNNING" not in store  # runs of the killed sweep are closed as KILLED
+    rerun = len(jobs) - sum(interrupted["FINISHED"].values())
+    assert second.stderr.count(": finished in ") == rerun
+
+
+@pytest.mark.slow
+def test_ray_launcher_runs_a_small_sweep_on_this_machine_into_the_store(tmp_path, tracking_uri, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    path = sweep_file(tmp_path, """
+        methods: [vanilla, rrclarc]
+        seeds: [0]
+        grid: {lr: [0.001, 1.0e30]}
+    """)
+    jobs = load_sweep(path)
+    results = run_sweep(jobs, tracking_uri, log=lambda line: None,
+                        launcher=make_launcher("ray", cpus_per_run=0.5))
+    by_job = {(r.config.method, r.config.lr): r.status for r in results}
+    assert by_job == {("vanilla", 0.001): "FINISHED", ("vanilla", 1e30): "FAILED",
+                      ("rrclarc", 0.001): "FINISHED", ("rrclarc", 1e30): "FAILED"}
+    store = runs_by_status(tracking_uri)
+    finished_keys = set(store["FINISHED"])
+    assert {r.config.run_key() for r in results if r.status == "FINISHED"} <= finished_keys
+    assert all(count == 1 for count in store["FINISHED"].values())
