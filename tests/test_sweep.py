@@ -101,3 +101,63 @@ def test_runs_that_differ_only_by_dataset_or_method_defaults_have_no_variant(tmp
         seeds: [0, 1]
     """)
     assert set(variant_labels(load_sweep(path))) == {""}
+
+
+RANDOM_SEARCH = """
+    methods: [vanilla, rrclarc, pgd]
+    datasets: [synthetic_artifacts]
+    seeds: [0, 1]
+    n_trials: 4
+    overrides: {epochs: 2}
+    hparams:
+      pgd: {norm_p: [1.0, 2.0], power: 1.5}
+"""
+
+
+def test_random_search_gives_the_same_jobs_from_the_same_file_twice(tmp_path):
+    path = write(tmp_path, RANDOM_SEARCH)
+    first, second = load_sweep(path), load_sweep(path)
+    assert [j.run_key() for j in first] == [j.run_key() for j in second]
+    assert len(first) == 3 * 4 * 2
+    other_seed = write(tmp_path, RANDOM_SEARCH + "    trial_seed: 1\n")
+    assert {j.run_key() for j in load_sweep(other_seed)} != {j.run_key() for j in first}
+
+
+def test_random_search_trial_zero_is_the_defaults_and_draws_stay_in_the_declared_spaces(tmp_path):
+    from debiasbench.registry import METHODS
+
+    jobs = load_sweep(write(tmp_path, RANDOM_SEARCH))
+    rrclarc = [j for j in jobs if j.method == "rrclarc" and j.seed == 0]
+    defaults = {name: spec.default for name, spec in METHODS.get("rrclarc").hparams.items()}
+    assert rrclarc[0].hparams == defaults and rrclarc[0].lr == 1e-3 and rrclarc[0].epochs == 2
+    assert len({j.hparams["lambda"] for j in rrclarc}) == 4
+    assert all(1.0 <= j.hparams["lambda"] <= 1e8 and 1e-4 <= j.lr <= 1e-2 for j in rrclarc[1:])
+    pgd = [j for j in jobs if j.method == "pgd"]
+    assert {j.hparams["power"] for j in pgd} == {1.5}  # a scalar fixes the value
+    assert {j.hparams["norm_p"] for j in pgd} <= {1.0, 2.0}  # a list is drawn from
+    assert all(j.epochs == 2 for j in jobs)  # a key in overrides is not drawn
+    # every seed of a trial shares its hparams, so selection can average over seeds
+    by_seed = {seed: [(j.method, j.lr, tuple(sorted(j.hparams.items()))) for j in jobs if j.seed == seed]
+               for seed in (0, 1)}
+    assert by_seed[0] == by_seed[1]
+
+
+@pytest.mark.parametrize("body,message", [
+    ("n_trials: 0", "n_trials: expected an integer >= 1, got 0"),
+    ("n_trials: two", "n_trials: expected an integer >= 1, got 'two'"),
+    ("trial_seed: 3", "trial_seed: only used with n_trials"),
+    ("datasets: [{colored_digits: 8}]", "datasets: expected a name or {name: {param: value}}"),
+])
+def test_bad_random_search_settings_are_one_line(tmp_path, body, message):
+    text = "methods: [vanilla]\n" + ("" if body.startswith("datasets") else "datasets: [colored_digits]\n") + body + "\n"
+    result = CliRunner().invoke(app, ["sweep", str(write(tmp_path, text)), "--dry-run"])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_a_dataset_entry_can_carry_its_own_parameters(tmp_path):
+    jobs = load_sweep(write(tmp_path, """
+        methods: [vanilla]
+        datasets: [{colored_digits: {image_size: 8}}, synthetic_artifacts]
+    """))
+    assert [(j.dataset, j.dataset_params["image_size"]) for j in jobs] == [
+        ("colored_digits", 8), ("synthetic_artifacts", 32)]
