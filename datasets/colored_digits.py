@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from debiasbench.data import BenchmarkDataset, Split
 from debiasbench.hparams import HParam
@@ -48,6 +46,11 @@ class ColoredDigits(BenchmarkDataset):
         p = self.p
         self.num_classes = 10
         self.num_bias = 10
+        # Imported here: scikit-learn takes most of a second to import, which every process
+        # listing the registry would pay otherwise.
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
         digits = load_digits()
         images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
         images = F.interpolate(images, size=(p["image_size"],) * 2, mode="bilinear",
