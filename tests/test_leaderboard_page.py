@@ -174,3 +174,43 @@ def test_script_method_name_is_shown_as_text_and_never_runs(page):
 def test_page_makes_no_network_requests(page):
     assert page.requests, "the file itself should have been requested"
     assert all(url.startswith(("file://", "data:")) for url in page.requests), page.requests
+
+
+def test_the_published_page_rows_match_summary_csv_end_to_end(browser, tmp_path: Path, tracking_uri):
+    """``debiasbench leaderboard`` on a store with a method named <script>: the page it
+    writes shows exactly the rows of the summary.csv written beside it."""
+    from mlflow.tracking import MlflowClient
+    from typer.testing import CliRunner
+
+    from debiasbench.cli import app
+    from debiasbench.tracking import RUN_KEY_TAG
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.create_experiment("debiasbench")
+    for method in ("vanilla", EVIL):
+        for seed in range(2):
+            run = client.create_run(experiment, tags={RUN_KEY_TAG: f"{method}{seed}"})
+            for name, value in {"method": method, "dataset": "colored_digits", "model": "small_cnn",
+                                "seed": seed}.items():
+                client.log_param(run.info.run_id, name, value)
+            client.log_metric(run.info.run_id, "val_acc", 0.5 + seed / 10)
+            client.log_metric(run.info.run_id, "test_acc", 0.4 + seed / 10 + len(method) / 100)
+            client.set_terminated(run.info.run_id, "FINISHED")
+    out = tmp_path / "board"
+    result = CliRunner().invoke(app, ["leaderboard", "--tracking-uri", tracking_uri, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = pd.read_csv(out / "summary.csv", keep_default_na=False)
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto((out / "index.html").as_uri())
+    cells = page.eval_on_selector_all(
+        "#leaderboard tbody tr", "rs => rs.map(r => Array.from(r.cells, c => c.dataset.value))")
+    headers = page.eval_on_selector_all("#leaderboard thead th", "hs => hs.map(h => h.textContent)")
+    assert len(cells) == len(summary) == 2
+    for shown, (_, row) in zip(cells, summary.iterrows()):
+        by_header = dict(zip(headers, shown))
+        assert by_header["method"] == row["method"] and by_header["n"] == str(row["n"])
+        assert float(by_header["test_acc"]) == pytest.approx(row["test_acc"])
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert len(page.query_selector_all("img.plot")) >= 1
+    context.close()

@@ -59,3 +59,69 @@ def test_run_in_a_fresh_process_through_the_cli(benchmark, config, tracking_uri)
         subprocess.run(command, check=True, capture_output=True)
 
     benchmark.pedantic(fresh_process, rounds=3, warmup_rounds=1)
+
+
+# A sweep of 6 small runs (1 epoch on 1,000 images of 32x32) through each launcher, each
+# round into a fresh copy of an empty store (creating one costs seconds of migrations):
+# how well the launchers use the machine's cores, start-up of workers / Ray included.
+SWEEP = """
+methods: [vanilla]
+datasets: [synthetic_artifacts]
+seeds: [0, 1, 2, 3, 4, 5]
+overrides: {epochs: 1, device: cpu, log_model: false, dataset_params: {n_train: 1000, n_val: 200, n_test: 200}}
+"""
+
+
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory):
+    from debiasbench.tracking import Tracker
+
+    folder = tmp_path_factory.mktemp("store")
+    Tracker(f"sqlite:///{folder / 'empty.db'}", "debiasbench")
+    return folder / "empty.db"
+
+
+def _sweep_with(launcher_name: str, empty_store, tmp_path, benchmark, **options) -> None:
+    import shutil
+
+    from debiasbench.launchers import make_launcher
+    from debiasbench.sweep import load_sweep, run_sweep
+
+    (tmp_path / "sweep.yaml").write_text(SWEEP)
+    jobs = load_sweep(tmp_path / "sweep.yaml")
+    launcher = make_launcher(launcher_name, **options)
+    rounds = iter(range(1000))
+
+    def fresh_store():
+        path = tmp_path / f"round{next(rounds)}.db"
+        shutil.copy(empty_store, path)
+        return (f"sqlite:///{path}",), {}
+
+    def sweep(uri):
+        results = run_sweep(jobs, uri, log=lambda line: None, launcher=launcher)
+        assert all(r.status == "FINISHED" for r in results)
+
+    benchmark.pedantic(sweep, setup=fresh_store, rounds=2)
+
+
+@pytest.mark.slow
+@pytest.mark.benchmark(group="sweep_of_6_runs")
+def test_sweep_baseline_sequential(benchmark, empty_store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _sweep_with("local", empty_store, tmp_path, benchmark)
+
+
+@pytest.mark.slow
+@pytest.mark.benchmark(group="sweep_of_6_runs")
+def test_sweep_two_worker_processes(benchmark, empty_store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _sweep_with("local", empty_store, tmp_path, benchmark, workers=2)
+
+
+@pytest.mark.slow
+@pytest.mark.benchmark(group="sweep_of_6_runs")
+def test_sweep_ray_one_cpu_per_run(benchmark, empty_store, tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    _sweep_with("ray", empty_store, tmp_path, benchmark, cpus_per_run=1.0)
