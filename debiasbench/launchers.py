@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Protocol
+from typing import Any, Callable, Iterator, Mapping, Protocol
 
 from debiasbench.config import RunConfig
 from debiasbench.errors import RunFailed, UserError
@@ -104,8 +104,9 @@ class ProcessPool:
     pool in ``concurrent.futures``) can only have hit those; they are suspects, run again
     one at a time in a pool of their own at the end, where a death names its job FAILED."""
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, execute: Callable[[RunConfig, JobContext], JobResult] = execute_job):
         self.workers = workers
+        self.execute = execute  # a module-level function (workers import it by name)
 
     def __call__(self, jobs: list[RunConfig], context: JobContext) -> Iterator[JobResult]:
         threads = context.threads or max(1, (os.cpu_count() or 1) // self.workers)
@@ -118,8 +119,7 @@ class ProcessPool:
             for dead in alone:
                 yield JobResult(dead, "FAILED", reason="its worker process died (killed, or out of memory)")
 
-    @staticmethod
-    def _run(jobs: list[RunConfig], context: JobContext, workers: int,
+    def _run(self, jobs: list[RunConfig], context: JobContext, workers: int,
              suspects: list[RunConfig]) -> Iterator[JobResult]:
         queue = list(reversed(jobs))
         while queue:
@@ -131,7 +131,7 @@ class ProcessPool:
                 while (queue or in_flight) and not broken:
                     while queue and len(in_flight) < workers:
                         config = queue.pop()
-                        in_flight[pool.submit(execute_job, config, context)] = config
+                        in_flight[pool.submit(self.execute, config, context)] = config
                     done, _ = futures.wait(in_flight, return_when=futures.FIRST_COMPLETED)
                     for future in done:
                         config = in_flight.pop(future)

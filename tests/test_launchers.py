@@ -145,3 +145,24 @@ def test_ray_launcher_runs_a_small_sweep_on_this_machine_into_the_store(tmp_path
     finished_keys = set(store["FINISHED"])
     assert {r.config.run_key() for r in results if r.status == "FINISHED"} <= finished_keys
     assert all(count == 1 for count in store["FINISHED"].values())
+
+
+def die_on_seed_1(config, context):
+    """A job runner whose worker process dies (like a kill or the OOM killer) on seed 1."""
+    from debiasbench.launchers import JobResult
+
+    if config.seed == 1:
+        os._exit(137)
+    time.sleep(0.5)
+    return JobResult(config, "FINISHED", {"test_acc": 1.0})
+
+
+def test_a_worker_that_dies_fails_only_its_own_job(tmp_path, tracking_uri):
+    from debiasbench.launchers import JobContext, ProcessPool
+
+    jobs = load_sweep(sweep_file(tmp_path, "methods: [vanilla]\nseeds: [0, 1, 2, 3]\n"))
+    results = list(ProcessPool(2, execute=die_on_seed_1)(jobs, JobContext(tracking_uri, {})))
+    status = {r.config.seed: r.status for r in results}
+    assert status == {0: "FINISHED", 1: "FAILED", 2: "FINISHED", 3: "FINISHED"}
+    assert len(results) == 4
+    assert "worker process died" in next(r.reason for r in results if r.status == "FAILED")
