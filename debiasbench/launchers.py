@@ -56,6 +56,12 @@ def execute_job(config: RunConfig, context: JobContext) -> JobResult:
         import torch
 
         torch.set_num_threads(context.threads)
+    store_file = context.tracking_uri.removeprefix("sqlite:///")
+    if context.tracking_uri.startswith("sqlite:///") and not os.path.isfile(store_file):
+        # The sweep created it before any worker started: this worker is on another machine,
+        # and a fresh store here would hide its runs from everyone else.
+        return JobResult(config, "FAILED", reason=f"tracking store {store_file} is not on this worker's "
+                         "machine: on a cluster use a tracking server (--tracking-uri http://...)")
     key = (context.tracking_uri, config.experiment)
     tracker = _TRACKERS.get(key) or _TRACKERS.setdefault(
         key, Tracker(context.tracking_uri, config.experiment, tags=context.tags))
@@ -154,7 +160,10 @@ class RayTasks:
 
     Connects to the cluster at ``RAY_ADDRESS`` when it is set, else starts Ray on this
     machine (and stops it afterwards). Workers need debiasbench (and any plugin)
-    installed and a tracking store they can reach: a server URI on a cluster."""
+    installed and a tracking store they can reach: a server URI on a cluster (a job on a
+    node without the sweep's sqlite file fails saying so, instead of logging to a new
+    file there). Each task logs its own run, as it would to a server; on one machine
+    several processes share an sqlite store (checked with 6 processes writing at once)."""
 
     def __init__(self, cpus_per_run: float = 1.0, gpus_per_run: float = 0.0):
         self.cpus_per_run = cpus_per_run

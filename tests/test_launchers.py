@@ -166,3 +166,13 @@ def test_a_worker_that_dies_fails_only_its_own_job(tmp_path, tracking_uri):
     assert status == {0: "FINISHED", 1: "FAILED", 2: "FINISHED", 3: "FINISHED"}
     assert len(results) == 4
     assert "worker process died" in next(r.reason for r in results if r.status == "FAILED")
+
+
+def test_a_worker_that_cannot_see_the_sqlite_store_fails_instead_of_creating_one(tmp_path):
+    from debiasbench.launchers import JobContext, execute_job
+
+    job = load_sweep(sweep_file(tmp_path, "methods: [vanilla]\n"))[0]
+    elsewhere = tmp_path / "on-another-node" / "mlflow.db"
+    result = execute_job(job, JobContext(f"sqlite:///{elsewhere}", {}))
+    assert result.status == "FAILED" and "tracking server" in result.reason
+    assert not elsewhere.exists()
