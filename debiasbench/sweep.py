@@ -223,7 +223,8 @@ def run_sweep(jobs: list[RunConfig], tracking_uri: str | None,
         log(f"{len(results)} of {len(jobs)} jobs finished earlier: skipped")
     bases, todo = base_models_first(todo, finished)
     if bases:
-        log(f"training {len(bases)} vanilla base models first (corrections start from them)")
+        plural = "s" if len(bases) != 1 else ""
+        log(f"training {len(bases)} vanilla base model{plural} first (corrections start from them)")
     progress = Progress(len(bases) + len(todo), log)
     context = JobContext(uri, dict(tags or {}), cwd=os.getcwd())
     for stage in (bases, todo):
