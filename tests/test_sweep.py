@@ -4,6 +4,7 @@ line, and a multi-seed sweep ends with a mean ± standard error table."""
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -161,3 +162,9 @@ def test_a_dataset_entry_can_carry_its_own_parameters(tmp_path):
     """))
     assert [(j.dataset, j.dataset_params["image_size"]) for j in jobs] == [
         ("colored_digits", 8), ("synthetic_artifacts", 32)]
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.glob("benchmarks/*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_sweep_file_is_valid(path):
+    assert len(load_sweep(path)) > 0
