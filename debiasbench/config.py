@@ -74,19 +74,25 @@ class RunConfig:
 
     def flat(self) -> dict[str, Any]:
         """Dotted keys (``hparams.lambda``) as MLflow params and tables show them."""
-        out: dict[str, Any] = {}
-        for key, value in self.to_dict().items():
-            if isinstance(value, dict):
-                out.update({f"{key}.{k}": v for k, v in value.items()})
-            else:
-                out[key] = value
-        return out
+        return flatten(self.to_dict())
 
     def run_key(self) -> str:
         """Hash of everything that determines the result; sweeps use it to skip finished runs."""
         semantic = {k: v for k, v in self.to_dict().items() if k not in self.NON_SEMANTIC}
         text = json.dumps(semantic, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def flatten(nested: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"hparams": {"q": 1}}`` -> ``{"hparams.q": 1}``: one level, as run configs nest
+    (the inverse of ``assign``)."""
+    out: dict[str, Any] = {}
+    for key, value in nested.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
 
 
 RUN_KEYS: dict[str, HParam] = {f.name: f.metadata["spec"] for f in fields(RunConfig) if "spec" in f.metadata}

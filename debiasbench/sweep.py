@@ -26,12 +26,12 @@ from __future__ import annotations
 import itertools
 import math
 import random
-import time
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from debiasbench.config import RunConfig, assign, load_config_file, merge, resolve_config
+from debiasbench.config import RunConfig, assign, flatten, load_config_file, merge, resolve_config
 from debiasbench.errors import ConfigError, unknown_name_message
 from debiasbench.launchers import JobContext, JobResult, Launcher, sequential
 
@@ -78,17 +78,6 @@ def _count(data: dict[str, Any], key: str, default: int | None, low: int = 1) ->
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
         raise ConfigError(f"{key}: expected an integer >= {low}, got {value!r}")
     return value
-
-
-def _flatten(nested: dict[str, Any]) -> dict[str, Any]:
-    """``{"hparams": {"q": 1}}`` -> ``{"hparams.q": 1}`` (one level, as run configs nest)."""
-    out: dict[str, Any] = {}
-    for key, value in nested.items():
-        if isinstance(value, dict):
-            out.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            out[key] = value
-    return out
 
 
 def random_trials(method: str, given: dict[str, Any], fixed_keys: set[str], n_trials: int,
@@ -163,7 +152,7 @@ def load_sweep(path: str | Path, skipped: list[str] | None = None) -> list[RunCo
             raise ConfigError("trial_seed: only used with n_trials (random search)")
         method_grids = {m: _grid(per_method.get(m) or {}, f"hparams.{m}") for m in methods}
     else:
-        fixed_keys = set(_flatten(overrides)) | set(data.get("grid") or {})
+        fixed_keys = set(flatten(overrides)) | set(data.get("grid") or {})
         trial_seed = _count(data, "trial_seed", 0, low=0)
         method_grids = {m: random_trials(m, per_method.get(m) or {}, fixed_keys, n_trials, trial_seed)
                         for m in methods}
