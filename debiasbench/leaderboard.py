@@ -20,7 +20,7 @@ import pandas as pd
 
 from debiasbench.errors import UserError
 from debiasbench.report import EXTRA_METRICS, HEADLINE_METRICS
-from debiasbench.tracking import RUN_KEY_TAG
+from debiasbench.tracking import RUN_KEY_TAG, search_all
 
 COMMAND_TAG = "debiasbench.command"
 #: Columns of summary tables besides the metrics.
@@ -55,21 +55,14 @@ def runs_frame(tracking_uri: str | None, experiments: list[str] | None = None) -
         names = {i: n for i, n in names.items() if n in experiments}
     rows = []
     for experiment_id, name in names.items():
-        token = None
-        while True:
-            page = client.search_runs([experiment_id], max_results=1000, page_token=token)
-            for run in page:
-                if RUN_KEY_TAG not in run.data.tags:
-                    continue  # not a debiasbench run
-                rows.append({"run_id": run.info.run_id, "experiment": name, "status": run.info.status,
-                             "start_time": pd.Timestamp(run.info.start_time, unit="ms"),
-                             **{f"params.{k}": v for k, v in run.data.params.items()},
-                             **{f"metrics.{k}": v for k, v in run.data.metrics.items()},
-                             **{f"tags.{k}": v for k, v in run.data.tags.items()
-                                if k.startswith("debiasbench.")}})
-            token = page.token
-            if not token:
-                break
+        for run in search_all(client, experiment_id):
+            if RUN_KEY_TAG not in run.data.tags:
+                continue  # not a debiasbench run
+            rows.append({"run_id": run.info.run_id, "experiment": name, "status": run.info.status,
+                         "start_time": pd.Timestamp(run.info.start_time, unit="ms"),
+                         **{f"params.{k}": v for k, v in run.data.params.items()},
+                         **{f"metrics.{k}": v for k, v in run.data.metrics.items()},
+                         **{f"tags.{k}": v for k, v in run.data.tags.items() if k.startswith("debiasbench.")}})
     return pd.DataFrame(rows), uri
 
 

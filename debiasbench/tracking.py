@@ -124,23 +124,14 @@ class Tracker:
             max_results=1)
         return runs[0] if runs else None
 
-
     def finished_runs(self) -> dict[str, Any]:
         """Every FINISHED run of the experiment by run key, in one paged query."""
         runs = self.search(filter_string="attributes.status = 'FINISHED'")
         return {run.data.tags[RUN_KEY_TAG]: run for run in runs if RUN_KEY_TAG in run.data.tags}
 
     def search(self, filter_string: str = "") -> list[Any]:
-        """Every run of the experiment matching ``filter_string`` (MLflow pages results)."""
-        runs: list[Any] = []
-        token = None
-        while True:
-            page = self.client.search_runs([self.experiment_id], filter_string=filter_string,
-                                           max_results=1000, page_token=token)
-            runs.extend(page)
-            token = page.token
-            if not token:
-                return runs
+        """Every run of the experiment matching ``filter_string``."""
+        return search_all(self.client, self.experiment_id, filter_string)
 
     def end_stale_runs(self, run_key: str) -> int:
         """Mark KILLED the runs of ``run_key`` still RUNNING: their process was killed
@@ -152,6 +143,20 @@ class Tracker:
             self._end(TrackedRun(self.client, run.info.run_id), "KILLED",
                       "interrupted: the process ended without closing the run; its job ran again")
         return len(stale)
+
+
+def search_all(client: Any, experiment_id: str, filter_string: str = "") -> list[Any]:
+    """Every matching run of one experiment: MLflow returns at most a page per call, and
+    stopping at the first page would silently drop runs."""
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000,
+                                  page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
 
 
 def absolute_tracking_uri(uri: str | None) -> str:
