@@ -42,7 +42,8 @@ class JobContext:
     cwd: str | None = None
 
 
-_TRACKERS: dict[tuple[str, str], Any] = {}
+#: Trackers of this process by store, experiment and run tags (a process may serve several sweeps).
+_TRACKERS: dict[tuple[str, str, tuple[tuple[str, str], ...]], Any] = {}
 
 
 def execute_job(config: RunConfig, context: JobContext) -> JobResult:
@@ -62,7 +63,7 @@ def execute_job(config: RunConfig, context: JobContext) -> JobResult:
         # and a fresh store here would hide its runs from everyone else.
         return JobResult(config, "FAILED", reason=f"tracking store {store_file} is not on this worker's "
                          "machine: on a cluster use a tracking server (--tracking-uri http://...)")
-    key = (context.tracking_uri, config.experiment)
+    key = (context.tracking_uri, config.experiment, tuple(sorted(context.tags.items())))
     tracker = _TRACKERS.get(key) or _TRACKERS.setdefault(
         key, Tracker(context.tracking_uri, config.experiment, tags=context.tags))
     done = tracker.finished_run(config.run_key())

@@ -176,3 +176,15 @@ def test_a_worker_that_cannot_see_the_sqlite_store_fails_instead_of_creating_one
     result = execute_job(job, JobContext(f"sqlite:///{elsewhere}", {}))
     assert result.status == "FAILED" and "tracking server" in result.reason
     assert not elsewhere.exists()
+
+
+def test_each_sweep_tags_its_own_runs_in_one_process(tmp_path, tracking_uri):
+    from mlflow.tracking import MlflowClient
+
+    jobs = load_sweep(sweep_file(tmp_path, "methods: [vanilla]\nseeds: [0, 1]\n"))
+    for job, name in zip(jobs, ("first.yaml", "second.yaml")):
+        run_sweep([job], tracking_uri, log=lambda line: None, tags={"debiasbench.sweep_file": name})
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name(jobs[0].experiment).experiment_id])
+    tagged = {run.data.tags[RUN_KEY_TAG]: run.data.tags["debiasbench.sweep_file"] for run in runs}
+    assert tagged == {jobs[0].run_key(): "first.yaml", jobs[1].run_key(): "second.yaml"}
