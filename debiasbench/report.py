@@ -136,7 +136,7 @@ def leaderboard_table(summary: Any, metrics: tuple[str, ...], selection: str) ->
             mean, se = row[m], row[f"{m}_se"]
             cells.append("-" if math.isnan(mean) else _fmt(mean) if math.isnan(se) else f"{_fmt(mean)}±{_fmt(se)}")
         table.add_row(row["method"], row["dataset"], row["model"], row["setting"].replace(" ", "\n"),
-                      row["hparams"].replace(" ", "\n"), str(row["n"]), *cells, )
+                      row["hparams"].replace(" ", "\n"), str(row["n"]), *cells)
     return table
 
 
