@@ -1,0 +1,101 @@
+"""JTT: Just Train Twice (Liu et al., ICML 2021, arXiv 2107.09044).
+
+(1) Train an identification model with plain ERM for a few epochs (``id_epochs``; the
+paper stops it early, 1-60 epochs depending on the dataset, so that it fits the shortcut
+but not yet the few samples that contradict it); (2) its misclassified training samples
+form the error set; (3) train the run's model from scratch with the error set up-weighted
+by ``upweight`` (the paper's lambda_up, 20-100 on its image datasets). No bias labels are
+needed; where the dataset has them, the error set's precision / recall against the truly
+bias-conflicting samples are logged as ``mining_precision`` / ``mining_recall`` (the names
+Gradient Alignment's mining uses, so the leaderboard compares both).
+
+``mode=sample`` (the paper and its code) upsamples: every epoch is a shuffle of the
+training split in which each error-set sample appears ``upweight`` times, so an epoch is
+``N + (upweight - 1) |E|`` draws. ``mode=loss`` keeps the vanilla shuffle and multiplies
+each sample's cross-entropy by its weight (``upweight`` in the error set, 1 elsewhere,
+normalised to mean 1 over the split), which is the same objective in expectation with
+epochs as long as vanilla's and fewer repeated samples per batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from debiasbench.auxiliary import fresh_model, make_generator, predict_proba, train_model
+from debiasbench.hparams import Choice, HParam, IntUniform
+from debiasbench.method import Batch, Method, RunContext
+from debiasbench.mining import precision_recall
+from debiasbench.models import LatentModel
+
+#: Seed offsets of the identification model's initialisation and of its shuffling.
+ID_INIT, ID_SHUFFLE = 401, 402
+
+
+class UpsampleSampler:
+    """Each epoch a fresh device permutation of ``[0, N)`` plus ``upweight - 1`` extra
+    copies of every error-set index: error samples are drawn ``upweight`` times, the rest once."""
+
+    def __init__(self, num_samples: int, error_set: Tensor, upweight: int):
+        extra = error_set.nonzero().squeeze(1).repeat(upweight - 1)
+        self.pool = torch.cat([torch.arange(num_samples, device=error_set.device), extra])
+
+    def indices(self, epoch: int, generator: torch.Generator) -> Tensor:
+        order = torch.randperm(len(self.pool), generator=generator, device=generator.device)
+        return self.pool[order.to(self.pool.device)]
+
+    def __len__(self) -> int:
+        return len(self.pool)
+
+
+def error_set_weights(error_set: Tensor, upweight: float) -> Tensor:
+    """Loss weight per training sample: ``upweight`` on the error set, 1 elsewhere, mean 1."""
+    weights = torch.where(error_set, float(upweight), 1.0)
+    return weights / weights.mean()
+
+
+class JTT(Method):
+    name = "jtt"
+    description = "Just Train Twice: up-weight the training samples an early-stopped ERM model gets wrong."
+    requires = frozenset()
+    hparams = {
+        "id_epochs": HParam(2, IntUniform(1, 10), low=1, help="epochs of the ERM identification model"),
+        "upweight": HParam(20, Choice((5, 10, 20, 50, 100)), low=1,
+                           help="lambda_up: how many times an error-set sample counts (paper: 20-100)"),
+        "mode": HParam("sample", choices=("sample", "loss"),
+                       help="upsample the error set (paper) or weight its loss"),
+    }
+
+    error_set: Tensor  # [N] bool: misclassified by the identification model
+    weights: Tensor  # [N] loss weights (mode=loss)
+
+    def prepare(self, ctx: RunContext) -> None:
+        config, train = ctx.config, ctx.dataset.splits["train"]
+        identifier = fresh_model(ctx, seed_offset=ID_INIT)
+        train_model(identifier, train, lambda m, b: F.cross_entropy(m(b.x), b.y), self.hp["id_epochs"],
+                    config.batch_size, config.lr, make_generator(ctx, ID_SHUFFLE))
+        predicted = predict_proba(identifier, train.x, config.eval_batch_size).argmax(1)
+        self.error_set = predicted != train.y
+        self.weights = error_set_weights(self.error_set, self.hp["upweight"])
+        size = int(self.error_set.sum())
+        stats = {"jtt_error_set_size": float(size), "jtt_id_train_acc": 1.0 - size / len(train)}
+        if "bias_labels" in ctx.dataset.provides:
+            stats.update(precision_recall(self.error_set, train.conflicting.bool()))
+        ctx.log_metrics(stats)
+        if size == 0:
+            ctx.note("jtt: the identification model fits every training sample; the error set is empty and "
+                     "JTT trains as vanilla (lower hparams.id_epochs)")
+
+    def sampler(self, ctx: RunContext) -> UpsampleSampler | None:
+        if self.hp["mode"] == "loss":
+            return None
+        return UpsampleSampler(len(self.error_set), self.error_set, self.hp["upweight"])
+
+    def loss(self, model: LatentModel, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        ce = F.cross_entropy(model(batch.x).float(), batch.y, reduction="none")
+        if self.hp["mode"] == "sample":
+            loss = ce.mean()
+        else:
+            loss = (self.weights[batch.index] * ce).mean()
+        return loss, {"ce": ce.detach().mean()}

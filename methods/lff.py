@@ -1,0 +1,168 @@
+"""LfF: Learning from Failure (Nam et al., NeurIPS 2020, arXiv 2007.02561).
+
+Two models train on the same batches: a *biased* model with generalised cross-entropy
+(GCE, ``q``), which amplifies its reliance on the easy shortcut, and the *debiased* one
+(the run's model), whose per-sample cross-entropy is weighted by the relative difficulty
+``W = L_b / (L_b + L_d)``: high where the biased model fails and the debiased one does
+not yet, i.e. on bias-conflicting samples. No bias labels are needed. The model
+evaluated is the debiased one.
+
+``L_b`` and ``L_d`` are per-sample exponential moving averages (``momentum``) of the two
+models' cross-entropy over the iterations that saw the sample, each divided by the
+largest average among the training samples of the same class (``normalise=class``). The
+paper's Algorithm 1 writes W with the current losses; the moving averages, momentum 0.7
+and the class-wise normalisation are from the authors' code (alinlab/LfF), whose rules
+are followed: a sample's first update sets its average to the loss itself, and the class
+maximum runs over the whole training split. ``normalise=none`` skips the division.
+GCE is ``(1 - p_y^q) / q`` (``debiasbench.losses``); the code's GCE weights CE by
+``q * p_y^q``, the same gradient scaled by ``q``, which Adam (the code's optimiser)
+absorbs.
+
+Why the biased model has its own optimiser, stepped inside ``loss``: the runner builds
+its optimiser from ``trainable_parameters(model)`` filtered to the run model's own
+parameters, so the biased model cannot join it without making it a submodule of the run
+model, which would put it into the evaluated model, its checkpoint and the logged
+weights. Returning the summed losses and stepping later would lose the last batch's
+gradient and lag the biased model one step. So ``loss`` takes the biased model's step
+itself (after both forward passes, as the code does: both models see the batch before
+either updates), with the run's optimiser kind, lr, weight decay, schedule and gradient
+clipping, outside autocast; it returns only the debiased loss to the runner. The biased
+model, its optimiser and schedule and the moving averages are in ``state_dict`` so a
+resumed run ends as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from debiasbench.auxiliary import fresh_model
+from debiasbench.hparams import HParam, OpenFloat, Uniform
+from debiasbench.losses import generalized_cross_entropy
+from debiasbench.method import Batch, Method, RunContext
+from debiasbench.models import LatentModel
+from debiasbench.runner import make_optimizer, make_schedule
+
+#: Seed offset of the biased model's initialisation.
+BIASED_INIT = 501
+_EPS = 1e-8
+
+
+class LossEMA:
+    """Per-sample exponential moving average of a loss over the iterations that saw it.
+
+    ``update`` sets a sample's first value to the loss itself and then
+    ``ema = momentum * ema + (1 - momentum) * loss``; ``class_max`` is the largest average
+    among the training samples of each class (samples not yet seen count as 0).
+    """
+
+    def __init__(self, labels: Tensor, num_classes: int, momentum: float):
+        self.labels = labels
+        self.num_classes = num_classes
+        self.momentum = momentum
+        self.value = torch.zeros(len(labels), device=labels.device)
+        self.seen = torch.zeros(len(labels), dtype=torch.bool, device=labels.device)
+
+    def update(self, index: Tensor, loss: Tensor) -> None:
+        keep = torch.where(self.seen[index], self.momentum, 0.0)
+        self.value[index] = keep * self.value[index] + (1 - keep) * loss.detach().float()
+        self.seen[index] = True
+
+    def class_max(self) -> Tensor:
+        peak = torch.zeros(self.num_classes, device=self.value.device)
+        return peak.scatter_reduce(0, self.labels, self.value, reduce="amax", include_self=True)
+
+    def normalised(self, index: Tensor, by_class: bool) -> Tensor:
+        value = self.value[index]
+        if not by_class:
+            return value
+        return value / self.class_max()[self.labels[index]].clamp_min(_EPS)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"value": self.value, "seen": self.seen}
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        self.value.copy_(state["value"])
+        self.seen.copy_(state["seen"])
+
+
+def relative_difficulty(loss_b: Tensor, loss_d: Tensor) -> Tensor:
+    """LfF's weight ``L_b / (L_b + L_d)``: near 1 where only the biased model fails."""
+    return loss_b / (loss_b + loss_d + _EPS)
+
+
+class LfF(Method):
+    name = "lff"
+    description = "Learning from Failure: weight CE by how much harder a sample is for a GCE-biased twin."
+    requires = frozenset()
+    hparams = {
+        "q": OpenFloat(0.7, Uniform(0.1, 1.0), low=0.0, high=1.0, help="GCE q of the biased model"),
+        "momentum": HParam(0.7, Uniform(0.5, 0.99), low=0.0, high=0.999,
+                           help="per-sample loss moving average (authors' code: 0.7)"),
+        "normalise": HParam("class", choices=("class", "none"),
+                            help="divide the averages by their class maximum (code) or not"),
+    }
+
+    biased_model: LatentModel
+
+    def prepare(self, ctx: RunContext) -> None:
+        config, train = ctx.config, ctx.dataset.splits["train"]
+        self.biased_model = fresh_model(ctx, seed_offset=BIASED_INIT).train()
+        if ctx.device.type == "cuda" and config.channels_last:  # as the runner lays out the run's model
+            self.biased_model = self.biased_model.to(memory_format=torch.channels_last)
+        self.optimizer = make_optimizer(config, list(self.biased_model.parameters()))
+        steps = config.epochs * -(-len(train) // config.batch_size)  # the runner's uniform loader
+        self.schedule = make_schedule(config, self.optimizer, steps)
+        num_classes = ctx.dataset.num_classes
+        self.ema_b = LossEMA(train.y, num_classes, self.hp["momentum"])
+        self.ema_d = LossEMA(train.y, num_classes, self.hp["momentum"])
+
+    def weights(self, index: Tensor, ce_b: Tensor, ce_d: Tensor) -> Tensor:
+        """Update both moving averages with this batch's losses; the batch's weights."""
+        self.ema_b.update(index, ce_b)
+        self.ema_d.update(index, ce_d)
+        by_class = self.hp["normalise"] == "class"
+        return relative_difficulty(self.ema_b.normalised(index, by_class), self.ema_d.normalised(index, by_class))
+
+    def step_biased(self, gce: Tensor) -> None:
+        """One update of the biased model (outside autocast, clipped like the run's model)."""
+        device_type = gce.device.type
+        autocast_off = (torch.autocast(device_type=device_type, enabled=False)
+                        if device_type == "cuda" else contextlib.nullcontext())
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast_off:
+            gce.backward()
+        if self.ctx.config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.biased_model.parameters(), self.ctx.config.grad_clip, foreach=True)
+        self.optimizer.step()
+        self.schedule.step()
+
+    def loss(self, model: LatentModel, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        logits_b = self.biased_model(batch.x).float()
+        logits_d = model(batch.x).float()
+        ce_b = F.cross_entropy(logits_b.detach(), batch.y, reduction="none")
+        ce_d = F.cross_entropy(logits_d, batch.y, reduction="none")
+        w = self.weights(batch.index, ce_b, ce_d.detach())
+        gce = generalized_cross_entropy(logits_b, batch.y, self.hp["q"])
+        self.step_biased(gce)
+        loss = (w * ce_d).mean()
+        return loss, {"ce": ce_d.detach().mean(), "ce_biased": ce_b.mean(), "gce_biased": gce.detach(),
+                      "lff_weight": w.mean()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"biased_model": self.biased_model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(), "ema_b": self.ema_b.state_dict(),
+                "ema_d": self.ema_d.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if not state:
+            return
+        self.biased_model.load_state_dict(state["biased_model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.ema_b.load_state_dict(state["ema_b"])
+        self.ema_d.load_state_dict(state["ema_d"])
