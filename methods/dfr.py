@@ -1,0 +1,202 @@
+"""DFR: Deep Feature Reweighting (Kirichenko, Izmailov & Wilson, ICLR 2023, "Last Layer
+Re-Training is Sufficient for Robustness to Spurious Correlations").
+
+ERM already learns the core features; what is biased is mostly the last layer's weighting
+of them. DFR keeps the vanilla model's feature extractor and refits only its last linear
+layer on a small *group-balanced* held-out set, here the validation split (the paper's
+DFR^Val_Tr: features trained on train, last layer on val). No SGD: the work is done in
+``prepare`` (``epochs`` defaults to 0, nothing is trainable), and the refitted weights
+are written into the model's last ``nn.Linear``.
+
+The procedure, as in the paper and its code (PolinaKirichenko/deep_feature_reweighting):
+1. embeddings = the input of the last linear layer (penultimate features, eval mode),
+   standardised with the validation split's mean and standard deviation;
+2. C is tuned on the grid (1, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01): L1 logistic regression
+   (liblinear) fitted on a group-balanced subset of one random half of val, scored by
+   worst-group accuracy on the other half;
+3. with that C, ``n_refits`` fits on group-balanced subsets of the whole of val (every
+   group subsampled to the size of the smallest) are averaged (coefficients and
+   intercepts), de-standardised and written into the last layer.
+Where this simplifies or departs from the code, said once here:
+- groups are class x bias attribute and only groups *present* in the set are balanced
+  (an empty cell would make every subset empty; the paper's datasets have none);
+- ties in worst-group accuracy (frequent when rare groups hold one or two samples) are
+  broken by the mean group accuracy, then by the larger C (the code takes the first,
+  i.e. largest, C of a tie);
+- multi-class: one-vs-rest binary L1 fits (what liblinear did inside the code's
+  LogisticRegression; scikit-learn >= 1.8 refuses multi-class liblinear), a class absent
+  from a fit set gets weight 0 and a very negative intercept;
+- ``balance=reweight`` (not in the paper) keeps every validation sample and weights each
+  group's samples by 1/n_g instead of subsampling, for splits whose rarest group holds
+  one or two samples;
+- the code's option of adding training samples to the refit set is not offered.
+Validation metrics of a DFR run are measured on the data its last layer was fitted on.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from debiasbench.errors import RunFailed, UserError
+from debiasbench.hparams import HParam, IntUniform
+from debiasbench.method import Batch, Method, RunContext
+from debiasbench.models import LatentModel, eval_mode
+from debiasbench.per_sample_grad import last_linear_name
+
+#: The paper's grid of inverse L1 strengths.
+C_GRID: tuple[float, ...] = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
+#: Intercept of a class a fit never saw: it is never predicted.
+ABSENT_INTERCEPT = -1e4
+_MIN_STD = 1e-8
+#: Seed offset of DFR's random halves and subsets.
+DFR_SEED = 401
+
+
+@torch.no_grad()
+def last_layer_inputs(model: LatentModel, x: Tensor, batch_size: int = 512) -> tuple[Tensor, nn.Linear]:
+    """Penultimate features [N, D] (the last ``nn.Linear``'s input, eval mode) and that layer.
+
+    Refuses a network whose last Linear does not map flat features straight to the logits
+    (then its weights are not "the last layer" DFR can refit)."""
+    name = last_linear_name(model.net)
+    linear = model.net.get_submodule(name)
+    seen: dict[str, Tensor] = {}
+
+    def hook(module: nn.Module, inputs: tuple, output: Tensor) -> None:
+        seen["features"], seen["output"] = inputs[0], output
+
+    parts = []
+    handle = linear.register_forward_hook(hook)
+    try:
+        with eval_mode(model):
+            for start in range(0, len(x), batch_size):
+                logits = model(x[start:start + batch_size])
+                if seen.get("output") is not logits or seen["features"].dim() != 2:
+                    raise UserError(f"dfr: the last nn.Linear of {model.arch!r} ({name!r}) does not map "
+                                    "[N, D] features straight to the logits; DFR cannot refit it")
+                parts.append(seen["features"].float())
+    finally:
+        handle.remove()
+    return torch.cat(parts), linear
+
+
+def balanced_subset(groups: Tensor, generator: torch.Generator) -> Tensor:
+    """Indices of a random subset with the same number of samples from every present group
+    (the size of the smallest); samples of group -1 (unknown) are left out."""
+    known = (groups >= 0).nonzero().squeeze(1)
+    order = known[torch.randperm(len(known), generator=generator)]
+    sorted_groups, by_group = torch.sort(groups[order], stable=True)  # random order within groups
+    order = order[by_group]
+    counts = torch.bincount(sorted_groups)
+    starts = counts.cumsum(0) - counts
+    rank = torch.arange(len(order)) - starts[sorted_groups]
+    return order[rank < counts[counts > 0].min()]
+
+
+def group_weights(groups: Tensor) -> Tensor:
+    """Per-sample weight 1/n_g scaled to mean 1: every present group weighs the same."""
+    counts = torch.bincount(groups).double()
+    weights = 1.0 / counts[groups]
+    return weights * len(groups) / weights.sum()
+
+
+def fit_l1_logistic(z: np.ndarray, y: np.ndarray, c: float, num_classes: int,
+                    sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One-vs-rest L1 logistic regressions (liblinear): coefficients [K, D], intercepts [K]."""
+    import sklearn
+    from sklearn.linear_model import LogisticRegression
+
+    version = tuple(int(part) for part in sklearn.__version__.split(".")[:2])
+    l1 = {"l1_ratio": 1.0} if version >= (1, 8) else {"penalty": "l1"}
+    coef = np.zeros((num_classes, z.shape[1]))
+    intercept = np.full(num_classes, ABSENT_INTERCEPT)
+    if len(np.unique(y)) < 2:
+        raise RunFailed(f"dfr: a balanced fit set holds only class {int(y[0])}; it needs at least two")
+    for k in np.unique(y):
+        model = LogisticRegression(C=c, solver="liblinear", **l1)
+        model.fit(z, (y == k).astype(int), sample_weight=sample_weight)
+        coef[k], intercept[k] = model.coef_[0], model.intercept_[0]
+    return coef, intercept
+
+
+def worst_and_mean_group_accuracy(pred: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
+    """Lowest and mean accuracy over the groups present."""
+    present = np.unique(groups)
+    hits = np.bincount(groups, weights=(pred == y).astype(float))[present]
+    accuracy = hits / np.bincount(groups)[present]
+    return float(accuracy.min()), float(accuracy.mean())
+
+
+class DFR(Method):
+    name = "dfr"
+    description = "Refit the vanilla model's last layer on group-balanced validation data (DFR)."
+    requires = frozenset({"pretrained_checkpoint", "bias_labels"})
+    hparams = {
+        "C": HParam(None, type=float, low=1e-6,
+                    help="inverse L1 strength; null = tuned on the paper's grid by worst-group accuracy"),
+        "n_refits": HParam(10, IntUniform(1, 20), low=1, help="balanced refits averaged"),
+        "balance": HParam("subsample", choices=("subsample", "reweight"),
+                          help="subsample groups to the smallest (paper) or weight samples by 1/n_g"),
+    }
+    train_defaults = {"epochs": 0}
+
+    def prepare(self, ctx: RunContext) -> None:
+        val, num_classes = ctx.dataset.splits["val"], ctx.dataset.num_classes
+        groups = val.groups(ctx.dataset.num_bias).cpu()
+        features, linear = last_layer_inputs(ctx.model, val.x, ctx.config.eval_batch_size)
+        known = groups >= 0
+        features, groups, y = features.cpu().double()[known], groups[known], val.y.cpu()[known]
+        mean, std = features.mean(0), features.std(0, unbiased=False)
+        std = torch.where(std > _MIN_STD, std, torch.ones_like(std))
+        z = ((features - mean) / std).numpy()
+        generator = torch.Generator().manual_seed(ctx.config.seed * 1000 + DFR_SEED)
+        c = self.hp["C"]
+        if c is None:
+            c, worst = self.tune(z, y, groups, num_classes, generator)
+            ctx.log_metrics({"dfr_tune_worst_group_acc": worst})
+        fits = [self.fit(z, y, groups, c, num_classes, generator) for _ in range(self.hp["n_refits"])]
+        coef = torch.from_numpy(np.mean([f[0] for f in fits], axis=0))
+        intercept = torch.from_numpy(np.mean([f[1] for f in fits], axis=0))
+        weight = coef / std  # back to the features' own scale
+        bias = intercept - weight @ mean
+        if linear.bias is None:
+            raise UserError("dfr: the last nn.Linear has no bias; DFR needs one for the intercept")
+        with torch.no_grad():
+            linear.weight.copy_(weight.to(linear.weight))
+            linear.bias.copy_(bias.to(linear.bias))
+        ctx.log_metrics({"dfr_C": c, "dfr_fit_size": float(self.fit_size),
+                         "dfr_nonzero_share": float((coef != 0).double().mean())})
+
+    def fit(self, z: np.ndarray, y: Tensor, groups: Tensor, c: float, num_classes: int,
+            generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """One L1 fit on a balanced subset (or all samples, group-weighted)."""
+        if self.hp["balance"] == "reweight":
+            chosen, weights = torch.arange(len(y)), group_weights(groups).numpy()
+        else:
+            chosen, weights = balanced_subset(groups, generator), None
+        self.fit_size = len(chosen)
+        return fit_l1_logistic(z[chosen.numpy()], y[chosen].numpy(), c, num_classes, weights)
+
+    def tune(self, z: np.ndarray, y: Tensor, groups: Tensor, num_classes: int,
+             generator: torch.Generator) -> tuple[float, float]:
+        """C of the grid whose fit on one half scores the best worst-group accuracy on the other."""
+        order = torch.randperm(len(y), generator=generator)
+        fit_half, score_half = order[len(y) // 2:], order[:len(y) // 2]
+        zs, ys, gs = z[score_half.numpy()], y[score_half].numpy(), groups[score_half].numpy()
+        scores = {}
+        for c in C_GRID:
+            coef, intercept = self.fit(z[fit_half.numpy()], y[fit_half], groups[fit_half], c, num_classes,
+                                       generator)
+            scores[c] = worst_and_mean_group_accuracy((zs @ coef.T + intercept).argmax(1), ys, gs)
+        best = max(C_GRID, key=lambda c: (*scores[c], c))
+        return best, scores[best][0]
+
+    def trainable_parameters(self, model: LatentModel) -> Iterable[nn.Parameter]:
+        return []
+
+    def loss(self, model: LatentModel, batch: Batch):
+        raise RuntimeError("DFR does not train with SGD; it refits the last layer in prepare")
