@@ -1,15 +1,20 @@
-"""Helpers for tests of the project and of plugins: tiny, fast settings for CPU runs."""
+"""Helpers for tests of the project and of plugins: tiny, fast settings for CPU runs, and
+``check_method`` / ``check_dataset``, which check a plugin against the contracts the
+runner relies on (see ``debiasbench.contracts``)."""
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
 from debiasbench.config import RunConfig, merge, resolve_config
+from debiasbench.contracts import TINY_PARAMS, check_dataset, check_method
 from debiasbench.method import Method
 
+__all__ = ["TINY_PARAMS", "TINY_SYNTHETIC", "TIMING_METRICS", "check_dataset", "check_method", "crashing_once",
+           "tiny_config", "without_timing"]
+
 #: synthetic_artifacts small enough for an end-to-end run in about a second on a CPU.
-TINY_SYNTHETIC: dict[str, Any] = {"n_train": 200, "n_val": 60, "n_test": 100, "image_size": 16,
-                                  "patch_size": 3}
+TINY_SYNTHETIC: dict[str, Any] = TINY_PARAMS["synthetic_artifacts"]
 
 
 def tiny_config(**overrides: Any) -> RunConfig:
