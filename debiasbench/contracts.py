@@ -302,12 +302,20 @@ def _check_loss(method_cls: type[Method], config: Any, dataset_cls: type, where:
     model = build_model(config.model, data.num_classes, config.latent_layer, None, in_channels=train.x.shape[1])
     generator = torch.Generator().manual_seed(config.seed)
     ctx = RunContext(config=config, dataset=data, model=model, device=torch.device("cpu"), generator=generator)
-    method = method_cls(config.hparams, ctx)
-    method.prepare(ctx)
     batch = train.batch(torch.randperm(len(train), generator=generator)[:config.batch_size])
-    params = list(method.trainable_parameters(model))
-    if params and config.epochs > 0:
-        _check_gradients(method, model, batch, params, where)
+    stripped = sorted(PROVIDES - set(method_cls.requires))
+    try:
+        method = method_cls(config.hparams, ctx)
+        method.prepare(ctx)
+        params = list(method.trainable_parameters(model))
+        if params and config.epochs > 0:
+            _check_gradients(method, model, batch, params, where)
+    except AssertionError:
+        raise
+    except Exception as exc:
+        raise AssertionError(
+            f"{where}: {type(exc).__name__}: {exc} -- on {dataset_cls.name!r} without {stripped} "
+            "(what it does not require): does it read something missing from `requires`?") from exc
     model.eval()
     with torch.no_grad():
         logits = method.eval_model(model)(batch.x)
