@@ -191,15 +191,19 @@ def resolve_config(raw: Mapping[str, Any]) -> RunConfig:
     values = {key: spec.validate(key, layered.get(key, spec.default)) for key, spec in RUN_KEYS.items()}
     values["hparams"] = resolve(method_cls.hparams, layered.get("hparams", {}), "hparams.")
     values["dataset_params"] = resolve(dataset_cls.params, layered.get("dataset_params", {}), "dataset_params.")
-    check_requirements(method_cls, dataset_cls)
+    check_requirements(method_cls, dataset_cls, values["dataset_params"])
     method_cls.check_config(values["hparams"], dataset_cls)
     return RunConfig(**values)
 
 
-def check_requirements(method_cls: Any, dataset_cls: Any) -> None:
-    """Refuse a dataset that lacks what the method needs (checkpoints are found at run time)."""
-    missing = sorted(set(method_cls.requires) - set(dataset_cls.provides) - {"pretrained_checkpoint"})
+def check_requirements(method_cls: Any, dataset_cls: Any, dataset_params: Mapping[str, Any] | None = None) -> None:
+    """Refuse a dataset that lacks what the method needs (checkpoints are found at run time).
+
+    With ``dataset_params``, what the dataset provides under them (an injected artifact
+    adds artifact labels and masks to a real dataset)."""
+    provides = dataset_cls.provides if dataset_params is None else dataset_cls.provides_for(dataset_params)
+    missing = sorted(set(method_cls.requires) - set(provides) - {"pretrained_checkpoint"})
     if missing:
-        provided = ", ".join(sorted(dataset_cls.provides)) or "nothing"
+        provided = ", ".join(sorted(provides)) or "nothing"
         raise ConfigError(f"method {method_cls.name!r} requires {', '.join(missing)}, which dataset "
                           f"{dataset_cls.name!r} does not provide (it provides: {provided})")

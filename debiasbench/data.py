@@ -8,7 +8,7 @@ the device, and each batch is one gather per field.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Any, ClassVar, Iterator, Protocol
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Protocol
 
 import torch
 from torch import Tensor
@@ -99,6 +99,21 @@ class BenchmarkDataset:
     def __init__(self, **params: Any):
         self.p = params
 
+    @classmethod
+    def provides_for(cls, params: Mapping[str, Any]) -> frozenset[str]:
+        """What an instance built with ``params`` provides (checked against a method's
+        ``requires`` before the dataset is built); by default the class's ``provides``.
+        Datasets whose params add labels (an injected artifact) say so here."""
+        return cls.provides
+
+    def augment(self, batch: Batch, generator: torch.Generator) -> Batch:
+        """Training-time augmentation of one batch on the device (default: none).
+
+        Applied by the training loader only, after the gather, drawing from ``generator``;
+        whatever moves pixels must move ``mask`` the same way.
+        """
+        return batch
+
     def evaluation_views(self) -> dict[str, Split]:
         """Every split or view evaluated, keyed by its metric prefix (val, test, test_clean...)."""
         return {"val": self.splits["val"], "test": self.splits["test"], **self.views}
@@ -123,12 +138,15 @@ class DeviceLoader:
     """Iterates mini-batches of a device-resident split.
 
     Without a sampler every epoch is a fresh permutation drawn with ``generator`` (on the
-    split's device, so shuffling never touches the host).
+    split's device, so shuffling never touches the host). ``augment`` (a dataset's
+    ``augment``) transforms each batch on the device.
     """
 
     def __init__(self, split: Split, batch_size: int, generator: torch.Generator,
-                 sampler: Sampler | None = None, shuffle: bool = True, drop_last: bool = False):
+                 sampler: Sampler | None = None, shuffle: bool = True, drop_last: bool = False,
+                 augment: Callable[[Batch, torch.Generator], Batch] | None = None):
         self.split = split
+        self.augment = augment
         self.batch_size = batch_size
         self.generator = generator
         self.sampler = sampler
@@ -153,4 +171,5 @@ class DeviceLoader:
         self.epoch += 1
         stop = len(order) - (len(order) % self.batch_size if self.drop_last else 0)
         for start in range(0, stop, self.batch_size):
-            yield self.split.batch(order[start:start + self.batch_size])
+            batch = self.split.batch(order[start:start + self.batch_size])
+            yield batch if self.augment is None else self.augment(batch, self.generator)

@@ -143,7 +143,7 @@ class Trainer:
         for p in model.parameters():
             p.requires_grad_(id(p) in trainable)
         loader = DeviceLoader(self.dataset.splits["train"], config.batch_size, ctx.generator,
-                              sampler=method.sampler(ctx))
+                              sampler=method.sampler(ctx), augment=self.dataset.augment)
         optimizer = make_optimizer(config, params) if params else None
         schedule = make_schedule(config, optimizer, config.epochs * len(loader)) if optimizer else None
         start_epoch, best = self.resume(model, method, optimizer, schedule, ctx.generator)
