@@ -1,0 +1,49 @@
+"""Images per second of one epoch's images: the cached path against decoding every epoch.
+
+200 JPEGs of 64x64 pixels, loaded at 64 pixels as float32 in [0, 1] (what a run holds in
+memory). ``baseline``: decode and resize every JPEG again, as a per-epoch file loader
+does; ``cached``: map the cache written on the first run and convert it to floats. The
+summary prints cached / baseline; its inverse is the speed-up.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from debiasbench.image_cache import decode, load_images
+from debiasbench.image_dataset import to_float
+
+N, SIZE = 200, 64
+
+
+@pytest.fixture(scope="module")
+def jpegs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("jpegs")
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(N):
+        path = folder / f"{i:04d}.jpg"
+        Image.fromarray(rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.benchmark(group="image-cache")
+def test_epoch_images_baseline_decode_every_epoch(benchmark, jpegs):
+    def epoch():
+        return torch.from_numpy(np.stack([decode(p, SIZE) for p in jpegs])).float().div_(255)
+
+    assert benchmark(epoch).shape == (N, 3, SIZE, SIZE)
+
+
+@pytest.mark.benchmark(group="image-cache")
+def test_epoch_images_cached(benchmark, jpegs, tmp_path):
+    load_images(jpegs, SIZE, tmp_path)  # the first run writes the cache
+
+    def epoch():
+        return to_float(load_images(jpegs, SIZE, tmp_path), 0, N)
+
+    assert benchmark(epoch).shape == (N, 3, SIZE, SIZE)
