@@ -9,6 +9,10 @@ N x 3 x S x S x 4 bytes for N images at ``image_size`` S: 10,000 images at 64 pi
 0.5 GB, at 224 pixels 6 GB (CelebA's 202,599 at 64 pixels: 10 GB). Val and test are held
 up to three times with an artifact (natural, clean and biased views). ``max_per_split``
 keeps a seeded subset of each split; only the images kept are decoded.
+
+Views: with an injected artifact, clean / biased copies of val and test; with natural
+bias labels (CelebA, Waterbirds, bFFHQ) the bias-aligned samples (``*_biased``) and a
+group-balanced subset (``*_clean``); without either (ISIC, Bone Age, a plain folder) none.
 """
 
 from __future__ import annotations
@@ -113,6 +117,8 @@ class ImageFileDataset(BenchmarkDataset):
                                else torch.zeros_like(y, dtype=torch.bool))
                 self.splits[split] = Split(x=x, y=y, bias=b, artifact=torch.zeros_like(y, dtype=torch.bool),
                                            conflicting=conflicting)
+                if split != "train" and aligned is not None:
+                    self.views.update(natural_views(split, self.splits[split], table.num_bias, generator))
                 continue
             natural, clean, biased = injected_splits(x, y, p["attacked_class"], p["p"], inject, generator,
                                                      views=split != "train")
@@ -224,6 +230,29 @@ def to_float(images: np.ndarray, start: int, stop: int) -> Tensor:
         last = min(first + CHUNK, stop)
         np.divide(images[first:last], np.float32(255), out=buffer[first - start:last - start], dtype=np.float32)
     return out
+
+
+def natural_views(name: str, split: Split, num_bias: int, generator: torch.Generator) -> dict[str, Split]:
+    """Views of a split with natural bias labels: ``<name>_biased`` the samples whose bias
+    points to their own class; ``<name>_clean`` a seeded group-balanced subset (as many
+    samples from every non-empty class x bias cell as the smallest holds), where the bias
+    carries no information about the label, so a shortcut is worth chance."""
+    known = split.bias >= 0
+    groups = split.groups(num_bias)
+    cells = groups[known].unique()
+    counts = torch.stack([(groups == c).sum() for c in cells]) if len(cells) else torch.zeros(0)
+    keep = []
+    for cell in cells:
+        members = (groups == cell).nonzero().squeeze(1)
+        keep.append(members[torch.randperm(len(members), generator=generator)[:int(counts.min())]])
+    balanced = torch.cat(keep).sort().values if keep else torch.zeros(0, dtype=torch.long)
+    aligned = (known & ~split.conflicting).nonzero().squeeze(1)
+    return {f"{name}_clean": subset(split, balanced), f"{name}_biased": subset(split, aligned)}
+
+
+def subset(split: Split, index: Tensor) -> Split:
+    return Split(x=split.x[index], y=split.y[index], bias=split.bias[index], artifact=split.artifact[index],
+                 conflicting=split.conflicting[index], mask=None if split.mask is None else split.mask[index])
 
 
 def aligned_classes(y: Tensor, bias: Tensor, num_classes: int, num_bias: int) -> Tensor | None:

@@ -189,3 +189,13 @@ def test_images_are_resized_centre_cropped_floats_in_unit_range(tmp_path):
     x = data.splits["train"].x
     assert x.dtype == torch.float32 and x.shape[1:] == (3, 12, 12)
     assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+
+
+def test_natural_bias_views_are_the_aligned_samples_and_a_group_balanced_subset(tmp_path):
+    data = make("celeba", root=str(real_layouts.celeba(tmp_path)), image_size=16)
+    for split in ("val", "test"):
+        biased, clean = data.views[f"{split}_biased"], data.views[f"{split}_clean"]
+        assert len(biased) > 0 and not biased.conflicting.any()
+        cells = torch.bincount(clean.groups(2), minlength=4)
+        assert (cells == cells[0]).all() and cells[0] > 0  # every class x bias cell equally often
+    assert make("isic", root=str(real_layouts.isic(tmp_path / "isic")), image_size=16).views == {}
