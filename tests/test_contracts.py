@@ -15,7 +15,7 @@ from debiasbench.registry import DATASETS, METHODS
 from debiasbench.testing import TINY_PARAMS, check_dataset, check_method
 
 #: Methods whose check takes more than a few seconds on a 2-core CPU.
-SLOW_METHODS = {"gradient_alignment"}  # peer-picking trains two models for 10 epochs
+SLOW_METHODS = {"gradient_alignment", "jtt"}  # GA mines with two peers for 10 epochs; JTT trains twice
 
 
 @pytest.mark.parametrize("name", DATASETS.names())
