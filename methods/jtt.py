@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from debiasbench.auxiliary import fresh_model, make_generator, predict_proba, train_model
 from debiasbench.hparams import Choice, HParam, IntUniform
@@ -49,6 +49,11 @@ class UpsampleSampler:
         return len(self.pool)
 
 
+def misclassified(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 512) -> Tensor:
+    """[N] bool: where ``model`` (in eval mode) predicts another class than ``y``."""
+    return predict_proba(model, x, batch_size).argmax(1) != y
+
+
 def error_set_weights(error_set: Tensor, upweight: float) -> Tensor:
     """Loss weight per training sample: ``upweight`` on the error set, 1 elsewhere, mean 1."""
     weights = torch.where(error_set, float(upweight), 1.0)
@@ -67,16 +72,16 @@ class JTT(Method):
                        help="upsample the error set (paper) or weight its loss"),
     }
 
+    identifier: LatentModel  # the early-stopped ERM model (kept for inspection, like PGD's biased model)
     error_set: Tensor  # [N] bool: misclassified by the identification model
     weights: Tensor  # [N] loss weights (mode=loss)
 
     def prepare(self, ctx: RunContext) -> None:
         config, train = ctx.config, ctx.dataset.splits["train"]
-        identifier = fresh_model(ctx, seed_offset=ID_INIT)
+        self.identifier = identifier = fresh_model(ctx, seed_offset=ID_INIT)
         train_model(identifier, train, lambda m, b: F.cross_entropy(m(b.x), b.y), self.hp["id_epochs"],
                     config.batch_size, config.lr, make_generator(ctx, ID_SHUFFLE))
-        predicted = predict_proba(identifier, train.x, config.eval_batch_size).argmax(1)
-        self.error_set = predicted != train.y
+        self.error_set = misclassified(identifier, train.x, train.y, config.eval_batch_size)
         self.weights = error_set_weights(self.error_set, self.hp["upweight"])
         size = int(self.error_set.sum())
         stats = {"jtt_error_set_size": float(size), "jtt_id_train_acc": 1.0 - size / len(train)}
