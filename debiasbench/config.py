@@ -192,7 +192,7 @@ def resolve_config(raw: Mapping[str, Any]) -> RunConfig:
     values["hparams"] = resolve(method_cls.hparams, layered.get("hparams", {}), "hparams.")
     values["dataset_params"] = resolve(dataset_cls.params, layered.get("dataset_params", {}), "dataset_params.")
     check_requirements(method_cls, dataset_cls, values["dataset_params"])
-    method_cls.check_config(values["hparams"], dataset_cls)
+    method_cls.check_config(values["hparams"], dataset_cls, dataset_cls.provides_for(values["dataset_params"]))
     return RunConfig(**values)
 
 

@@ -83,8 +83,12 @@ class Method:
         self.ctx = ctx
 
     @classmethod
-    def check_config(cls, hp: Mapping[str, Any], dataset_cls: type) -> None:
+    def check_config(cls, hp: Mapping[str, Any], dataset_cls: type, provides: frozenset[str]) -> None:
         """Refuse hyper-parameters that do not fit the dataset, before anything runs.
+
+        ``provides`` is what the dataset gives under the run's ``dataset_params`` (an
+        injected artifact adds bias labels and masks to a real dataset), so check it
+        rather than ``dataset_cls.provides``.
 
         Raise ``debiasbench.errors.ConfigError`` naming the key (e.g. ``hparams.bias_source``
         = labels on a dataset without bias labels): the CLI shows it as one line, exit 2.

@@ -120,8 +120,8 @@ class GradientAlignment(Method):
     }
 
     @classmethod
-    def check_config(cls, hp, dataset_cls) -> None:
-        if hp["bias_source"] == "labels" and "bias_labels" not in dataset_cls.provides:
+    def check_config(cls, hp, dataset_cls, provides) -> None:
+        if hp["bias_source"] == "labels" and "bias_labels" not in provides:
             raise ConfigError(f"hparams.bias_source: 'labels' needs bias labels, which dataset "
                               f"{dataset_cls.name!r} does not provide; use 'mined' or 'auto'")
 

@@ -67,6 +67,19 @@ def test_a_method_needing_artifacts_is_refused_without_an_injected_artifact(tmp_
     assert "requires artifact_labels, which dataset 'isic' does not provide" in result.output
 
 
+def test_method_hparam_checks_see_what_an_injected_artifact_provides(tmp_path):
+    from debiasbench.config import resolve_config
+    from debiasbench.errors import ConfigError
+
+    root = real_layouts.isic(tmp_path / "data")
+    base = {"method": "gradient_alignment", "dataset": "isic",
+            "hparams": {"bias_source": "labels"}, "dataset_params": {"root": str(root)}}
+    with pytest.raises(ConfigError, match="hparams.bias_source"):
+        resolve_config(base)
+    injected = {**base, "dataset_params": {"root": str(root), "artifact": "patch"}}
+    assert resolve_config(injected).hparams["bias_source"] == "labels"
+
+
 def corrupt_isic_image(root):
     path = root / "ISIC_2019_Training_Input" / "ISIC_0000004.jpg"
     path.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
