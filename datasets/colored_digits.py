@@ -6,8 +6,10 @@ exactly ``bias_ratio`` of the samples (the rest get one of the other nine colour
 colour is a shortcut. The natural test split has a uniformly random colour (about 90%
 bias-conflicting), ``test_biased`` the aligned colour for every digit and ``test_clean``
 no colour cue at all (white strokes). The bias attribute is the colour index.
-Validation follows the training distribution: nothing about the test distribution leaks
-into model selection.
+Validation follows the training distribution by default: nothing about the test
+distribution leaks into model selection. ``val_bias_ratio`` sets it apart for protocols
+that assume a held-out set with minority groups, as Waterbirds' validation split (balanced
+over backgrounds) is for DFR's last-layer refit and for worst-group model selection.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ PALETTE = torch.tensor([
     [0.55, 0.55, 1.00], [0.60, 1.00, 0.60],
 ])
 WHITE = torch.ones(3)
+#: Seed offset of the validation colours when ``val_bias_ratio`` sets them apart.
+VAL_SEED_OFFSET = 7919
 
 
 class ColoredDigits(BenchmarkDataset):
@@ -34,6 +38,8 @@ class ColoredDigits(BenchmarkDataset):
     params = {
         "bias_ratio": HParam(0.99, low=0.0, high=1.0,
                              help="share of train/val samples whose colour matches the digit"),
+        "val_bias_ratio": HParam(None, type=float, low=0.0, high=1.0,
+                                 help="the same share for val only (null: bias_ratio; 0.1 = random colours)"),
         "image_size": HParam(28, low=8, high=224),
         "val_fraction": HParam(0.2, low=0.05, high=0.5),
         "test_fraction": HParam(0.2, low=0.05, high=0.5),
@@ -70,12 +76,16 @@ class ColoredDigits(BenchmarkDataset):
             return Split(x=x, y=y, bias=colours, artifact=torch.zeros_like(y, dtype=torch.bool),
                          conflicting=colours != y)
 
-        def biased_colours(y):
-            return _colours_with_ratio(y, p["bias_ratio"], generator)
-
+        train_colours = _colours_with_ratio(labels[train_idx], p["bias_ratio"], generator)
+        val_colours = _colours_with_ratio(labels[val_idx], p["bias_ratio"], generator)
+        if p["val_bias_ratio"] is not None:
+            # Its own generator, after the default draw: train and test stay the same
+            # images and colours whatever val_bias_ratio is, so runs remain comparable.
+            val_generator = torch.Generator().manual_seed(p["seed"] + VAL_SEED_OFFSET)
+            val_colours = _colours_with_ratio(labels[val_idx], p["val_bias_ratio"], val_generator)
         self.splits = {
-            "train": colour(train_idx, biased_colours(labels[train_idx])),
-            "val": colour(val_idx, biased_colours(labels[val_idx])),
+            "train": colour(train_idx, train_colours),
+            "val": colour(val_idx, val_colours),
             "test": colour(test_idx, torch.randint(0, 10, (len(test_idx),), generator=generator)),
         }
         self.views = {}

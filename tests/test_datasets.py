@@ -98,3 +98,15 @@ def test_synthetic_classes_are_learnable_shapes_not_noise():
     clean = data.views["test_clean"]
     means = torch.stack([clean.x[clean.y == k].mean(0) for k in range(data.num_classes)])
     assert (means[0] - means[1]).abs().max() > 0.05
+
+
+@pytest.mark.parametrize("val_ratio", [0.5, 0.1])
+def test_colored_digits_val_bias_ratio_changes_validation_only(val_ratio):
+    default = make("colored_digits")
+    data = make("colored_digits", val_bias_ratio=val_ratio)
+    val = data.splits["val"]
+    assert (val.bias == val.y).sum().item() == round(val_ratio * len(val))
+    assert torch.equal(data.splits["train"].x, default.splits["train"].x)
+    assert torch.equal(data.splits["train"].bias, default.splits["train"].bias)
+    assert torch.equal(data.splits["test"].x, default.splits["test"].x)
+    assert torch.equal(data.splits["test"].bias, default.splits["test"].bias)
