@@ -14,7 +14,12 @@ training split in which each error-set sample appears ``upweight`` times, so an 
 ``N + (upweight - 1) |E|`` draws. ``mode=loss`` keeps the vanilla shuffle and multiplies
 each sample's cross-entropy by its weight (``upweight`` in the error set, 1 elsewhere,
 normalised to mean 1 over the split), which is the same objective in expectation with
-epochs as long as vanilla's and fewer repeated samples per batch.
+epochs as long as vanilla's and fewer repeated samples per batch. On colored_digits (0.99,
+8x8, 5 epochs, batch 64, ``id_epochs`` 3, 3 seeds) upsampling gains more: conflicting
+accuracy 0.242 (sample) vs 0.112 (loss) vs 0.045 (vanilla); a batch then holds about one
+error sample with weight 20 and Adam's normalisation blunts the rare large gradients.
+``id_epochs`` matters: 2 leaves that model underfit (238 samples in the error set,
+precision 0.05; conflicting accuracy 0.179), 3 picks the conflicting digits only.
 """
 
 from __future__ import annotations
