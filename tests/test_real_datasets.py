@@ -212,3 +212,18 @@ def test_natural_bias_views_are_the_aligned_samples_and_a_group_balanced_subset(
         cells = torch.bincount(clean.groups(2), minlength=4)
         assert (cells == cells[0]).all() and cells[0] > 0  # every class x bias cell equally often
     assert make("isic", root=str(real_layouts.isic(tmp_path / "isic")), image_size=16).views == {}
+
+
+#: Layouts without natural bias labels get the controlled test views from an injected artifact.
+NO_NATURAL_BIAS = {"isic", "bone_age", "image_folder"}
+
+
+@pytest.mark.parametrize("name", sorted(real_layouts.LAYOUTS))
+def test_each_layout_keeps_the_dataset_contract(name, tmp_path):
+    from debiasbench.testing import check_dataset
+
+    root = real_layouts.LAYOUTS[name](tmp_path / "data")
+    params = {"root": str(root), "image_size": 16}
+    if name in NO_NATURAL_BIAS:
+        params.update(artifact="patch", p=0.8)
+    check_dataset(DATASETS.get(name), **params)
