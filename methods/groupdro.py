@@ -37,7 +37,7 @@ from torch import Tensor
 from debiasbench.errors import UserError
 from debiasbench.hparams import Choice, HParam, LogUniform
 from debiasbench.method import Batch, Method, RunContext
-from debiasbench.methods.pgd import ImportanceSampler
+from debiasbench.samplers import ImportanceSampler
 from debiasbench.models import LatentModel
 
 

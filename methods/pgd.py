@@ -35,23 +35,10 @@ from debiasbench.losses import generalized_cross_entropy
 from debiasbench.method import Batch, Method, RunContext
 from debiasbench.models import LatentModel
 from debiasbench.per_sample_grad import per_sample_grad_norms
+from debiasbench.samplers import ImportanceSampler
 
 #: Seed offsets of the biased model's initialisation and of its shuffling.
 BIASED_INIT, BIASED_SHUFFLE = 301, 302
-
-
-class ImportanceSampler:
-    """``num_samples`` indices drawn with replacement from ``probs`` per epoch, on its device."""
-
-    def __init__(self, probs: Tensor, num_samples: int | None = None):
-        self.probs = probs
-        self.num_samples = len(probs) if num_samples is None else num_samples
-
-    def indices(self, epoch: int, generator: torch.Generator) -> Tensor:
-        return torch.multinomial(self.probs, self.num_samples, replacement=True, generator=generator)
-
-    def __len__(self) -> int:
-        return self.num_samples
 
 
 class PGD(Method):

@@ -15,7 +15,8 @@ from debiasbench.config import resolve_config
 from debiasbench.data import DeviceLoader
 from debiasbench.errors import ConfigError
 from debiasbench.method import RunContext
-from debiasbench.methods.pgd import PGD, ImportanceSampler
+from debiasbench.methods.pgd import PGD
+from debiasbench.samplers import ImportanceSampler
 from debiasbench.models import build_model
 from debiasbench.per_sample_grad import loop_grad_norms, per_sample_grad_norms
 from debiasbench.runner import build_dataset, build_run_model, run
