@@ -206,4 +206,16 @@ def check_requirements(method_cls: Any, dataset_cls: Any, dataset_params: Mappin
     if missing:
         provided = ", ".join(sorted(provides)) or "nothing"
         raise ConfigError(f"method {method_cls.name!r} requires {', '.join(missing)}, which dataset "
-                          f"{dataset_cls.name!r} does not provide (it provides: {provided})")
+                          f"{dataset_cls.name!r} does not provide (it provides: {provided})"
+                          f"{_injection_hint(dataset_cls, dataset_params, missing)}")
+
+
+def _injection_hint(dataset_cls: Any, dataset_params: Mapping[str, Any] | None, missing: list[str]) -> str:
+    """Where an injected artifact would provide what is missing, say how to inject one."""
+    spec = getattr(dataset_cls, "params", {}).get("artifact")
+    kinds = [k for k in (getattr(spec, "choices", None) or ()) if k != "none"]
+    if not kinds or dataset_params is None:
+        return ""
+    if set(missing) - set(dataset_cls.provides_for({**dataset_params, "artifact": kinds[0]})):
+        return ""
+    return f"; set dataset_params.artifact to inject one ({', '.join(kinds)})"

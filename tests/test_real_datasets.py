@@ -65,6 +65,7 @@ def test_a_method_needing_artifacts_is_refused_without_an_injected_artifact(tmp_
                      "--set", f"dataset_params.root={root}", *TINY])
     assert result.exit_code == 2
     assert "requires artifact_labels, which dataset 'isic' does not provide" in result.output
+    assert "set dataset_params.artifact to inject one (patch, lsb" in result.output
 
 
 def test_method_hparam_checks_see_what_an_injected_artifact_provides(tmp_path):
