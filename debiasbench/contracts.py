@@ -100,7 +100,8 @@ def _check_train_defaults(cls: type, where: str) -> None:
 
 def check_dataset(dataset_cls: type[BenchmarkDataset], **params: Any) -> BenchmarkDataset:
     """Build ``dataset_cls(**params)`` (defaults for the rest) and check its contract:
-    declarations, the train / val / test splits and test_clean / test_biased views, tensor
+    declarations, the train / val / test splits and test_clean / test_biased views (unless
+    it provides no bias information under ``params``), tensor
     shapes and dtypes, labels within ``num_classes``, bias -1 or within ``num_bias``, masks
     shaped like the images, ``provides`` honest, and the same data for the same params.
     Returns the dataset for further checks of the caller's own."""
@@ -110,10 +111,12 @@ def check_dataset(dataset_cls: type[BenchmarkDataset], **params: Any) -> Benchma
     _check_names(dataset_cls, where)
     check_declarations(dataset_cls.params, "dataset_params.", where)
     _check_train_defaults(dataset_cls, where)
-    provides = dataset_cls.provides
-    if not isinstance(provides, (set, frozenset)) or not set(provides) <= PROVIDES:
-        _fail(where, f"provides must be a subset of {sorted(PROVIDES)}, got {provides!r}")
+    if not isinstance(dataset_cls.provides, (set, frozenset)) or not set(dataset_cls.provides) <= PROVIDES:
+        _fail(where, f"provides must be a subset of {sorted(PROVIDES)}, got {dataset_cls.provides!r}")
     resolved = resolve(dataset_cls.params, params, "dataset_params.")
+    provides = dataset_cls.provides_for(resolved)  # e.g. an injected artifact adds masks
+    if not isinstance(provides, (set, frozenset)) or not set(provides) <= PROVIDES:
+        _fail(where, f"provides_for({params!r}) must be a subset of {sorted(PROVIDES)}, got {provides!r}")
     data = dataset_cls(**resolved)
     _check_built(data, provides, where)
     again = dataset_cls(**resolved)
@@ -134,8 +137,14 @@ def _check_built(data: BenchmarkDataset, provides: frozenset[str], where: str) -
     if missing:
         _fail(where, f"splits lack {sorted(missing)} (need train, val, test)")
     views = getattr(data, "views", None)
-    if not isinstance(views, dict) or not {"test_clean", "test_biased"} <= set(views):
-        _fail(where, f"views must hold test_clean and test_biased, got {sorted(views or {})}")
+    if not isinstance(views, dict):
+        _fail(where, f"views must be a dict of name -> Split, got {type(views).__name__}")
+    # A dataset that knows nothing about its bias (no bias or artifact labels, e.g. ISIC
+    # without an injected artifact) cannot build honest clean / biased views: its runs
+    # report the natural splits only. Every other dataset must offer both.
+    if provides and not {"test_clean", "test_biased"} <= set(views):
+        _fail(where, f"views must hold test_clean and test_biased (it provides {sorted(provides)}), "
+                     f"got {sorted(views)}")
     odd = [v for v in views if not v.startswith(("val_", "test_"))]
     if odd:
         _fail(where, f"view names are metric prefixes and start with val_ or test_: {odd}")

@@ -215,16 +215,21 @@ def test_natural_bias_views_are_the_aligned_samples_and_a_group_balanced_subset(
     assert make("isic", root=str(real_layouts.isic(tmp_path / "isic")), image_size=16).views == {}
 
 
-#: Layouts without natural bias labels get the controlled test views from an injected artifact.
+#: Layouts without natural bias labels: controlled test views only with an injected artifact.
 NO_NATURAL_BIAS = {"isic", "bone_age", "image_folder"}
 
 
+@pytest.mark.parametrize("injected", [False, True])
 @pytest.mark.parametrize("name", sorted(real_layouts.LAYOUTS))
-def test_each_layout_keeps_the_dataset_contract(name, tmp_path):
+def test_each_layout_keeps_the_dataset_contract(name, injected, tmp_path):
     from debiasbench.testing import check_dataset
 
     root = real_layouts.LAYOUTS[name](tmp_path / "data")
     params = {"root": str(root), "image_size": 16}
-    if name in NO_NATURAL_BIAS:
+    if injected:
         params.update(artifact="patch", p=0.8)
-    check_dataset(DATASETS.get(name), **params)
+    data = check_dataset(DATASETS.get(name), **params)
+    has_views = injected or name not in NO_NATURAL_BIAS
+    assert ({"test_clean", "test_biased"} <= set(data.views)) == has_views
+    if injected:
+        assert {"artifact_labels", "artifact_masks"} <= data.provides
