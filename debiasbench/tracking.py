@@ -70,8 +70,8 @@ class Tracker:
         try:
             self.client = MlflowClient(self.uri)
             found = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = (found.experiment_id if found
-                                  else self.client.create_experiment(experiment))
+            self.experiment_id = (found.experiment_id if found else self.client.create_experiment(
+                experiment, artifact_location=artifact_location(self.uri, experiment)))
         except Exception as exc:  # unreachable server, unwritable sqlite file, bad URI
             raise UserError(f"tracking store {self.uri!r} cannot be used: {_first_line(exc)}") from None
 
@@ -171,6 +171,18 @@ def absolute_tracking_uri(uri: str | None) -> str:
     if "://" not in uri:  # a plain path is a file store
         return str(Path(uri).resolve())
     return uri
+
+
+def artifact_location(tracking_uri: str, experiment: str) -> str | None:
+    """Where a new experiment of an sqlite store keeps its artifacts: ``mlruns/`` beside
+    the database file. MLflow's own default is ``./mlruns`` of whatever directory the
+    experiment happened to be created from, which scatters one store's artifacts over
+    every working directory it was used in. None (MLflow decides) for other stores."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    database = Path(tracking_uri[len("sqlite:///"):]).expanduser().resolve()
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in experiment) or "experiment"
+    return (database.parent / "mlruns" / slug).as_uri()
 
 
 def _first_line(exc: BaseException) -> str:
