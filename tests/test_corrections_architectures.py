@@ -5,12 +5,9 @@ from __future__ import annotations
 import pytest
 
 from debiasbench.runner import run
-from debiasbench.testing import tiny_config
+from debiasbench.testing import SMALL_IMAGES, tiny_config
 
 CORRECTIONS = ("rrclarc", "aclarc", "pclarc", "rrr")
-SMALL_IMAGES = {"n_train": 48, "n_val": 16, "n_test": 16, "image_size": 32, "patch_size": 5}
-
-
 def tiny_run(tracker, method: str, model: str):
     config = tiny_config(method=method, model=model, epochs=1, batch_size=16,
                          dataset_params=SMALL_IMAGES)

@@ -16,7 +16,7 @@ from debiasbench.methods import dfr as dfr_module
 from debiasbench.methods.dfr import (C_GRID, DFR, balanced_subset, fit_l1_logistic, group_weights,
                                      last_layer_inputs)
 from debiasbench.runner import build_dataset, build_run_model, run
-from debiasbench.testing import tiny_config
+from debiasbench.testing import SMALL_IMAGES, tiny_config
 
 
 def test_balanced_subset_takes_the_smallest_present_groups_size_from_every_group():
@@ -124,7 +124,7 @@ def test_dfr_runs_end_to_end_through_the_command_line_from_a_vanilla_base(tracki
     pytest.param("vgg16", marks=pytest.mark.slow),
 ])
 def test_groupdro_and_dfr_run_on_the_architecture(tracker, model):
-    small = {"n_train": 48, "n_val": 32, "n_test": 16, "image_size": 32, "patch_size": 5}
+    small = {**SMALL_IMAGES, "n_val": 32}  # DFR's balanced halves need validation samples
     for method, hparams in (("groupdro", {"sampling": "balanced"}), ("dfr", {"n_refits": 2})):
         config = tiny_config(method=method, model=model, epochs=1, batch_size=16, dataset_params=small,
                              hparams=hparams)

@@ -3,7 +3,6 @@ input and a run end to end (the paper's claim: tests/test_unknown_bias_claims.py
 
 from __future__ import annotations
 
-import contextlib
 
 import pytest
 import torch
@@ -18,19 +17,7 @@ from debiasbench.methods.gradient_alignment import GradientAlignment, Stratified
 from debiasbench.mining import class_normalised, mine_conflicting, peer_weights, precision_recall
 from debiasbench.registry import DATASETS
 from debiasbench.runner import run
-from debiasbench.testing import crashing_once, tiny_config, without_timing
-
-
-@contextlib.contextmanager
-def one_thread():
-    """8x8 digits are too small for intra-op threads to help; on a loaded 2-core machine
-    two spinning threads made these runs ten times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+from debiasbench.testing import crash_resume_and_rerun, crashing_once, one_thread, tiny_config, without_timing
 
 
 def contributions(weights, contribution, conflicting, mask=None):
@@ -238,16 +225,11 @@ CrashingGA = crashing_once(GradientAlignment, "test_crashing_ga", at_step=25)
 
 def test_a_resumed_run_keeps_the_smoothed_sums_and_ends_as_if_never_stopped(tracker, register):
     from debiasbench.registry import METHODS
-    from debiasbench.tracking import Tracker
 
     register(METHODS, CrashingGA)
     config = resolve_config({"method": CrashingGA.name, "dataset": "colored_digits", "device": "cpu",
                              "epochs": 3, "log_model": False, "experiment": "tests",
                              "dataset_params": {"image_size": 8}})
-    with one_thread():
-        with pytest.raises(RuntimeError, match="simulated crash"):
-            run(config, tracker, progress=False)
-        resumed = run(config, tracker, progress=False)
-        uninterrupted = run(config, Tracker(tracker.uri, "other"), progress=False)
+    resumed, uninterrupted = crash_resume_and_rerun(config, tracker)
     assert tracker.client.get_run(resumed.run_id).data.tags["debiasbench.resumed_from_epoch"] == "1"
     assert without_timing(resumed.metrics) == without_timing(uninterrupted.metrics)

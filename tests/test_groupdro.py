@@ -4,7 +4,6 @@ tests/test_baselines_claims.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import pytest
@@ -18,19 +17,8 @@ from debiasbench.datasets.colored_digits import ColoredDigits
 from debiasbench.method import Batch, RunContext
 from debiasbench.methods.groupdro import GroupDRO, group_losses, update_group_weights
 from debiasbench.registry import DATASETS, METHODS
-from debiasbench.runner import build_dataset, build_run_model, run
-from debiasbench.testing import crashing_once, tiny_config, without_timing
-
-
-@contextlib.contextmanager
-def one_thread():
-    """8x8 digits are too small for intra-op threads to help on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+from debiasbench.runner import build_dataset, build_run_model
+from debiasbench.testing import crash_resume_and_rerun, crashing_once, one_thread, tiny_config, without_timing
 
 
 def make_groupdro(**hparams) -> tuple[GroupDRO, RunContext]:
@@ -115,17 +103,11 @@ CrashingGroupDRO = crashing_once(GroupDRO, "test_crashing_groupdro", at_step=25)
 
 
 def test_a_resumed_run_keeps_the_group_weights_and_ends_as_if_never_stopped(tracker, register):
-    from debiasbench.tracking import Tracker
-
     register(METHODS, CrashingGroupDRO)
     config = resolve_config({"method": CrashingGroupDRO.name, "dataset": "colored_digits", "device": "cpu",
                              "epochs": 3, "log_model": False, "experiment": "tests",
                              "dataset_params": {"image_size": 8}, "hparams": {"eta": 0.1}})
-    with one_thread():
-        with pytest.raises(RuntimeError, match="simulated crash"):
-            run(config, tracker, progress=False)
-        resumed = run(config, tracker, progress=False)
-        uninterrupted = run(config, Tracker(tracker.uri, "other"), progress=False)
+    resumed, uninterrupted = crash_resume_and_rerun(config, tracker)
     assert tracker.client.get_run(resumed.run_id).data.tags["debiasbench.resumed_from_epoch"] == "1"
     assert without_timing(resumed.metrics) == without_timing(uninterrupted.metrics)
 

@@ -7,14 +7,12 @@ its held-out split holds minority groups (``val_bias_ratio`` 0.5)."""
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 from pathlib import Path
 
 import pytest
-import torch
 
-from debiasbench.sweep import load_sweep, run_sweep
+from debiasbench.testing import run_sweep_file
 
 SWEEP = Path(__file__).parent.parent / "benchmarks" / "baselines_digits.yaml"
 
@@ -27,14 +25,7 @@ def variant(config) -> str:
 @pytest.fixture(scope="module")
 def per_seed(tmp_path_factory):
     """test_conflicting_acc per variant and seed."""
-    folder = tmp_path_factory.mktemp("baseline_claims")
-    jobs = [dataclasses.replace(j, checkpoint_dir=str(folder / "ckpt")) for j in load_sweep(SWEEP)]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 8x8 digits: intra-op threads only add contention
-    try:
-        done = run_sweep(jobs, f"sqlite:///{folder / 'mlflow.db'}", log=lambda line: None)
-    finally:
-        torch.set_num_threads(threads)
+    jobs, done = run_sweep_file(SWEEP, tmp_path_factory.mktemp("baseline_claims"))
     assert {r.status for r in done} == {"FINISHED"}
     # the vanilla jobs are DFR's base models: no base run is trained twice
     assert len(done) == len(jobs)

@@ -18,7 +18,7 @@ from debiasbench.method import Batch, RunContext
 from debiasbench.methods.jtt import JTT, UpsampleSampler, error_set_weights, misclassified
 from debiasbench.mining import precision_recall
 from debiasbench.runner import build_dataset, build_run_model, run
-from debiasbench.testing import tiny_config
+from debiasbench.testing import SMALL_IMAGES, tiny_config
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -120,9 +120,6 @@ def test_jtt_runs_from_the_command_line_and_logs_the_error_set(tracking_uri, mod
     assert stored.data.metrics["jtt_error_set_size"] > 0
     assert 0.0 <= stored.data.metrics["mining_precision"] <= 1.0
     assert 0.0 <= stored.data.metrics["test_conflicting_acc"] <= 1.0
-
-
-SMALL_IMAGES = {"n_train": 48, "n_val": 16, "n_test": 16, "image_size": 32, "patch_size": 5}
 
 
 @pytest.mark.parametrize("model", [

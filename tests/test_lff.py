@@ -17,7 +17,7 @@ from debiasbench.losses import generalized_cross_entropy
 from debiasbench.method import RunContext
 from debiasbench.methods.lff import LfF, LossEMA, relative_difficulty
 from debiasbench.runner import build_run_model, run
-from debiasbench.testing import crashing_once, tiny_config, without_timing
+from debiasbench.testing import SMALL_IMAGES, crash_resume_and_rerun, crashing_once, tiny_config, without_timing
 
 
 def test_moving_average_starts_at_the_first_loss_then_mixes_with_momentum():
@@ -134,21 +134,12 @@ CrashingLfF = crashing_once(LfF, "test_crashing_lff", at_step=25)
 
 def test_a_resumed_run_keeps_the_biased_model_and_averages_and_ends_as_if_never_stopped(tracker, register):
     from debiasbench.registry import METHODS
-    from debiasbench.tracking import Tracker
 
     register(METHODS, CrashingLfF)
     config = resolve_config({"method": CrashingLfF.name, "dataset": "colored_digits", "device": "cpu",
                              "epochs": 3, "log_model": False, "experiment": "tests",
                              "dataset_params": {"image_size": 8}})
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with pytest.raises(RuntimeError, match="simulated crash"):
-            run(config, tracker, progress=False)
-        resumed = run(config, tracker, progress=False)
-        uninterrupted = run(config, Tracker(tracker.uri, "other"), progress=False)
-    finally:
-        torch.set_num_threads(threads)
+    resumed, uninterrupted = crash_resume_and_rerun(config, tracker)
     assert tracker.client.get_run(resumed.run_id).data.tags["debiasbench.resumed_from_epoch"] == "1"
     assert without_timing(resumed.metrics) == without_timing(uninterrupted.metrics)
 
@@ -166,9 +157,6 @@ def test_lff_runs_from_the_command_line(tracking_uri):
     assert stored.info.status == "FINISHED" and stored.data.params["hparams.normalise"] == "none"
     assert 0.0 < stored.data.metrics["epoch/train_lff_weight"] < 1.0
     assert 0.0 <= stored.data.metrics["test_conflicting_acc"] <= 1.0
-
-
-SMALL_IMAGES = {"n_train": 48, "n_val": 16, "n_test": 16, "image_size": 32, "patch_size": 5}
 
 
 @pytest.mark.parametrize("model", [

@@ -7,28 +7,19 @@ training digits both models fit the colour at about the same pace (README)."""
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 from pathlib import Path
 
 import pytest
-import torch
 
-from debiasbench.sweep import load_sweep, run_sweep
+from debiasbench.testing import run_sweep_file
 
 SWEEP = Path(__file__).parent.parent / "benchmarks" / "lff_digits.yaml"
 
 
 @pytest.fixture(scope="module")
 def per_seed(tmp_path_factory) -> dict[str, dict[int, dict[str, float]]]:
-    folder = tmp_path_factory.mktemp("lff_claims")
-    jobs = [dataclasses.replace(j, checkpoint_dir=str(folder / "ckpt")) for j in load_sweep(SWEEP)]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 8x8 digits: intra-op threads only add contention
-    try:
-        done = run_sweep(jobs, f"sqlite:///{folder / 'mlflow.db'}", log=lambda line: None)
-    finally:
-        torch.set_num_threads(threads)
+    _, done = run_sweep_file(SWEEP, tmp_path_factory.mktemp("lff_claims"))
     assert {r.status for r in done} == {"FINISHED"}
     results: dict[str, dict[int, dict[str, float]]] = {}
     for r in done:

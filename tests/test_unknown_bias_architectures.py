@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 
 from debiasbench.runner import run
-from debiasbench.testing import tiny_config
+from debiasbench.testing import SMALL_IMAGES, tiny_config
 
-SMALL_IMAGES = {"n_train": 48, "n_val": 16, "n_test": 16, "image_size": 32, "patch_size": 5}
 METHODS = {
     "gradient_alignment": {"bias_source": "mined", "mining_epochs": 1},
     "pgd": {"bias_epochs": 1},

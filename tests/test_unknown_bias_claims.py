@@ -10,14 +10,12 @@ LfF runs in the same sweep for the README's table and is tested with more steps 
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 from pathlib import Path
 
 import pytest
-import torch
 
-from debiasbench.sweep import load_sweep, run_sweep
+from debiasbench.testing import run_sweep_file
 
 SWEEP = Path(__file__).parent.parent / "benchmarks" / "unknown_bias_digits.yaml"
 VARIANTS = ("ga_labels", "ga_mined", "pgd")
@@ -32,14 +30,7 @@ def variant(config) -> str:
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     """Mean metrics per (bias ratio, variant) over the sweep's 3 seeds."""
-    folder = tmp_path_factory.mktemp("claims")
-    jobs = [dataclasses.replace(j, checkpoint_dir=str(folder / "ckpt")) for j in load_sweep(SWEEP)]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 8x8 digits: intra-op threads only add contention
-    try:
-        done = run_sweep(jobs, f"sqlite:///{folder / 'mlflow.db'}", log=lambda line: None)
-    finally:
-        torch.set_num_threads(threads)
+    _, done = run_sweep_file(SWEEP, tmp_path_factory.mktemp("claims"))
     assert {r.status for r in done} == {"FINISHED"}
     groups: dict[tuple[float, str], list[dict[str, float]]] = {}
     for r in done:

@@ -30,3 +30,54 @@ def colored_digits():
 
     cls = DATASETS.get("colored_digits")
     return cls(**resolve(cls.params, {}, ""))
+
+
+BATCH = 64
+
+
+@pytest.fixture
+def method_on_digits(colored_digits):
+    """Factory: ``(method, ctx)`` of a registered method on coloured digits with a fresh
+    small_cnn seeded 0, not yet prepared."""
+    import torch
+
+    from debiasbench.config import resolve_config
+    from debiasbench.method import RunContext
+    from debiasbench.models import build_model
+    from debiasbench.registry import METHODS
+
+    def make(method_name: str, hparams: dict | None = None):
+        torch.manual_seed(0)
+        model = build_model("small_cnn", 10)
+        config = resolve_config({"device": "cpu", "method": method_name, "hparams": hparams or {}})
+        ctx = RunContext(config=config, dataset=colored_digits, model=model, device=torch.device("cpu"),
+                         generator=torch.Generator().manual_seed(0))
+        return METHODS.get(method_name)(config.hparams, ctx), ctx
+
+    return make
+
+
+@pytest.fixture
+def method_step(colored_digits, method_on_digits):
+    """Factory: one training step (zero_grad, the method's loss, backward, Adam step) of a
+    prepared method on the same first batch of 64 coloured digits, for step-time ratios."""
+    import torch
+
+    from debiasbench.data import DeviceLoader
+
+    def make(method_name: str, hparams: dict | None = None):
+        method, ctx = method_on_digits(method_name, hparams)
+        method.prepare(ctx)
+        model = ctx.model.train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        batch = next(iter(DeviceLoader(colored_digits.splits["train"], BATCH, torch.Generator().manual_seed(0))))
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            loss, _ = method.loss(model, batch)
+            loss.backward()
+            optimizer.step()
+
+        return step
+
+    return make

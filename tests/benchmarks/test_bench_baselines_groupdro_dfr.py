@@ -14,54 +14,24 @@ from __future__ import annotations
 import pytest
 import torch
 
-from debiasbench.config import resolve_config
 from debiasbench.data import DeviceLoader
-from debiasbench.method import RunContext
-from debiasbench.models import build_model
-from debiasbench.registry import METHODS
-
-BATCH = 64
-
-
-def context(colored_digits, method_name: str, hparams: dict):
-    torch.manual_seed(0)
-    model = build_model("small_cnn", 10)
-    config = resolve_config({"device": "cpu", "method": method_name, "hparams": hparams})
-    ctx = RunContext(config=config, dataset=colored_digits, model=model, device=torch.device("cpu"),
-                     generator=torch.Generator().manual_seed(0))
-    return METHODS.get(method_name)(config.hparams, ctx), ctx
-
-
-def make_step(colored_digits, method_name: str):
-    method, ctx = context(colored_digits, method_name, {})
-    method.prepare(ctx)
-    optimizer = torch.optim.Adam(ctx.model.parameters(), lr=1e-3)
-    batch = next(iter(DeviceLoader(colored_digits.splits["train"], BATCH, torch.Generator().manual_seed(0))))
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        loss, _ = method.loss(ctx.model, batch)
-        loss.backward()
-        optimizer.step()
-
-    return step
 
 
 @pytest.mark.benchmark(group="groupdro-step")
-def test_step_baseline_vanilla(benchmark, colored_digits):
-    benchmark(make_step(colored_digits, "vanilla"))
+def test_step_baseline_vanilla(benchmark, method_step):
+    benchmark(method_step("vanilla"))
 
 
 @pytest.mark.benchmark(group="groupdro-step")
-def test_step_groupdro(benchmark, colored_digits):
-    benchmark(make_step(colored_digits, "groupdro"))
+def test_step_groupdro(benchmark, method_step):
+    benchmark(method_step("groupdro"))
 
 
 @pytest.mark.benchmark(group="dfr-refit")
-def test_epoch_baseline_vanilla(benchmark, colored_digits):
-    method, ctx = context(colored_digits, "vanilla", {})
+def test_epoch_baseline_vanilla(benchmark, colored_digits, method_on_digits):
+    method, ctx = method_on_digits("vanilla")
     optimizer = torch.optim.Adam(ctx.model.parameters(), lr=1e-3)
-    loader = DeviceLoader(colored_digits.splits["train"], BATCH, ctx.generator)
+    loader = DeviceLoader(colored_digits.splits["train"], 64, ctx.generator)
 
     def epoch():
         ctx.model.train()
@@ -75,7 +45,7 @@ def test_epoch_baseline_vanilla(benchmark, colored_digits):
 
 
 @pytest.mark.benchmark(group="dfr-refit")
-def test_dfr_prepare_refits_the_last_layer(benchmark, colored_digits):
-    method, ctx = context(colored_digits, "dfr", {})
+def test_dfr_prepare_refits_the_last_layer(benchmark, method_on_digits):
+    method, ctx = method_on_digits("dfr")
     benchmark.pedantic(lambda: method.prepare(ctx), rounds=5, iterations=1, warmup_rounds=1)
     assert ctx.model.net.fc.weight.abs().sum() > 0

@@ -6,38 +6,9 @@ forward, backward and optimiser step, so about 2x is its floor."""
 from __future__ import annotations
 
 import pytest
-import torch
 import torch.nn.functional as F
 
-from debiasbench.config import resolve_config
-from debiasbench.data import DeviceLoader
-from debiasbench.method import RunContext
 from debiasbench.models import build_model
-from debiasbench.registry import METHODS
-
-BATCH = 64
-
-
-def make_step(colored_digits, method_name: str, hparams: dict):
-    torch.manual_seed(0)
-    model = build_model("small_cnn", 10)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loader = DeviceLoader(colored_digits.splits["train"], BATCH, torch.Generator().manual_seed(0))
-    batch = next(iter(loader))
-    config = resolve_config({"device": "cpu", "method": method_name, "hparams": hparams})
-    ctx = RunContext(config=config, dataset=colored_digits, model=model, device=torch.device("cpu"),
-                     generator=torch.Generator().manual_seed(0))
-    method = METHODS.get(method_name)(config.hparams, ctx)
-    method.prepare(ctx)
-    model.train()
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        loss, _ = method.loss(model, batch)
-        loss.backward()
-        optimizer.step()
-
-    return step
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -52,20 +23,20 @@ def warm_allocator(colored_digits):
 
 
 @pytest.mark.benchmark(group="jtt-lff-step")
-def test_step_baseline_vanilla(benchmark, colored_digits):
-    benchmark(make_step(colored_digits, "vanilla", {}))
+def test_step_baseline_vanilla(benchmark, method_step):
+    benchmark(method_step("vanilla"))
 
 
 @pytest.mark.benchmark(group="jtt-lff-step")
-def test_step_jtt_upsampled(benchmark, colored_digits):
-    benchmark(make_step(colored_digits, "jtt", {"id_epochs": 1}))
+def test_step_jtt_upsampled(benchmark, method_step):
+    benchmark(method_step("jtt", {"id_epochs": 1}))
 
 
 @pytest.mark.benchmark(group="jtt-lff-step")
-def test_step_jtt_loss_weighted(benchmark, colored_digits):
-    benchmark(make_step(colored_digits, "jtt", {"id_epochs": 1, "mode": "loss"}))
+def test_step_jtt_loss_weighted(benchmark, method_step):
+    benchmark(method_step("jtt", {"id_epochs": 1, "mode": "loss"}))
 
 
 @pytest.mark.benchmark(group="jtt-lff-step")
-def test_step_lff(benchmark, colored_digits):
-    benchmark(make_step(colored_digits, "lff", {}))
+def test_step_lff(benchmark, method_step):
+    benchmark(method_step("lff"))
