@@ -24,9 +24,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from debiasbench.artifacts import ALL_COLORS, COLORS, KINDS, make_injector, quantize
+from debiasbench.artifacts import ALL_COLORS, COLORS, KINDS, quantize
 from debiasbench.data import BenchmarkDataset, Split
 from debiasbench.hparams import HParam
+from debiasbench.injection import make_artifact
 
 SHAPES = ("disk", "square", "ring", "cross", "diamond", "triangle")
 
@@ -93,20 +94,12 @@ class SyntheticArtifacts(BenchmarkDataset):
     def __init__(self, **params):
         super().__init__(**params)
         p = self.p
-        if p["attacked_class"] >= p["num_classes"]:
-            from debiasbench.errors import ConfigError
-
-            raise ConfigError(f"dataset_params.attacked_class: expected an integer in "
-                              f"[0, {p['num_classes'] - 1}], got {p['attacked_class']}")
-        if p["artifact"] == "patch" and p["patch_size"] > p["image_size"]:
-            from debiasbench.errors import ConfigError
-
-            raise ConfigError(f"dataset_params.patch_size: expected at most image_size "
-                              f"({p['image_size']}), got {p['patch_size']}")
         self.num_classes = p["num_classes"]
         self.num_bias = 2
         self.attacked_class = p["attacked_class"]
-        self.inject = self._injector()
+        # patch_size has a default here (the patch is the default kind); other kinds ignore it.
+        self.inject = make_artifact({**p, "patch_size": p["patch_size"] if p["artifact"] == "patch" else None},
+                                    p["image_size"], p["num_classes"])
         generator = torch.Generator().manual_seed(p["seed"])
         self.splits, self.views = {}, {}
         for split in ("train", "val", "test"):
@@ -118,32 +111,6 @@ class SyntheticArtifacts(BenchmarkDataset):
         clean_x, biased_x = self.views["test_clean"].x, self.views["test_biased"].x
         direction = (biased_x - clean_x).mean(0)
         self.artifact_direction = direction / direction.norm()
-
-    def _injector(self):
-        """The configured injector; a parameter the kind does not use is a ``ConfigError``."""
-        from debiasbench.errors import ConfigError
-
-        p, kind = self.p, self.p["artifact"]
-        options = {"patch": {"size": p["patch_size"], "color": p["patch_color"]},
-                   "brightness": {"strength": p["artifact_strength"]},
-                   "tint": {"strength": p["artifact_strength"], "color": p["artifact_color"]},
-                   "timestamp": {"color": p["artifact_color"]}}.get(kind, {})
-        for name, kinds in (("artifact_strength", ("brightness", "tint")),
-                            ("artifact_color", ("timestamp", "tint"))):
-            if p[name] is not None and kind not in kinds:
-                raise ConfigError(f"dataset_params.{name}: only artifact {' / '.join(kinds)} takes it; "
-                                  f"expected null for artifact {kind!r}, got {p[name]!r}")
-        if p["artifact_strength"] == 0.0:
-            raise ConfigError("dataset_params.artifact_strength: expected a float in (0, 1] "
-                              "(0 inserts no artifact), got 0.0")
-        inject = make_injector(kind, **options)
-        check_size = getattr(inject, "check_size", None)
-        if check_size is not None:
-            try:
-                check_size(p["image_size"], p["image_size"])
-            except ValueError as error:
-                raise ConfigError(f"dataset_params.image_size: {error}") from None
-        return inject
 
     def _build(self, n: int, generator: torch.Generator) -> tuple[Split, Split, Split]:
         """The same images three ways: without artifact, all with it, and as sampled."""
