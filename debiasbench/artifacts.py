@@ -6,6 +6,13 @@ which is what artifact relevance and RRR's input-gradient penalty need. Injectio
 vectorised over the batch (no Python loop over samples) and drawn from the caller's
 generator only, so a dataset built with the same seed is the same dataset.
 
+Injection is two steps: ``draw(n, height, width, generator)`` draws every random choice
+of ``n`` images (position, which stamp) as a small integer tensor [n, k], and
+``apply(x, draws)`` paints them, deterministically, on the device ``x`` lives on. A
+dataset draws once when it is built and paints per batch, so a sample carries the same
+pixels in every epoch, run and data placement without any image being stored twice.
+``injector(x, generator)`` is ``apply(x, draw(...))`` and draws in the same order.
+
 The kinds are the controlled artifacts of the RR-ClArC experiments:
 
 - ``patch``: a solid coloured square at a random position per image.
@@ -38,7 +45,25 @@ ALL_COLORS: dict[str, tuple[float, float, float]] = {**COLORS, "white": (1.0, 1.
 
 
 class Injector(Protocol):
+    def draw(self, n: int, height: int, width: int, generator: torch.Generator) -> Tensor: ...
+
+    def apply(self, x: Tensor, draws: Tensor) -> tuple[Tensor, Tensor]: ...
+
     def __call__(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]: ...
+
+
+class _Injects:
+    """``__call__`` = ``apply(x, draw(...))``; kinds without random choices draw [n, 0]."""
+
+    def draw(self, n: int, height: int, width: int, generator: torch.Generator) -> Tensor:
+        return torch.zeros(n, 0, dtype=torch.long)
+
+    def apply(self, x: Tensor, draws: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def __call__(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        n, _, height, width = x.shape
+        return self.apply(x, self.draw(n, height, width, generator))
 
 
 def _changed(out: Tensor, x: Tensor) -> Tensor:
@@ -53,29 +78,45 @@ def _color(color: tuple[float, ...], x: Tensor) -> Tensor:
     return torch.tensor(color[:channels], dtype=x.dtype, device=x.device).view(1, channels, 1, 1)
 
 
-def _square_region(n: int, height: int, width: int, size: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-    """A ``size`` square at a random position per image: (region [N,1,H,W], top, left [N,1,1])."""
+def _draw_corner(n: int, height: int, width: int, size: int, generator: torch.Generator) -> Tensor:
+    """[n, 2] (top, left) of a ``size`` square at a random position per image."""
     top = torch.randint(0, height - size + 1, (n, 1, 1), generator=generator)
     left = torch.randint(0, width - size + 1, (n, 1, 1), generator=generator)
-    rows = torch.arange(height).view(1, height, 1)
-    cols = torch.arange(width).view(1, 1, width)
+    return torch.cat([top.view(n, 1), left.view(n, 1)], dim=1)
+
+
+def _square_region(corners: Tensor, height: int, width: int, size: int,
+                   device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """The square at ``corners`` [N, 2]: (region [N,1,H,W], top, left [N,1,1]) on ``device``."""
+    n = corners.shape[0]
+    top = corners[:, 0].to(device).view(n, 1, 1)
+    left = corners[:, 1].to(device).view(n, 1, 1)
+    rows = torch.arange(height, device=device).view(1, height, 1)
+    cols = torch.arange(width, device=device).view(1, 1, width)
     region = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
     return region.unsqueeze(1), top, left
 
 
 @dataclass(frozen=True)
-class Patch:
+class Patch(_Injects):
     """A solid square of ``color`` and side ``size`` pixels at a random position per image."""
 
     size: int = 5
     color: tuple[float, float, float] = COLORS["red"]
 
-    def __call__(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        n, channels, height, width = x.shape
+    def _check(self, height: int, width: int) -> None:
         if self.size > min(height, width):
             raise ValueError(f"patch size {self.size} exceeds image size {height}x{width}")
-        region, _, _ = _square_region(n, height, width, self.size, generator)
-        out = torch.where(region.to(x.device), _color(self.color, x), x)
+
+    def draw(self, n: int, height: int, width: int, generator: torch.Generator) -> Tensor:
+        self._check(height, width)
+        return _draw_corner(n, height, width, self.size, generator)
+
+    def apply(self, x: Tensor, draws: Tensor) -> tuple[Tensor, Tensor]:
+        _, _, height, width = x.shape
+        self._check(height, width)
+        region, _, _ = _square_region(draws, height, width, self.size, x.device)
+        out = torch.where(region, _color(self.color, x), x)
         return out, _changed(out, x)
 
 
@@ -85,7 +126,7 @@ def quantize(x: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
-class Lsb:
+class Lsb(_Injects):
     """A fixed pseudo-random bit pattern in the least-significant bit of 8-bit pixel values.
 
     The image is quantised to 8 bits (``round(x * 255)``), the LSB of every channel of
@@ -109,29 +150,38 @@ class Lsb:
         generator = torch.Generator().manual_seed(self.seed)
         return torch.randint(0, 2, (channels, height, width), generator=generator)
 
-    def __call__(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        n, channels, height, width = x.shape
+    def _check(self, height: int, width: int) -> None:
+        if self.size is not None and not 1 <= self.size <= min(height, width):
+            raise ValueError(f"lsb region size {self.size} must be in [1, {min(height, width)}] "
+                             f"for images of {height}x{width}")
+
+    def draw(self, n: int, height: int, width: int, generator: torch.Generator) -> Tensor:
+        if self.size is None:
+            return torch.zeros(n, 0, dtype=torch.long)
+        self._check(height, width)
+        return _draw_corner(n, height, width, self.size, generator)
+
+    def apply(self, x: Tensor, draws: Tensor) -> tuple[Tensor, Tensor]:
+        _, channels, height, width = x.shape
         q = torch.round(x.clamp(0.0, 1.0) * 255)
         even = q - torch.remainder(q, 2)
         if self.size is None:
             bits = self.pattern(channels, height, width).unsqueeze(0).to(x.device, x.dtype)
             written = even + bits
         else:
-            if not 1 <= self.size <= min(height, width):
-                raise ValueError(f"lsb region size {self.size} must be in [1, {min(height, width)}] "
-                                 f"for images of {height}x{width}")
-            region, top, left = _square_region(n, height, width, self.size, generator)
-            pattern = self.pattern(channels, self.size, self.size)
-            rows = (torch.arange(height).view(1, height, 1) - top).clamp(0, self.size - 1)  # [N, H, 1]
-            cols = (torch.arange(width).view(1, 1, width) - left).clamp(0, self.size - 1)  # [N, 1, W]
+            self._check(height, width)
+            region, top, left = _square_region(draws, height, width, self.size, x.device)
+            pattern = self.pattern(channels, self.size, self.size).to(x.device)
+            rows = (torch.arange(height, device=x.device).view(1, height, 1) - top).clamp(0, self.size - 1)
+            cols = (torch.arange(width, device=x.device).view(1, 1, width) - left).clamp(0, self.size - 1)
             bits = pattern[:, rows, cols].transpose(0, 1)  # [N, C, H, W]
-            written = torch.where(region.to(x.device), even + bits.to(x.device, x.dtype), q)
+            written = torch.where(region, even + bits.to(x.dtype), q)
         out = written / 255
         return out, _changed(out, x)
 
 
 @dataclass(frozen=True)
-class Brightness:
+class Brightness(_Injects):
     """The whole image moved towards white: ``x + strength * (1 - x)`` (the paper's "white colour")."""
 
     strength: float = 0.3
@@ -140,13 +190,13 @@ class Brightness:
         if not 0.0 <= self.strength <= 1.0:
             raise ValueError(f"brightness strength must be in [0, 1], got {self.strength}")
 
-    def __call__(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    def apply(self, x: Tensor, draws: Tensor) -> tuple[Tensor, Tensor]:
         out = (x + self.strength * (1 - x)).clamp(0.0, 1.0)
         return out, _changed(out, x)
 
 
 @dataclass(frozen=True)
-class Tint:
+class Tint(_Injects):
     """The whole image blended with a colour: ``x * (1 - strength) + strength * color``."""
 
     strength: float = 0.25
@@ -156,7 +206,7 @@ class Tint:
         if not 0.0 <= self.strength <= 1.0:
             raise ValueError(f"tint strength must be in [0, 1], got {self.strength}")
 
-    def __call__(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    def apply(self, x: Tensor, draws: Tensor) -> tuple[Tensor, Tensor]:
         out = (x * (1 - self.strength) + self.strength * _color(self.color, x)).clamp(0.0, 1.0)
         return out, _changed(out, x)
 
@@ -199,7 +249,7 @@ def render_stamps(texts: tuple[str, ...], scale: int = 1) -> Tensor:
 
 
 @dataclass(frozen=True)
-class Timestamp:
+class Timestamp(_Injects):
     """A date / time text stamp in ``color``, one of ``STAMPS`` per image, drawn at random.
 
     Rendered once per distinct string with PIL's default bitmap font (glyphs about 6
@@ -251,8 +301,8 @@ class Timestamp:
                 return glyphs
         raise AssertionError("unreachable")
 
-    def __call__(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        n, _, height, width = x.shape
+    def draw(self, n: int, height: int, width: int, generator: torch.Generator) -> Tensor:
+        """[n, 3]: which stamp, top, left."""
         glyphs = self._fitting_glyphs(height, width)
         count, stamp_height, stamp_width = glyphs.shape
         which = torch.randint(0, count, (n,), generator=generator)
@@ -265,11 +315,19 @@ class Timestamp:
             margin_y, margin_x = min(1, slack_y), min(1, slack_x)
             top = torch.full((n,), margin_y if vertical == "top" else slack_y - margin_y)
             left = torch.full((n,), margin_x if horizontal == "left" else slack_x - margin_x)
-        rows = top.view(n, 1, 1) + torch.arange(stamp_height).view(1, stamp_height, 1)
-        cols = left.view(n, 1, 1) + torch.arange(stamp_width).view(1, 1, stamp_width)
-        region = torch.zeros(n, height, width, dtype=torch.bool)
-        region[torch.arange(n).view(n, 1, 1), rows, cols] = glyphs[which]
-        out = torch.where(region.unsqueeze(1).to(x.device), _color(self.color, x), x)
+        return torch.stack([which, top, left], dim=1)
+
+    def apply(self, x: Tensor, draws: Tensor) -> tuple[Tensor, Tensor]:
+        n, _, height, width = x.shape
+        device = x.device
+        glyphs = self._fitting_glyphs(height, width).to(device)
+        _, stamp_height, stamp_width = glyphs.shape
+        which, top, left = draws.to(device).unbind(1)
+        rows = top.view(n, 1, 1) + torch.arange(stamp_height, device=device).view(1, stamp_height, 1)
+        cols = left.view(n, 1, 1) + torch.arange(stamp_width, device=device).view(1, 1, stamp_width)
+        region = torch.zeros(n, height, width, dtype=torch.bool, device=device)
+        region[torch.arange(n, device=device).view(n, 1, 1), rows, cols] = glyphs[which]
+        out = torch.where(region.unsqueeze(1), _color(self.color, x), x)
         return out, _changed(out, x)
 
 

@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from debiasbench.data import DeviceLoader, Sampler, Split
+from debiasbench.data import DeviceLoader, Sampler, Split, input_batches
 from debiasbench.method import Batch, RunContext
 from debiasbench.models import LatentModel, build_model, eval_mode
 
@@ -27,7 +27,7 @@ def fresh_model(ctx: RunContext, seed_offset: int = 1) -> LatentModel:
     with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
         torch.manual_seed(config.seed * 1000 + seed_offset)
         model = build_model(config.model, ctx.dataset.num_classes, config.latent_layer,
-                            config.pretrained, in_channels=ctx.dataset.splits["train"].x.shape[1])
+                            config.pretrained, in_channels=ctx.dataset.sample_shape[0])
     return model.to(ctx.device)
 
 
@@ -51,7 +51,7 @@ def train_model(model: LatentModel, split: Split, loss_fn: Callable[[LatentModel
 
 
 @torch.no_grad()
-def predict_proba(model: LatentModel, x: Tensor, batch_size: int = 512) -> Tensor:
-    """Softmax probabilities [N, classes] in eval mode."""
+def predict_proba(model: LatentModel, x: Tensor | Split, batch_size: int | None = 512) -> Tensor:
+    """Softmax probabilities [N, classes] in eval mode, of a split or a tensor of inputs."""
     with eval_mode(model):
-        return torch.cat([model(x[i:i + batch_size]).float().softmax(1) for i in range(0, len(x), batch_size)])
+        return torch.cat([model(inputs).float().softmax(1) for inputs in input_batches(x, batch_size)])

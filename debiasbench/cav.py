@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from debiasbench.data import Split
+from debiasbench.data import Split, eval_batch_for, input_batches
 from debiasbench.models import eval_mode
 
 __all__ = [
@@ -196,20 +196,22 @@ def _fit_sklearn(x: np.ndarray, y: np.ndarray, kind: str) -> np.ndarray:
     return np.asarray(coef, dtype=np.float64).reshape(-1) / std
 
 
-def latent_activations(model: nn.Module, x: Tensor, batch_size: int = 256, *, pool: bool = False) -> Tensor:
-    """``model.latent(x)`` for all of ``x``, in batches, eval mode, without autograd.
+def latent_activations(model: nn.Module, x: Tensor | Split, batch_size: int | None = 256, *,
+                       pool: bool = False) -> Tensor:
+    """``model.latent(x)`` for all of ``x`` (a split or a tensor), in batches, eval mode,
+    without autograd.
 
     Eval mode so BatchNorm uses running statistics and dropout is off: a CAV must describe
     the model as it predicts, not one noisy training pass. The model's training flag is
     restored afterwards. With ``pool`` each batch is max-pooled right away
     (``pool_activations``), which keeps memory at [N, C] for large feature maps.
     """
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     parts: list[Tensor] = []
     with eval_mode(model), torch.no_grad():
-        for start in range(0, x.shape[0], batch_size):
-            latent = model.latent(x[start:start + batch_size])
+        for inputs in input_batches(x, batch_size):
+            latent = model.latent(inputs)
             parts.append(pool_activations(latent) if pool else latent)
     if not parts:
         raise ValueError("latent_activations needs at least one sample, got an empty x")
@@ -217,7 +219,7 @@ def latent_activations(model: nn.Module, x: Tensor, batch_size: int = 256, *, po
 
 
 def fit_artifact_cav(model: nn.Module, split: Split, attacked_class: int | None, kind: str = "pattern",
-                     batch_size: int = 256) -> Tensor:
+                     batch_size: int | None = 256) -> Tensor:
     """The CAV of the artifact at ``model``'s latent layer, fitted on ``split``.
 
     Uses the samples of ``attacked_class`` only (all samples when None), label = the
@@ -239,7 +241,7 @@ def fit_artifact_cav(model: nn.Module, split: Split, attacked_class: int | None,
     if n_artifact == 0 or n_clean == 0:
         raise ValueError(f"cannot fit an artifact CAV on {where}: it has {n_artifact} samples with the "
                          f"artifact and {n_clean} without; both must be present")
-    acts = latent_activations(model, split.x[selected], batch_size, pool=True)
+    acts = latent_activations(model, split.subset(selected.nonzero().squeeze(1)), batch_size, pool=True)
     return fit_cav(acts, artifact.to(acts.device), kind)
 
 
@@ -268,7 +270,8 @@ def _mean_pool(grad: Tensor) -> Tensor:
     raise ValueError(f"latent must be [N, D] or [N, C, H, W], got shape {tuple(grad.shape)}")
 
 
-def tcav_score(model: nn.Module, x: Tensor, cav: Tensor, target: Tensor | int, batch_size: int = 256) -> float:
+def tcav_score(model: nn.Module, x: Tensor | Split, cav: Tensor, target: Tensor | int,
+               batch_size: int | None = 256) -> float:
     """Share of samples whose target logit increases along ``cav`` in the latent (TCAV).
 
     For each sample, the gradient of logit ``target`` (an int for all, or a tensor [N]
@@ -278,11 +281,12 @@ def tcav_score(model: nn.Module, x: Tensor, cav: Tensor, target: Tensor | int, b
     direction towards that class. The latent is made a fresh leaf, so the score works
     for frozen parameters and inside ``torch.no_grad``; eval mode, training flag restored.
     """
-    n = x.shape[0]
+    n = len(x)
     if n == 0:
         raise ValueError("tcav_score needs at least one sample, got an empty x")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    batch_size = eval_batch_for(batch_size, x.sample_shape if isinstance(x, Split) else tuple(x.shape[1:]))
     targets = torch.as_tensor(target).reshape(-1)
     if targets.numel() == 1:
         targets = targets.expand(n)
@@ -292,8 +296,8 @@ def tcav_score(model: nn.Module, x: Tensor, cav: Tensor, target: Tensor | int, b
     leaf: Callable[[Tensor], Tensor] = lambda latent: latent.detach().requires_grad_(True)
     positive = 0
     with eval_mode(model), torch.enable_grad():
-        for start in range(0, n, batch_size):
-            logits, latent = model.forward_with_latent(x[start:start + batch_size], edit=leaf)
+        for start, inputs in zip(range(0, n, batch_size), input_batches(x, batch_size)):
+            logits, latent = model.forward_with_latent(inputs, edit=leaf)
             t = targets[start:start + batch_size].to(logits.device, torch.long)
             # Samples are independent in eval mode, so the sum's gradient is per sample.
             chosen = logits.gather(1, t.unsqueeze(1)).sum()

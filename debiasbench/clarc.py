@@ -73,8 +73,9 @@ class ClArCMethod(Method):
         train = ctx.dataset.splits["train"]
         attacked = ctx.dataset.attacked_class
         chosen = train.y == attacked if attacked is not None else torch.ones_like(train.y, dtype=torch.bool)
-        x, labels = train.x[chosen], train.artifact[chosen]
-        acts = latent_activations(ctx.model, x, ctx.config.eval_batch_size, pool=True)
+        labels = train.artifact[chosen]
+        acts = latent_activations(ctx.model, train.subset(chosen.nonzero().squeeze(1)),
+                                  ctx.config.eval_batch_size, pool=True)
         self.cav = fit_cav(acts, labels.long(), kind=self.hp["cav_kind"]).to(ctx.device)
         lengths = acts.to(self.cav.dtype) @ self.cav
         self.clean_length = lengths[~labels].mean()
@@ -88,5 +89,6 @@ class ClArCMethod(Method):
             return model.parameters()
         if scope == "linear":
             return [p for m in model.modules() if isinstance(m, nn.Linear) for p in m.parameters()]
-        example = self.ctx.dataset.splits["train"].x[:2]
+        train = self.ctx.dataset.splits["train"]
+        example = train.batch(torch.arange(min(2, len(train)), device=train.device)).x
         return model.parameters_after_latent(example)

@@ -43,7 +43,9 @@ class RunConfig:
     seed: int = _key(0, low=0, help="seed of initialisation, shuffling and the method's randomness")
     epochs: int = _key(10, low=0)
     batch_size: int = _key(64, low=1)
-    eval_batch_size: int = _key(512, low=1)
+    eval_batch_size: int | None = _key(None, type=int, low=1,
+                                       help="evaluation batch; null: 512 images of 32x32 pixels, "
+                                            "proportionally fewer for larger images (10 at 224 px)")
     lr: float = _key(1e-3, LogUniform(1e-4, 1e-2), low=0.0)
     optimizer: str = _key("adam", choices=("sgd", "adam", "adamw"))
     momentum: float = _key(0.9, low=0.0, high=1.0, help="SGD momentum")
@@ -53,6 +55,10 @@ class RunConfig:
     device: str = _key("auto", choices=("auto", "cpu", "cuda"))
     amp: bool = _key(True, help="bf16 autocast on CUDA (ignored on the CPU)")
     channels_last: bool = _key(True, help="channels_last memory format on CUDA")
+    data_placement: str = _key("auto", choices=("auto", "device", "stream"),
+                               help="image-file datasets: uint8 images kept on the device, or each batch "
+                                    "read from the image cache; auto: on the device when they take at most "
+                                    "a quarter of the GPU's free memory (512 MiB on the CPU)")
     deterministic: bool = _key(False, help="deterministic kernels (slower on CUDA)")
     latent_layer: str | None = _key(None, type=str, help="module name; default per architecture")
     pretrained: str | None = _key(None, type=str, help="local path of initial weights")
@@ -67,7 +73,7 @@ class RunConfig:
     hparams: dict[str, Any] = field(default_factory=dict)
 
     #: Keys that change where or how fast a run happens, not its result.
-    NON_SEMANTIC = ("device", "experiment", "checkpoint_dir", "eval_batch_size", "log_model")
+    NON_SEMANTIC = ("device", "experiment", "checkpoint_dir", "eval_batch_size", "log_model", "data_placement")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

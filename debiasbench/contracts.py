@@ -148,7 +148,7 @@ def _check_built(data: BenchmarkDataset, provides: frozenset[str], where: str) -
     odd = [v for v in views if not v.startswith(("val_", "test_"))]
     if odd:
         _fail(where, f"view names are metric prefixes and start with val_ or test_: {odd}")
-    shape = data.splits["train"].x.shape[1:]
+    shape = torch.Size(data.sample_shape)
     for name, split in {"train": data.splits["train"], **data.evaluation_views()}.items():
         _check_split(split, f"{where}, {name}", shape, num_classes, num_bias)
     if data.attacked_class is not None and not 0 <= data.attacked_class < num_classes:
@@ -308,7 +308,7 @@ def _check_loss(method_cls: type[Method], config: Any, dataset_cls: type, where:
     data = minimal_dataset(full, frozenset(method_cls.requires))
     seed_everything(config.seed, False)
     train = data.splits["train"]
-    model = build_model(config.model, data.num_classes, config.latent_layer, None, in_channels=train.x.shape[1])
+    model = build_model(config.model, data.num_classes, config.latent_layer, None, in_channels=train.sample_shape[0])
     generator = torch.Generator().manual_seed(config.seed)
     ctx = RunContext(config=config, dataset=data, model=model, device=torch.device("cpu"), generator=generator)
     batch = train.batch(torch.randperm(len(train), generator=generator)[:config.batch_size])

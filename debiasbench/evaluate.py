@@ -17,20 +17,20 @@ from typing import Callable, ContextManager
 import torch
 from torch import Tensor, nn
 
-from debiasbench.data import BenchmarkDataset, Split
+from debiasbench.data import BenchmarkDataset, Split, eval_batch_for, input_batches
 from debiasbench.models import eval_mode
 
 NATURAL_SPLITS = ("val", "test")
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: Tensor, batch_size: int,
+def predict(model: nn.Module, x: Tensor | Split, batch_size: int | None,
             autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> Tensor:
-    """Predicted labels for ``x`` in evaluation batches."""
+    """Predicted labels for ``x`` (a split, or a tensor of inputs) in evaluation batches."""
     preds = []
-    for start in range(0, x.shape[0], batch_size):
+    for inputs in input_batches(x, batch_size):
         with autocast():
-            preds.append(model(x[start:start + batch_size]).argmax(dim=1))
+            preds.append(model(inputs).argmax(dim=1))
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long, device=x.device)
 
 
@@ -56,7 +56,7 @@ def split_metrics(prefix: str, preds: Tensor, split: Split, num_classes: int, nu
     return metrics
 
 
-def evaluate(model: nn.Module, dataset: BenchmarkDataset, batch_size: int = 512,
+def evaluate(model: nn.Module, dataset: BenchmarkDataset, batch_size: int | None = None,
              prefixes: tuple[str, ...] | None = None,
              autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> dict[str, float]:
     """Metrics on every evaluation view whose name starts with one of ``prefixes``.
@@ -69,7 +69,7 @@ def evaluate(model: nn.Module, dataset: BenchmarkDataset, batch_size: int = 512,
         for name, split in dataset.evaluation_views().items():
             if prefixes is not None and not name.startswith(prefixes):
                 continue
-            preds = predict(model, split.x, batch_size, autocast)
+            preds = predict(model, split, batch_size, autocast)
             metrics.update(split_metrics(name, preds, split, dataset.num_classes, dataset.num_bias,
                                          full=name in NATURAL_SPLITS))
     if not metrics:
@@ -80,16 +80,32 @@ def evaluate(model: nn.Module, dataset: BenchmarkDataset, batch_size: int = 512,
 
 #: Samples explained per LRP batch (one backward each; bounded for GPU memory).
 EXPLAIN_BATCH = 64
+#: At most this many biased test samples of the attacked class are explained (a seeded
+#: sample, logged as ``relevance_samples``): LRP costs a backward per batch, and the
+#: share's standard error at 512 samples is already small against method differences.
+RELEVANCE_SAMPLES = 512
 
 
-def artifact_metrics(model: nn.Module, dataset: BenchmarkDataset, batch_size: int = 512,
+def relevance_sample(candidates: Tensor, size: int = RELEVANCE_SAMPLES, seed: int = 0) -> Tensor:
+    """Sorted positions of at most ``size`` of the ``candidates`` [N] bool, a sample seeded
+    by ``seed`` alone, so every method of a comparison is explained on the same images."""
+    chosen = candidates.nonzero().squeeze(1)
+    if len(chosen) <= size:
+        return chosen
+    generator = torch.Generator().manual_seed(seed)
+    keep = torch.randperm(len(chosen), generator=generator)[:size].to(chosen.device)
+    return chosen[keep].sort().values
+
+
+def artifact_metrics(model: nn.Module, dataset: BenchmarkDataset, batch_size: int | None = None,
                      heatmap_path: Path | None = None, cav_kind: str = "pattern",
-                     ) -> tuple[dict[str, float], dict[str, str]]:
+                     sample_size: int = RELEVANCE_SAMPLES) -> tuple[dict[str, float], dict[str, str]]:
     """``artifact_relevance``, ``tcav_score`` and ``cav_alignment`` of ``model``, and the
     explanation method used (a run param), for datasets with artifact masks.
 
     All three look at the biased test view's samples of the attacked class, i.e. images
-    the artifact points to their own class: ``artifact_relevance`` is the mean share of
+    the artifact points to their own class (at most ``sample_size`` of them, a seeded
+    sample; their number is the metric ``relevance_samples``): ``artifact_relevance`` is the mean share of
     absolute input relevance inside the (1-pixel dilated) artifact mask; ``tcav_score`` the
     share of them whose attacked-class logit rises along the artifact CAV (fitted on the
     evaluated model's training latents, of ``cav_kind``); ``cav_alignment`` the cosine of that
@@ -102,28 +118,28 @@ def artifact_metrics(model: nn.Module, dataset: BenchmarkDataset, batch_size: in
     attacked = getattr(dataset, "attacked_class", None)
     biased, clean = dataset.views.get("test_biased"), dataset.views.get("test_clean")
     if ("artifact_masks" not in dataset.provides or attacked is None or biased is None
-            or clean is None or biased.mask is None):
+            or clean is None or not biased.has_mask):
         return {}, {}
-    chosen = (biased.y == attacked).nonzero().squeeze(1)
+    chosen = relevance_sample(biased.y == attacked, sample_size)
     if chosen.numel() == 0:
         return {}, {}
-    x, mask, y = biased.x[chosen], biased.mask[chosen], biased.y[chosen]
-    shares, first_relevance, method = [], None, ""
-    for start in range(0, len(chosen), EXPLAIN_BATCH):
-        part = slice(start, start + EXPLAIN_BATCH)
-        relevance, method = input_relevance(model, x[part], y[part])
-        shares.append(artifact_relevance(relevance, mask[part], dilation=1))
-        first_relevance = relevance if first_relevance is None else first_relevance
-    metrics = {"artifact_relevance": float(torch.cat(shares).mean())}
-    if heatmap_path is not None:
-        heatmap_grid(x[:8], mask[:8], first_relevance[:8], heatmap_path)
+    explained = biased.subset(chosen)
+    shares, first, method = [], None, ""
+    for batch in explained.batches(EXPLAIN_BATCH):
+        relevance, method = input_relevance(model, batch.x, batch.y)
+        shares.append(artifact_relevance(relevance, batch.mask, dilation=1))
+        if first is None:
+            first = (batch.x[:8], batch.mask[:8], relevance[:8])
+    metrics = {"artifact_relevance": float(torch.cat(shares).mean()), "relevance_samples": float(len(chosen))}
+    if heatmap_path is not None and first is not None:
+        heatmap_grid(*first, heatmap_path)
     try:
         cav = fit_artifact_cav(model, dataset.splits["train"], attacked, cav_kind, batch_size)
     except ValueError:  # no artifact (or no clean) training sample in the attacked class
         return metrics, {"explanation": method}
-    metrics["tcav_score"] = tcav_score(model, x, cav, attacked, batch_size)
-    with_artifact = latent_activations(model, x, batch_size, pool=True)
-    without = latent_activations(model, clean.x[chosen], batch_size, pool=True)
+    metrics["tcav_score"] = tcav_score(model, explained, cav, attacked, batch_size)
+    with_artifact = latent_activations(model, explained, batch_size, pool=True)
+    without = latent_activations(model, clean.subset(chosen), batch_size, pool=True)
     difference = (with_artifact - without).mean(0)
     if float(difference.norm()) > 0:
         metrics["cav_alignment"] = cav_alignment(cav, difference)

@@ -3,8 +3,10 @@
 Real datasets are tens of thousands of JPEGs or PNGs; decoding them is what makes a run
 slow, not the model. The first run decodes each file once (shorter side resized to
 ``image_size``, then a centre crop to ``image_size`` x ``image_size``: the evaluation
-transform) into a single memory-mapped array [N, 3, S, S] (numpy's ``open_memmap``);
-later runs map that file and never open an image again.
+transform) into a single uint8 array [N, 3, S, S] stored as a ``.npy`` file; later runs
+read rows of that file (``debiasbench.pixels.ImageStore``) and never open an image again.
+Rows are written and read with positioned file I/O, not a memory map, so neither
+building nor reading the cache makes the process's memory grow with the dataset.
 
 The file name is a hash of the file list, each file's size and modification time and
 ``image_size``, so a changed, added or removed image or another size is a new cache and
@@ -24,6 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from debiasbench.errors import UserError
+from debiasbench.pixels import ImageStore
 
 #: Name of the cache folder made inside a dataset's root when no ``cache_dir`` is given.
 CACHE_FOLDER = ".debiasbench_cache"
@@ -77,14 +80,43 @@ def load_images(paths: Sequence[Path], image_size: int, cache_dir: Path,
                 workers: int | None = None) -> np.ndarray:
     """[N, 3, S, S] uint8 (read-only memory map) of ``paths``, decoded at most once.
 
+    A convenience for small data and tests; datasets use ``open_images``, which reads rows.
+    """
+    store = open_images(paths, image_size, cache_dir, workers)
+    return np.load(store.path, mmap_mode="r")
+
+
+def open_images(paths: Sequence[Path], image_size: int, cache_dir: Path,
+                workers: int | None = None) -> ImageStore:
+    """The image cache of ``paths`` as an ``ImageStore``, decoding it first on a miss.
+
     ``workers`` threads decode in parallel on a cache miss (PIL releases the GIL while
     decoding); default: the CPU count, at most 8.
     """
     paths = [Path(p) for p in paths]
     key = cache_key(paths, image_size)
     target = Path(cache_dir) / f"images-{key}-{len(paths)}x{image_size}.npy"
-    if target.exists():
-        return np.load(target, mmap_mode="r")
+    if not target.exists():
+        write_cache(paths, image_size, target, workers)
+    return read_store(target)
+
+
+def read_store(path: Path) -> ImageStore:
+    """The ``ImageStore`` of a uint8 ``.npy`` file (its header gives shape and data offset)."""
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read_header(handle)
+        offset = handle.tell()
+    if fortran or dtype != np.uint8 or len(shape) != 4:
+        raise UserError(f"image cache '{path}' is not a uint8 [N, C, S, S] array; delete it to rebuild")
+    return ImageStore(path, shape, offset)
+
+
+def write_cache(paths: list[Path], image_size: int, target: Path, workers: int | None) -> None:
+    """Decode ``paths`` into ``target``: a temporary file renamed when complete."""
+    shape = (len(paths), 3, image_size, image_size)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=f".{target.stem}-", suffix=".npy.tmp", dir=target.parent)
@@ -93,22 +125,29 @@ def load_images(paths: Sequence[Path], image_size: int, cache_dir: Path,
         raise UserError(f"cannot write the image cache in '{target.parent}' ({exc.strerror}): "
                         f"set dataset_params.cache_dir to a writable folder") from None
     try:
-        array = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8,
-                                          shape=(len(paths), 3, image_size, image_size))
+        with open(temporary, "r+b") as file:
+            np.lib.format.write_array_header_2_0(
+                file, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                       "fortran_order": False, "shape": shape})
+            offset = file.tell()
+            row_bytes = 3 * image_size * image_size
+            file.truncate(offset + len(paths) * row_bytes)
+            fd = file.fileno()
 
-        def fill(i: int) -> None:
-            array[i] = decode(paths[i], image_size)
+            def fill(i: int) -> None:
+                pixels = np.ascontiguousarray(decode(paths[i], image_size))
+                if os.pwrite(fd, pixels.tobytes(), offset + i * row_bytes) != row_bytes:
+                    raise OSError(f"short write to the image cache '{temporary}'")
 
-        pool = ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1))
-        try:
-            for _ in pool.map(fill, range(len(paths))):  # re-raises the first error
-                pass
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)  # a bad file stops the rest
-        array.flush()
-        del array
+            pool = ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1))
+            try:
+                for _ in pool.map(fill, range(len(paths))):  # re-raises the first error
+                    pass
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)  # a bad file stops the rest
+            file.flush()
+            os.fsync(fd)
         os.replace(temporary, target)
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
-    return np.load(target, mmap_mode="r")

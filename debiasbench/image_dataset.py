@@ -4,11 +4,13 @@ A subclass only reads its own layout into an ``ImageTable`` (file, label, bias a
 split per image); this class checks the root, decodes through the image cache, splits,
 subsets, optionally injects a controlled artifact and builds the splits and views.
 
-Memory: the splits live in memory (and on the training device) as float32, i.e.
-N x 3 x S x S x 4 bytes for N images at ``image_size`` S: 10,000 images at 64 pixels are
-0.5 GB, at 224 pixels 6 GB (CelebA's 202,599 at 64 pixels: 10 GB). Val and test are held
-up to three times with an artifact (natural, clean and biased views). ``max_per_split``
-keeps a seeded subset of each split; only the images kept are decoded.
+Memory: the images live once, as uint8 (N x 3 x S x S bytes), in the image cache file;
+every split and view is row numbers into it (``debiasbench.pixels``), converted to float
+per batch on the device. The run key ``data_placement`` keeps them on the device
+(``device``: ISIC's 25,331 images at 224 px are 3.8 GB) or reads each batch from the file
+(``stream``: the process holds only the batches in flight, whatever N is); ``auto``
+decides by size. ``max_per_split`` keeps a seeded subset of each split; only the images
+kept are decoded.
 
 Views: with an injected artifact, clean / biased copies of val and test; with natural
 bias labels (CelebA, Waterbirds, bFFHQ) the bias-aligned samples (``*_biased``) and a
@@ -28,16 +30,17 @@ from torch import Tensor
 from debiasbench.data import BenchmarkDataset, Split
 from debiasbench.errors import ConfigError, UserError
 from debiasbench.hparams import HParam
-from debiasbench.image_cache import CACHE_FOLDER, ImageReadError, load_images
+from debiasbench.image_cache import CACHE_FOLDER, ImageReadError, open_images
 from debiasbench.injection import ARTIFACT_PARAMS, ARTIFACT_PROVIDES, injected_splits, injects, make_artifact
 from debiasbench.method import Batch
+from debiasbench.pixels import CachedPixels, ImageStore
 
 SPLITS = ("train", "val", "test")
 #: Split values a table may hold besides ``SPLITS``: split by the seed into train / val,
 #: or into all three.
 TRAINVAL, UNASSIGNED = "trainval", ""
-#: Images converted to float per step (bounds the temporary uint8 copy).
-CHUNK = 4096
+#: Images per batch when a statistic is computed over a whole view.
+STAT_BATCH = 256
 
 
 @dataclass
@@ -58,7 +61,7 @@ def image_params(image_size: int = 64, val_fraction: float = 0.1, test_fraction:
         "root": HParam(None, type=str, help="folder of the downloaded dataset (layout: see the README)"),
         "image_size": HParam(image_size, low=8, high=1024,
                              help="side after resizing the shorter side and centre cropping; "
-                                  "memory N*3*S*S*4 bytes"),
+                                  "cache N*3*S*S bytes"),
         "max_per_split": HParam(None, type=int, low=1, help="keep at most this many images per split "
                                                             "(a seeded subset; null: all)"),
         "val_fraction": HParam(val_fraction, low=0.0, high=0.9,
@@ -98,7 +101,7 @@ class ImageFileDataset(BenchmarkDataset):
             if len(rows[split]) == 0:
                 raise UserError(f"{self.name}: no {split} images under '{self.root}'; expected layout: {self.layout}")
         order = np.concatenate([rows[s] for s in SPLITS])
-        images = self.load([table.paths[i] for i in order])
+        self.store = self.load([table.paths[i] for i in order])
         bounds = np.cumsum([0] + [len(rows[s]) for s in SPLITS])
         labels = torch.from_numpy(np.array(table.labels, dtype=np.int64))
         bias = torch.full_like(labels, -1) if table.bias is None else torch.from_numpy(np.array(table.bias, dtype=np.int64))
@@ -107,28 +110,45 @@ class ImageFileDataset(BenchmarkDataset):
         self.splits, self.views = {}, {}
         self.num_bias = 2 if inject is not None else table.num_bias
         self.attacked_class = p["attacked_class"] if inject is not None else None
+        self._direction: Tensor | None | bool = inject is not None  # computed on first use
         for k, split in enumerate(SPLITS):
-            x = to_float(images, bounds[k], bounds[k + 1])
+            pixels = CachedPixels(self.store, torch.arange(int(bounds[k]), int(bounds[k + 1])))
             index = torch.as_tensor(rows[split])
             y = labels[index]
             if inject is None:
                 b = bias[index]
                 conflicting = ((b >= 0) & (aligned[b.clamp(min=0)] != y) if aligned is not None
                                else torch.zeros_like(y, dtype=torch.bool))
-                self.splits[split] = Split(x=x, y=y, bias=b, artifact=torch.zeros_like(y, dtype=torch.bool),
+                self.splits[split] = Split(pixels=pixels, y=y, bias=b, artifact=torch.zeros_like(y, dtype=torch.bool),
                                            conflicting=conflicting)
                 if split != "train" and aligned is not None:
                     self.views.update(natural_views(split, self.splits[split], table.num_bias, generator))
                 continue
-            natural, clean, biased = injected_splits(x, y, p["attacked_class"], p["p"], inject, generator,
+            natural, clean, biased = injected_splits(pixels, y, p["attacked_class"], p["p"], inject, generator,
                                                      views=split != "train")
             self.splits[split] = natural
             if clean is not None:
                 self.views[f"{split}_clean"], self.views[f"{split}_biased"] = clean, biased
-        if inject is not None:
-            direction = (self.views["test_biased"].x - self.views["test_clean"].x).mean(0)
+
+    @property  # type: ignore[override]
+    def artifact_direction(self) -> Tensor | None:
+        """Mean of (biased - clean) test images, unit length; computed in batches on first use."""
+        if self._direction is True:
+            biased, clean = self.views["test_biased"], self.views["test_clean"]
+            total = torch.zeros(self.sample_shape, dtype=torch.float64, device=biased.device)
+            for with_artifact, without in zip(biased.batches(STAT_BATCH), clean.batches(STAT_BATCH)):
+                total += (with_artifact.x - without.x).double().sum(0)
+            direction = (total / len(biased)).float()
             norm = direction.norm()
-            self.artifact_direction = direction / norm if norm > 0 else None
+            self._direction = direction / norm if norm > 0 else None
+        return None if self._direction is False else self._direction  # type: ignore[return-value]
+
+    def place(self, device: torch.device | str, placement: str = "auto") -> str:
+        """Images resident on ``device`` or streamed from the cache file (``placement``)."""
+        device = torch.device(device)
+        chosen = self.store.place(device, placement)
+        self.to(device)
+        return chosen
 
     def read_table(self, root: Path) -> ImageTable:
         raise NotImplementedError
@@ -201,10 +221,10 @@ class ImageFileDataset(BenchmarkDataset):
             out[split] = rows
         return out
 
-    def load(self, paths: list[Path]) -> np.ndarray:
+    def load(self, paths: list[Path]) -> ImageStore:
         cache = Path(self.p["cache_dir"]).expanduser() if self.p["cache_dir"] else self.root / CACHE_FOLDER
         try:
-            return load_images(paths, self.p["image_size"], cache)
+            return open_images(paths, self.p["image_size"], cache)
         except ImageReadError as exc:
             raise UserError(f"{self.name}: {exc}; expected layout: {self.layout}") from None
 
@@ -217,19 +237,6 @@ class ImageFileDataset(BenchmarkDataset):
         x = torch.where(flip, batch.x.flip(3), batch.x)
         mask = None if batch.mask is None else torch.where(flip, batch.mask.flip(3), batch.mask)
         return replace(batch, x=x, mask=mask)
-
-
-def to_float(images: np.ndarray, start: int, stop: int) -> Tensor:
-    """Rows ``start:stop`` of a uint8 [N, 3, S, S] array as float32 in [0, 1] (k / 255 exactly).
-
-    numpy divides straight from the memory map into the tensor's buffer: no uint8 copy,
-    and single-threaded, so it does not stall on a busy machine as torch's threads do."""
-    out = torch.empty((stop - start, *images.shape[1:]), dtype=torch.float32)
-    buffer = out.numpy()
-    for first in range(start, stop, CHUNK):
-        last = min(first + CHUNK, stop)
-        np.divide(images[first:last], np.float32(255), out=buffer[first - start:last - start], dtype=np.float32)
-    return out
 
 
 def natural_views(name: str, split: Split, num_bias: int, generator: torch.Generator) -> dict[str, Split]:
@@ -251,8 +258,8 @@ def natural_views(name: str, split: Split, num_bias: int, generator: torch.Gener
 
 
 def subset(split: Split, index: Tensor) -> Split:
-    return Split(x=split.x[index], y=split.y[index], bias=split.bias[index], artifact=split.artifact[index],
-                 conflicting=split.conflicting[index], mask=None if split.mask is None else split.mask[index])
+    """The samples at ``index`` (no pixels are copied)."""
+    return split.subset(index)
 
 
 def aligned_classes(y: Tensor, bias: Tensor, num_classes: int, num_bias: int) -> Tensor | None:

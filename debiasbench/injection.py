@@ -9,6 +9,11 @@ bias attribute is "has the artifact" (0 / 1); masks mark exactly the changed pix
 
 Images must be on the 8-bit grid (an image cache's ``uint8 / 255`` is), so the ``lsb``
 mask is exactly the pattern's bits.
+
+Nothing is painted here: the random choices of every sample (who carries the artifact,
+where, which stamp) are drawn once, in a fixed order from the dataset's seed, and each
+split or view is the same cached rows with an ``Injection`` that paints them per batch on
+the device. Three views of a test split therefore cost no image memory at all.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from torch import Tensor
 
 from debiasbench.artifacts import ALL_COLORS, COLORS, KINDS, Injector, make_injector
 from debiasbench.data import Split
+from debiasbench.pixels import InjectedPixels, Injection, Pixels, TensorPixels
 from debiasbench.errors import ConfigError
 from debiasbench.hparams import HParam
 
@@ -80,28 +86,35 @@ def make_artifact(params: Mapping[str, Any], image_size: int, num_classes: int) 
     return inject
 
 
-def injected_splits(x: Tensor, y: Tensor, attacked_class: int, p: float, inject: Injector,
+def injected_splits(pixels: Pixels | Tensor, y: Tensor, attacked_class: int, p: float, inject: Injector,
                     generator: torch.Generator, views: bool) -> tuple[Split, Split | None, Split | None]:
-    """(natural, clean, biased) of the images ``x``; without ``views`` only natural
-    (the training split: only the chosen samples are injected, no second copy)."""
+    """(natural, clean, biased) of the images ``pixels`` (a source, or a tensor of images);
+    without ``views`` only natural (the training split: only the chosen samples draw an
+    artifact).
+
+    Draws in the order earlier versions painted in (who, then where), so the same seed
+    gives the same pixels and masks."""
+    if isinstance(pixels, Tensor):
+        pixels = TensorPixels(pixels)
+    base = pixels
     n = len(y)
     attacked = y == attacked_class
     has = attacked & (torch.rand(n, generator=generator) < p)
+    height, width = pixels.sample_shape[1:]
 
-    def split(images: Tensor, artifact: Tensor, mask: Tensor) -> Split:
-        return Split(x=images, y=y, bias=artifact.long(), artifact=artifact,
-                     conflicting=artifact != attacked, mask=mask)
+    def split(injection: Injection, artifact: Tensor) -> Split:
+        return Split(pixels=InjectedPixels(base, injection), y=y, bias=artifact.long(),
+                     artifact=artifact, conflicting=artifact != attacked)
 
     if not views:
-        natural_x = x.clone()
-        mask = torch.zeros(n, 1, *x.shape[2:], dtype=torch.bool)
         chosen = has.nonzero().squeeze(1)
-        if len(chosen):
-            natural_x[chosen], mask[chosen] = inject(x[chosen], generator)
-        return split(natural_x, has, mask), None, None
-    biased_x, mask = inject(x, generator)
-    shown = has.view(n, 1, 1, 1)
+        drawn = inject.draw(len(chosen), height, width, generator) if len(chosen) else None
+        draws = torch.zeros(n, 0 if drawn is None else drawn.shape[1], dtype=torch.long)
+        if drawn is not None:
+            draws[chosen] = drawn
+        return split(Injection(inject, draws, has, "natural" if len(chosen) else "none"), has), None, None
+    draws = inject.draw(n, height, width, generator)
     no_artifact = torch.zeros(n, dtype=torch.bool)
-    return (split(torch.where(shown, biased_x, x), has, mask & shown),
-            split(x, no_artifact, torch.zeros_like(mask)),
-            split(biased_x, ~no_artifact, mask))
+    return (split(Injection(inject, draws, has, "natural"), has),
+            split(Injection(inject, draws, no_artifact, "none"), no_artifact),
+            split(Injection(inject, draws, ~no_artifact, "all"), ~no_artifact))

@@ -93,7 +93,8 @@ def mine_conflicting(ctx: RunContext, epochs: int, eta: float = 0.5, tau: float 
                 optimizer.zero_grad(set_to_none=True)
                 (w * per_sample).mean().backward()
                 optimizer.step()
-        p_y = [predict_proba(m, train.x).gather(1, train.y[:, None]).squeeze(1) for m in peers]
+        p_y = [predict_proba(m, train, ctx.config.eval_batch_size).gather(1, train.y[:, None]).squeeze(1)
+               for m in peers]
         confidence_sum += 0.5 * (p_y[0] + p_y[1])
     scores = 1.0 - confidence_sum / max(epochs, 1)
     return MiningResult(conflicting=scores >= tau, scores=scores)

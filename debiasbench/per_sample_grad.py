@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from debiasbench.data import Split, xy_batches
 from debiasbench.models import eval_mode
 
 __all__ = ["per_sample_grad_norms", "last_linear_name", "resolve_param_names", "loop_grad_norms"]
@@ -80,9 +81,13 @@ def combine_norms(parts: Iterable[Tensor], p: float) -> Tensor:
     return torch.linalg.vector_norm(norms, ord=p, dim=0)
 
 
-def per_sample_grad_norms(model: nn.Module, x: Tensor, y: Tensor, params: str | Sequence[str] = "last_layer",
+def per_sample_grad_norms(model: nn.Module, x: "Tensor | Split", y: Tensor | None,
+                          params: str | Sequence[str] = "last_layer",
                           p: float = 2.0, method: str = "closed_form", batch_size: int | None = None) -> Tensor:
     """``||d CE(model(x_i), y_i) / d params||_p`` for every sample -> float32 [N] on x's device.
+
+    ``x`` is a split (its batches are read in order, ``y`` defaults to its labels) or a
+    tensor of inputs with labels ``y``.
 
     ``params``: ``"last_layer"`` (weight of the last Linear), ``"all"`` or a list of names.
     ``method``: ``"closed_form"`` (last layer only, one forward pass) or ``"vmap"``.
@@ -95,8 +100,10 @@ def per_sample_grad_norms(model: nn.Module, x: Tensor, y: Tensor, params: str | 
         raise ValueError(f"method: expected one of {GRAD_METHODS}, got {method!r}")
     if method == "closed_form" and params != "last_layer":
         raise ValueError("method='closed_form' supports params='last_layer' only; use method='vmap'")
-    if len(x) != len(y):
-        raise ValueError(f"x has {len(x)} samples, y has {len(y)}")
+    if y is None and isinstance(x, Split):
+        y = x.y
+    if y is None or len(x) != len(y):
+        raise ValueError(f"x has {len(x)} samples, y has {None if y is None else len(y)}")
     names = resolve_param_names(model, params)
     if batch_size is None:
         if method == "closed_form":
@@ -110,7 +117,8 @@ def per_sample_grad_norms(model: nn.Module, x: Tensor, y: Tensor, params: str | 
             chunk_norms = _closed_form(model, last_linear_name(model), p)
         else:
             chunk_norms = _vmapped(model, names, p)
-        out = [chunk_norms(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+        labels = None if isinstance(x, Split) else y  # a split pairs its batches with its own labels
+        out = [chunk_norms(xb, yb) for xb, yb in xy_batches(x, labels, batch_size)]
     return torch.cat(out) if out else torch.zeros(0, device=x.device)
 
 

@@ -15,7 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, ContextManager, Mapping
@@ -29,7 +29,7 @@ from debiasbench.base_model import MODEL_ARTIFACT, resolve_base_checkpoint
 from debiasbench.config import RunConfig
 from debiasbench.data import BenchmarkDataset, DeviceLoader
 from debiasbench.errors import RunFailed, UserError
-from debiasbench.evaluate import evaluate
+from debiasbench.evaluate import eval_batch_for, evaluate
 from debiasbench.method import RunContext
 from debiasbench.models import LatentModel, build_model
 from debiasbench.registry import DATASETS, METHODS
@@ -70,7 +70,7 @@ def build_run_model(config: RunConfig, dataset: BenchmarkDataset, device: torch.
     """The seeded model of a run (building it also validates the architecture and latent layer)."""
     seed_everything(config.seed, config.deterministic)
     model = build_model(config.model, dataset.num_classes, config.latent_layer, config.pretrained,
-                        in_channels=dataset.splits["train"].x.shape[1])
+                        in_channels=dataset.sample_shape[0])
     model = model.to(device)
     if device.type == "cuda" and config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -171,6 +171,7 @@ class Trainer:
                 {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "schedule": schedule.state_dict(), "epoch": epoch + 1, "best": best,
                  "generator": ctx.generator.get_state(), "torch_rng": torch.get_rng_state(),
+                 **({"cuda_rng": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {}),
                  "method": method.state_dict()},
                 self.checkpoint_dir / "last.pt")
         if config.selection == "best" and (self.checkpoint_dir / "best.pt").exists():
@@ -251,6 +252,8 @@ class Trainer:
         generator.set_state(state["generator"].cpu())
         method.load_state_dict(state.get("method", {}))
         torch.set_rng_state(state["torch_rng"].cpu())
+        if self.device.type == "cuda" and "cuda_rng" in state:  # dropout on the GPU draws from it
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
         self.tracked.set_tags({"debiasbench.resumed_from_epoch": state["epoch"]})
         return int(state["epoch"]), state["best"]
 
@@ -288,10 +291,12 @@ def run(config: RunConfig, tracker: Tracker, progress: bool | None = None) -> Ru
     correction first finds (or trains) its vanilla base run.
     """
     device = resolve_device(config.device)
-    dataset = build_dataset(config).to(device)
+    dataset = build_dataset(config)
+    placement = dataset.place(device, config.data_placement)
+    config = replace(config, eval_batch_size=eval_batch_for(config.eval_batch_size, dataset.sample_shape))
     if device.type == "cuda" and config.channels_last:
         for split in (*dataset.splits.values(), *dataset.views.values()):
-            split.x = split.x.contiguous(memory_format=torch.channels_last)
+            split.channels_last = True
     progress = show_progress() if progress is None else progress
     model = build_run_model(config, dataset, device)
     base_folder, base_run_id = None, None
@@ -305,6 +310,7 @@ def run(config: RunConfig, tracker: Tracker, progress: bool | None = None) -> Ru
         with tracker.start(config) as tracked:
             if base_run_id:
                 tracked.set_tags({"debiasbench.base_run_id": base_run_id})
+            tracked.set_tags({"debiasbench.data_placement": placement})
             trainer = Trainer(config, dataset, model, tracked, device, progress)
             metrics = trainer.train()
             tracked.log_metrics(metrics, step=config.epochs)

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from debiasbench.data import Split, input_batches
 from debiasbench.errors import RunFailed, UserError
 from debiasbench.hparams import HParam, IntUniform
 from debiasbench.method import Batch, Method, RunContext
@@ -57,7 +58,7 @@ DFR_SEED = 401
 
 
 @torch.no_grad()
-def last_layer_inputs(model: LatentModel, x: Tensor, batch_size: int = 512) -> tuple[Tensor, nn.Linear]:
+def last_layer_inputs(model: LatentModel, x: "Tensor | Split", batch_size: int | None = 512) -> tuple[Tensor, nn.Linear]:
     """Penultimate features [N, D] (the last ``nn.Linear``'s input, eval mode) and that layer.
 
     Refuses a network whose last Linear does not map flat features straight to the logits
@@ -73,8 +74,8 @@ def last_layer_inputs(model: LatentModel, x: Tensor, batch_size: int = 512) -> t
     handle = linear.register_forward_hook(hook)
     try:
         with eval_mode(model):
-            for start in range(0, len(x), batch_size):
-                logits = model(x[start:start + batch_size])
+            for inputs in input_batches(x, batch_size):
+                logits = model(inputs)
                 if seen.get("output") is not logits or seen["features"].dim() != 2:
                     raise UserError(f"dfr: the last nn.Linear of {model.arch!r} ({name!r}) does not map "
                                     "[N, D] features straight to the logits; DFR cannot refit it")
@@ -147,7 +148,7 @@ class DFR(Method):
     def prepare(self, ctx: RunContext) -> None:
         val, num_classes = ctx.dataset.splits["val"], ctx.dataset.num_classes
         groups = val.groups(ctx.dataset.num_bias).cpu()
-        features, linear = last_layer_inputs(ctx.model, val.x, ctx.config.eval_batch_size)
+        features, linear = last_layer_inputs(ctx.model, val, ctx.config.eval_batch_size)
         known = groups >= 0
         features, groups, y = features.cpu().double()[known], groups[known], val.y.cpu()[known]
         mean, std = features.mean(0), features.std(0, unbiased=False)

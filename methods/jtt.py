@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from debiasbench.data import Split
 from debiasbench.auxiliary import fresh_model, make_generator, predict_proba, train_model
 from debiasbench.hparams import Choice, HParam, IntUniform
 from debiasbench.method import Batch, Method, RunContext
@@ -54,8 +55,9 @@ class UpsampleSampler:
         return len(self.pool)
 
 
-def misclassified(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 512) -> Tensor:
-    """[N] bool: where ``model`` (in eval mode) predicts another class than ``y``."""
+def misclassified(model: nn.Module, x: "Tensor | Split", y: Tensor, batch_size: int | None = 512) -> Tensor:
+    """[N] bool: where ``model`` (in eval mode) predicts another class than ``y`` (``x``: a
+    split or a tensor of inputs)."""
     return predict_proba(model, x, batch_size).argmax(1) != y
 
 
@@ -86,7 +88,7 @@ class JTT(Method):
         self.identifier = identifier = fresh_model(ctx, seed_offset=ID_INIT)
         train_model(identifier, train, lambda m, b: F.cross_entropy(m(b.x), b.y), self.hp["id_epochs"],
                     config.batch_size, config.lr, make_generator(ctx, ID_SHUFFLE))
-        self.error_set = misclassified(identifier, train.x, train.y, config.eval_batch_size)
+        self.error_set = misclassified(identifier, train, train.y, config.eval_batch_size)
         self.weights = error_set_weights(self.error_set, self.hp["upweight"])
         size = int(self.error_set.sum())
         stats = {"jtt_error_set_size": float(size), "jtt_id_train_acc": 1.0 - size / len(train)}

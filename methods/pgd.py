@@ -69,7 +69,7 @@ class PGD(Method):
                     config.batch_size, config.lr, make_generator(ctx, BIASED_SHUFFLE))
         began = time.perf_counter()
         params = self.hp["grad_params"]
-        norms = per_sample_grad_norms(biased, train.x, train.y, params=params, p=self.hp["norm_p"],
+        norms = per_sample_grad_norms(biased, train, train.y, params=params, p=self.hp["norm_p"],
                                       method="closed_form" if params == "last_layer" else "vmap")
         weights = norms.clamp_min(1e-8).pow(self.hp["power"])
         self.probs = weights / weights.sum()
@@ -83,7 +83,7 @@ class PGD(Method):
     def log_statistics(self, ctx: RunContext, biased: LatentModel, score_seconds: float) -> None:
         """How concentrated the sampling is, and (with bias labels) how much of it is on BC samples."""
         train, probs, n = ctx.dataset.splits["train"], self.probs, len(self.probs)
-        accuracy = (predict_proba(biased, train.x, ctx.config.eval_batch_size).argmax(1) == train.y)
+        accuracy = (predict_proba(biased, train, ctx.config.eval_batch_size).argmax(1) == train.y)
         stats = {"pgd_biased_train_acc": accuracy.float().mean(), "pgd_max_weight": probs.max() * n,
                  "pgd_effective_sample_share": 1.0 / (probs.square().sum() * n)}
         if {"bias_labels", "artifact_labels"} & ctx.dataset.provides:

@@ -1,9 +1,10 @@
 """Images per second of one epoch's images: the cached path against decoding every epoch.
 
-200 JPEGs of 64x64 pixels, loaded at 64 pixels as float32 in [0, 1] (what a run holds in
-memory). ``baseline``: decode and resize every JPEG again, as a per-epoch file loader
-does; ``cached``: map the cache written on the first run and convert it to floats. The
-summary prints cached / baseline; its inverse is the speed-up.
+200 JPEGs of 64x64 pixels, as float32 batches in [0, 1]. ``baseline``: decode and resize
+every JPEG again, as a per-epoch file loader does; ``cached``: read the epoch's batches
+from the cache written on the first run (streamed, as a run whose images do not fit its
+memory budget reads them) and convert them to floats. The summary prints cached /
+baseline; its inverse is the speed-up.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from debiasbench.image_cache import decode, load_images
-from debiasbench.image_dataset import to_float
+from debiasbench.data import Split
+from debiasbench.image_cache import decode, open_images
+from debiasbench.pixels import CachedPixels
 
 N, SIZE = 200, 64
 
@@ -41,9 +43,13 @@ def test_epoch_images_baseline_decode_every_epoch(benchmark, jpegs):
 
 @pytest.mark.benchmark(group="image-cache")
 def test_epoch_images_cached(benchmark, jpegs, tmp_path):
-    load_images(jpegs, SIZE, tmp_path)  # the first run writes the cache
+    open_images(jpegs, SIZE, tmp_path)  # the first run writes the cache
 
     def epoch():
-        return to_float(load_images(jpegs, SIZE, tmp_path), 0, N)
+        store = open_images(jpegs, SIZE, tmp_path)
+        labels = torch.zeros(N, dtype=torch.long)
+        split = Split(pixels=CachedPixels(store, torch.arange(N)), y=labels, bias=labels,
+                      artifact=labels.bool(), conflicting=labels.bool())
+        return torch.cat([batch.x for batch in split.batches(64)])
 
     assert benchmark(epoch).shape == (N, 3, SIZE, SIZE)

@@ -1,0 +1,121 @@
+"""One training epoch over the uint8 image cache: the harness's loader against PyTorch's.
+
+512 images of 64x64 pixels in an image cache; small_cnn, batch 64, Adam, the same model
+and step in every member (on the GPU when there is one, else the CPU). ``baseline``: a
+``torch.utils.data.DataLoader`` with 2 worker processes (pinned memory on CUDA) reading
+rows of the same cache file, each batch converted to float on the device. ``streamed``:
+``debiasbench.data.Loader`` reading rows from the file in background threads;
+``resident``: the same loader with the uint8 images on the device. Target: streamed
+at most 1.0x the baseline; the resident / streamed ratio is what keeping the images on
+the device buys.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from debiasbench.data import Loader, Split
+from debiasbench.image_cache import read_store, write_cache
+from debiasbench.models import build_model
+from debiasbench.pixels import CachedPixels
+
+N, SIZE, BATCH = 512, 64, 64
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.fixture(scope="module")
+def cache_file(tmp_path_factory):
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("stream")
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(N):
+        path = folder / f"{i:04d}.jpg"
+        Image.fromarray(rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)).save(path, quality=90)
+        paths.append(path)
+    target = folder / "cache.npy"
+    write_cache(paths, SIZE, target, workers=2)
+    return target
+
+
+class CacheRows(torch.utils.data.Dataset):
+    """Rows of the cache file as uint8 tensors (the file is mapped in each worker)."""
+
+    def __init__(self, path):
+        self.path, self.array = path, None
+
+    def __len__(self) -> int:
+        return N
+
+    def __getitem__(self, i: int):
+        if self.array is None:
+            self.array = np.load(self.path, mmap_mode="r")
+        return torch.from_numpy(np.array(self.array[i])), i % 10
+
+
+def make_step():
+    torch.manual_seed(0)
+    model = build_model("small_cnn", 10).to(DEVICE)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step(x, y) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    return step
+
+
+def synchronize() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def harness_split(cache_file, placement: str) -> Split:
+    store = read_store(cache_file)
+    store.place(DEVICE, placement)
+    labels = torch.arange(N) % 10
+    split = Split(pixels=CachedPixels(store, torch.arange(N)), y=labels, bias=labels,
+                  artifact=labels.bool(), conflicting=labels.bool())
+    return split.to(DEVICE)
+
+
+@pytest.mark.benchmark(group="stream-epoch")
+def test_epoch_baseline_torch_dataloader_two_workers(benchmark, cache_file):
+    loader = torch.utils.data.DataLoader(CacheRows(cache_file), batch_size=BATCH, shuffle=True, num_workers=2,
+                                         pin_memory=DEVICE.type == "cuda", persistent_workers=True)
+    step = make_step()
+
+    def epoch() -> int:
+        seen = 0
+        for x, y in loader:
+            x = x.to(DEVICE, non_blocking=True).float().div_(255)
+            step(x, y.to(DEVICE, non_blocking=True))
+            seen += len(y)
+        synchronize()
+        return seen
+
+    assert benchmark.pedantic(epoch, rounds=3, warmup_rounds=1) == N
+
+
+@pytest.mark.parametrize("placement", ["stream", "device"])
+@pytest.mark.benchmark(group="stream-epoch")
+def test_epoch_harness_loader(benchmark, cache_file, placement):
+    split = harness_split(cache_file, placement)
+    assert split.pixels.streamed == (placement == "stream")
+    loader = Loader(split, BATCH, torch.Generator(device=DEVICE).manual_seed(0))
+    step = make_step()
+
+    def epoch() -> int:
+        seen = 0
+        for batch in loader:
+            step(batch.x, batch.y)
+            seen += len(batch)
+        synchronize()
+        return seen
+
+    assert benchmark.pedantic(epoch, rounds=3, warmup_rounds=1) == N
