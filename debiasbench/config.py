@@ -61,7 +61,7 @@ class RunConfig:
                                     "a quarter of the GPU's free memory (512 MiB on the CPU)")
     deterministic: bool = _key(False, help="deterministic kernels (slower on CUDA)")
     latent_layer: str | None = _key(None, type=str, help="module name; default per architecture")
-    pretrained: str | None = _key(None, type=str, help="local path of initial weights")
+    pretrained: str | None = _key(None, type=str, help="imagenet (the library's ImageNet weights from its local cache; see README) or a local path of initial weights")
     base_run: str | None = _key(None, type=str, help="MLflow run id of the vanilla model a correction starts from; default: found or trained")
     log_model: bool = _key(True, help="log the final weights as the artifact model.pt")
     selection: str = _key("last", choices=("last", "best"), help="checkpoint evaluated at the end")

@@ -23,6 +23,16 @@ method is chosen per architecture and recorded with the run:
 ``"auto"`` picks ``"lrp"`` exactly for the architectures in ``LRP_CANONIZERS`` (keyed on
 ``LatentModel.arch``), whose conservation the tests check; a plugin architecture that is
 a plain Sequential or a torchvision VGG/ResNet can add itself there.
+
+A model with an input normalisation (ImageNet weights; ``LatentModel.input_normalization``)
+is explained on the *normalised* input: both methods differentiate the model with the
+normalised tensor as its input, and its relevance is the map returned (a grey channel
+repeated to RGB gets the sum of its copies). No LRP rule covers the per-channel affine
+normalisation, and propagating relevance through it as a gradient would scale each
+channel by ``1/std``, breaking conservation; it moves nothing between pixels, so the map
+keeps the input's pixel layout and the artifact share keeps its meaning. For input x
+gradient the same choice keeps the two methods on one input and keeps Euler's identity
+(the normalisation's shift acts like a bias in raw-pixel space).
 """
 
 from __future__ import annotations
@@ -129,20 +139,29 @@ def input_relevance(
     relevance in bf16 would not sum to the logit). The returned tensor is detached.
 
     ``"auto"`` and ``"input_x_gradient"`` also accept any ``nn.Module`` classifier (a
-    method's ``eval_model`` wrapper, say). LRP's canonizers change the weights in place
-    for the duration of the call: do not run the same model in another thread meanwhile.
+    method's ``eval_model`` wrapper, say). A ``LatentModel`` with an input normalisation is
+    explained on the normalised input (see the module docstring); the map has ``x``'s shape.
+    LRP's canonizers change the weights in place, and a normalised model skips its
+    normalisation, for the duration of the call: do not run the same model in another
+    thread meanwhile.
     """
     resolved = _resolve_method(model, method)
     if x.ndim != 4:
         raise ValueError(f"x must be [N, C, H, W], got shape {tuple(x.shape)}")
     index = _check_target(x, target, getattr(model, "num_classes", None))
+    explain = _lrp if resolved == "lrp" else _input_x_gradient
+    normalization = model.input_normalization if isinstance(model, LatentModel) else None
     with eval_mode(model), torch.enable_grad(), torch.autocast(device_type=x.device.type, enabled=False):
-        # A leaf copy: the caller's tensor gets neither requires_grad nor a graph.
-        inputs = x.detach().clone().requires_grad_(True)
-        if resolved == "lrp":
-            relevance = _lrp(model, inputs, index)
+        if normalization is None:
+            # A leaf copy: the caller's tensor gets neither requires_grad nor a graph.
+            relevance = explain(model, x.detach().clone().requires_grad_(True), index)
         else:
-            relevance = _input_x_gradient(model, inputs, index)
+            with torch.no_grad():
+                normalized = model.normalize_input(x.detach())
+            # LatentModel: the module docstring says why the normalised tensor is the input.
+            with model.inputs_already_normalized():
+                relevance = explain(model, normalized.clone().requires_grad_(True), index)
+            relevance = normalization.relevance_to_input(relevance)
     return relevance.detach(), resolved
 
 

@@ -8,18 +8,30 @@ any torchvision, timm or plugin network works without being rewritten.
 
 Builders are registered in ``debiasbench.registry.MODELS`` as
 ``(num_classes, in_channels=3) -> (network, default latent layer name)``; names starting
-with ``timm:`` are built by timm. ``pretrained`` is always a local file: nothing here
-downloads weights, so runs are reproducible offline.
+with ``timm:`` are built by timm. ``pretrained`` is a local file, or ``"imagenet"`` for
+the libraries' own ImageNet weights (torchvision's for ``vgg16``, ``resnet18`` and
+``efficientnet_b0``, timm's for ``timm:<name>``) read from the libraries' standard caches.
+Nothing here downloads weights, so runs are reproducible offline and a missing file is
+one readable error instead of a network hang.
+
+ImageNet weights expect inputs normalised with the dataset's mean and std, while every
+input in this harness is an image in [0, 1]. The normalisation therefore lives in the
+``LatentModel`` (in front of ``net``, outside ``net``'s state dict), so training,
+evaluation, CAVs, per-sample gradients and explanations all get it without knowing.
 """
 
 from __future__ import annotations
 
-import logging
 import contextlib
+import hashlib
+import logging
+import os
+import re
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -27,14 +39,106 @@ from torch import Tensor, nn
 from debiasbench.errors import UserError, unknown_name_message
 from debiasbench.registry import MODELS
 
-__all__ = ["LatentModel", "build_model", "eval_mode", "load_pretrained", "TIMM_PREFIX"]
+__all__ = [
+    "IMAGENET",
+    "IMAGENET_ARCHS",
+    "InputNormalization",
+    "LatentModel",
+    "Normalization",
+    "TIMM_PREFIX",
+    "build_model",
+    "eval_mode",
+    "imagenet_weights_file",
+    "load_pretrained",
+]
 
 log = logging.getLogger(__name__)
 
 #: ``build_model("timm:<name>", ...)`` builds ``<name>`` with ``timm.create_model``.
 TIMM_PREFIX = "timm:"
 
+#: ``pretrained=IMAGENET`` loads the library's ImageNet weights instead of a file.
+IMAGENET = "imagenet"
+
 Edit = Callable[[Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """What inputs a network's weights expect: ``(x - mean) / std`` per channel.
+
+    ``in_channels`` is the number of channels the data has: equal to ``len(mean)``, or 1
+    for a grey image, which is repeated to ``len(mean)`` channels first (a grey photo shown
+    as RGB), so the pretrained first convolution stays exactly the library's.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    in_channels: int
+
+    def __post_init__(self) -> None:
+        if len(self.mean) != len(self.std) or not self.mean:
+            raise ValueError(f"mean and std need one value per channel, got {self.mean} and {self.std}")
+        if self.in_channels not in (1, len(self.mean)):
+            raise ValueError(f"in_channels must be 1 or {len(self.mean)}, got {self.in_channels}")
+        if any(v <= 0 for v in self.std):
+            raise ValueError(f"std must be positive, got {self.std}")
+
+
+#: Attribute of a network that records the ``Normalization`` its weights expect. Every
+#: ``LatentModel`` built around that network (a method's test-time wrapper, say, made as
+#: ``LatentModel(model.net, ...)``) then normalises its inputs the same way. A plain
+#: attribute: it is not a tensor, so ``net.state_dict()`` does not change.
+NORMALIZATION_ATTRIBUTE = "debiasbench_input_normalization"
+
+
+class InputNormalization(nn.Module):
+    """Applies a ``Normalization``; its constants are non-persistent buffers.
+
+    Buffers, so ``.to(device)`` moves them with the model and ``functional_call`` sees
+    them; non-persistent, so neither ``LatentModel.state_dict()`` nor ``net.state_dict()``
+    changes and checkpoints load with ``strict=True`` as before.
+    """
+
+    def __init__(self, normalization: Normalization, device: torch.device | None = None):
+        super().__init__()
+        self.normalization = normalization
+        shape = (1, len(normalization.mean), 1, 1)
+        self.register_buffer("mean", torch.tensor(normalization.mean, device=device).view(shape), persistent=False)
+        self.register_buffer("std", torch.tensor(normalization.std, device=device).view(shape), persistent=False)
+
+    @property
+    def in_channels(self) -> int:
+        return self.normalization.in_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"input normalisation expects [N, {self.in_channels}, H, W] images, got {tuple(x.shape)}"
+            )
+        channels = self.mean.shape[1]
+        if self.in_channels != channels:
+            x = x.expand(-1, channels, -1, -1)
+        mean, std = self.mean, self.std
+        if mean.device != x.device or (x.is_floating_point() and mean.dtype != x.dtype):
+            dtype = x.dtype if x.is_floating_point() else mean.dtype
+            mean, std = mean.to(x.device, dtype), std.to(x.device, dtype)
+        return (x - mean) / std
+
+    def relevance_to_input(self, relevance: Tensor) -> Tensor:
+        """Relevance of the normalised tensor ``[N, len(mean), H, W]`` in the input's channels.
+
+        A per-channel affine map moves no relevance between pixels, so the map is the
+        same; a repeated grey channel gets the sum of its copies' relevance (a copy hands
+        all its relevance back to its source), which keeps the total.
+        """
+        if self.in_channels != relevance.shape[1]:
+            return relevance.sum(dim=1, keepdim=True)
+        return relevance
+
+    def extra_repr(self) -> str:
+        n = self.normalization
+        return f"mean={n.mean}, std={n.std}, in_channels={n.in_channels}"
 
 
 @contextlib.contextmanager
@@ -61,15 +165,60 @@ class LatentModel(nn.Module):
     ``forward`` is the plain network; ``forward_with_latent`` also returns (and may edit)
     the latent activation. The wrapped ``net`` is not modified: hooks are added per call
     and always removed, so the model stays picklable, copyable and ``state_dict``-stable.
+
+    ``normalization`` (default: what ``net`` records under ``NORMALIZATION_ATTRIBUTE``,
+    set by ``build_model`` for ImageNet weights) is applied to every input before ``net``
+    sees it, in ``forward``, ``forward_with_latent``, ``latent`` and
+    ``parameters_after_latent``; it is recorded on ``net`` so every wrapper of the same
+    network inherits it. Without one, inputs reach ``net`` untouched, as they always did.
     """
 
-    def __init__(self, net: nn.Module, latent_layer: str, num_classes: int, arch: str = "custom"):
+    def __init__(
+        self,
+        net: nn.Module,
+        latent_layer: str,
+        num_classes: int,
+        arch: str = "custom",
+        normalization: Normalization | None = None,
+    ):
         super().__init__()
         self.net = net
         self.arch = arch
         self.num_classes = num_classes
         self.latent_layer = latent_layer
         _latent_module(net, latent_layer, arch)  # fail at construction, not at first use
+        if normalization is None:
+            normalization = getattr(net, NORMALIZATION_ATTRIBUTE, None)
+        self.input_normalization: InputNormalization | None = None
+        if normalization is not None:
+            setattr(net, NORMALIZATION_ATTRIBUTE, normalization)
+            self.input_normalization = InputNormalization(normalization, device=_device_of(net))
+        self._inputs_normalized = False
+
+    def normalize_input(self, x: Tensor) -> Tensor:
+        """What ``net`` sees for input ``x``: ``x`` normalised, or ``x`` itself without a normalisation."""
+        return x if self.input_normalization is None else self.input_normalization(x)
+
+    @contextlib.contextmanager
+    def inputs_already_normalized(self) -> Iterator[LatentModel]:
+        """For the block, every forward takes ``normalize_input(x)`` instead of ``x``.
+
+        Explanations use it: LRP treats the normalised tensor as the input, so the
+        normalisation (a per-channel affine map, which no LRP rule covers) does not stand
+        between the rules and the pixels. Sets a flag on this model: do not run it in
+        another thread meanwhile.
+        """
+        previous = self._inputs_normalized
+        self._inputs_normalized = True
+        try:
+            yield self
+        finally:
+            self._inputs_normalized = previous
+
+    def _net_input(self, x: Tensor) -> Tensor:
+        if self.input_normalization is None or self._inputs_normalized:
+            return x
+        return self.input_normalization(x)
 
     @property
     def latent_module(self) -> nn.Module:
@@ -78,7 +227,7 @@ class LatentModel(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits of ``x``."""
-        return self.net(x)
+        return self.net(self._net_input(x))
 
     def forward_with_latent(self, x: Tensor, edit: Edit | None = None) -> tuple[Tensor, Tensor]:
         """``(logits, latent)``; with ``edit``, the rest of the network sees ``edit(latent)``.
@@ -101,7 +250,7 @@ class LatentModel(nn.Module):
 
         handle = self.latent_module.register_forward_hook(hook)
         try:
-            logits = self.net(x)
+            logits = self.net(self._net_input(x))
         finally:
             handle.remove()
         if not captured:
@@ -118,7 +267,7 @@ class LatentModel(nn.Module):
 
         handle = self.latent_module.register_forward_hook(hook)
         try:
-            self.net(x)
+            self.net(self._net_input(x))
         except _LatentReached:
             pass
         finally:
@@ -155,7 +304,7 @@ class LatentModel(nn.Module):
         handles.append(latent_module.register_forward_hook(finish))
         try:
             with eval_mode(self.net), torch.no_grad():
-                self.net(example_input)
+                self.net(self._net_input(example_input))
         finally:
             for h in handles:
                 h.remove()
@@ -180,6 +329,14 @@ class LatentModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"arch={self.arch!r}, latent_layer={self.latent_layer!r}, num_classes={self.num_classes}"
+
+
+def _device_of(net: nn.Module) -> torch.device | None:
+    """Where ``net``'s tensors live (None for a net without any): a wrapper built around an
+    already moved network must put its normalisation constants there too."""
+    for tensor in (*net.parameters(), *net.buffers()):
+        return tensor.device
+    return None
 
 
 def _latent_module(net: nn.Module, name: str, arch: str) -> nn.Module:
@@ -270,8 +427,8 @@ def efficientnet_b0(num_classes: int, in_channels: int = 3) -> tuple[nn.Module, 
     return net, "features.8"
 
 
-def _build_timm(name: str, num_classes: int, in_channels: int) -> tuple[nn.Module, str | None]:
-    """A timm model (never pretrained by timm) and its last feature module, if timm says."""
+def _check_timm_name(name: str) -> None:
+    """A UserError suggesting close names unless timm knows ``name``."""
     import difflib
 
     import timm
@@ -280,17 +437,216 @@ def _build_timm(name: str, num_classes: int, in_channels: int) -> tuple[nn.Modul
         close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(repr(TIMM_PREFIX + c) for c in close)}?" if close else ""
         raise UserError(f"unknown timm model {name!r}{hint} (see timm.list_models())")
+
+
+def _timm_feature_module(net: nn.Module) -> str | None:
+    """The module timm names as the last feature map, if it says."""
+    info = getattr(net, "feature_info", None)
+    if isinstance(info, (list, tuple)) and info and isinstance(info[-1], Mapping):
+        return info[-1].get("module") or None
+    if info is not None and hasattr(info, "module_name"):
+        return info.module_name()[-1] or None
+    return None
+
+
+def _build_timm(name: str, num_classes: int, in_channels: int) -> tuple[nn.Module, str | None]:
+    """A timm model with random weights and its last feature module, if timm says."""
+    import timm
+
+    _check_timm_name(name)
     try:
         net = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels)
     except Exception as exc:  # bad kwargs for this family, etc.: the user's choice of model
         raise UserError(f"timm model {name!r} could not be built: {_one_line(exc)}") from exc
-    info = getattr(net, "feature_info", None)
-    default: str | None = None
-    if isinstance(info, (list, tuple)) and info and isinstance(info[-1], Mapping):
-        default = info[-1].get("module") or None
-    elif info is not None and hasattr(info, "module_name"):
-        default = info.module_name()[-1] or None
-    return net, default
+    return net, _timm_feature_module(net)
+
+
+# --------------------------------------------------------------------------- ImageNet weights
+
+
+@dataclass(frozen=True)
+class _TorchvisionWeights:
+    """Where torchvision keeps one model's ImageNet weights, and which tensors are its head."""
+
+    enum: str  # class name in torchvision.models; its IMAGENET1K_V1 member is used
+    head: str  # module whose tensors are replaced for another number of classes
+
+    def weights(self) -> Any:
+        import torchvision.models
+
+        return getattr(torchvision.models, self.enum).IMAGENET1K_V1
+
+
+#: Built-in architectures with torchvision ImageNet weights (``timm:<name>`` uses timm's).
+IMAGENET_ARCHS: dict[str, _TorchvisionWeights] = {
+    "vgg16": _TorchvisionWeights("VGG16_Weights", "classifier.6"),
+    "resnet18": _TorchvisionWeights("ResNet18_Weights", "fc"),
+    "efficientnet_b0": _TorchvisionWeights("EfficientNet_B0_Weights", "classifier.1"),
+}
+
+
+def _torch_hub_checkpoints() -> Path:
+    """torch's download cache, ``$TORCH_HOME/hub/checkpoints`` (read at every call)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def imagenet_weights_file(arch: str) -> Path:
+    """The file ``pretrained: imagenet`` reads for torchvision model ``arch``.
+
+    It is where ``torchvision.models.<arch>(weights=...IMAGENET1K_V1)`` caches its download,
+    so a file fetched by torchvision on any machine can be copied there as it is.
+    """
+    url = IMAGENET_ARCHS[arch].weights().url
+    return _torch_hub_checkpoints() / os.path.basename(url)
+
+
+def _imagenet_normalization(mean: Sequence[float], std: Sequence[float], in_channels: int, arch: str) -> Normalization:
+    if in_channels not in (1, len(mean)):
+        raise UserError(
+            f"pretrained: imagenet needs {len(mean)}-channel images (or grey ones, repeated to "
+            f"{len(mean)} channels); the data has {in_channels} channels for {arch!r}"
+        )
+    return Normalization(tuple(float(v) for v in mean), tuple(float(v) for v in std), in_channels)
+
+
+def _verify_hash(path: Path) -> None:
+    """Compare ``path``'s sha256 with the prefix its name carries (``name-<hex>.pth``).
+
+    torch's hub checks this only while downloading; a cached copy is loaded as it is. A
+    truncated or replaced file would otherwise train under the name of ImageNet weights.
+    Costs a read of the file (about 0.5 s for VGG-16's 528 MB).
+    """
+    match = re.search(torch.hub.HASH_REGEX, path.name)
+    if match is None or not match.group(1):
+        return
+    expected = match.group(1)
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    if not digest.hexdigest().startswith(expected):
+        raise UserError(
+            f"{path} is not the published file (its sha256 starts with {digest.hexdigest()[:len(expected)]}, "
+            f"its name says {expected}): a partial or different download; delete it and fetch it again"
+        )
+
+
+def _torchvision_imagenet(arch: str, num_classes: int, in_channels: int) -> tuple[nn.Module, str, Normalization]:
+    """torchvision's ``arch`` with its ImageNet weights and a new, seeded head.
+
+    The network is built as for random init (so the head is drawn from the global RNG,
+    i.e. the run seed, exactly as a non-pretrained build draws it), then every other
+    tensor is replaced by the cached file's. The file is checked before anything is read,
+    and read with ``torch.load`` directly: torchvision's own loader would try to download.
+    """
+    spec = IMAGENET_ARCHS[arch]
+    weights = spec.weights()
+    transforms = weights.transforms()
+    normalization = _imagenet_normalization(transforms.mean, transforms.std, in_channels, arch)
+    path = imagenet_weights_file(arch)
+    if not path.is_file():
+        raise UserError(
+            f"pretrained: imagenet weights for {arch} not found: put {path.name} in {path.parent} "
+            f"(torch's hub cache; set TORCH_HOME to move it; the file is {weights.url})"
+        )
+    _verify_hash(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"cannot read ImageNet weights {path}: {_one_line(exc)}") from exc
+    if not isinstance(state, Mapping):
+        raise UserError(f"ImageNet weights {path} hold a {type(state).__name__}, not a state dict")
+
+    net, default = MODELS.get(arch)(num_classes, 3)
+    target = net.state_dict()
+    head = {k for k in target if k.startswith(spec.head + ".")}
+    for key in [k for k in state if k.startswith(spec.head + ".")]:
+        del state[key]  # in place: keeps the metadata BatchNorm reads for old checkpoints
+    for key, value in state.items():
+        if key in target and (not isinstance(value, Tensor) or value.shape != target[key].shape):
+            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise UserError(f"{path} is not torchvision's {arch} ImageNet checkpoint: {key} is {shape}, "
+                            f"the network's is {tuple(target[key].shape)}")
+    result = net.load_state_dict(state, strict=False)
+    missing = set(result.missing_keys) - head
+    if missing or result.unexpected_keys:
+        odd = sorted(missing) + list(result.unexpected_keys)
+        raise UserError(
+            f"{path} is not torchvision's {arch} ImageNet checkpoint: "
+            f"{len(missing)} tensors missing, {len(result.unexpected_keys)} unexpected (e.g. {odd[0]})"
+        )
+    log.info("loaded torchvision ImageNet weights for %s from %s; new %d-class head %s",
+             arch, path, num_classes, spec.head)
+    return net, default, normalization
+
+
+def _timm_weights_file(name: str, cfg: Any) -> tuple[Path, bool]:
+    """The cached file timm would load for ``name``, and whether it needs timm's custom loader.
+
+    timm prefers the Hugging Face hub (``model.safetensors``, else ``pytorch_model.bin``,
+    in ``HF_HUB_CACHE``) and falls back to the URL (in torch's hub cache); both caches are
+    looked up without any network access, so an offline machine never hangs.
+    """
+    hf_hub_id = getattr(cfg, "hf_hub_id", None)
+    url = getattr(cfg, "url", None)
+    custom_load = getattr(cfg, "custom_load", False)
+    places: list[str] = []
+    if hf_hub_id:
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        repo, _, revision = hf_hub_id.partition("@")
+        filenames = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+        for filename in filenames:
+            found = try_to_load_from_cache(repo, filename, cache_dir=constants.HF_HUB_CACHE, revision=revision or None)
+            if isinstance(found, str) and Path(found).is_file():
+                return Path(found), custom_load == "hf"
+        folder = f"models--{repo.replace('/', '--')}"
+        places.append(
+            f"{filenames[0]} of Hugging Face repo {repo} in {constants.HF_HUB_CACHE} (HF_HUB_CACHE) as "
+            f"{folder}/snapshots/<commit>/{filenames[0]} with <commit> in {folder}/refs/main, the layout "
+            f"`huggingface-cli download {repo} {filenames[0]}` makes online"
+        )
+    if url:
+        path = _torch_hub_checkpoints() / os.path.basename(url)
+        if path.is_file():
+            _verify_hash(path)
+            return path, bool(custom_load)
+        places.append(f"{path.name} in {path.parent} (TORCH_HOME; the file is {url})")
+    if not places:
+        raise UserError(f"pretrained: imagenet: timm has no pretrained weights for {name!r}")
+    raise UserError(f"pretrained: imagenet weights for {TIMM_PREFIX}{name} not found: put " + ", or ".join(places))
+
+
+def _timm_imagenet(name: str, num_classes: int, in_channels: int) -> tuple[nn.Module, str | None, Normalization]:
+    """timm's ``name`` with its pretrained weights, loaded by timm from the cached file.
+
+    timm itself drops the pretrained classifier for another number of classes (the new
+    one keeps its seeded init) and applies the model's checkpoint filter; only the source
+    is overridden (``pretrained_cfg_overlay=dict(file=...)``), so timm never downloads.
+    The network always reads 3 channels: grey images are repeated by the normalisation,
+    which keeps the first convolution exactly timm's.
+    """
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    _check_timm_name(name)
+    cfg = get_pretrained_cfg(name)
+    if cfg is None:
+        raise UserError(f"pretrained: imagenet: timm has no pretrained weights for {name!r}")
+    normalization = _imagenet_normalization(cfg.mean, cfg.std, in_channels, TIMM_PREFIX + name)
+    path, custom_load = _timm_weights_file(name, cfg)
+    try:
+        net = timm.create_model(
+            name,
+            pretrained=True,
+            pretrained_cfg_overlay={"file": str(path), "custom_load": custom_load},
+            num_classes=num_classes,
+            in_chans=len(cfg.mean),
+        )
+    except Exception as exc:
+        raise UserError(f"timm could not load {TIMM_PREFIX}{name} weights from {path}: {_one_line(exc)}") from exc
+    log.info("loaded timm pretrained weights for %s from %s", name, path)
+    return net, _timm_feature_module(net), normalization
 
 
 # --------------------------------------------------------------------------- build + load
@@ -305,24 +661,38 @@ def build_model(
 ) -> LatentModel:
     """Build ``arch`` (a MODELS name or ``timm:<name>``) as a ``LatentModel``.
 
-    ``latent_layer`` overrides the builder's default; ``pretrained`` is a local checkpoint
-    whose shape-compatible tensors are loaded (a head with another number of classes is
-    left freshly initialised).
+    ``latent_layer`` overrides the builder's default. ``pretrained`` is ``"imagenet"``
+    (the library's ImageNet weights from its local cache, a new seeded head for
+    ``num_classes`` even when that is 1000, and the weights' input normalisation in the
+    model) or a local checkpoint whose shape-compatible tensors are loaded (a head with
+    another number of classes is left freshly initialised).
     """
     if num_classes < 1:
         raise UserError(f"num_classes must be at least 1, got {num_classes}")
     if in_channels < 1:
         raise UserError(f"in_channels must be at least 1, got {in_channels}")
+    normalization: Normalization | None = None
     if arch.startswith(TIMM_PREFIX):
-        net, default = _build_timm(arch[len(TIMM_PREFIX) :], num_classes, in_channels)
+        if pretrained == IMAGENET:
+            net, default, normalization = _timm_imagenet(arch[len(TIMM_PREFIX) :], num_classes, in_channels)
+        else:
+            net, default = _build_timm(arch[len(TIMM_PREFIX) :], num_classes, in_channels)
         if latent_layer is None and default is None:
             raise UserError(f"{arch!r} has no feature_info to choose a latent layer from; pass latent_layer")
+    elif pretrained == IMAGENET:
+        MODELS.get(arch)  # an unknown name is reported as such, with suggestions
+        if arch not in IMAGENET_ARCHS:
+            raise UserError(
+                f"pretrained: imagenet has no weights for {arch!r}; it is available for "
+                f"{', '.join(IMAGENET_ARCHS)} and {TIMM_PREFIX}<name>"
+            )
+        net, default, normalization = _torchvision_imagenet(arch, num_classes, in_channels)
     else:
         builder = MODELS.get(arch)
         net, default = builder(num_classes, in_channels)
     name = latent_layer if latent_layer is not None else default
-    model = LatentModel(net, name or "", num_classes=num_classes, arch=arch)
-    if pretrained is not None:
+    model = LatentModel(net, name or "", num_classes=num_classes, arch=arch, normalization=normalization)
+    if pretrained is not None and pretrained != IMAGENET:
         load_pretrained(model.net, pretrained, arch=arch)
     return model
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from debiasbench.explain import (
     heatmap_grid,
     input_relevance,
 )
-from debiasbench.models import LatentModel, build_model
+from debiasbench.models import LatentModel, Normalization, build_model
 
 LRP_ARCHS = ["small_cnn", "resnet18", pytest.param("vgg16", marks=pytest.mark.slow)]
 HEAD = {"small_cnn": "fc", "resnet18": "fc", "vgg16": "classifier.6"}
@@ -354,3 +355,102 @@ def test_lrp_explains_the_latent_edit_of_a_wrapped_model():
     assert method == "lrp"
     assert plain.abs().sum() > 0
     assert edited.abs().sum() == 0  # nothing before the zeroed latent can matter
+
+
+# --------------------------------------------------------------------------- normalised inputs
+
+IMAGENET = Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), in_channels=3)
+
+
+def _normalised(model: LatentModel, in_channels: int = 3) -> LatentModel:
+    """A copy of ``model``'s network behind ImageNet's input normalisation, as
+    ``pretrained: imagenet`` builds it (random weights: conservation does not need real ones)."""
+    normalization = Normalization(IMAGENET.mean, IMAGENET.std, in_channels)
+    net = copy.deepcopy(model.net)
+    return LatentModel(net, model.latent_layer, model.num_classes, model.arch, normalization=normalization).eval()
+
+
+def _images(n: int = 2, channels: int = 3, seed: int = 1) -> Tensor:
+    """Inputs as the harness feeds them: images in [0, 1]."""
+    return torch.rand(n, channels, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("arch", LRP_ARCHS)
+def test_lrp_of_a_normalised_model_sums_to_the_logit_when_the_network_has_no_biases(arch: str) -> None:
+    # The normalisation's shift would act as a bias of the first layer if relevance were
+    # taken through it; explained on the normalised input, the bias-free network conserves.
+    model = _normalised(_model(arch, zero_biases=True))
+    x = _images()
+    target, logit = _explained_logit(model, x)
+    relevance, method = input_relevance(model, x, target)
+    assert method == "lrp"
+    assert relevance.shape == x.shape
+    torch.testing.assert_close(relevance.sum(dim=(1, 2, 3)), logit, rtol=2e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize(("arch", "method"), [("small_cnn", "lrp"), ("resnet18", "lrp"),
+                                              ("efficientnet_b0", "input_x_gradient")])
+def test_a_normalised_model_is_explained_as_its_network_on_the_normalised_input(arch: str, method: str) -> None:
+    bare = _model(arch)
+    model = _normalised(bare)
+    x = _images()
+    target = torch.tensor([0, 2])
+    relevance, used = input_relevance(model, x, target)
+    expected, _ = input_relevance(bare, model.normalize_input(x), target)
+    assert used == method
+    torch.testing.assert_close(relevance, expected)
+
+
+def test_a_grey_input_repeated_to_rgb_gets_one_channel_of_relevance_that_keeps_the_total() -> None:
+    model = _normalised(_model("small_cnn", zero_biases=True), in_channels=1)
+    x = _images(channels=1)
+    target, logit = _explained_logit(model, x)
+    for method in ("lrp", "input_x_gradient"):
+        relevance, _ = input_relevance(model, x, target, method=method)
+        assert relevance.shape == x.shape
+        torch.testing.assert_close(relevance.sum(dim=(1, 2, 3)), logit, rtol=2e-3, atol=1e-6)
+
+
+def test_input_x_gradient_of_a_normalised_bias_free_network_sums_to_the_logit() -> None:
+    # Euler's identity holds for the network on its own input; x * d logit / dx on the raw
+    # pixels would miss the normalisation's shift (checked below to be far off).
+    model = _normalised(_model("small_cnn", zero_biases=True))
+    x = _images()
+    target, logit = _explained_logit(model, x)
+    relevance, method = input_relevance(model, x, target, method="input_x_gradient")
+    assert method == "input_x_gradient"
+    torch.testing.assert_close(relevance.sum(dim=(1, 2, 3)), logit, rtol=1e-4, atol=1e-6)
+    leaf = x.clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(model(leaf).gather(1, target[:, None]).sum(), leaf)
+    raw = (x * gradient).sum(dim=(1, 2, 3))
+    assert ((raw - logit).abs() > 0.1 * logit.abs()).all()
+
+
+def test_explaining_a_normalised_model_leaves_it_normalising_and_unchanged() -> None:
+    model = _normalised(_model("resnet18"))
+    x = _images()
+    with torch.no_grad():
+        before = model(x)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    input_relevance(model, x, torch.tensor([0, 1]))
+    input_relevance(model, x, torch.tensor([0, 1]), method="input_x_gradient")
+    with torch.no_grad():
+        assert torch.equal(model(x), before)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_lrp_explains_the_latent_edit_of_a_wrapped_normalised_model() -> None:
+    class Silenced(LatentModel):
+        def forward(self, x):
+            return self.forward_with_latent(x, edit=lambda a: a * 0)[0]
+
+    base = _normalised(_model("small_cnn"))
+    silenced = Silenced(base.net, base.latent_layer, 3, base.arch).eval()  # inherits the normalisation
+    assert silenced.input_normalization is not None
+    x = _images()
+    target = torch.tensor([0, 1])
+    plain, _ = input_relevance(base, x, target)
+    edited, _ = input_relevance(silenced, x, target)
+    assert plain.abs().sum() > 0
+    assert edited.abs().sum() == 0
