@@ -29,7 +29,7 @@ def base_config(config: RunConfig) -> RunConfig:
         "method": "vanilla", "dataset": config.dataset, "dataset_params": dict(config.dataset_params),
         "model": config.model, "seed": config.seed, "device": config.device,
         "experiment": config.experiment, "checkpoint_dir": config.checkpoint_dir,
-        "pretrained": config.pretrained,
+        "pretrained": config.pretrained, "data_placement": config.data_placement,
     })
 
 

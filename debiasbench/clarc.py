@@ -89,6 +89,5 @@ class ClArCMethod(Method):
             return model.parameters()
         if scope == "linear":
             return [p for m in model.modules() if isinstance(m, nn.Linear) for p in m.parameters()]
-        train = self.ctx.dataset.splits["train"]
-        example = train.batch(torch.arange(min(2, len(train)), device=train.device)).x
+        example = torch.zeros(2, *self.ctx.dataset.sample_shape, device=self.ctx.device)  # shapes only
         return model.parameters_after_latent(example)

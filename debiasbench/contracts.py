@@ -38,6 +38,9 @@ TINY_PARAMS: dict[str, dict[str, Any]] = {
     "colored_digits": {"image_size": 8},
 }
 
+#: Samples per batch when a contract check reads a split's pixels.
+CHECK_BATCH = 256
+
 
 def _fail(where: str, message: str) -> None:
     raise AssertionError(f"{where}: {message}")
@@ -121,7 +124,10 @@ def check_dataset(dataset_cls: type[BenchmarkDataset], **params: Any) -> Benchma
     _check_built(data, provides, where)
     again = dataset_cls(**resolved)
     for name, split in data.splits.items():
-        if not torch.equal(split.x, again.splits[name].x) or not torch.equal(split.y, again.splits[name].y):
+        other = again.splits[name]
+        same_pixels = len(split) == len(other) and all(
+            torch.equal(a.x, b.x) for a, b in zip(split.batches(CHECK_BATCH), other.batches(CHECK_BATCH)))
+        if not same_pixels or not torch.equal(split.y, other.y):
             _fail(where, f"split {name!r} differs between two builds with the same params: "
                          "seed every random draw (run keys assume the same data)")
     return data
@@ -161,9 +167,10 @@ def _check_built(data: BenchmarkDataset, provides: frozenset[str], where: str) -
     if "artifact_labels" in provides and not train.artifact.any():
         _fail(where, "provides artifact_labels but no training sample has the artifact")
     if "artifact_masks" in provides:
-        if train.mask is None:
+        if not train.has_mask:
             _fail(where, "provides artifact_masks but the train split has mask=None")
-        if not train.mask[train.artifact].flatten(1).any(1).all():
+        carriers = train.subset(train.artifact.nonzero().squeeze(1))
+        if not all(bool(b.mask.flatten(1).any(1).all()) for b in carriers.batches(CHECK_BATCH)):
             _fail(where, "provides artifact_masks but some artifact sample has an empty mask")
     if data.to("cpu") is not data:
         _fail(where, "to(device) must return the dataset itself")
@@ -175,11 +182,18 @@ def _check_split(split: Split, where: str, shape: torch.Size, num_classes: int, 
     n = len(split)
     if n == 0:
         _fail(where, "is empty")
-    if split.x.ndim != 4 or split.x.shape[1:] != shape or not split.x.is_floating_point():
-        _fail(where, f"x must be float [N, {', '.join(map(str, shape))}] like train, "
-                     f"got {split.x.dtype} {tuple(split.x.shape)}")
-    if not torch.isfinite(split.x).all():
-        _fail(where, "x has non-finite values")
+    for batch in split.batches(CHECK_BATCH):  # pixels are read in batches, never all at once
+        x = batch.x
+        if x.ndim != 4 or x.shape[1:] != shape or not x.is_floating_point():
+            _fail(where, f"x must be float [N, {', '.join(map(str, shape))}] like train, "
+                         f"got {x.dtype} {tuple(x.shape)}")
+        if not torch.isfinite(x).all():
+            _fail(where, "x has non-finite values")
+        if batch.mask is not None:
+            expected = {(len(x), 1, *shape[1:]), (len(x), *shape)}
+            if tuple(batch.mask.shape) not in expected or batch.mask.dtype != torch.bool:
+                _fail(where, f"mask must be bool [N, 1, H, W], got {batch.mask.dtype} "
+                             f"{tuple(batch.mask.shape)}")
     for field, dtype in (("y", torch.long), ("bias", torch.long), ("artifact", torch.bool),
                          ("conflicting", torch.bool)):
         value = getattr(split, field)
@@ -189,10 +203,6 @@ def _check_split(split: Split, where: str, shape: torch.Size, num_classes: int, 
         _fail(where, f"y must lie in [0, {num_classes - 1}], got [{split.y.min()}, {split.y.max()}]")
     if split.bias.min() < -1 or split.bias.max() >= num_bias:
         _fail(where, f"bias must be -1 or lie in [0, {num_bias - 1}], got [{split.bias.min()}, {split.bias.max()}]")
-    if split.mask is not None:
-        expected = {(n, 1, *shape[1:]), (n, *shape)}
-        if tuple(split.mask.shape) not in expected or split.mask.dtype != torch.bool:
-            _fail(where, f"mask must be bool [N, 1, H, W], got {split.mask.dtype} {tuple(split.mask.shape)}")
 
 
 # -- methods ----------------------------------------------------------------------------
@@ -225,9 +235,7 @@ def minimal_dataset(data: BenchmarkDataset, keep: frozenset[str]) -> BenchmarkDa
             changes |= {"bias": torch.full_like(split.bias, -1), "conflicting": torch.zeros_like(split.conflicting)}
         if "artifact_labels" not in keep:
             changes["artifact"] = torch.zeros_like(split.artifact)
-        if "artifact_masks" not in keep:
-            changes["mask"] = None
-        return replace(split, **changes)
+        return split.replace(masks="artifact_masks" in keep, **changes)
 
     stripped = object.__new__(type(data))
     stripped.__dict__.update(data.__dict__)

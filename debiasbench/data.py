@@ -20,7 +20,7 @@ from torch import Tensor
 
 from debiasbench.hparams import HParam
 from debiasbench.method import Batch
-from debiasbench.pixels import Pixels, TensorPixels
+from debiasbench.pixels import Pixels, TensorPixels, Unmasked
 
 #: What a dataset may provide; methods name a subset of these in ``requires``.
 PROVIDES = frozenset({"bias_labels", "artifact_labels", "artifact_masks"})
@@ -83,6 +83,17 @@ class Split:
                       **{name: getattr(self, name).to(device, non_blocking=True) for name in _META})
         moved.channels_last = self.channels_last
         return moved
+
+    def replace(self, *, masks: bool = True, **labels: Tensor) -> "Split":
+        """The same pixels with some per-sample labels (``y``, ``bias``, ``artifact``,
+        ``conflicting``) replaced; ``masks=False`` drops the artifact masks."""
+        unknown = set(labels) - set(_META)
+        if unknown:
+            raise TypeError(f"Split.replace: unknown field(s) {sorted(unknown)}; known: {', '.join(_META)}")
+        pixels = self.pixels if masks or not self.has_mask else Unmasked(self.pixels)
+        out = Split(pixels=pixels, **{name: labels.get(name, getattr(self, name)) for name in _META})
+        out.channels_last = self.channels_last
+        return out
 
     def subset(self, index: Tensor) -> "Split":
         """The samples at ``index`` as a split of their own; pixels are not copied for

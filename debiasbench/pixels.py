@@ -310,3 +310,37 @@ class InjectedPixels(Pixels):
 
     def to(self, device: torch.device | str) -> "InjectedPixels":
         return InjectedPixels(self.base.to(device), self.injection.to(device))
+
+
+class Unmasked(Pixels):
+    """``base``'s pixels without their masks (what a dataset without artifact masks serves)."""
+
+    def __init__(self, base: Pixels):
+        self.base = base
+
+    @property
+    def streamed(self) -> bool:  # type: ignore[override]
+        return self.base.streamed
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return self.base.sample_shape
+
+    @property
+    def has_mask(self) -> bool:
+        return False
+
+    def fetch(self, index: Tensor) -> Any:
+        return self.base.fetch(index)
+
+    def finish(self, fetched: Any, index: Tensor, device: torch.device) -> tuple[Tensor, Tensor | None]:
+        return self.base.finish(fetched, index, device)[0], None
+
+    def subset(self, index: Tensor) -> "Unmasked":
+        return Unmasked(self.base.subset(index))
+
+    def to(self, device: torch.device | str) -> "Unmasked":
+        return Unmasked(self.base.to(device))

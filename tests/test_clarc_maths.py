@@ -473,8 +473,8 @@ def test_rrr_loss_backpropagates_to_fc_weight_when_the_backbone_is_frozen():
 
 
 def fake_dataset(shape: tuple[int, ...]) -> SimpleNamespace:
-    """Just what ``trainable_parameters`` reads: ``splits['train'].x``."""
-    return SimpleNamespace(splits={"train": SimpleNamespace(x=torch.zeros(*shape))})
+    """Just what ``trainable_parameters`` reads: the image shape."""
+    return SimpleNamespace(sample_shape=shape[1:])
 
 
 def scoped(model: LatentModel, scope: str) -> list[int]:

@@ -20,7 +20,7 @@ from debiasbench.hparams import resolve
 from debiasbench.image_cache import load_images, open_images
 from debiasbench.injection import make_artifact
 from debiasbench.pixels import CachedPixels, ImageStore, choose_placement
-from debiasbench.registry import DATASETS
+from debiasbench.registry import DATASETS, METHODS
 from debiasbench.samplers import ImportanceSampler
 
 KINDS = {"patch": {}, "lsb": {}, "brightness": {}, "tint": {}, "timestamp": {}}
@@ -180,3 +180,20 @@ def test_a_split_refuses_pixels_and_tensors_at_once():
     with pytest.raises(ValueError, match="either x / mask or pixels"):
         Split(x=torch.zeros(2, 3, 4, 4), y=labels, bias=labels, artifact=labels.bool(),
               conflicting=labels.bool(), pixels=store_pixels)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS.names()))
+def test_every_method_runs_end_to_end_on_streamed_images(folder, tracker, tmp_path, method):
+    from debiasbench.config import resolve_config
+    from debiasbench.runner import run
+    from debiasbench.testing import one_thread
+
+    config = resolve_config({
+        "method": method, "dataset": "image_folder", "device": "cpu", "epochs": 1, "batch_size": 8,
+        "data_placement": "stream", "experiment": "streamed", "checkpoint_dir": str(tmp_path / "ckpt"),
+        "dataset_params": {"root": str(folder), "image_size": 16, "artifact": "patch", "p": 0.8},
+    })
+    with one_thread():
+        result = run(config, tracker, progress=False)
+    assert 0.0 <= result.metrics["test_acc"] <= 1.0 and "test_biased_acc" in result.metrics
+    assert tracker.client.get_run(result.run_id).data.tags["debiasbench.data_placement"] == "stream"
