@@ -11,8 +11,8 @@ read ahead in background threads into pinned buffers and copied without blocking
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Protocol
 
 import torch

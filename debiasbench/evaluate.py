@@ -78,8 +78,19 @@ def evaluate(model: nn.Module, dataset: BenchmarkDataset, batch_size: int | None
     return {k: v for k, v in zip(metrics, values) if not math.isnan(v)}
 
 
-#: Samples explained per LRP batch (one backward each; bounded for GPU memory).
+#: Samples explained per LRP batch at 64x64 pixels and below (one backward each); larger
+#: images take proportionally fewer, since LRP's hooks keep several copies of every
+#: activation (64 at 224 px would need more memory than a training step).
 EXPLAIN_BATCH = 64
+
+
+def explain_batch_for(sample_shape: tuple[int, ...]) -> int:
+    """``EXPLAIN_BATCH`` images of up to 64x64 pixels, proportionally fewer above (5 at 224 px)."""
+    pixels = 1
+    for side in sample_shape[1:]:
+        pixels *= int(side)
+    return max(1, min(EXPLAIN_BATCH, EXPLAIN_BATCH * 64 * 64 // max(pixels, 1)))
+
 #: At most this many biased test samples of the attacked class are explained (a seeded
 #: sample, logged as ``relevance_samples``): LRP costs a backward per batch, and the
 #: share's standard error at 512 samples is already small against method differences.
@@ -125,7 +136,7 @@ def artifact_metrics(model: nn.Module, dataset: BenchmarkDataset, batch_size: in
         return {}, {}
     explained = biased.subset(chosen)
     shares, first, method = [], None, ""
-    for batch in explained.batches(EXPLAIN_BATCH):
+    for batch in explained.batches(explain_batch_for(explained.sample_shape)):
         relevance, method = input_relevance(model, batch.x, batch.y)
         shares.append(artifact_relevance(relevance, batch.mask, dilation=1))
         if first is None:

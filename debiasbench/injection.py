@@ -25,9 +25,9 @@ from torch import Tensor
 
 from debiasbench.artifacts import ALL_COLORS, COLORS, KINDS, Injector, make_injector
 from debiasbench.data import Split
-from debiasbench.pixels import InjectedPixels, Injection, Pixels, TensorPixels
 from debiasbench.errors import ConfigError
 from debiasbench.hparams import HParam
+from debiasbench.pixels import InjectedPixels, Injection, Pixels, TensorPixels
 
 #: What a dataset provides once an artifact is injected.
 ARTIFACT_PROVIDES = frozenset({"bias_labels", "artifact_labels", "artifact_masks"})

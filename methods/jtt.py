@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from debiasbench.data import Split
 from debiasbench.auxiliary import fresh_model, make_generator, predict_proba, train_model
+from debiasbench.data import Split
 from debiasbench.hparams import Choice, HParam, IntUniform
 from debiasbench.method import Batch, Method, RunContext
 from debiasbench.mining import precision_recall

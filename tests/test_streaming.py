@@ -15,7 +15,7 @@ import torch
 
 import real_layouts
 from debiasbench.data import Loader, Split
-from debiasbench.evaluate import eval_batch_for, relevance_sample
+from debiasbench.evaluate import eval_batch_for, explain_batch_for, relevance_sample
 from debiasbench.hparams import resolve
 from debiasbench.image_cache import load_images, open_images
 from debiasbench.injection import make_artifact
@@ -154,6 +154,8 @@ def test_evaluation_batches_shrink_with_the_image_size():
     assert eval_batch_for(None, (3, 224, 224)) == 10
     assert eval_batch_for(None, (3, 4096, 4096)) == 1
     assert eval_batch_for(64, (3, 224, 224)) == 64
+    assert explain_batch_for((3, 32, 32)) == explain_batch_for((3, 64, 64)) == 64
+    assert explain_batch_for((3, 224, 224)) == 5
 
 
 def test_the_relevance_sample_is_bounded_seeded_and_sorted():
