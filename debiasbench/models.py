@@ -47,6 +47,7 @@ __all__ = [
     "Normalization",
     "TIMM_PREFIX",
     "build_model",
+    "check_imagenet_weights",
     "eval_mode",
     "imagenet_weights_file",
     "load_pretrained",
@@ -539,16 +540,8 @@ def _torchvision_imagenet(arch: str, num_classes: int, in_channels: int) -> tupl
     tensor is replaced by the cached file's. The file is checked before anything is read,
     and read with ``torch.load`` directly: torchvision's own loader would try to download.
     """
+    path, normalization = _locate_torchvision(arch, in_channels)
     spec = IMAGENET_ARCHS[arch]
-    weights = spec.weights()
-    transforms = weights.transforms()
-    normalization = _imagenet_normalization(transforms.mean, transforms.std, in_channels, arch)
-    path = imagenet_weights_file(arch)
-    if not path.is_file():
-        raise UserError(
-            f"pretrained: imagenet weights for {arch} not found: put {path.name} in {path.parent} "
-            f"(torch's hub cache; set TORCH_HOME to move it; the file is {weights.url})"
-        )
     _verify_hash(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -609,12 +602,57 @@ def _timm_weights_file(name: str, cfg: Any) -> tuple[Path, bool]:
     if url:
         path = _torch_hub_checkpoints() / os.path.basename(url)
         if path.is_file():
-            _verify_hash(path)
             return path, bool(custom_load)
         places.append(f"{path.name} in {path.parent} (TORCH_HOME; the file is {url})")
     if not places:
         raise UserError(f"pretrained: imagenet: timm has no pretrained weights for {name!r}")
     raise UserError(f"pretrained: imagenet weights for {TIMM_PREFIX}{name} not found: put " + ", or ".join(places))
+
+
+def _locate_timm(name: str, in_channels: int) -> tuple[Any, Path, bool, Normalization]:
+    """timm's pretrained cfg for ``name``, its cached file, custom-load flag and normalisation."""
+    from timm.models import get_pretrained_cfg
+
+    _check_timm_name(name)
+    cfg = get_pretrained_cfg(name)
+    if cfg is None:
+        raise UserError(f"pretrained: imagenet: timm has no pretrained weights for {name!r}")
+    normalization = _imagenet_normalization(cfg.mean, cfg.std, in_channels, TIMM_PREFIX + name)
+    path, custom_load = _timm_weights_file(name, cfg)
+    return cfg, path, custom_load, normalization
+
+
+def _locate_torchvision(arch: str, in_channels: int) -> tuple[Path, Normalization]:
+    """The cached file of torchvision's ``arch`` and the normalisation its weights expect."""
+    MODELS.get(arch)  # an unknown name is reported as such, with suggestions
+    if arch not in IMAGENET_ARCHS:
+        raise UserError(
+            f"pretrained: imagenet has no weights for {arch!r}; it is available for "
+            f"{', '.join(IMAGENET_ARCHS)} and {TIMM_PREFIX}<name>"
+        )
+    weights = IMAGENET_ARCHS[arch].weights()
+    transforms = weights.transforms()
+    normalization = _imagenet_normalization(transforms.mean, transforms.std, in_channels, arch)
+    path = imagenet_weights_file(arch)
+    if not path.is_file():
+        raise UserError(
+            f"pretrained: imagenet weights for {arch} not found: put {path.name} in {path.parent} "
+            f"(torch's hub cache; set TORCH_HOME to move it; the file is {weights.url})"
+        )
+    return path, normalization
+
+
+def check_imagenet_weights(arch: str, in_channels: int = 3) -> Path:
+    """The cached file ``build_model(arch, ..., pretrained="imagenet")`` would load.
+
+    Raises the same one-line UserError the build would for an architecture without
+    ImageNet weights, a channel count they cannot take, or a missing file. Cheap (the
+    file is neither read nor hashed, nothing is built or downloaded), so a sweep can check
+    every job before the first one trains.
+    """
+    if arch.startswith(TIMM_PREFIX):
+        return _locate_timm(arch[len(TIMM_PREFIX) :], in_channels)[1]
+    return _locate_torchvision(arch, in_channels)[0]
 
 
 def _timm_imagenet(name: str, num_classes: int, in_channels: int) -> tuple[nn.Module, str | None, Normalization]:
@@ -627,14 +665,9 @@ def _timm_imagenet(name: str, num_classes: int, in_channels: int) -> tuple[nn.Mo
     which keeps the first convolution exactly timm's.
     """
     import timm
-    from timm.models import get_pretrained_cfg
 
-    _check_timm_name(name)
-    cfg = get_pretrained_cfg(name)
-    if cfg is None:
-        raise UserError(f"pretrained: imagenet: timm has no pretrained weights for {name!r}")
-    normalization = _imagenet_normalization(cfg.mean, cfg.std, in_channels, TIMM_PREFIX + name)
-    path, custom_load = _timm_weights_file(name, cfg)
+    cfg, path, custom_load, normalization = _locate_timm(name, in_channels)
+    _verify_hash(path)  # a no-op for Hugging Face names (no hash in them)
     try:
         net = timm.create_model(
             name,
@@ -680,12 +713,6 @@ def build_model(
         if latent_layer is None and default is None:
             raise UserError(f"{arch!r} has no feature_info to choose a latent layer from; pass latent_layer")
     elif pretrained == IMAGENET:
-        MODELS.get(arch)  # an unknown name is reported as such, with suggestions
-        if arch not in IMAGENET_ARCHS:
-            raise UserError(
-                f"pretrained: imagenet has no weights for {arch!r}; it is available for "
-                f"{', '.join(IMAGENET_ARCHS)} and {TIMM_PREFIX}<name>"
-            )
         net, default, normalization = _torchvision_imagenet(arch, num_classes, in_channels)
     else:
         builder = MODELS.get(arch)

@@ -25,6 +25,7 @@ from debiasbench.models import (
     NORMALIZATION_ATTRIBUTE,
     LatentModel,
     build_model,
+    check_imagenet_weights,
     imagenet_weights_file,
 )
 
@@ -222,6 +223,22 @@ def test_missing_weights_are_one_line_naming_the_file_and_the_folder(arch: str, 
     assert f"put {TORCHVISION_FILES[arch]} in {torch_home / 'hub' / 'checkpoints'}" in message
     assert "TORCH_HOME" in message
     assert imagenet_weights_file(arch) == torch_home / "hub" / "checkpoints" / TORCHVISION_FILES[arch]
+
+
+def test_weights_can_be_checked_without_building_the_model(hf_cache: Path, with_resnet18: dict[str, Tensor]) -> None:
+    # what a sweep can call for every job before the first one trains
+    assert check_imagenet_weights("resnet18") == imagenet_weights_file("resnet18")
+    assert check_imagenet_weights("resnet18", in_channels=1).name == TORCHVISION_FILES["resnet18"]
+    with pytest.raises(UserError, match="efficientnet_b0_rwightman-7f5810bc.pth"):
+        check_imagenet_weights("efficientnet_b0")
+    with pytest.raises(UserError, match="no weights for 'small_cnn'"):
+        check_imagenet_weights("small_cnn")
+    with pytest.raises(UserError, match="the data has 4 channels"):
+        check_imagenet_weights("resnet18", in_channels=4)
+    with pytest.raises(UserError, match="model.safetensors of Hugging Face repo"):
+        check_imagenet_weights(f"timm:{TIMM_MODEL}")
+    path = _write_hf_file(hf_cache, TIMM_REPO, _timm_state())
+    assert check_imagenet_weights(f"timm:{TIMM_MODEL}") == path
 
 
 def test_small_cnn_has_no_imagenet_weights(torch_home: Path) -> None:
