@@ -20,7 +20,7 @@ from debiasbench.errors import UserError
 MODEL_ARTIFACT = "model.pt"
 
 #: Config keys the base model must share with the correction that starts from it.
-MATCHING_KEYS = ("dataset", "model", "seed")
+MATCHING_KEYS = ("dataset", "model", "seed", "pretrained")
 
 
 def base_config(config: RunConfig) -> RunConfig:
