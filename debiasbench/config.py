@@ -199,6 +199,10 @@ def resolve_config(raw: Mapping[str, Any]) -> RunConfig:
     values["dataset_params"] = resolve(dataset_cls.params, layered.get("dataset_params", {}), "dataset_params.")
     check_requirements(method_cls, dataset_cls, values["dataset_params"])
     method_cls.check_config(values["hparams"], dataset_cls, dataset_cls.provides_for(values["dataset_params"]))
+    if values["pretrained"] == "imagenet":  # missing weights refuse the job before any job of a sweep starts
+        from debiasbench.models import check_imagenet_weights
+
+        check_imagenet_weights(values["model"])
     return RunConfig(**values)
 
 
