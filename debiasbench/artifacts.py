@@ -75,7 +75,13 @@ def _color(color: tuple[float, ...], x: Tensor) -> Tensor:
     channels = x.shape[1]
     if len(color) < channels:
         raise ValueError(f"colour {color} has fewer than the image's {channels} channels")
-    return torch.tensor(color[:channels], dtype=x.dtype, device=x.device).view(1, channels, 1, 1)
+    return _color_tensor(tuple(color[:channels]), x.dtype, x.device)
+
+
+@functools.lru_cache(maxsize=64)
+def _color_tensor(color: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """[1, C, 1, 1] of ``color``, made once per device (no host copy per painted batch)."""
+    return torch.tensor(color, dtype=dtype, device=device).view(1, len(color), 1, 1)
 
 
 def _draw_corner(n: int, height: int, width: int, size: int, generator: torch.Generator) -> Tensor:
@@ -120,6 +126,21 @@ class Patch(_Injects):
         return out, _changed(out, x)
 
 
+@functools.lru_cache(maxsize=32)
+def _lsb_pattern(seed: int, channels: int, height: int, width: int, device: torch.device) -> Tensor:
+    """The LSB bits of ``seed`` on ``device``, made once per shape and device (artifacts are
+    painted per batch; this keeps the draw and the copy out of every batch). Shared: do not
+    modify."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 2, (channels, height, width), generator=generator).to(device)
+
+
+@functools.lru_cache(maxsize=32)
+def _on_device(tensor: Tensor, device: torch.device) -> Tensor:
+    """``tensor`` (a cached, never modified constant) on ``device``, copied once."""
+    return tensor.to(device)
+
+
 def quantize(x: Tensor) -> Tensor:
     """``x`` on the 8-bit grid: round(x * 255) / 255 (idempotent, same dtype)."""
     return torch.round(x.clamp(0.0, 1.0) * 255) / 255
@@ -147,8 +168,7 @@ class Lsb(_Injects):
 
     def pattern(self, channels: int, height: int, width: int) -> Tensor:
         """The bits [C, h, w] (int64, 0 / 1) written into a region of that shape."""
-        generator = torch.Generator().manual_seed(self.seed)
-        return torch.randint(0, 2, (channels, height, width), generator=generator)
+        return _lsb_pattern(self.seed, channels, height, width, torch.device("cpu")).clone()
 
     def _check(self, height: int, width: int) -> None:
         if self.size is not None and not 1 <= self.size <= min(height, width):
@@ -166,12 +186,12 @@ class Lsb(_Injects):
         q = torch.round(x.clamp(0.0, 1.0) * 255)
         even = q - torch.remainder(q, 2)
         if self.size is None:
-            bits = self.pattern(channels, height, width).unsqueeze(0).to(x.device, x.dtype)
+            bits = _lsb_pattern(self.seed, channels, height, width, x.device).unsqueeze(0).to(x.dtype)
             written = even + bits
         else:
             self._check(height, width)
             region, top, left = _square_region(draws, height, width, self.size, x.device)
-            pattern = self.pattern(channels, self.size, self.size).to(x.device)
+            pattern = _lsb_pattern(self.seed, channels, self.size, self.size, x.device)
             rows = (torch.arange(height, device=x.device).view(1, height, 1) - top).clamp(0, self.size - 1)
             cols = (torch.arange(width, device=x.device).view(1, 1, width) - left).clamp(0, self.size - 1)
             bits = pattern[:, rows, cols].transpose(0, 1)  # [N, C, H, W]
@@ -320,7 +340,7 @@ class Timestamp(_Injects):
     def apply(self, x: Tensor, draws: Tensor) -> tuple[Tensor, Tensor]:
         n, _, height, width = x.shape
         device = x.device
-        glyphs = self._fitting_glyphs(height, width).to(device)
+        glyphs = _on_device(self._fitting_glyphs(height, width), device)
         _, stamp_height, stamp_width = glyphs.shape
         which, top, left = draws.to(device).unbind(1)
         rows = top.view(n, 1, 1) + torch.arange(stamp_height, device=device).view(1, stamp_height, 1)
