@@ -11,6 +11,7 @@ read ahead in background threads into pinned buffers and copied without blocking
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Protocol
@@ -154,38 +155,29 @@ def eval_batch_for(requested: int | None, sample_shape: tuple[int, ...]) -> int:
     and proportionally fewer for larger images (64 at 90x90, 10 at 224x224, at least 1)."""
     if requested is not None:
         return requested
-    pixels = 1
-    for side in sample_shape[1:]:
-        pixels *= int(side)
-    return max(1, min(512, EVAL_PIXEL_BUDGET // max(pixels, 1)))
+    return max(1, min(512, EVAL_PIXEL_BUDGET // max(math.prod(sample_shape[1:]), 1)))
 
 
 def input_batches(source: "Tensor | Split", batch_size: int | None) -> Iterator[Tensor]:
     """Input tensors of ``source`` (a split, or a tensor of inputs) in order, in batches
     (``None``: ``eval_batch_for`` the image size)."""
-    if batch_size is None:
-        batch_size = eval_batch_for(None, source.sample_shape if isinstance(source, Split) else source.shape[1:])
-    if isinstance(source, Split):
-        for batch in source.batches(batch_size):
-            yield batch.x
-        return
-    for start in range(0, source.shape[0], batch_size):
-        yield source[start:start + batch_size]
+    for x, _ in xy_batches(source, None, batch_size, labels=False):
+        yield x
 
 
-def xy_batches(source: "Tensor | Split", y: Tensor | None,
-               batch_size: int | None) -> Iterator[tuple[Tensor, Tensor]]:
-    """(inputs, labels) of ``source`` in order: a split's own labels, or ``y`` beside a tensor."""
-    if batch_size is None:
-        batch_size = eval_batch_for(None, source.sample_shape if isinstance(source, Split) else source.shape[1:])
+def xy_batches(source: "Tensor | Split", y: Tensor | None, batch_size: int | None,
+               labels: bool = True) -> Iterator[tuple[Tensor, Tensor | None]]:
+    """(inputs, labels) of ``source`` in order: a split's own labels, or ``y`` beside a
+    tensor (without ``labels``, inputs only, paired with None)."""
     if isinstance(source, Split):
         for batch in source.batches(batch_size):
             yield batch.x, batch.y
         return
-    if y is None or len(y) != len(source):
+    if labels and (y is None or len(y) != len(source)):
         raise ValueError(f"x has {len(source)} samples, y has {None if y is None else len(y)}")
+    batch_size = eval_batch_for(batch_size, tuple(source.shape[1:]))
     for start in range(0, source.shape[0], batch_size):
-        yield source[start:start + batch_size], y[start:start + batch_size]
+        yield source[start:start + batch_size], None if y is None else y[start:start + batch_size]
 
 
 def iter_batches(split: Split, order: Tensor, batch_size: int, stop: int | None = None,

@@ -86,10 +86,7 @@ EXPLAIN_BATCH = 64
 
 def explain_batch_for(sample_shape: tuple[int, ...]) -> int:
     """``EXPLAIN_BATCH`` images of up to 64x64 pixels, proportionally fewer above (5 at 224 px)."""
-    pixels = 1
-    for side in sample_shape[1:]:
-        pixels *= int(side)
-    return max(1, min(EXPLAIN_BATCH, EXPLAIN_BATCH * 64 * 64 // max(pixels, 1)))
+    return max(1, min(EXPLAIN_BATCH, EXPLAIN_BATCH * 64 * 64 // max(math.prod(sample_shape[1:]), 1)))
 
 #: At most this many biased test samples of the attacked class are explained (a seeded
 #: sample, logged as ``relevance_samples``): LRP costs a backward per batch, and the

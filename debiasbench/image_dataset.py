@@ -254,12 +254,7 @@ def natural_views(name: str, split: Split, num_bias: int, generator: torch.Gener
         keep.append(members[torch.randperm(len(members), generator=generator)[:int(counts.min())]])
     balanced = torch.cat(keep).sort().values if keep else torch.zeros(0, dtype=torch.long)
     aligned = (known & ~split.conflicting).nonzero().squeeze(1)
-    return {f"{name}_clean": subset(split, balanced), f"{name}_biased": subset(split, aligned)}
-
-
-def subset(split: Split, index: Tensor) -> Split:
-    """The samples at ``index`` (no pixels are copied)."""
-    return split.subset(index)
+    return {f"{name}_clean": split.subset(balanced), f"{name}_biased": split.subset(aligned)}
 
 
 def aligned_classes(y: Tensor, bias: Tensor, num_classes: int, num_bias: int) -> Tensor | None:

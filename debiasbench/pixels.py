@@ -274,14 +274,11 @@ class CachedPixels(Pixels):
         return self
 
 
-class InjectedPixels(Pixels):
-    """``base``'s pixels with the artifact of ``injection`` painted per batch; masks come
-    from the injection (``base`` must have none of its own)."""
+class _OnTopOf(Pixels):
+    """A source that changes what ``base`` serves in ``finish``: reading, size and shape
+    are ``base``'s."""
 
-    def __init__(self, base: Pixels, injection: Injection):
-        if base.has_mask:
-            raise ValueError("InjectedPixels: the base pixels already carry masks")
-        self.base, self.injection = base, injection
+    base: Pixels
 
     @property
     def streamed(self) -> bool:  # type: ignore[override]
@@ -294,12 +291,22 @@ class InjectedPixels(Pixels):
     def sample_shape(self) -> tuple[int, ...]:
         return self.base.sample_shape
 
+    def fetch(self, index: Tensor) -> Any:
+        return self.base.fetch(index)
+
+
+class InjectedPixels(_OnTopOf):
+    """``base``'s pixels with the artifact of ``injection`` painted per batch; masks come
+    from the injection (``base`` must have none of its own)."""
+
+    def __init__(self, base: Pixels, injection: Injection):
+        if base.has_mask:
+            raise ValueError("InjectedPixels: the base pixels already carry masks")
+        self.base, self.injection = base, injection
+
     @property
     def has_mask(self) -> bool:
         return True
-
-    def fetch(self, index: Tensor) -> Any:
-        return self.base.fetch(index)
 
     def finish(self, fetched: Any, index: Tensor, device: torch.device) -> tuple[Tensor, Tensor | None]:
         x, _ = self.base.finish(fetched, index, device)
@@ -312,29 +319,15 @@ class InjectedPixels(Pixels):
         return InjectedPixels(self.base.to(device), self.injection.to(device))
 
 
-class Unmasked(Pixels):
+class Unmasked(_OnTopOf):
     """``base``'s pixels without their masks (what a dataset without artifact masks serves)."""
 
     def __init__(self, base: Pixels):
         self.base = base
 
     @property
-    def streamed(self) -> bool:  # type: ignore[override]
-        return self.base.streamed
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    @property
-    def sample_shape(self) -> tuple[int, ...]:
-        return self.base.sample_shape
-
-    @property
     def has_mask(self) -> bool:
         return False
-
-    def fetch(self, index: Tensor) -> Any:
-        return self.base.fetch(index)
 
     def finish(self, fetched: Any, index: Tensor, device: torch.device) -> tuple[Tensor, Tensor | None]:
         return self.base.finish(fetched, index, device)[0], None
