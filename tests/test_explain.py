@@ -67,18 +67,21 @@ def _explained_logit(model: LatentModel, x: Tensor) -> tuple[Tensor, Tensor]:
 # --------------------------------------------------------------------------- conservation
 
 
-@pytest.mark.parametrize("arch", LRP_ARCHS)
-def test_lrp_relevance_sums_to_the_logit_when_the_model_has_no_biases(arch: str) -> None:
-    # Measured relative errors: ~7e-5 (small_cnn, resnet18), ~5e-4 (vgg16, whose random-init
-    # activations are tiny, so the 1e-6 stabilisers of its 16 layers weigh more). 2e-3 is a
-    # few times that, and far below what a missing canonizer costs (tens of percent).
-    model = _model(arch, zero_biases=True)
-    x = _inputs()
+def _assert_lrp_sums_to_the_logit(model, x: Tensor) -> None:
+    """LRP explains ``model`` and each sample's input relevance sums to its explained logit."""
     target, logit = _explained_logit(model, x)
     relevance, method = input_relevance(model, x, target)
     assert method == "lrp"
     assert relevance.shape == x.shape
     torch.testing.assert_close(relevance.sum(dim=(1, 2, 3)), logit, rtol=2e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", LRP_ARCHS)
+def test_lrp_relevance_sums_to_the_logit_when_the_model_has_no_biases(arch: str) -> None:
+    # Measured relative errors: ~7e-5 (small_cnn, resnet18), ~5e-4 (vgg16, whose random-init
+    # activations are tiny, so the 1e-6 stabilisers of its 16 layers weigh more). 2e-3 is a
+    # few times that, and far below what a missing canonizer costs (tens of percent).
+    _assert_lrp_sums_to_the_logit(_model(arch, zero_biases=True), _inputs())
 
 
 @pytest.mark.parametrize("arch", ["small_cnn", "resnet18"])
@@ -379,13 +382,7 @@ def _images(n: int = 2, channels: int = 3, seed: int = 1) -> Tensor:
 def test_lrp_of_a_normalised_model_sums_to_the_logit_when_the_network_has_no_biases(arch: str) -> None:
     # The normalisation's shift would act as a bias of the first layer if relevance were
     # taken through it; explained on the normalised input, the bias-free network conserves.
-    model = _normalised(_model(arch, zero_biases=True))
-    x = _images()
-    target, logit = _explained_logit(model, x)
-    relevance, method = input_relevance(model, x, target)
-    assert method == "lrp"
-    assert relevance.shape == x.shape
-    torch.testing.assert_close(relevance.sum(dim=(1, 2, 3)), logit, rtol=2e-3, atol=1e-6)
+    _assert_lrp_sums_to_the_logit(_normalised(_model(arch, zero_biases=True)), _images())
 
 
 @pytest.mark.parametrize(("arch", "method"), [("small_cnn", "lrp"), ("resnet18", "lrp"),

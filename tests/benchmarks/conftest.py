@@ -24,6 +24,24 @@ def pytest_terminal_summary(terminalreporter, config) -> None:
 
 
 @pytest.fixture(scope="session")
+def random_jpegs():
+    """Factory: ``(folder, n, size) -> paths`` of ``n`` JPEGs of random pixels, seeded."""
+    import numpy as np
+    from PIL import Image
+
+    def write(folder, n: int, size: int):
+        rng = np.random.default_rng(0)
+        paths = []
+        for i in range(n):
+            path = folder / f"{i:04d}.jpg"
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(path, quality=90)
+            paths.append(path)
+        return paths
+
+    return write
+
+
+@pytest.fixture(scope="session")
 def colored_digits():
     from debiasbench.hparams import resolve
     from debiasbench.registry import DATASETS

@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from debiasbench.data import Split
 from debiasbench.image_cache import decode, open_images
@@ -22,15 +21,8 @@ N, SIZE = 200, 64
 
 
 @pytest.fixture(scope="module")
-def jpegs(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("jpegs")
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(N):
-        path = folder / f"{i:04d}.jpg"
-        Image.fromarray(rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)).save(path, quality=90)
-        paths.append(path)
-    return paths
+def jpegs(tmp_path_factory, random_jpegs):
+    return random_jpegs(tmp_path_factory.mktemp("jpegs"), N, SIZE)
 
 
 @pytest.mark.benchmark(group="image-cache")

@@ -13,10 +13,13 @@ between members of one session; the ``stream-iterate`` group times the loaders a
 
 from __future__ import annotations
 
+from typing import Callable, Iterator
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from debiasbench.data import Loader, Split
 from debiasbench.image_cache import read_store, write_cache
@@ -28,18 +31,10 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @pytest.fixture(scope="module")
-def cache_file(tmp_path_factory):
-    from PIL import Image
-
+def cache_file(tmp_path_factory, random_jpegs):
     folder = tmp_path_factory.mktemp("stream")
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(N):
-        path = folder / f"{i:04d}.jpg"
-        Image.fromarray(rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)).save(path, quality=90)
-        paths.append(path)
     target = folder / "cache.npy"
-    write_cache(paths, SIZE, target, workers=2)
+    write_cache(random_jpegs(folder, N, SIZE), SIZE, target, workers=2)
     return target
 
 
@@ -85,65 +80,67 @@ def harness_split(cache_file, placement: str) -> Split:
     return split.to(DEVICE)
 
 
-@pytest.mark.parametrize("placement", ["stream", "device"])
-@pytest.mark.benchmark(group="stream-epoch")
-def test_epoch_harness_loader(benchmark, cache_file, placement):
+def torch_batches(cache_file) -> Callable[[], Iterator[tuple[Tensor, Tensor]]]:
+    """Epochs of a ``DataLoader`` with 2 workers over the cache, as float batches on the device."""
+    loader = torch.utils.data.DataLoader(CacheRows(cache_file), batch_size=BATCH, shuffle=True, num_workers=2,
+                                         pin_memory=DEVICE.type == "cuda", persistent_workers=True)
+
+    def batches() -> Iterator[tuple[Tensor, Tensor]]:
+        for x, y in loader:
+            yield x.to(DEVICE, non_blocking=True).float().div_(255), y.to(DEVICE, non_blocking=True)
+
+    return batches
+
+
+def harness_batches(cache_file, placement: str) -> Callable[[], Iterator[tuple[Tensor, Tensor]]]:
+    """Epochs of the harness's ``Loader`` over the cache in ``placement``."""
     split = harness_split(cache_file, placement)
     assert split.pixels.streamed == (placement == "stream")
     loader = Loader(split, BATCH, torch.Generator(device=DEVICE).manual_seed(0))
-    step = make_step()
+
+    def batches() -> Iterator[tuple[Tensor, Tensor]]:
+        for batch in loader:
+            yield batch.x, batch.y
+
+    return batches
+
+
+def epoch_of(batches: Callable[[], Iterator[tuple[Tensor, Tensor]]],
+             step: Callable[[Tensor, Tensor], None] | None = None) -> Callable[[], int]:
+    """One epoch over ``batches`` (with a training ``step`` per batch, or none), synchronised."""
 
     def epoch() -> int:
         seen = 0
-        for batch in loader:
-            step(batch.x, batch.y)
-            seen += len(batch)
+        for x, y in batches():
+            if step is not None:
+                step(x, y)
+            seen += len(y)
         synchronize()
         return seen
 
+    return epoch
+
+
+@pytest.mark.parametrize("placement", ["stream", "device"])
+@pytest.mark.benchmark(group="stream-epoch")
+def test_epoch_harness_loader(benchmark, cache_file, placement):
+    epoch = epoch_of(harness_batches(cache_file, placement), make_step())
     assert benchmark.pedantic(epoch, rounds=5, warmup_rounds=2) == N
 
 
 @pytest.mark.benchmark(group="stream-epoch")
 def test_epoch_baseline_torch_dataloader_two_workers(benchmark, cache_file):
-    loader = torch.utils.data.DataLoader(CacheRows(cache_file), batch_size=BATCH, shuffle=True, num_workers=2,
-                                         pin_memory=DEVICE.type == "cuda", persistent_workers=True)
-    step = make_step()
-
-    def epoch() -> int:
-        seen = 0
-        for x, y in loader:
-            x = x.to(DEVICE, non_blocking=True).float().div_(255)
-            step(x, y.to(DEVICE, non_blocking=True))
-            seen += len(y)
-        synchronize()
-        return seen
-
+    epoch = epoch_of(torch_batches(cache_file), make_step())
     assert benchmark.pedantic(epoch, rounds=5, warmup_rounds=2) == N
 
 
 @pytest.mark.benchmark(group="stream-iterate")
 def test_iterate_baseline_torch_dataloader_two_workers(benchmark, cache_file):
     """The loaders alone (batches on the device as float, no model): their own cost."""
-    loader = torch.utils.data.DataLoader(CacheRows(cache_file), batch_size=BATCH, shuffle=True, num_workers=2,
-                                         pin_memory=DEVICE.type == "cuda", persistent_workers=True)
-
-    def epoch() -> int:
-        seen = sum(len(x.to(DEVICE, non_blocking=True).float().div_(255)) for x, _ in loader)
-        synchronize()
-        return seen
-
-    assert benchmark.pedantic(epoch, rounds=10, warmup_rounds=2) == N
+    assert benchmark.pedantic(epoch_of(torch_batches(cache_file)), rounds=10, warmup_rounds=2) == N
 
 
 @pytest.mark.parametrize("placement", ["stream", "device"])
 @pytest.mark.benchmark(group="stream-iterate")
 def test_iterate_harness_loader(benchmark, cache_file, placement):
-    loader = Loader(harness_split(cache_file, placement), BATCH, torch.Generator(device=DEVICE).manual_seed(0))
-
-    def epoch() -> int:
-        seen = sum(len(batch) for batch in loader)
-        synchronize()
-        return seen
-
-    assert benchmark.pedantic(epoch, rounds=10, warmup_rounds=2) == N
+    assert benchmark.pedantic(epoch_of(harness_batches(cache_file, placement)), rounds=10, warmup_rounds=2) == N
