@@ -199,3 +199,38 @@ def test_every_method_runs_end_to_end_on_streamed_images(folder, tracker, tmp_pa
         result = run(config, tracker, progress=False)
     assert 0.0 <= result.metrics["test_acc"] <= 1.0 and "test_biased_acc" in result.metrics
     assert tracker.client.get_run(result.run_id).data.tags["debiasbench.data_placement"] == "stream"
+
+
+def test_the_cli_streams_when_asked_and_records_the_placement(folder, tracking_uri, tmp_path):
+    from typer.testing import CliRunner
+
+    from debiasbench.cli import app
+    from debiasbench.tracking import Tracker
+
+    result = CliRunner().invoke(app, [
+        "run", "--method", "rrr", "--dataset", "image_folder", "--tracking-uri", tracking_uri,
+        "--set", f"dataset_params.root={folder}", "--set", "dataset_params.image_size=16",
+        "--set", "dataset_params.artifact=patch", "--set", "data_placement=stream", "--set", "epochs=1",
+        "--set", "device=cpu", "--set", "batch_size=8", "--set", f"checkpoint_dir={tmp_path / 'ckpt'}"])
+    assert result.exit_code == 0, result.output
+    tracker = Tracker(tracking_uri, "debiasbench")
+    runs = {r.data.params["method"]: r for r in tracker.client.search_runs([tracker.experiment_id])}
+    assert set(runs) == {"vanilla", "rrr"}  # the correction's vanilla base was trained first, streamed too
+    for run in runs.values():
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["debiasbench.data_placement"] == "stream"
+        assert run.data.params["data_placement"] == "stream"
+    metrics = runs["rrr"].data.metrics
+    assert 0 < metrics["relevance_samples"] <= 512 and "artifact_relevance" in metrics
+
+
+def test_the_cli_refuses_an_unknown_placement_in_one_line(tracking_uri):
+    from typer.testing import CliRunner
+
+    from debiasbench.cli import app
+
+    result = CliRunner().invoke(app, ["run", "--dataset", "synthetic_artifacts", "--tracking-uri", tracking_uri,
+                                      "--set", "data_placement=disk"])
+    assert result.exit_code == 2
+    assert "data_placement: expected one of 'auto', 'device', 'stream', got 'disk'" in result.output
+    assert len(result.output.strip().splitlines()) == 1
