@@ -40,6 +40,8 @@ class BoneAge(ImageFileDataset):
     name = "bone_age"
     description = "RSNA Bone Age radiographs, age bins as classes (files you download); artifacts by injection."
     layout = f"<root>/{CSV} (columns id, boneage, male) and <root>/{IMAGES}/<id>.png"
+    #: The RR-ClArC protocol trains with class-weighted CE (debiasbench/class_weights.py).
+    train_defaults = {**ImageFileDataset.train_defaults, "class_weights": "inverse_frequency"}
     params = {
         **image_params(),
         "age_bins": HParam("48,96,144,192", help="inner bin edges in months (k edges: k + 1 classes)"),

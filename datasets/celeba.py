@@ -38,6 +38,8 @@ class CelebA(ImageFileDataset):
     layout = (f"<root>/{ATTRIBUTES} (count line, 40 attribute names, '<file> ±1 ...' rows), "
               f"<root>/{PARTITION} ('<file> 0|1|2') and <root>/{IMAGES}/<file>.jpg")
     provides = frozenset({"bias_labels"})
+    #: The RR-ClArC protocol trains with class-weighted CE (debiasbench/class_weights.py).
+    train_defaults = {**ImageFileDataset.train_defaults, "class_weights": "inverse_frequency"}
     params = {
         **image_params(),
         "target": HParam("Blond_Hair", choices=tuple(NAMES), help="attribute predicted (2 classes)"),

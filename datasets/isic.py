@@ -30,6 +30,8 @@ class ISIC(ImageFileDataset):
     name = "isic"
     description = "ISIC 2019 skin lesions, 8 diagnoses (files you download); controlled artifacts by injection."
     layout = f"<root>/{CSV} (columns image, {', '.join(CLASSES)}, UNK) and <root>/{IMAGES}/<image>.jpg"
+    #: The RR-ClArC protocol trains with class-weighted CE (debiasbench/class_weights.py).
+    train_defaults = {**ImageFileDataset.train_defaults, "class_weights": "inverse_frequency"}
     params = image_params()
 
     def read_table(self, root: Path) -> ImageTable:

@@ -20,16 +20,18 @@ from debiasbench.errors import UserError
 MODEL_ARTIFACT = "model.pt"
 
 #: Config keys the base model must share with the correction that starts from it.
-MATCHING_KEYS = ("dataset", "model", "seed", "pretrained")
+MATCHING_KEYS = ("dataset", "model", "seed", "pretrained", "class_weights")
 
 
 def base_config(config: RunConfig) -> RunConfig:
-    """The vanilla run a correction of ``config`` starts from (training keys at their defaults)."""
+    """The vanilla run a correction of ``config`` starts from (training keys at their defaults,
+    except the cross-entropy's ``class_weights``, which the base shares with its correction)."""
     return resolve_config({
         "method": "vanilla", "dataset": config.dataset, "dataset_params": dict(config.dataset_params),
         "model": config.model, "seed": config.seed, "device": config.device,
         "experiment": config.experiment, "checkpoint_dir": config.checkpoint_dir,
         "pretrained": config.pretrained, "data_placement": config.data_placement,
+        "class_weights": config.class_weights,
     })
 
 

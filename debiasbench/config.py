@@ -27,6 +27,10 @@ VALIDATION_METRICS = ("val_acc", "val_worst_group_acc", "val_unbiased_acc", "val
                       "val_clean_acc", "val_biased_acc")
 
 
+#: Values of the run key ``class_weights``.
+CLASS_WEIGHTS = ("none", "inverse_frequency")
+
+
 def _key(default: Any, space: Any = None, **spec: Any) -> Any:
     """A run key; ``space`` is what a random-search sweep draws it from (DomainBed
     searches learning rate and weight decay for every method alike)."""
@@ -52,6 +56,12 @@ class RunConfig:
     weight_decay: float = _key(0.0, LogUniform(1e-6, 1e-2), low=0.0)
     schedule: str = _key("cosine", choices=("constant", "cosine"))
     grad_clip: float = _key(1.0, low=0.0, help="max gradient norm; 0 disables clipping")
+    class_weights: str = _key("none", choices=CLASS_WEIGHTS,
+                              help="cross-entropy class weights of every method: none, or "
+                                   "inverse_frequency (max_c n_c / n_c over the training split, the "
+                                   "RR-ClArC protocol; isic, bone_age and celeba default to it)")
+    augment: bool = _key(True, help="the dataset's training augmentation (e.g. hflip); corrections "
+                                    "default to false, as the RR-ClArC authors fine-tune without it")
     device: str = _key("auto", choices=("auto", "cpu", "cuda"))
     amp: bool = _key(True, help="bf16 autocast on CUDA (ignored on the CPU)")
     channels_last: bool = _key(True, help="channels_last memory format on CUDA")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from debiasbench.hparams import HParam
@@ -59,6 +60,8 @@ class RunContext:
     log_metrics: Callable[[Mapping[str, float]], None] = lambda metrics: None
     #: One line for the person running it (stderr), e.g. a setting the method is unsuited to.
     note: Callable[[str], None] = lambda message: None
+    #: Per-class weights of the training cross-entropy (run key ``class_weights``), None: plain.
+    class_weights: Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -108,6 +111,21 @@ class Method:
     def loss(self, model: "LatentModel", batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         """Scalar training loss and named scalar tensors to log (kept on the device)."""
         raise NotImplementedError
+
+    def cross_entropy(self, logits: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+        """The run's training cross-entropy: class-weighted when the run key ``class_weights``
+        says so, so that every method's objective is weighted alike.
+
+        Each sample's CE is multiplied by its label's weight; ``mean`` is then divided by the
+        summed weights of the batch (``torch.nn.CrossEntropyLoss(weight=...)``, which the
+        RR-ClArC authors' pipeline uses), ``none`` returns the weighted per-sample terms for
+        the method to reduce. Use it for the loss the run's model learns from; statistics a
+        method derives from the CE (difficulty scores, group losses for weights) may use the
+        plain one.
+        """
+        weight = self.ctx.class_weights
+        return F.cross_entropy(logits, y, weight=None if weight is None else weight.to(logits.dtype),
+                               reduction=reduction)
 
     def state_dict(self) -> dict[str, Any]:
         """State the method changes while training (e.g. smoothed statistics), saved in

@@ -26,6 +26,7 @@ from torch import nn
 
 from debiasbench import checkpoints
 from debiasbench.base_model import MODEL_ARTIFACT, resolve_base_checkpoint
+from debiasbench.class_weights import class_weights
 from debiasbench.config import RunConfig
 from debiasbench.data import BenchmarkDataset, DeviceLoader
 from debiasbench.errors import RunFailed, UserError
@@ -118,8 +119,11 @@ class Trainer:
 
     def build(self) -> tuple[Any, RunContext]:
         generator = torch.Generator(device=self.device).manual_seed(self.config.seed)
+        weights = class_weights(self.config.class_weights, self.dataset.splits["train"].y,
+                                self.dataset.num_classes)
         ctx = RunContext(config=self.config, dataset=self.dataset, model=self.model, device=self.device,
-                         generator=generator, log_metrics=self.tracked.log_metrics, note=_note)
+                         generator=generator, log_metrics=self.tracked.log_metrics, note=_note,
+                         class_weights=None if weights is None else weights.to(self.device))
         return METHODS.get(self.config.method)(self.config.hparams, ctx), ctx
 
     def train(self) -> dict[str, float]:
@@ -143,7 +147,7 @@ class Trainer:
         for p in model.parameters():
             p.requires_grad_(id(p) in trainable)
         loader = DeviceLoader(self.dataset.splits["train"], config.batch_size, ctx.generator,
-                              sampler=method.sampler(ctx), augment=self.dataset.augment)
+                              sampler=method.sampler(ctx), augment=self.dataset.augment if config.augment else None)
         optimizer = make_optimizer(config, params) if params else None
         schedule = make_schedule(config, optimizer, config.epochs * len(loader)) if optimizer else None
         start_epoch, best = self.resume(model, method, optimizer, schedule, ctx.generator)

@@ -7,7 +7,6 @@ and it stops separating classes; the model is unchanged at test time.
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from debiasbench.clarc import ClArCMethod, shift_to_length
@@ -22,5 +21,5 @@ class AClArC(ClArCMethod):
     def loss(self, model: LatentModel, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         logits, _ = model.forward_with_latent(
             batch.x, edit=lambda a: shift_to_length(a, self.cav, self.artifact_length))
-        ce = F.cross_entropy(logits, batch.y)
+        ce = self.cross_entropy(logits, batch.y)
         return ce, {"ce": ce.detach()}

@@ -170,9 +170,11 @@ class GradientAlignment(Method):
         return None
 
     def loss(self, model: LatentModel, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        ce = F.cross_entropy(model(batch.x).float(), batch.y, reduction="none")
+        logits = model(batch.x).float()
+        ce = F.cross_entropy(logits.detach(), batch.y, reduction="none")  # plain: 1 - p_y for the weights
         conflicting = self.conflicting[batch.index]
         groups = batch.y if self.num_groups > 1 else torch.zeros_like(batch.y)
-        weights = alignment_weights(1 - (-ce.detach()).exp(), groups, conflicting, self.num_groups,
+        weights = alignment_weights(1 - (-ce).exp(), groups, conflicting, self.num_groups,
                                     self.hp["gamma"], self.running, self.hp["momentum"])
-        return (weights * ce).mean(), {"ce": ce.detach().mean()}
+        loss = (weights * self.cross_entropy(logits, batch.y, reduction="none")).mean()
+        return loss, {"ce": ce.mean()}

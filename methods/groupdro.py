@@ -31,7 +31,6 @@ Paper (Algorithm 1) and the authors' code (kohpangwei/group_DRO), and the choice
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from debiasbench.errors import UserError
@@ -101,7 +100,7 @@ class GroupDRO(Method):
 
     def loss(self, model: LatentModel, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         logits = model(batch.x)
-        per_sample = F.cross_entropy(logits.float(), batch.y, reduction="none")
+        per_sample = self.cross_entropy(logits.float(), batch.y, reduction="none")
         groups = batch.y * self.num_bias + batch.bias
         losses, _ = group_losses(per_sample, groups, self.num_groups)
         with torch.no_grad():

@@ -105,7 +105,7 @@ class JTT(Method):
         return UpsampleSampler(len(self.error_set), self.error_set, self.hp["upweight"])
 
     def loss(self, model: LatentModel, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        ce = F.cross_entropy(model(batch.x).float(), batch.y, reduction="none")
+        ce = self.cross_entropy(model(batch.x).float(), batch.y, reduction="none")
         if self.hp["mode"] == "sample":
             loss = ce.mean()
         else:

@@ -152,12 +152,12 @@ class LfF(Method):
         logits_b = self.biased_model(batch.x).float()
         logits_d = model(batch.x).float()
         ce_b = F.cross_entropy(logits_b.detach(), batch.y, reduction="none")
-        ce_d = F.cross_entropy(logits_d, batch.y, reduction="none")
-        w = self.weights(batch.index, ce_b, ce_d.detach())
+        ce_d = F.cross_entropy(logits_d.detach(), batch.y, reduction="none")  # plain: relative difficulty
+        w = self.weights(batch.index, ce_b, ce_d)
         gce = generalized_cross_entropy(logits_b, batch.y, self.hp["q"])
         self.step_biased(gce)
-        loss = (w * ce_d).mean()
-        return loss, {"ce": ce_d.detach().mean(), "ce_biased": ce_b.mean(), "gce_biased": gce.detach(),
+        loss = (w * self.cross_entropy(logits_d, batch.y, reduction="none")).mean()
+        return loss, {"ce": ce_d.mean(), "ce_biased": ce_b.mean(), "gce_biased": gce.detach(),
                       "lff_weight": w.mean()}
 
     def state_dict(self) -> dict[str, Any]:

@@ -26,7 +26,6 @@ import math
 import time
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from debiasbench.auxiliary import fresh_model, make_generator, predict_proba, train_model
@@ -97,5 +96,5 @@ class PGD(Method):
         return ImportanceSampler(self.probs)
 
     def loss(self, model: LatentModel, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        loss = F.cross_entropy(model(batch.x), batch.y)
+        loss = self.cross_entropy(model(batch.x), batch.y)
         return loss, {"ce": loss.detach()}

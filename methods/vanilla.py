@@ -6,7 +6,6 @@ The baseline every method is compared against, and the checkpoint post-hoc corre
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from debiasbench.method import Batch, Method
@@ -19,5 +18,5 @@ class Vanilla(Method):
 
     def loss(self, model: LatentModel, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         logits = model(batch.x)
-        loss = F.cross_entropy(logits, batch.y)
+        loss = self.cross_entropy(logits, batch.y)
         return loss, {"ce": loss.detach()}
