@@ -26,7 +26,7 @@ from debiasbench.methods.rrr import RRR
 
 DTYPE = torch.float64
 N, K, C, H, W = 6, 3, 4, 5, 5  # samples, classes, latent channels, spatial size
-DETERMINISTIC_TARGETS = ("all_logits", "max_logit", "target_logit", "logprobs")
+DETERMINISTIC_TARGETS = ("all_logits", "max_logit", "target_logit", "logprobs", "log_softmax")
 ALL_TARGETS = ("random_logits", *DETERMINISTIC_TARGETS)
 RTOL, ATOL = 1e-5, 1e-10
 
@@ -113,7 +113,9 @@ def hand_target(logits: Tensor, y: Tensor, target: str, signs: Tensor | None = N
         return logits.max(1).values
     if target == "target_logit":
         return logits[torch.arange(len(y)), y]
-    if target == "logprobs":
+    if target == "logprobs":  # the RR-ClArC authors' (softmax + 1e-5).log().mean(1)
+        return torch.log(torch.exp(logits - logits.logsumexp(1, keepdim=True)) + 1e-5).mean(1)
+    if target == "log_softmax":
         return F.log_softmax(logits, 1).mean(1)
     assert target == "random_logits" and signs is not None
     return (logits * signs).sum(1)
