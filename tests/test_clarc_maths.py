@@ -407,7 +407,8 @@ def test_aclarc_loss_is_cross_entropy_of_the_head_on_latents_shifted_to_the_arti
 
 
 def make_rrr(model: LatentModel, lam: float = 3.0) -> RRR:
-    return RRR({"lambda": lam, "finetune": "all"}, make_ctx(model, "rrr"))
+    """RRR with Ross et al.'s objective (the authors' one: tests/test_authors_clarc.py)."""
+    return RRR({"lambda": lam, "finetune": "all", "objective": "ross"}, make_ctx(model, "rrr"))
 
 
 def hand_rrr(net: nn.Sequential, batch: Batch, lam: float) -> tuple[Tensor, Tensor, Tensor]:
