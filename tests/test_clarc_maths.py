@@ -370,13 +370,13 @@ def test_projected_model_output_equals_the_head_applied_to_the_hand_projected_la
         assert_close(model(batch.x), hand_head(model.net, a))  # the wrapped model is unchanged
 
 
-def test_pclarc_eval_model_projects_to_the_clean_length_and_trains_nothing():
+def test_pclarc_eval_model_projects_to_the_clean_length():
     model = latent_model()
     batch, v = make_batch(), unit()
     for shift, only_down in (("both", False), ("down", True)):
-        method = PClArC({"cav_kind": "pattern", "shift": shift}, make_ctx(model, "pclarc"))
+        method = PClArC({"cav_kind": "pattern", "finetune": "after_latent", "shift": shift},
+                        make_ctx(model, "pclarc"))
         method.cav, method.clean_length = v, torch.tensor(0.4, dtype=DTYPE)
-        assert list(method.trainable_parameters(model)) == []
         with torch.no_grad():
             expected = hand_head(model.net, hand_shift(hand_latent(model.net, batch.x), v, 0.4, only_down))
             assert_close(method.eval_model(model)(batch.x), expected)
