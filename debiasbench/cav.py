@@ -15,6 +15,9 @@ Conventions, shared by every kind so that methods can swap them freely:
 - The result is a unit-length float32 vector on the device of the activations, pointing
   towards the artifact samples (positive dot product with the difference of class means),
   so that "adding ``v``" always means "more artifact", whatever a solver's sign.
+
+Where a rule follows the RR-ClArC authors' code, the docstring cites it as
+``frederikpahde/rrclarc@222d917 <file>:<lines>``.
 """
 
 from __future__ import annotations
@@ -39,18 +42,30 @@ __all__ = [
     "tcav_score",
 ]
 
+#: The scikit-learn kinds fitted as the authors fit them (raw features, no intercept,
+#: penalty by grid search); each also exists as ``<kind>_standardised``.
+SKLEARN_KINDS: tuple[str, ...] = ("svm", "ridge", "lasso", "logistic")
+#: Suffix of the standardised variants (this benchmark's earlier fitting).
+STANDARDISED = "_standardised"
 #: Every kind ``fit_cav`` accepts; ``pattern`` is the default.
-CAV_KINDS: tuple[str, ...] = ("pattern", "svm", "ridge", "lasso", "logistic")
+CAV_KINDS: tuple[str, ...] = ("pattern", *SKLEARN_KINDS, *(k + STANDARDISED for k in SKLEARN_KINDS))
 
-#: Regularisation grid of the ``svm`` kind (inverse strength C of LinearSVC), chosen by CV.
+#: The authors' penalty grid, for every scikit-learn kind (C of LinearSVC and
+#: LogisticRegression, alpha of Ridge and Lasso): ``10 ** i`` for i in -5..4
+#: (frederikpahde/rrclarc@222d917 utils/cav.py:27,36,47,58).
+AUTHORS_PENALTY_GRID: tuple[float, ...] = tuple(10.0 ** i for i in range(-5, 5))
+#: Folds of the authors' grid search (``authors_folds``).
+AUTHORS_FOLDS = 5
+
+#: Regularisation grid of the ``svm_standardised`` kind (inverse strength C of LinearSVC), chosen by CV.
 SVM_C_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
-#: Ridge penalty (on standardised features; ridge is insensitive to it over decades here).
+#: Ridge penalty of ``ridge_standardised`` (insensitive to it over decades here).
 RIDGE_ALPHA = 1.0
-#: Lasso penalty on standardised features: a feature survives when its correlation-like
+#: Lasso penalty of ``lasso_standardised``: a feature survives when its correlation-like
 #: score cov(x_j, y) / std(x_j) exceeds it, so 0.01 keeps every feature with a visible
 #: effect while zeroing pure noise features.
 LASSO_ALPHA = 0.01
-#: Inverse L2 strength of the ``logistic`` kind: stronger than sklearn's 1.0 because CAV
+#: Inverse L2 strength of ``logistic_standardised``: stronger than sklearn's 1.0 because CAV
 #: data are small and nearly separable, where weak L2 lets the weights chase noise.
 LOGISTIC_C = 0.1
 #: Standard deviations below this are treated as constant features (left unscaled).
@@ -99,22 +114,28 @@ def fit_cav(acts: Tensor, labels: Tensor, kind: str = "pattern") -> Tensor:
 
     ``acts`` is ``[N, D]`` or ``[N, C, H, W]`` (max-pooled over space first). Kinds:
 
-    - ``pattern`` (default): the signal pattern cov(a, y) / var(y), in torch. For binary
-      y this is exactly mean(a | y=1) - mean(a | y=0): the direction the artifact *adds*
-      to the activations, which is what ClArC corrections move along. It ignores the
-      noise covariance, so it is robust and needs no hyper-parameters.
-    - ``svm``: LinearSVC, C picked from ``SVM_C_GRID`` by stratified 3-fold CV balanced
-      accuracy (ties go to the smaller C, the simpler model), then refitted on all data.
-    - ``ridge``: Ridge regression of y on the features (``RIDGE_ALPHA``).
-    - ``lasso``: Lasso regression of y (``LASSO_ALPHA``); sparse, may zero every weight.
-    - ``logistic``: L2 logistic regression (``LOGISTIC_C``).
+    - ``pattern`` (default): the signal pattern cov(a, y) / var(y), in torch (the authors'
+      ``signal``, frederikpahde/rrclarc@222d917 utils/cav.py:66-74). For binary y this is
+      exactly mean(a | y=1) - mean(a | y=0): the direction the artifact *adds* to the
+      activations, which is what ClArC corrections move along. It ignores the noise
+      covariance, so it is robust and needs no hyper-parameters.
+    - ``svm``, ``ridge``, ``lasso``, ``logistic``: fitted as the authors fit them
+      (utils/cav.py:18-64; ``_fit_authors``): LinearSVC, Ridge, Lasso or
+      LogisticRegression on the *raw* features without intercept, the regressions on
+      targets +-1, every sample weighted 1 / (size of its class) scaled to a largest
+      weight of 1, the penalty chosen from ``AUTHORS_PENALTY_GRID`` (1e-5 ... 1e4) by the
+      estimator's 5-fold cross-validated score, then refitted on all samples.
+    - ``<kind>_standardised``: this benchmark's earlier fitting of the same four models
+      (``_fit_standardised``): on standardised features, with intercept, the two classes
+      weighted equally, ``svm`` with C from ``SVM_C_GRID`` by 3-fold balanced accuracy,
+      the others at the fixed ``RIDGE_ALPHA``, ``LASSO_ALPHA``, ``LOGISTIC_C``; weights
+      mapped back to ``acts`` space (w / std). One penalty then means the same for any
+      layer's scale, and the direction does not depend on where the origin of the
+      activations lies (the authors' fits without intercept do).
 
-    The scikit-learn kinds fit on standardised features (so one penalty means the same
-    for any layer's scale, and solvers converge), weight the two classes equally (the
-    artifact is usually the minority) and map the weights back to the original feature
-    space (w / std), i.e. return the normal of the fitted decision hyperplane in ``acts``
-    space. These *filter* directions account for the noise covariance and can differ
-    from the ``pattern``.
+    The scikit-learn kinds return *filter* directions (the normal of a decision
+    hyperplane), which account for the noise covariance and can differ from the
+    ``pattern``.
 
     Raises ValueError for an unknown kind, non-binary labels, a single class, or a
     zero direction (e.g. lasso removed every weight).
@@ -136,12 +157,20 @@ def fit_cav(acts: Tensor, labels: Tensor, kind: str = "pattern") -> Tensor:
         yc = y - y.mean()
         direction = (yc @ (a - a.mean(0))) / (yc @ yc)
     else:
-        weights = _fit_sklearn(a.cpu().numpy(), binary.cpu().numpy(), kind)
+        x_host, y_host = a.cpu().numpy(), binary.cpu().numpy()
+        if kind.endswith(STANDARDISED):
+            weights = _fit_standardised(x_host, y_host, kind.removesuffix(STANDARDISED))
+        else:
+            weights = _fit_authors(x_host, y_host, kind)
         direction = torch.from_numpy(weights).to(a.device, torch.float64)
 
     norm = direction.norm()
     if not bool(torch.isfinite(norm)) or float(norm) <= 1e-12:
-        hint = " (lasso removed every weight: lower LASSO_ALPHA or use another kind)" if kind == "lasso" else ""
+        hint = ""
+        if kind == "lasso_standardised":
+            hint = " (lasso removed every weight: lower LASSO_ALPHA or use another kind)"
+        elif kind == "lasso":
+            hint = " (lasso removed every weight at the penalty its grid search chose)"
         raise ValueError(f"the {kind!r} CAV is the zero vector{hint}; the labels may not be "
                          f"linearly visible in these activations")
     direction = direction / norm
@@ -156,7 +185,94 @@ def _balanced_weights(y: np.ndarray) -> np.ndarray:
     return np.where(y, n / (2.0 * positives), n / (2.0 * (n - positives)))
 
 
-def _fit_sklearn(x: np.ndarray, y: np.ndarray, kind: str) -> np.ndarray:
+def authors_sample_weights(y: np.ndarray) -> np.ndarray:
+    """The authors' CAV sample weights: 1 / (samples of the sample's class), divided by the
+    largest, so the smaller class weighs 1 per sample and both classes the same in total
+    (frederikpahde/rrclarc@222d917 utils/cav.py:18-21)."""
+    positives = int(y.sum())
+    weights = np.where(y, 1.0 / positives, 1.0 / (y.shape[0] - positives))
+    return weights / weights.max()
+
+
+def _authors_estimator(kind: str):
+    """(estimator, name of its penalty, whether it regresses on +-1) as the authors build it.
+
+    Constructor values as in frederikpahde/rrclarc@222d917 utils/cav.py: LinearSVC(random_state=0,
+    fit_intercept=False) (l.26), Ridge(alpha=100, fit_intercept=False) (l.35),
+    Lasso(alpha=0.01, fit_intercept=False) (l.45), LogisticRegression(fit_intercept=False)
+    (l.56); everything else is scikit-learn's default (squared hinge, lbfgs with 100
+    iterations, ...). The constructor penalty is used only where no grid search is possible.
+    """
+    from sklearn.linear_model import Lasso, LogisticRegression, Ridge
+    from sklearn.svm import LinearSVC
+
+    if kind == "svm":
+        return LinearSVC(random_state=0, fit_intercept=False), "C", False
+    if kind == "ridge":
+        return Ridge(alpha=100, fit_intercept=False), "alpha", True
+    if kind == "lasso":
+        return Lasso(alpha=0.01, fit_intercept=False), "alpha", True
+    if kind == "logistic":
+        # y = +-1 for logistic too (utils/cav.py:59): the same classes, relabelled.
+        return LogisticRegression(fit_intercept=False), "C", True
+    raise _unknown_kind(kind)  # pragma: no cover - fit_cav checks the kind first
+
+
+def authors_folds(y: np.ndarray, regression: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, test) index pairs of the authors' grid search: GridSearchCV's default
+    ``cv`` (frederikpahde/rrclarc@222d917 utils/cav.py:27,36,47,58 pass none), i.e. 5
+    unshuffled folds, stratified by ``y`` for the classifiers (LinearSVC, LogisticRegression)
+    and contiguous for the regressions (Ridge, Lasso)."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    splitter = KFold(AUTHORS_FOLDS) if regression else StratifiedKFold(AUTHORS_FOLDS)
+    return list(splitter.split(np.zeros((y.shape[0], 1)), y))
+
+
+def _fit_authors(x: np.ndarray, y: np.ndarray, kind: str) -> np.ndarray:
+    """Weights [D] of the authors' fit of ``kind`` on raw ``x`` (frederikpahde/rrclarc@222d917
+    utils/cav.py:18-64): no intercept, ``authors_sample_weights`` passed to every fit, the
+    penalty picked from ``AUTHORS_PENALTY_GRID`` by the mean over ``authors_folds`` of the
+    estimator's own unweighted ``score`` on the held-out fold (accuracy, R^2; ties: the
+    grid's first value), then refitted on all samples.
+
+    The cross-validation is written out rather than run through GridSearchCV: that is
+    what GridSearchCV did in the scikit-learn of the authors' code (early 2024: fits
+    weighted, scores unweighted), whereas releases after scikit-learn PR #30743 (merged
+    March 2025) also pass ``sample_weight`` to the scorer, which picks other penalties.
+
+    Below 5 samples, or with a single sample of one class (a stratified fold could then
+    train on one class), there is nothing to cross-validate: the estimator is fitted once
+    at the authors' constructor penalty (``_authors_estimator``).
+    """
+    from sklearn.base import clone
+    from sklearn.exceptions import ConvergenceWarning
+
+    estimator, penalty, signed = _authors_estimator(kind)
+    target = y.astype(np.int64) * 2 - 1 if signed else y.astype(np.int64)
+    weights = authors_sample_weights(y)
+    smaller_class = min(int(y.sum()), int((~y).sum()))
+    with warnings.catch_warnings():
+        # A CAV is a direction: a solver stopped near the optimum gives nearly the same one;
+        # a class with fewer members than folds only makes some test folds one-class.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.filterwarnings("ignore", message="The least populated class")
+        if y.shape[0] >= AUTHORS_FOLDS and smaller_class >= 2:
+            folds = authors_folds(y, regression=kind in ("ridge", "lasso"))
+            scores = []
+            for value in AUTHORS_PENALTY_GRID:
+                fold_scores = []
+                for train, test in folds:
+                    fitted = clone(estimator).set_params(**{penalty: value})
+                    fitted.fit(x[train], target[train], sample_weight=weights[train])
+                    fold_scores.append(fitted.score(x[test], target[test]))
+                scores.append(float(np.mean(fold_scores)))
+            estimator.set_params(**{penalty: AUTHORS_PENALTY_GRID[int(np.argmax(scores))]})
+        estimator.fit(x, target, sample_weight=weights)
+    return np.asarray(estimator.coef_, dtype=np.float64).reshape(-1)
+
+
+def _fit_standardised(x: np.ndarray, y: np.ndarray, kind: str) -> np.ndarray:
     """Weights [D] of a scikit-learn linear model fitted on standardised ``x``, in ``x`` space."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import Lasso, LogisticRegression, Ridge

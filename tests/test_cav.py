@@ -23,6 +23,11 @@ from debiasbench.registry import DATASETS
 from debiasbench.testing import TINY_SYNTHETIC
 
 
+#: Kinds whose direction ignores a shift of every activation (the authors' scikit-learn
+#: kinds fit without intercept and do not).
+ORIGIN_FREE_KINDS = ("pattern", *(k for k in CAV_KINDS if k.endswith("_standardised")))
+
+
 def _cos(a: Tensor, b: Tensor) -> float:
     return float(F.cosine_similarity(a.double().reshape(1, -1), b.double().reshape(1, -1)))
 
@@ -51,8 +56,9 @@ def small_cnn() -> LatentModel:
 # --------------------------------------------------------------------------- fit_cav
 
 
-def test_cav_kinds_lists_pattern_first_and_every_solver():
-    assert CAV_KINDS == ("pattern", "svm", "ridge", "lasso", "logistic")
+def test_cav_kinds_lists_pattern_first_then_the_authors_solvers_then_their_standardised_variants():
+    assert CAV_KINDS == ("pattern", "svm", "ridge", "lasso", "logistic", "svm_standardised",
+                         "ridge_standardised", "lasso_standardised", "logistic_standardised")
 
 
 def test_pattern_cav_is_the_normalised_difference_of_class_means_for_unbalanced_classes():
@@ -69,14 +75,21 @@ def test_pattern_cav_is_the_normalised_difference_of_class_means_for_unbalanced_
 @pytest.mark.parametrize("kind", CAV_KINDS)
 def test_every_kind_returns_a_unit_float32_vector_that_recovers_a_planted_direction(kind: str):
     acts, labels, direction = _planted()
+    acts = acts - 0.5  # centred: the authors' kinds fit without intercept (test_authors_cav.py)
     cav = fit_cav(acts, labels, kind=kind)
     assert cav.shape == (acts.shape[1],) and cav.dtype == torch.float32 and cav.device == acts.device
     assert abs(float(cav.norm()) - 1.0) < 1e-5
     cosine = _cos(cav, direction)
-    if kind == "lasso":  # sparse by design: it need only point the right way
+    if kind == "lasso_standardised":  # sparse by design: it need only point the right way
         assert cosine > 0
     else:
         assert cosine > 0.9
+
+
+@pytest.mark.parametrize("kind", ORIGIN_FREE_KINDS)
+def test_pattern_and_standardised_kinds_do_not_depend_on_the_origin_of_the_activations(kind: str):
+    acts, labels, _ = _planted(n=300, seed=7)
+    assert _cos(fit_cav(acts, labels, kind), fit_cav(acts + 5.0, labels, kind)) > 0.999
 
 
 @pytest.mark.parametrize("kind", CAV_KINDS)
@@ -124,7 +137,7 @@ def test_pool_activations_takes_the_spatial_max_and_keeps_vectors_unchanged():
 
 def test_unknown_kind_raises_value_error_naming_the_allowed_kinds():
     acts, labels, _ = _planted(n=50)
-    with pytest.raises(ValueError, match="unknown CAV kind 'pca'.*pattern, svm, ridge, lasso, logistic"):
+    with pytest.raises(ValueError, match="unknown CAV kind 'pca'.*pattern, svm, ridge, lasso, logistic, svm_standardised"):
         fit_cav(acts, labels, kind="pca")
 
 
@@ -149,7 +162,8 @@ def test_labels_of_the_wrong_length_raise_value_error():
         fit_cav(torch.randn(6, 3), torch.tensor([0, 1, 0]))
 
 
-def test_lasso_that_removes_every_weight_raises_value_error_saying_so():
+@pytest.mark.parametrize("kind", ["lasso", "lasso_standardised"])
+def test_lasso_that_removes_every_weight_raises_value_error_saying_so(kind: str):
     # Labels independent of tiny-effect features: every standardised correlation < alpha.
     g = torch.Generator().manual_seed(0)
     acts = torch.randn(400, 5, generator=g)
@@ -158,13 +172,13 @@ def test_lasso_that_removes_every_weight_raises_value_error_saying_so():
     acts = acts - acts[labels == 1].mean(0) * (labels == 1)[:, None] \
         - acts[labels == 0].mean(0) * (labels == 0)[:, None]  # equal class means
     with pytest.raises(ValueError, match="zero vector.*lasso removed every weight"):
-        fit_cav(acts, labels, kind="lasso")
+        fit_cav(acts, labels, kind=kind)
 
 
-def test_constant_features_get_zero_weight_in_every_kind():
+def test_constant_features_get_zero_weight_in_the_pattern_and_standardised_kinds():
     acts, labels, _ = _planted(n=200, d=6, seed=5)
     acts = torch.cat([acts, torch.full((200, 1), 3.0)], dim=1)
-    for kind in CAV_KINDS:
+    for kind in ORIGIN_FREE_KINDS:
         cav = fit_cav(acts, labels, kind=kind)
         assert torch.isfinite(cav).all() and abs(float(cav[-1])) < 1e-6, kind
 
