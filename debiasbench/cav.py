@@ -34,9 +34,12 @@ from debiasbench.models import eval_mode
 
 __all__ = [
     "CAV_KINDS",
+    "CAV_SAMPLES",
     "pool_activations",
     "fit_cav",
     "latent_activations",
+    "latents_and_predictions",
+    "artifact_cav_samples",
     "fit_artifact_cav",
     "cav_alignment",
     "tcav_score",
@@ -49,6 +52,9 @@ SKLEARN_KINDS: tuple[str, ...] = ("svm", "ridge", "lasso", "logistic")
 STANDARDISED = "_standardised"
 #: Every kind ``fit_cav`` accepts; ``pattern`` is the default.
 CAV_KINDS: tuple[str, ...] = ("pattern", *SKLEARN_KINDS, *(k + STANDARDISED for k in SKLEARN_KINDS))
+#: Which samples of the class a CAV is fitted on (``artifact_cav_samples``): ``predicted``
+#: (those the model predicts as their own class, the authors') or ``all``.
+CAV_SAMPLES: tuple[str, ...] = ("predicted", "all")
 
 #: The authors' penalty grid, for every scikit-learn kind (C of LinearSVC and
 #: LogisticRegression, alpha of Ridge and Lasso): ``10 ** i`` for i in -5..4
@@ -334,17 +340,70 @@ def latent_activations(model: nn.Module, x: Tensor | Split, batch_size: int | No
     return torch.cat(parts)
 
 
-def fit_artifact_cav(model: nn.Module, split: Split, attacked_class: int | None, kind: str = "pattern",
-                     batch_size: int | None = 256) -> Tensor:
-    """The CAV of the artifact at ``model``'s latent layer, fitted on ``split``.
+def latents_and_predictions(model: nn.Module, x: Tensor | Split,
+                            batch_size: int | None = 256) -> tuple[Tensor, Tensor]:
+    """Max-pooled latents ``[N, C]`` (or ``[N, D]``) and predicted classes ``[N]`` of ``x``,
+    from one forward pass per batch, in eval mode, without autograd (see
+    ``latent_activations``).
 
-    Uses the samples of ``attacked_class`` only (all samples when None), label = the
-    split's ``artifact`` flag: within one class the artifact is the only systematic
-    difference between the two groups, whereas across classes the class itself would
-    leak into the direction. Returns a unit float32 vector [C] (or [D]).
+    The latent is the latent module's output as ``model.latent`` returns it (its first call
+    per forward, pooled before any later in-place layer or a wrapper's edit of it, such as
+    P-ClArC's projection, can change it); the prediction is the whole model's argmax.
     """
-    if kind not in CAV_KINDS:
-        raise _unknown_kind(kind)
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    latents: list[Tensor] = []
+    predictions: list[Tensor] = []
+
+    def keep_first(module: nn.Module, inputs: tuple, output: object) -> None:
+        if len(latents) == len(predictions):  # the first call in this batch's forward
+            if not isinstance(output, Tensor):
+                raise TypeError(f"the latent layer must output a tensor, got {type(output).__name__}")
+            latents.append(pool_activations(output))
+
+    with eval_mode(model), torch.no_grad():
+        handle = model.latent_module.register_forward_hook(keep_first)
+        try:
+            for inputs in input_batches(x, batch_size):
+                predictions.append(model(inputs).argmax(dim=1))
+                if len(latents) != len(predictions):
+                    raise ValueError("the latent layer did not run in the model's forward")
+        finally:
+            handle.remove()
+    if not latents:
+        raise ValueError("latents_and_predictions needs at least one sample, got an empty x")
+    return torch.cat(latents), torch.cat(predictions)
+
+
+def artifact_cav_samples(model: nn.Module, split: Split, attacked_class: int | None,
+                         samples: str = "predicted", batch_size: int | None = 256) -> tuple[Tensor, Tensor]:
+    """The max-pooled latents ``[M, C]`` a CAV of the artifact is fitted on, and their
+    artifact labels ``[M]`` (bool), on the device of the split.
+
+    The samples of ``attacked_class`` (every sample when None), label = the split's
+    ``artifact`` flag: within one class the artifact is the only systematic difference
+    between the two groups, whereas across classes the class itself would leak into the
+    direction. ``samples``:
+
+    - ``predicted`` (the authors'): only those ``model`` predicts as their own class.
+      frederikpahde/rrclarc@222d917 experiments/preprocessing/global_collect_relevances_and_activations.py:138-176
+      collects the activations of the class's samples and keeps a sample only when the
+      model's argmax is that class (l.159; also unless its LRP heatmap sums to exactly
+      zero, which a conservative explanation of the predicted logit practically never does,
+      so that test, an LRP pass per sample, is not repeated here); ``model_training/correction_methods/clarc.py:52-105`` reads those
+      vectors back, keeps the training samples among them (l.77-81) and fits the CAV and
+      the clean / artifact mean lengths on exactly them (l.89-94). With ``attacked_class``
+      None each class keeps its samples predicted as itself (the authors' ``cav_scope``
+      other than ``attacked_class``, clarc.py:57-72).
+    - ``all``: every sample of the class, whatever the model predicts.
+
+    One forward pass per batch gives both the latents and the predictions. Raises
+    ValueError when the chosen samples lack one of the two groups (the authors' code then
+    fails too: with no sample it concatenates nothing, with one group it divides by zero
+    in the sample weights), naming the rule and the counts.
+    """
+    if samples not in CAV_SAMPLES:
+        raise ValueError(f"unknown CAV samples rule {samples!r}; allowed: {', '.join(CAV_SAMPLES)}")
     if attacked_class is None:
         selected = torch.ones_like(split.y, dtype=torch.bool)
         where = "the split"
@@ -352,12 +411,38 @@ def fit_artifact_cav(model: nn.Module, split: Split, attacked_class: int | None,
         selected = split.y == attacked_class
         where = f"class {attacked_class}"
     artifact = split.artifact[selected].bool()
+    _check_groups(artifact, f"cannot fit an artifact CAV on {where}")
+    chosen = split.subset(selected.nonzero().squeeze(1))
+    if samples == "all":
+        return latent_activations(model, chosen, batch_size, pool=True), artifact
+    acts, predicted = latents_and_predictions(model, chosen, batch_size)
+    kept = predicted == chosen.y.to(predicted.device)
+    artifact = artifact.to(kept.device)[kept]
+    predicted_as = "itself" if attacked_class is None else f"class {attacked_class}"
+    _check_groups(artifact, f"cannot fit an artifact CAV on the samples of {where} that the model predicts "
+                            f"as {predicted_as} (the authors' rule; samples 'all' uses every sample of "
+                            f"the class)")
+    return acts[kept], artifact
+
+
+def _check_groups(artifact: Tensor, what: str) -> None:
     n_artifact = int(artifact.sum())
     n_clean = int(artifact.numel()) - n_artifact
     if n_artifact == 0 or n_clean == 0:
-        raise ValueError(f"cannot fit an artifact CAV on {where}: it has {n_artifact} samples with the "
-                         f"artifact and {n_clean} without; both must be present")
-    acts = latent_activations(model, split.subset(selected.nonzero().squeeze(1)), batch_size, pool=True)
+        raise ValueError(f"{what}: it has {n_artifact} samples with the artifact and {n_clean} without; "
+                         f"both must be present")
+
+
+def fit_artifact_cav(model: nn.Module, split: Split, attacked_class: int | None, kind: str = "pattern",
+                     batch_size: int | None = 256, samples: str = "predicted") -> Tensor:
+    """The CAV of the artifact at ``model``'s latent layer, fitted on ``split``'s samples of
+    ``attacked_class`` that ``samples`` chooses (``artifact_cav_samples``: by default those
+    the model predicts as the class, as the authors do). Returns a unit float32 vector [C]
+    (or [D]).
+    """
+    if kind not in CAV_KINDS:
+        raise _unknown_kind(kind)
+    acts, artifact = artifact_cav_samples(model, split, attacked_class, samples, batch_size)
     return fit_cav(acts, artifact.to(acts.device), kind)
 
 

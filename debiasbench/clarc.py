@@ -1,11 +1,15 @@
 """What the ClArC family shares: a CAV of the artifact at the latent layer, the mean
 projections of clean and artifact samples on it, and which layers a correction trains.
 
-Facts from the RR-ClArC authors' code that shape this module: the CAV is fitted on
-max-pooled latent activations of the attacked class's training samples (artifact = 1,
-clean = 0); a sample's "length" along the CAV is the dot product of its max-pooled
-activation with the CAV; A-/P-ClArC shift every spatial position of the activation by
-the same multiple of the CAV so that this length becomes a target length.
+Facts from the RR-ClArC authors' code (frederikpahde/rrclarc@222d917) that shape this
+module: the CAV is fitted on max-pooled latent activations of the attacked class's
+training samples that the vanilla model predicts as that class (artifact = 1, clean = 0;
+``experiments/preprocessing/global_collect_relevances_and_activations.py:159-176``,
+``model_training/correction_methods/clarc.py:52-94``); a sample's "length" along the CAV
+is the dot product of its max-pooled activation with the CAV, and the clean / artifact
+mean lengths are averaged over the same samples the CAV is fitted on (clarc.py:93-94);
+A-/P-ClArC shift every spatial position of the activation by the same multiple of the
+CAV so that this length becomes a target length (clarc.py:132-158).
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from typing import Iterable
 import torch
 from torch import Tensor, nn
 
-from debiasbench.cav import CAV_KINDS, fit_cav, latent_activations, pool_activations
+from debiasbench.cav import CAV_KINDS, CAV_SAMPLES, artifact_cav_samples, fit_cav, pool_activations
+from debiasbench.errors import RunFailed
 from debiasbench.hparams import Choice, HParam
 from debiasbench.method import Method, RunContext
 from debiasbench.models import LatentModel
@@ -50,6 +55,11 @@ class ClArCMethod(Method):
     ``pretrained_checkpoint``) and by default fine-tunes only the layers after the latent
     layer (``finetune``: ``after_latent``; ``linear`` trains only linear layers, which is
     what the authors' code does by freezing every conv and BatchNorm layer; ``all``).
+    ``cav_samples``: ``predicted`` (default, the authors' rule) fits the CAV and the mean
+    lengths only on the attacked class's training samples the vanilla model predicts as
+    that class; ``all`` on every one of them (see ``debiasbench.cav.artifact_cav_samples``).
+    If the predicted samples lack the artifact or the clean group, the run fails saying
+    so (the authors' code fails there too) rather than silently falling back to ``all``.
     Fine-tuning defaults: 10 epochs as in the authors' setup; they use SGD (momentum 0.9,
     lr 1e-4) for VGG / ResNet and Adam for EfficientNet. On the small built-in datasets
     Adam at lr 1e-3 corrects without costing clean accuracy (README, "Results"), so it is
@@ -60,6 +70,9 @@ class ClArCMethod(Method):
     hparams = {
         "cav_kind": HParam("pattern", Choice(CAV_KINDS), choices=CAV_KINDS,
                            help="how the artifact CAV is fitted"),
+        "cav_samples": HParam("predicted", Choice(CAV_SAMPLES), choices=CAV_SAMPLES,
+                              help="attacked-class training samples the CAV and mean lengths use: "
+                                   "predicted (as that class, the authors') or all"),
         "finetune": HParam("after_latent", choices=FINETUNE_SCOPES, help="which layers are trained"),
     }
     train_defaults = {"epochs": 10, "lr": 1e-3, "optimizer": "adam", "schedule": "constant"}
@@ -69,19 +82,24 @@ class ClArCMethod(Method):
     artifact_length: Tensor
 
     def prepare(self, ctx: RunContext) -> None:
-        """Fit the CAV on the attacked class's training samples and their mean lengths."""
+        """Fit the CAV and the clean / artifact mean lengths on the attacked class's
+        training samples chosen by ``cav_samples`` (latents and predictions in batches)."""
         train = ctx.dataset.splits["train"]
-        attacked = ctx.dataset.attacked_class
-        chosen = train.y == attacked if attacked is not None else torch.ones_like(train.y, dtype=torch.bool)
-        labels = train.artifact[chosen]
-        acts = latent_activations(ctx.model, train.subset(chosen.nonzero().squeeze(1)),
-                                  ctx.config.eval_batch_size, pool=True)
+        samples = self.hp.get("cav_samples", "predicted")
+        try:
+            acts, labels = artifact_cav_samples(ctx.model, train, ctx.dataset.attacked_class, samples,
+                                                ctx.config.eval_batch_size)
+        except ValueError as error:
+            raise RunFailed(f"{error} (hparams.cav_samples={samples})") from error
         self.cav = fit_cav(acts, labels.long(), kind=self.hp["cav_kind"]).to(ctx.device)
-        lengths = acts.to(self.cav.dtype) @ self.cav
+        lengths = acts.to(self.cav.device, self.cav.dtype) @ self.cav
+        labels = labels.to(lengths.device)
         self.clean_length = lengths[~labels].mean()
         self.artifact_length = lengths[labels].mean()
         ctx.log_metrics({"cav_clean_length": float(self.clean_length),
-                         "cav_artifact_length": float(self.artifact_length)})
+                         "cav_artifact_length": float(self.artifact_length),
+                         "cav_samples_clean": float((~labels).sum()),
+                         "cav_samples_artifact": float(labels.sum())})
 
     def trainable_parameters(self, model: LatentModel) -> Iterable[nn.Parameter]:
         scope = self.hp["finetune"]

@@ -107,18 +107,22 @@ def relevance_sample(candidates: Tensor, size: int = RELEVANCE_SAMPLES, seed: in
 
 def artifact_metrics(model: nn.Module, dataset: BenchmarkDataset, batch_size: int | None = None,
                      heatmap_path: Path | None = None, cav_kind: str = "pattern",
-                     sample_size: int = RELEVANCE_SAMPLES) -> tuple[dict[str, float], dict[str, str]]:
+                     sample_size: int = RELEVANCE_SAMPLES, *,
+                     cav_samples: str = "predicted") -> tuple[dict[str, float], dict[str, str]]:
     """``artifact_relevance``, ``tcav_score`` and ``cav_alignment`` of ``model``, and the
     explanation method used (a run param), for datasets with artifact masks.
 
     All three look at the biased test view's samples of the attacked class, i.e. images
-    the artifact points to their own class (at most ``sample_size`` of them, a seeded
-    sample; their number is the metric ``relevance_samples``): ``artifact_relevance`` is the mean share of
-    absolute input relevance inside the (1-pixel dilated) artifact mask; ``tcav_score`` the
-    share of them whose attacked-class logit rises along the artifact CAV (fitted on the
-    evaluated model's training latents, of ``cav_kind``); ``cav_alignment`` the cosine of that
-    CAV with the true latent direction of the artifact, the mean difference of max-pooled
-    latents of the same test images with and without the artifact.
+    the artifact points to their own class (at most
+    ``sample_size`` of them, a seeded sample; their number is the metric
+    ``relevance_samples``): ``artifact_relevance`` is the mean share of absolute input
+    relevance inside the (1-pixel dilated) artifact mask.
+    ``tcav_score`` is the share of them whose attacked-class logit rises along the artifact
+    CAV, fitted on the evaluated model's training latents (of ``cav_kind``, on the samples
+    of the ``cav_samples`` rule).
+    ``cav_alignment`` is the cosine of that CAV with the true latent direction of the
+    artifact, the mean difference of max-pooled latents of the explained test images with
+    and without the artifact.
     """
     from debiasbench.cav import cav_alignment, fit_artifact_cav, latent_activations, tcav_score
     from debiasbench.explain import artifact_relevance, heatmap_grid, input_relevance
@@ -142,8 +146,8 @@ def artifact_metrics(model: nn.Module, dataset: BenchmarkDataset, batch_size: in
     if heatmap_path is not None and first is not None:
         heatmap_grid(*first, heatmap_path)
     try:
-        cav = fit_artifact_cav(model, dataset.splits["train"], attacked, cav_kind, batch_size)
-    except ValueError:  # no artifact (or no clean) training sample in the attacked class
+        cav = fit_artifact_cav(model, dataset.splits["train"], attacked, cav_kind, batch_size, cav_samples)
+    except ValueError:  # no artifact (or no clean) training sample among the CAV's samples
         return metrics, {"explanation": method}
     metrics["tcav_score"] = tcav_score(model, explained, cav, attacked, batch_size)
     with_artifact = latent_activations(model, explained, batch_size, pool=True)

@@ -1,28 +1,134 @@
 """The RR-ClArC authors' rules, checked against hand computations on small tensors.
 
-Each rule is cited in the code it tests (frederikpahde/rrclarc@222d917): how the svm /
-ridge / lasso / logistic CAVs are fitted.
+Each rule is cited in the code it tests (frederikpahde/rrclarc@222d917): which samples a
+CAV is fitted on (ClArC's ``cav_samples``), how the svm / ridge / lasso / logistic CAVs are
+fitted.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from debiasbench.cav import (
     AUTHORS_PENALTY_GRID,
+    artifact_cav_samples,
     authors_folds,
     authors_sample_weights,
     fit_cav,
 )
+from debiasbench.clarc import ClArCMethod
+from debiasbench.config import resolve_config
+from debiasbench.data import Split
+from debiasbench.errors import RunFailed
+from debiasbench.method import RunContext
+from debiasbench.models import LatentModel
 
 
 def _cos(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
     a, b = torch.as_tensor(a).double().reshape(-1), torch.as_tensor(b).double().reshape(-1)
     return float(a @ b / (a.norm() * b.norm()))
+
+
+def _identity_model() -> LatentModel:
+    """Two-channel images; the latent is the image itself (a 1x1 identity convolution);
+    logits (max0 - max1, max1 - max0) of the channels' spatial maxima, so a sample is
+    predicted as class 0 exactly when its channel-0 maximum is the larger."""
+    conv = nn.Conv2d(2, 2, 1, bias=False)
+    fc = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
+        fc.weight.copy_(torch.tensor([[1.0, -1.0], [-1.0, 1.0]]))
+    net = nn.Sequential(OrderedDict(feat=conv, pool=nn.AdaptiveMaxPool2d(1), flat=nn.Flatten(), fc=fc))
+    return LatentModel(net.eval(), "feat", num_classes=2, arch="identity")
+
+
+def _split(x: Tensor, y: Tensor, artifact: Tensor) -> Split:
+    return Split(x=x, y=y, bias=artifact.long(), artifact=artifact, conflicting=artifact != (y == 0))
+
+
+# --------------------------------------------------------------------------- item 2: CAV samples
+
+
+def _predicted_data(artifact_wins: bool = True) -> tuple[Split, Tensor]:
+    """30 samples of class 0 (every third with the artifact) and 10 of class 1, 2x3x3.
+
+    The artifact is a +2 at one pixel of channel 0: with ``artifact_wins`` it makes the
+    max head predict class 0; otherwise it goes to channel 1 and predicts class 1. Clean
+    samples are predicted either way (random pixels), so some of class 0 are not kept.
+    """
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(40, 2, 3, 3, generator=g)
+    y = torch.cat([torch.zeros(30, dtype=torch.long), torch.ones(10, dtype=torch.long)])
+    artifact = torch.zeros(40, dtype=torch.bool)
+    artifact[:30:3] = True
+    artifact[30::3] = True  # class 1 has artifact samples too: they must not enter
+    x[artifact, 0 if artifact_wins else 1, 1, 1] += 2.0
+    return _split(x, y, artifact), x.amax(dim=(2, 3))
+
+
+def _clarc(model: LatentModel, train: Split, samples: str, batch: int = 7) -> ClArCMethod:
+    config = resolve_config({"method": "rrclarc", "dataset": "synthetic_artifacts", "device": "cpu",
+                             "eval_batch_size": batch})
+    dataset = SimpleNamespace(splits={"train": train}, attacked_class=0, sample_shape=train.sample_shape)
+    ctx = RunContext(config=config, dataset=dataset, model=model, device=torch.device("cpu"),
+                     generator=torch.Generator().manual_seed(0))
+    method = ClArCMethod({"cav_kind": "pattern", "cav_samples": samples, "finetune": "all"}, ctx)
+    method.prepare(ctx)
+    return method
+
+
+def test_cav_samples_default_to_the_authors_predicted_rule():
+    assert ClArCMethod.hparams["cav_samples"].default == "predicted"
+
+
+def test_predicted_samples_are_the_attacked_class_samples_the_model_predicts_as_that_class():
+    train, pooled = _predicted_data()
+    acts, labels = artifact_cav_samples(_identity_model(), train, 0, "predicted", batch_size=7)
+    kept = (train.y == 0) & (pooled[:, 0] > pooled[:, 1])  # the max head's class 0, by hand
+    assert 0 < int(kept.sum()) < 30  # some clean class-0 samples are predicted as class 1
+    torch.testing.assert_close(acts, pooled[kept])
+    assert torch.equal(labels, train.artifact[kept])
+    every_acts, every_labels = artifact_cav_samples(_identity_model(), train, 0, "all", batch_size=7)
+    torch.testing.assert_close(every_acts, pooled[:30])
+    assert torch.equal(every_labels, train.artifact[:30])
+
+
+@pytest.mark.parametrize("samples", ["predicted", "all"])
+def test_clarc_fits_the_cav_and_both_mean_lengths_on_the_same_chosen_samples(samples: str):
+    # clarc.py:89-94 of the authors: the CAV and the clean / artifact mean lengths come
+    # from one set of vectors, the class's training samples predicted as the class.
+    train, pooled = _predicted_data()
+    chosen = train.y == 0
+    if samples == "predicted":
+        chosen &= pooled[:, 0] > pooled[:, 1]
+    artifact = train.artifact
+    pattern = pooled[chosen & artifact].mean(0) - pooled[chosen & ~artifact].mean(0)
+    cav = pattern / pattern.norm()
+    method = _clarc(_identity_model(), train, samples)
+    torch.testing.assert_close(method.cav, cav)
+    torch.testing.assert_close(method.clean_length, (pooled[chosen & ~artifact] @ cav).mean())
+    torch.testing.assert_close(method.artifact_length, (pooled[chosen & artifact] @ cav).mean())
+
+
+def test_predicted_clean_samples_are_longer_along_the_cav_than_all_clean_samples_here():
+    # The clean samples kept are those whose channel-0 maximum (the artifact's channel) wins.
+    train, _ = _predicted_data()
+    predicted, every = _clarc(_identity_model(), train, "predicted"), _clarc(_identity_model(), train, "all")
+    assert float(predicted.clean_length) > float(every.clean_length) + 0.02
+
+
+def test_a_class_whose_artifact_samples_are_all_predicted_elsewhere_fails_the_run_naming_the_rule():
+    train, _ = _predicted_data(artifact_wins=False)
+    with pytest.raises(RunFailed, match=r"predicts as class 0 .*0 samples with the artifact.*"
+                                        r"hparams.cav_samples=predicted"):
+        _clarc(_identity_model(), train, "predicted")
+    _clarc(_identity_model(), train, "all")  # every sample of the class still has both groups
 
 
 # --------------------------------------------------------------------------- item 3: svm / ridge / lasso / logistic

@@ -215,17 +215,17 @@ def test_artifact_cav_on_synthetic_artifacts_is_a_unit_vector_of_the_latent_chan
         tiny_data: BenchmarkDataset, small_cnn: LatentModel, kind: str):
     small_cnn.train()
     cav = fit_artifact_cav(small_cnn, tiny_data.splits["train"], tiny_data.attacked_class, kind=kind,
-                           batch_size=64)
+                           batch_size=64, samples="all")
     assert cav.shape == (128,) and cav.dtype == torch.float32
     assert abs(float(cav.norm()) - 1.0) < 1e-5
     assert small_cnn.training
 
 
-def test_artifact_cav_uses_only_the_attacked_class_and_points_to_the_artifact(
+def test_artifact_cav_with_every_sample_uses_only_the_attacked_class_and_points_to_the_artifact(
         tiny_data: BenchmarkDataset, small_cnn: LatentModel):
     train = tiny_data.splits["train"]
     cls = tiny_data.attacked_class
-    cav = fit_artifact_cav(small_cnn, train, cls)
+    cav = fit_artifact_cav(small_cnn, train, cls, samples="all")
     selected = train.y == cls
     acts = latent_activations(small_cnn, train.x[selected], pool=True)
     artifact = train.artifact[selected].bool()
@@ -235,7 +235,7 @@ def test_artifact_cav_uses_only_the_attacked_class_and_points_to_the_artifact(
 
 def test_artifact_cav_over_all_classes_when_no_class_is_given(tiny_data: BenchmarkDataset,
                                                               small_cnn: LatentModel):
-    cav = fit_artifact_cav(small_cnn, tiny_data.splits["train"], None)
+    cav = fit_artifact_cav(small_cnn, tiny_data.splits["train"], None, samples="all")
     assert cav.shape == (128,) and abs(float(cav.norm()) - 1.0) < 1e-5
 
 
