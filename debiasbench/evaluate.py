@@ -107,7 +107,7 @@ def relevance_sample(candidates: Tensor, size: int = RELEVANCE_SAMPLES, seed: in
 
 def artifact_metrics(model: nn.Module, dataset: BenchmarkDataset, batch_size: int | None = None,
                      heatmap_path: Path | None = None, cav_kind: str = "pattern",
-                     sample_size: int = RELEVANCE_SAMPLES, *,
+                     sample_size: int = RELEVANCE_SAMPLES, *, relevance_mask: str = "blur",
                      cav_samples: str = "predicted") -> tuple[dict[str, float], dict[str, str]]:
     """``artifact_relevance``, ``tcav_score`` and ``cav_alignment`` of ``model``, and the
     explanation method used (a run param), for datasets with artifact masks.
@@ -115,8 +115,12 @@ def artifact_metrics(model: nn.Module, dataset: BenchmarkDataset, batch_size: in
     All three look at the biased test view's samples of the attacked class, i.e. images
     the artifact points to their own class (at most
     ``sample_size`` of them, a seeded sample; their number is the metric
-    ``relevance_samples``): ``artifact_relevance`` is the mean share of absolute input
-    relevance inside the (1-pixel dilated) artifact mask.
+    ``relevance_samples``), as the authors' artifact relevance does (the artifact samples of
+    the attacked classes, explained for their label; frederikpahde/rrclarc@222d917
+    experiments/evaluation/artifact_relevance.py:68-72,112-135).
+    ``artifact_relevance`` is the mean share of relevance inside the artifact region
+    (``debiasbench.explain.artifact_relevance``: the magnitude of the channel-summed
+    relevance, the mask grown by ``relevance_mask``, default the authors' blur).
     ``tcav_score`` is the share of them whose attacked-class logit rises along the artifact
     CAV, fitted on the evaluated model's training latents (of ``cav_kind``, on the samples
     of the ``cav_samples`` rule).
@@ -139,7 +143,7 @@ def artifact_metrics(model: nn.Module, dataset: BenchmarkDataset, batch_size: in
     shares, first, method = [], None, ""
     for batch in explained.batches(explain_batch_for(explained.sample_shape)):
         relevance, method = input_relevance(model, batch.x, batch.y)
-        shares.append(artifact_relevance(relevance, batch.mask, dilation=1))
+        shares.append(artifact_relevance(relevance, batch.mask, relevance_mask))
         if first is None:
             first = (batch.x[:8], batch.mask[:8], relevance[:8])
     metrics = {"artifact_relevance": float(torch.cat(shares).mean()), "relevance_samples": float(len(chosen))}

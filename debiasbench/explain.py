@@ -54,7 +54,10 @@ __all__ = [
     "LRP_CANONIZERS",
     "explanation_method",
     "input_relevance",
+    "ARTIFACT_REGIONS",
+    "artifact_region",
     "artifact_relevance",
+    "gaussian_blur",
     "heatmap_grid",
 ]
 
@@ -200,9 +203,32 @@ def _input_x_gradient(model: nn.Module, inputs: Tensor, index: Tensor) -> Tensor
 
 # --------------------------------------------------------------------------- metrics
 
+#: How ``artifact_region`` grows an artifact mask into the region whose relevance counts:
+#: ``blur`` (default) the authors' rule at their image size, scaled to this image's;
+#: ``blur_fixed`` the authors' rule in their pixels at any size; ``dilate`` a square
+#: dilation by ``dilation`` pixels (this benchmark's earlier rule).
+ARTIFACT_REGIONS: tuple[str, ...] = ("blur", "blur_fixed", "dilate")
+#: How ``artifact_relevance`` turns a ``[C, H, W]`` relevance into one value per pixel:
+#: ``sum`` (default, the authors') the channel sum's magnitude; ``abs`` the sum of the
+#: channels' magnitudes (this benchmark's earlier rule; channels of opposite sign cannot
+#: cancel).
+RELEVANCE_CHANNELS: tuple[str, ...] = ("sum", "abs")
+
+#: The authors' mask rule (frederikpahde/rrclarc@222d917 experiments/evaluation/artifact_relevance.py):
+#: a mask is made binary where it exceeds ``MASK_BINARY`` of its maximum (l.139), blurred by
+#: torchvision's GaussianBlur(kernel_size=41, sigma=8.0) (l.110, l.140) and the region is
+#: where the blurred mask exceeds ``MASK_THRESHOLD`` of its maximum (l.141).
+MASK_BINARY = 0.1
+MASK_BLUR_KERNEL = 41
+MASK_BLUR_SIGMA = 8.0
+MASK_THRESHOLD = 0.3
+#: The side of the authors' images (``img_size`` 224 for every dataset of their configs):
+#: ``blur`` scales kernel and sigma by this image's side over it.
+AUTHORS_IMAGE_SIDE = 224
+
 
 def _as_mask(mask: Tensor, like: Tensor) -> Tensor:
-    """``mask`` as a float ``[N, 1, H, W]`` of 0/1 matching ``like`` ``[N, H, W]``."""
+    """``mask`` as a float ``[N, 1, H, W]`` of its values matching ``like`` ``[N, H, W]``."""
     if mask.ndim == 3:
         mask = mask[:, None]
     if mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[-2:] != like.shape[-2:]:
@@ -211,28 +237,145 @@ def _as_mask(mask: Tensor, like: Tensor) -> Tensor:
         )
     if mask.shape[0] not in (1, like.shape[0]):
         raise ValueError(f"mask has {mask.shape[0]} samples, relevance {like.shape[0]}")
-    return (mask.to(like.device) > 0).to(like.dtype).expand(like.shape[0], -1, -1, -1)
+    return mask.to(like.device, like.dtype).expand(like.shape[0], -1, -1, -1)
 
 
-def artifact_relevance(relevance: Tensor, mask: Tensor, dilation: int = 1) -> Tensor:
-    """Per sample ``[N]``: the share of absolute relevance (summed over channels) inside ``mask``.
+def blur_scale(side: int, rule: str = "blur") -> tuple[int, float]:
+    """(kernel size, sigma) of the mask blur along an image side of ``side`` pixels.
 
-    ``mask`` (``[N, 1, H, W]`` or ``[N, H, W]``, non-zero = artifact) is first grown by
-    ``dilation`` pixels (a square neighbourhood, by max pooling): LRP's flat first-layer rule
-    and gradients spread an artifact's relevance over the first layer's receptive field,
-    so its rim would otherwise count as "not on the artifact". Samples whose total
-    relevance is zero get 0 (nothing to attribute, not NaN).
+    ``blur_fixed``: the authors' 41 and 8.0 whatever the side. ``blur``: both scaled by
+    ``side / AUTHORS_IMAGE_SIDE`` (the kernel to the nearest odd size, at least 1), so at
+    224 px it is exactly the authors' rule and on smaller images it grows a mask by the
+    same share of the image: at 32 px a 7-tap kernel with sigma 1.14, which widens a
+    patch by about one pixel per side, where the authors' 41 px (sigma 8) would count
+    everything within about 12 px of a 5x5 patch, half of a 32x32 image.
+    """
+    if rule == "blur_fixed":
+        return MASK_BLUR_KERNEL, MASK_BLUR_SIGMA
+    if rule != "blur":
+        raise ValueError(f"no blur for the region rule {rule!r}")
+    scale = side / AUTHORS_IMAGE_SIDE
+    half = round((MASK_BLUR_KERNEL - 1) / 2 * scale)
+    return 2 * half + 1, MASK_BLUR_SIGMA * scale
+
+
+def gaussian_kernel1d(size: int, sigma: float, device: torch.device | None = None,
+                      dtype: torch.dtype = torch.float32) -> Tensor:
+    """The normalised 1-D Gaussian torchvision's ``gaussian_blur`` uses: ``size`` taps at
+    -(size-1)/2 ... (size-1)/2, weights exp(-x^2 / (2 sigma^2)) divided by their sum."""
+    half = (size - 1) / 2
+    x = torch.linspace(-half, half, size, device=device, dtype=dtype)
+    pdf = torch.exp(-0.5 * (x / sigma) ** 2)
+    return pdf / pdf.sum()
+
+
+def _reflected(length: int, pad: int, device: torch.device) -> Tensor:
+    """Source index of each position of a side of ``length`` padded by ``pad`` on both ends,
+    reflected at the edges without repeating the edge pixel (torch's ``reflect`` mode). Where
+    ``pad`` is not below ``length`` (torch refuses that), the reflection repeats, i.e. the
+    image is continued as its mirror images (numpy's ``reflect`` pad does the same)."""
+    positions = torch.arange(-pad, length + pad, device=device)
+    if length == 1:
+        return torch.zeros_like(positions)
+    period = 2 * (length - 1)
+    folded = positions.remainder(period)
+    return torch.where(folded < length, folded, period - folded)
+
+
+def gaussian_blur(images: Tensor, kernel_size: tuple[int, int], sigma: tuple[float, float]) -> Tensor:
+    """``images`` ``[N, 1, H, W]`` blurred with a Gaussian of ``kernel_size`` (odd) and
+    ``sigma`` per axis (rows, columns), as torchvision's ``gaussian_blur`` does (reflect
+    padding, the kernel of ``gaussian_kernel1d``), computed separably: one 1-D convolution
+    per axis on the device of ``images``. Images smaller than half the kernel are padded by
+    repeated reflection (``_reflected``), where torchvision raises."""
+    if images.ndim != 4 or images.shape[1] != 1:
+        raise ValueError(f"images must be [N, 1, H, W], got {tuple(images.shape)}")
+    out = images
+    for axis, (size, s) in enumerate(zip(kernel_size, sigma)):
+        if size % 2 != 1:
+            raise ValueError(f"kernel sizes must be odd, got {kernel_size}")
+        if size == 1:
+            continue
+        dim = 2 + axis
+        pad = size // 2
+        padded = out.index_select(dim, _reflected(out.shape[dim], pad, out.device))
+        kernel = gaussian_kernel1d(size, s, out.device, out.dtype)
+        weight = kernel.view(1, 1, size, 1) if axis == 0 else kernel.view(1, 1, 1, size)
+        out = F.conv2d(padded, weight)
+    return out
+
+
+def _per_sample_max(values: Tensor) -> Tensor:
+    return values.flatten(1).amax(dim=1).view(-1, 1, 1, 1)
+
+
+def artifact_region(mask: Tensor, rule: str = "blur", dilation: int = 1) -> Tensor:
+    """The pixels ``[N, 1, H, W]`` (float 0 / 1) whose relevance counts as "on the artifact".
+
+    ``mask`` is ``[N, 1, H, W]`` (non-zero = artifact). Rules (``ARTIFACT_REGIONS``):
+
+    - ``blur`` (default) and ``blur_fixed``, the authors' rule
+      (frederikpahde/rrclarc@222d917 experiments/evaluation/artifact_relevance.py:138-141):
+      the mask made binary where it exceeds 0.1 of its maximum, blurred by a Gaussian,
+      and kept where the blur exceeds 0.3 of its maximum. Their Gaussian is 41 px wide with
+      sigma 8 on 224 px images; ``blur_fixed`` uses it as is at any size, ``blur`` scales it
+      to this image (``blur_scale``). LRP's flat first-layer rule and gradients spread an
+      artifact's relevance beyond its pixels, which the blurred region takes in; relative
+      to its maximum, the blur grows a thin artifact (a 1 px line: +-12 px at 224) more
+      than a large one (a patch: about +4 px per side).
+    - ``dilate``: the mask (non-zero) grown by ``dilation`` pixels, a square
+      neighbourhood (max pooling); this benchmark's earlier rule, with ``dilation`` 1.
+
+    A sample with an all-zero mask gets an empty region.
+    """
+    if mask.ndim != 4 or mask.shape[1] != 1:
+        raise ValueError(f"mask must be [N, 1, H, W], got {tuple(mask.shape)}")
+    mask = mask.float()
+    if rule == "dilate":
+        if dilation < 0:
+            raise ValueError(f"dilation must be >= 0, got {dilation}")
+        region = (mask > 0).float()
+        if dilation > 0:
+            region = F.max_pool2d(region, kernel_size=2 * dilation + 1, stride=1, padding=dilation)
+        return region
+    if rule not in ARTIFACT_REGIONS:
+        raise ValueError(f"unknown artifact region rule {rule!r}; allowed: {', '.join(ARTIFACT_REGIONS)}")
+    peak = _per_sample_max(mask.abs())
+    binary = (mask > MASK_BINARY * peak).float() * (peak > 0)
+    rows, cols = blur_scale(mask.shape[2], rule), blur_scale(mask.shape[3], rule)
+    blurred = gaussian_blur(binary, (rows[0], cols[0]), (rows[1], cols[1]))
+    peak = _per_sample_max(blurred)
+    return ((blurred > MASK_THRESHOLD * peak) & (peak > 0)).float()
+
+
+def artifact_relevance(relevance: Tensor, mask: Tensor, region: str = "blur", *, dilation: int = 1,
+                       channels: str = "sum") -> Tensor:
+    """Per sample ``[N]``: the share of the relevance's magnitude inside the artifact region.
+
+    ``mask`` (``[N, 1, H, W]`` or ``[N, H, W]``, non-zero = artifact) becomes the region by
+    ``artifact_region(mask, region, dilation)``. Per pixel the relevance is, with
+    ``channels="sum"`` (default), the magnitude of its sum over channels, as the authors
+    score it: their heatmap is zennit-crp's ``CondAttribution`` heatmap, the input
+    relevance summed over channels with its sign, and the share is
+    ``|heatmap * region|.sum() / (|heatmap|.sum() + 1e-10)``
+    (frederikpahde/rrclarc@222d917 experiments/evaluation/artifact_relevance.py:135,143-144),
+    with positive and negative relevance counted by magnitude and no other normalisation
+    (their ``init_rel=1`` scales every pixel alike, which a share ignores). ``channels="abs"``
+    sums the channels' magnitudes instead. Samples whose total is zero get 0 (as the
+    authors' 1e-10 gives; it is left out otherwise, so shares do not depend on the scale
+    of the relevance).
     """
     if relevance.ndim != 4:
         raise ValueError(f"relevance must be [N, C, H, W], got shape {tuple(relevance.shape)}")
-    if dilation < 0:
-        raise ValueError(f"dilation must be >= 0, got {dilation}")
-    absolute = relevance.detach().float().abs().sum(dim=1)  # [N, H, W]
-    region = _as_mask(mask, absolute)
-    if dilation > 0:
-        region = F.max_pool2d(region, kernel_size=2 * dilation + 1, stride=1, padding=dilation)
-    inside = (absolute * region[:, 0]).flatten(1).sum(dim=1)
-    total = absolute.flatten(1).sum(dim=1)
+    if channels == "sum":
+        magnitude = relevance.detach().float().sum(dim=1).abs()  # [N, H, W]
+    elif channels == "abs":
+        magnitude = relevance.detach().float().abs().sum(dim=1)
+    else:
+        raise ValueError(f"unknown channels rule {channels!r}; allowed: {', '.join(RELEVANCE_CHANNELS)}")
+    counted = artifact_region(_as_mask(mask, magnitude), region, dilation)[:, 0]
+    inside = (magnitude * counted).flatten(1).sum(dim=1)
+    total = magnitude.flatten(1).sum(dim=1)
     share = inside / total.clamp_min(torch.finfo(total.dtype).tiny)
     return torch.where(total > 0, share, torch.zeros_like(share))
 
@@ -275,7 +418,7 @@ def heatmap_grid(
         raise ValueError("heatmap_grid needs at least one sample")
     images = x[:n].detach().float().cpu()
     heat = relevance[:n].detach().float().cpu().sum(dim=1)
-    masks = None if mask is None else _as_mask(mask[:n].detach().cpu(), heat)[:, 0]
+    masks = None if mask is None else (_as_mask(mask[:n].detach().cpu(), heat)[:, 0] > 0).float()
 
     cell = 2.0  # inches per panel: keeps the picture's aspect = columns : rows
     fig = Figure(figsize=(3 * cell, n * cell), dpi=100)

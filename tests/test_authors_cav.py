@@ -2,7 +2,7 @@
 
 Each rule is cited in the code it tests (frederikpahde/rrclarc@222d917): which samples a
 CAV is fitted on (ClArC's ``cav_samples``), how the svm / ridge / lasso / logistic CAVs are
-fitted.
+fitted, the artifact region and channel rule of ``artifact_relevance``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from debiasbench.clarc import ClArCMethod
 from debiasbench.config import resolve_config
 from debiasbench.data import Split
 from debiasbench.errors import RunFailed
+from debiasbench.explain import artifact_region, artifact_relevance, blur_scale, gaussian_blur
 from debiasbench.method import RunContext
 from debiasbench.models import LatentModel
 
@@ -232,3 +233,82 @@ def test_the_authors_kinds_fit_without_intercept_so_a_constant_feature_takes_its
     standardised = fit_cav(torch.from_numpy(with_constant), torch.from_numpy(y), f"{kind}_standardised")
     assert abs(float(cav[-1])) > 1e-3
     assert abs(float(standardised[-1])) < 1e-6
+
+
+# --------------------------------------------------------------------------- item 6: artifact relevance
+
+
+def test_blur_scale_is_the_authors_41_px_sigma_8_at_224_px_and_shrinks_with_the_image():
+    assert blur_scale(224) == (41, 8.0)
+    assert blur_scale(224, "blur_fixed") == blur_scale(32, "blur_fixed") == (41, 8.0)
+    size, sigma = blur_scale(32)
+    assert size == 7 and sigma == pytest.approx(8 / 7)  # 41 * 32 / 224 = 5.9 -> half-width 3
+
+
+def test_the_region_of_one_pixel_is_the_disk_where_the_blurred_gaussian_exceeds_0_3_of_its_peak():
+    # Away from the edges a blurred single pixel is k(dy) k(dx) with k the 1-D Gaussian of
+    # sigma 8; over its peak k(0)^2 that is exp(-(dy^2 + dx^2) / 128), kept above 0.3.
+    mask = torch.zeros(1, 1, 224, 224)
+    mask[0, 0, 100, 100] = 1.0
+    region = artifact_region(mask)[0, 0]
+    dy, dx = np.meshgrid(np.arange(224) - 100, np.arange(224) - 100, indexing="ij")
+    expected = np.exp(-(dy ** 2 + dx ** 2) / (2 * 8.0 ** 2)) > 0.3
+    assert expected.sum() == 489
+    assert np.array_equal(region.numpy() > 0, expected)
+
+
+def test_masks_are_made_binary_at_0_1_of_their_maximum_before_the_blur():
+    soft = torch.zeros(1, 1, 224, 224)
+    soft[0, 0, 100, 100] = 1.0
+    soft[0, 0, 30, 30] = 0.09  # below 0.1 of the maximum: not part of the artifact
+    soft[0, 0, 180, 180] = 0.11
+    region = artifact_region(soft)[0, 0]
+    assert region[30, 30] == 0 and region[180, 180] == 1 and region[100, 100] == 1
+
+
+@pytest.mark.parametrize("side", [224, 32])
+def test_the_separable_blur_matches_torchvisions_gaussian_blur_the_authors_call(side: int):
+    transforms = pytest.importorskip("torchvision.transforms")
+    g = torch.Generator().manual_seed(side)
+    masks = (torch.rand(3, 1, side, side, generator=g) > 0.98).float()
+    reference = transforms.GaussianBlur(kernel_size=41, sigma=8.0)(masks[:, 0])
+    torch.testing.assert_close(gaussian_blur(masks, (41, 41), (8.0, 8.0))[:, 0], reference, atol=1e-6, rtol=0)
+
+
+def test_images_smaller_than_half_the_kernel_are_blurred_as_their_repeated_mirror_images():
+    # torchvision refuses reflect padding of 20 px on a 9 px image; numpy's reflect pad
+    # continues the reflection, which is the blur of the mirrored, tiled image.
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(9, 9, generator=g, dtype=torch.float64)
+    x = np.linspace(-20, 20, 41)
+    k = np.exp(-0.5 * (x / 8.0) ** 2)
+    k /= k.sum()
+    padded = np.pad(image.numpy(), 20, mode="reflect")
+    expected = np.array([[(padded[i:i + 41, j:j + 41] * np.outer(k, k)).sum() for j in range(9)]
+                         for i in range(9)])
+    blurred = gaussian_blur(image.view(1, 1, 9, 9), (41, 41), (8.0, 8.0))[0, 0]
+    np.testing.assert_allclose(blurred.numpy(), expected, atol=1e-12)
+
+
+def test_the_share_sums_the_channels_with_their_signs_before_taking_the_magnitude():
+    # Pixel a (in the mask): channels +2, -1, 0 -> |sum| 1, sum of |.| 3.
+    # Pixel b (outside, far away): channels 1, 1, 1 -> 3 either way.
+    relevance = torch.zeros(1, 3, 64, 64)
+    relevance[0, :, 10, 10] = torch.tensor([2.0, -1.0, 0.0])
+    relevance[0, :, 50, 50] = 1.0
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[0, 0, 10, 10] = 1
+    assert float(artifact_relevance(relevance, mask)) == pytest.approx(1 / (1 + 3))  # the authors'
+    assert float(artifact_relevance(relevance, mask, channels="abs")) == pytest.approx(3 / (3 + 3))
+
+
+def test_the_share_counts_relevance_in_the_blurred_region_that_a_one_pixel_dilation_misses():
+    # A 1 px line at 224 px: the authors' region reaches 12 px to either side.
+    mask = torch.zeros(1, 1, 224, 224)
+    mask[0, 0, :, 112] = 1
+    relevance = torch.zeros(1, 1, 224, 224)
+    relevance[0, 0, :, 112] = 1.0
+    relevance[0, 0, :, 112 + 5] = 1.0  # 5 px off the line
+    relevance[0, 0, :, 112 + 30] = 2.0  # far off
+    assert float(artifact_relevance(relevance, mask)) == pytest.approx(2 / 4)
+    assert float(artifact_relevance(relevance, mask, "dilate", dilation=1)) == pytest.approx(1 / 4)

@@ -223,8 +223,9 @@ def test_artifact_relevance_is_one_when_all_relevance_lies_in_the_mask_and_zero_
     inside[:, :, 2:4, 2:4] = torch.randn(2, 3, 2, 2)
     outside = torch.zeros(2, 3, 8, 8)
     outside[:, 0, 6:, 6:] = -1.0  # negative relevance counts by its magnitude
-    torch.testing.assert_close(artifact_relevance(inside, mask), torch.ones(2))
-    torch.testing.assert_close(artifact_relevance(outside, mask), torch.zeros(2))
+    for region in ("blur", "dilate"):  # (blur_fixed's 41 px Gaussian covers this 8x8 image)
+        torch.testing.assert_close(artifact_relevance(inside, mask, region), torch.ones(2))
+        torch.testing.assert_close(artifact_relevance(outside, mask, region), torch.zeros(2))
 
 
 def test_artifact_relevance_dilation_grows_the_counted_area() -> None:
@@ -236,7 +237,7 @@ def test_artifact_relevance_dilation_grows_the_counted_area() -> None:
     relevance[0, 0, 3, 3] = 1.0
     relevance[0, 0, 3, 4] = -1.0
     relevance[0, 0, 3, 6] = 2.0
-    shares = [float(artifact_relevance(relevance, mask, dilation=d)) for d in (0, 1, 2, 3)]
+    shares = [float(artifact_relevance(relevance, mask, "dilate", dilation=d)) for d in (0, 1, 2, 3)]
     assert shares == pytest.approx([0.25, 0.5, 0.5, 1.0])
 
 
@@ -247,10 +248,10 @@ def test_artifact_relevance_is_zero_for_a_sample_without_relevance_and_per_sampl
     relevance[1, :, 0, 0] = 1.0  # all inside
     relevance[2, :, 0, 0] = 1.0
     relevance[2, :, 7, 7] = 1.0  # half inside
-    share = artifact_relevance(relevance, mask, dilation=0)
+    share = artifact_relevance(relevance, mask, "dilate", dilation=0)
     torch.testing.assert_close(share, torch.tensor([0.0, 1.0, 0.5]))
     with pytest.raises(ValueError):
-        artifact_relevance(relevance, mask[:, :4], dilation=0)
+        artifact_relevance(relevance, mask[:, :4], "dilate", dilation=0)
 
 
 def _patch_model(region: tuple[slice, slice]) -> LatentModel:
@@ -294,13 +295,14 @@ def test_relevance_of_a_model_that_only_reads_a_patch_lies_in_that_patch(
     assert used == method
     # Both methods put (numerically) all relevance on the region the model sees; LRP's flat
     # first-layer rule spreads it over the 3x3 receptive fields, which stay inside the region.
-    assert (artifact_relevance(relevance, mask, dilation=0) > 0.99).all()
+    assert (artifact_relevance(relevance, mask, "dilate", dilation=0) > 0.99).all()
     # The same relevance scored against a mask one pixel smaller than what the model reads
-    # loses the rim: dilating that mask by one pixel recovers it.
+    # loses the rim: dilating that mask by one pixel, or the authors' 41 px blur, recovers it.
     inner = torch.zeros_like(mask)
     inner[:, :, region[0].start + 1 : region[0].stop - 1, region[1].start + 1 : region[1].stop - 1] = 1
-    assert (artifact_relevance(relevance, inner, dilation=0) < 0.95).all()
-    assert (artifact_relevance(relevance, inner, dilation=1) > 0.99).all()
+    assert (artifact_relevance(relevance, inner, "dilate", dilation=0) < 0.95).all()
+    assert (artifact_relevance(relevance, inner, "dilate", dilation=1) > 0.99).all()
+    assert (artifact_relevance(relevance, inner, "blur_fixed") > 0.99).all()
 
 
 def test_input_x_gradient_of_a_linear_model_that_reads_a_patch_is_its_weights_times_the_input() -> None:
@@ -317,7 +319,7 @@ def test_input_x_gradient_of_a_linear_model_that_reads_a_patch_is_its_weights_ti
     relevance, used = input_relevance(model, x, target)
     assert used == "input_x_gradient"
     torch.testing.assert_close(relevance, x * linear.weight[target].detach().view(2, 3, 32, 32))
-    torch.testing.assert_close(artifact_relevance(relevance, patch, dilation=0), torch.ones(2))
+    torch.testing.assert_close(artifact_relevance(relevance, patch, "dilate", dilation=0), torch.ones(2))
 
 
 # --------------------------------------------------------------------------- pictures
