@@ -477,10 +477,17 @@ def tcav_score(model: nn.Module, x: Tensor | Split, cav: Tensor, target: Tensor 
 
     For each sample, the gradient of logit ``target`` (an int for all, or a tensor [N]
     of classes) with respect to the latent activation is averaged over space (as the
-    RR-ClArC penalty does) and dotted with ``cav``; the score is the share of positive
-    dot products. A score near 1 on artifact samples means the model uses the artifact
-    direction towards that class. The latent is made a fresh leaf, so the score works
-    for frozen parameters and inside ``torch.no_grad``; eval mode, training flag restored.
+    RR-ClArC penalty does) and dotted with ``cav``; the score is the number of positive
+    dot products over the number of non-zero ones, NaN when every one is zero (the output
+    does not move along ``cav`` at all). A score near 1 on artifact samples means the
+    model uses the artifact direction towards that class. This is the authors'
+    ``mean_tcav_quotient`` (frederikpahde/rrclarc@222d917 experiments/evaluation/measure_tcav.py:
+    the attacked class's logit, l.182, differentiated w.r.t. the CAV layer's output,
+    l.151-154,184-187; per sample the sign of the spatial mean of grad . cav, l.206-207;
+    positives over positives plus negatives, l.216). Their other quotient, ``tcav_quotient``
+    (l.200-201,214), counts every spatial position as a vote instead of every sample.
+    The latent is made a fresh leaf, so the score works for frozen parameters and inside
+    ``torch.no_grad``; eval mode, training flag restored.
     """
     n = len(x)
     if n == 0:
@@ -495,7 +502,7 @@ def tcav_score(model: nn.Module, x: Tensor | Split, cav: Tensor, target: Tensor 
         raise ValueError(f"target must be an int or have one class per sample ({n}), got {targets.numel()}")
 
     leaf: Callable[[Tensor], Tensor] = lambda latent: latent.detach().requires_grad_(True)
-    positive = 0
+    counts: list[Tensor] = []  # [positive, negative] per batch, read once at the end
     with eval_mode(model), torch.enable_grad():
         for start, inputs in zip(range(0, n, batch_size), input_batches(x, batch_size)):
             logits, latent = model.forward_with_latent(inputs, edit=leaf)
@@ -508,5 +515,7 @@ def tcav_score(model: nn.Module, x: Tensor | Split, cav: Tensor, target: Tensor 
             if v.numel() != pooled.shape[1]:
                 raise ValueError(f"cav has {v.numel()} elements but the latent has {pooled.shape[1]} "
                                  f"channels")
-            positive += int(((pooled @ v) > 0).sum())
-    return positive / n
+            sensitivity = pooled @ v
+            counts.append(torch.stack([(sensitivity > 0).sum(), (sensitivity < 0).sum()]))
+    positive, negative = torch.stack(counts).sum(0).tolist()
+    return positive / (positive + negative) if positive + negative else float("nan")

@@ -105,15 +105,41 @@ def relevance_sample(candidates: Tensor, size: int = RELEVANCE_SAMPLES, seed: in
     return chosen[keep].sort().values
 
 
+#: Which biased test samples ``tcav_score`` is measured on: ``all_classes`` (default, the
+#: authors') or ``attacked_class`` (this benchmark's earlier population: the explained ones).
+TCAV_POPULATIONS: tuple[str, ...] = ("all_classes", "attacked_class")
+
+
+def tcav_sample(biased: Split, attacked_class: int, population: str = "all_classes",
+                size: int = RELEVANCE_SAMPLES) -> Tensor:
+    """Sorted positions in the biased test view of the samples TCAV is measured on.
+
+    ``all_classes`` follows frederikpahde/rrclarc@222d917 experiments/evaluation/measure_tcav.py:124-142:
+    the test set rebuilt with the artifact inserted into every sample of every class
+    (``p_artifact=1.0``, ``attacked_classes=all_classes``), and every sample carrying the
+    artifact scored, whatever its class; here that is the biased view (the artifact on
+    every test image). ``attacked_class``: only those of the attacked class. At most
+    ``size`` of them, a sample seeded like ``relevance_sample`` (the same for every method).
+    """
+    if population == "all_classes":
+        candidates = torch.ones_like(biased.y, dtype=torch.bool)
+    elif population == "attacked_class":
+        candidates = biased.y == attacked_class
+    else:
+        raise ValueError(f"unknown TCAV population {population!r}; allowed: {', '.join(TCAV_POPULATIONS)}")
+    return relevance_sample(candidates, size)
+
+
 def artifact_metrics(model: nn.Module, dataset: BenchmarkDataset, batch_size: int | None = None,
                      heatmap_path: Path | None = None, cav_kind: str = "pattern",
                      sample_size: int = RELEVANCE_SAMPLES, *, relevance_mask: str = "blur",
-                     cav_samples: str = "predicted") -> tuple[dict[str, float], dict[str, str]]:
+                     cav_samples: str = "predicted",
+                     tcav_population: str = "all_classes") -> tuple[dict[str, float], dict[str, str]]:
     """``artifact_relevance``, ``tcav_score`` and ``cav_alignment`` of ``model``, and the
     explanation method used (a run param), for datasets with artifact masks.
 
-    All three look at the biased test view's samples of the attacked class, i.e. images
-    the artifact points to their own class (at most
+    ``artifact_relevance`` and ``cav_alignment`` look at the biased test view's samples of
+    the attacked class, i.e. images the artifact points to their own class (at most
     ``sample_size`` of them, a seeded sample; their number is the metric
     ``relevance_samples``), as the authors' artifact relevance does (the artifact samples of
     the attacked classes, explained for their label; frederikpahde/rrclarc@222d917
@@ -121,9 +147,11 @@ def artifact_metrics(model: nn.Module, dataset: BenchmarkDataset, batch_size: in
     ``artifact_relevance`` is the mean share of relevance inside the artifact region
     (``debiasbench.explain.artifact_relevance``: the magnitude of the channel-summed
     relevance, the mask grown by ``relevance_mask``, default the authors' blur).
-    ``tcav_score`` is the share of them whose attacked-class logit rises along the artifact
-    CAV, fitted on the evaluated model's training latents (of ``cav_kind``, on the samples
-    of the ``cav_samples`` rule).
+    ``tcav_score`` is measured on the samples ``tcav_sample`` draws for ``tcav_population``
+    (default: the biased test samples of every class, as the authors do; their number is
+    ``tcav_samples``): the share whose attacked-class logit rises along the artifact CAV,
+    fitted on the evaluated model's training latents (of ``cav_kind``, on the samples of
+    the ``cav_samples`` rule), left out where no sample's logit moves along it.
     ``cav_alignment`` is the cosine of that CAV with the true latent direction of the
     artifact, the mean difference of max-pooled latents of the explained test images with
     and without the artifact.
@@ -153,7 +181,11 @@ def artifact_metrics(model: nn.Module, dataset: BenchmarkDataset, batch_size: in
         cav = fit_artifact_cav(model, dataset.splits["train"], attacked, cav_kind, batch_size, cav_samples)
     except ValueError:  # no artifact (or no clean) training sample among the CAV's samples
         return metrics, {"explanation": method}
-    metrics["tcav_score"] = tcav_score(model, explained, cav, attacked, batch_size)
+    scored = tcav_sample(biased, attacked, tcav_population, sample_size)
+    tcav = tcav_score(model, biased.subset(scored), cav, attacked, batch_size)
+    if not math.isnan(tcav):
+        metrics["tcav_score"] = tcav
+    metrics["tcav_samples"] = float(len(scored))
     with_artifact = latent_activations(model, explained, batch_size, pool=True)
     without = latent_activations(model, clean.subset(chosen), batch_size, pool=True)
     difference = (with_artifact - without).mean(0)

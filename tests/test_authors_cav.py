@@ -2,11 +2,13 @@
 
 Each rule is cited in the code it tests (frederikpahde/rrclarc@222d917): which samples a
 CAV is fitted on (ClArC's ``cav_samples``), how the svm / ridge / lasso / logistic CAVs are
-fitted, the artifact region and channel rule of ``artifact_relevance``.
+fitted, the artifact region and channel rule of ``artifact_relevance``, and the samples
+and aggregation of ``tcav_score``.
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from types import SimpleNamespace
 
@@ -20,15 +22,21 @@ from debiasbench.cav import (
     artifact_cav_samples,
     authors_folds,
     authors_sample_weights,
+    fit_artifact_cav,
     fit_cav,
+    tcav_score,
 )
 from debiasbench.clarc import ClArCMethod
 from debiasbench.config import resolve_config
-from debiasbench.data import Split
+from debiasbench.data import BenchmarkDataset, Split
 from debiasbench.errors import RunFailed
+from debiasbench.evaluate import artifact_metrics, tcav_sample
 from debiasbench.explain import artifact_region, artifact_relevance, blur_scale, gaussian_blur
+from debiasbench.hparams import resolve
 from debiasbench.method import RunContext
 from debiasbench.models import LatentModel
+from debiasbench.registry import DATASETS
+from debiasbench.testing import TINY_SYNTHETIC
 
 
 def _cos(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
@@ -36,16 +44,22 @@ def _cos(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
     return float(a @ b / (a.norm() * b.norm()))
 
 
-def _identity_model() -> LatentModel:
-    """Two-channel images; the latent is the image itself (a 1x1 identity convolution);
-    logits (max0 - max1, max1 - max0) of the channels' spatial maxima, so a sample is
-    predicted as class 0 exactly when its channel-0 maximum is the larger."""
+def _identity_model(head: str = "max") -> LatentModel:
+    """Two-channel images; the latent is the image itself (a 1x1 identity convolution).
+
+    ``head="max"``: logits (max0 - max1, max1 - max0) of the channels' spatial maxima, so
+    a sample is predicted as class 0 exactly when its channel-0 maximum is the larger.
+    ``head="relu"``: ReLU, spatial mean, a fixed linear layer: the latent gradient of a
+    logit is that logit's weights at positions where the latent is positive, zero elsewhere.
+    """
     conv = nn.Conv2d(2, 2, 1, bias=False)
     fc = nn.Linear(2, 2, bias=False)
     with torch.no_grad():
         conv.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
-        fc.weight.copy_(torch.tensor([[1.0, -1.0], [-1.0, 1.0]]))
-    net = nn.Sequential(OrderedDict(feat=conv, pool=nn.AdaptiveMaxPool2d(1), flat=nn.Flatten(), fc=fc))
+        fc.weight.copy_(torch.tensor([[1.0, -1.0], [-1.0, 1.0]]) if head == "max"
+                        else torch.tensor([[2.0, -1.0], [-0.5, 1.0]]))
+    pool = nn.AdaptiveMaxPool2d(1) if head == "max" else nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+    net = nn.Sequential(OrderedDict(feat=conv, pool=pool, flat=nn.Flatten(), fc=fc))
     return LatentModel(net.eval(), "feat", num_classes=2, arch="identity")
 
 
@@ -312,3 +326,56 @@ def test_the_share_counts_relevance_in_the_blurred_region_that_a_one_pixel_dilat
     relevance[0, 0, :, 112 + 30] = 2.0  # far off
     assert float(artifact_relevance(relevance, mask)) == pytest.approx(2 / 4)
     assert float(artifact_relevance(relevance, mask, "dilate", dilation=1)) == pytest.approx(1 / 4)
+
+
+# --------------------------------------------------------------------------- item 7: TCAV
+
+
+def test_tcav_score_is_positives_over_nonzero_sensitivities_of_the_attacked_logit_by_hand():
+    # Head ReLU -> mean -> W: d logit_t / d latent[c, h, w] = W[t, c] * [latent > 0] / (H W),
+    # so the spatially averaged gradient is W[t, c] * (positive share of channel c) / (H W).
+    model = _identity_model("relu")
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(30, 2, 3, 3, generator=g)
+    x[:4] = -1.0  # no positive latent: zero sensitivity, neither vote
+    cav = torch.tensor([1.0, 1.3])  # (positive shares are multiples of 1/9: no other exact zero)
+    weight = model.net.fc.weight.detach()
+    for target in (0, 1):
+        sensitivity = ((x > 0).float().mean(dim=(2, 3)) * weight[target]) @ cav / 9
+        positive, negative = int((sensitivity > 0).sum()), int((sensitivity < 0).sum())
+        assert positive + negative == 26 and positive > 0 and negative > 0
+        assert tcav_score(model, x, cav, target, batch_size=8) == pytest.approx(positive / (positive + negative))
+
+
+@pytest.fixture(scope="module")
+def tiny_data() -> BenchmarkDataset:
+    cls = DATASETS.get("synthetic_artifacts")
+    return cls(**resolve(cls.params, TINY_SYNTHETIC, ""))
+
+
+def test_the_tcav_population_is_the_biased_test_view_of_every_class_by_default(tiny_data: BenchmarkDataset):
+    biased = tiny_data.views["test_biased"]
+    attacked = tiny_data.attacked_class
+    every = tcav_sample(biased, attacked)
+    assert torch.equal(every, torch.arange(len(biased)))  # 100 samples, under the 512 bound
+    assert len(set(biased.y[every].tolist())) == tiny_data.num_classes
+    own = tcav_sample(biased, attacked, "attacked_class")
+    assert torch.equal(own, (biased.y == attacked).nonzero().squeeze(1))
+    bounded = tcav_sample(biased, attacked, size=10)
+    assert len(bounded) == 10 and torch.equal(bounded, tcav_sample(biased, attacked, size=10))
+
+
+def test_artifact_metrics_score_tcav_on_every_class_with_the_attacked_logit(tiny_data: BenchmarkDataset):
+    from debiasbench.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("small_cnn", tiny_data.num_classes)
+    biased = tiny_data.views["test_biased"]
+    attacked = tiny_data.attacked_class
+    metrics, _ = artifact_metrics(model, tiny_data, cav_samples="all")
+    cav = fit_artifact_cav(model, tiny_data.splits["train"], attacked, samples="all")
+    assert metrics["tcav_samples"] == len(biased)
+    assert metrics["tcav_score"] == tcav_score(model, biased, cav, attacked)
+    own, _ = artifact_metrics(model, tiny_data, cav_samples="all", tcav_population="attacked_class")
+    assert own["tcav_samples"] == own["relevance_samples"] == int((biased.y == attacked).sum())
+    assert not math.isnan(own["tcav_score"])

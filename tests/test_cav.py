@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import Tensor
@@ -300,6 +302,12 @@ def test_tcav_score_is_a_share_in_zero_one_for_a_random_cav(small_cnn: LatentMod
     score = tcav_score(small_cnn, x, torch.randn(128), target=2)
     assert 0.0 <= score <= 1.0
     assert score * 16 == int(score * 16)
+
+
+def test_tcav_score_is_nan_when_the_logit_does_not_move_along_the_cav(small_cnn: LatentModel):
+    # Every sample's sensitivity is exactly zero: neither a vote for nor against the artifact.
+    x = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    assert math.isnan(tcav_score(small_cnn, x, torch.zeros(128), target=1))
 
 
 def test_tcav_score_works_for_frozen_models_under_no_grad_and_restores_the_training_flag():
