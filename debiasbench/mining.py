@@ -67,11 +67,15 @@ def _per_sample_loss(logits: Tensor, y: Tensor, loss: str, q: float) -> Tensor:
 def mine_conflicting(ctx: RunContext, epochs: int, eta: float = 0.5, tau: float = 0.8,
                      ascent: float = 1e-4, loss: str = "ce", q: float = 0.7,
                      seed_offset: int = 101) -> MiningResult:
-    """Peer-picking on ``ctx.dataset.splits["train"]`` for ``epochs`` epochs.
+    """Peer-picking on ``ctx.dataset.splits["train"]`` for ``epochs`` epochs (the authors'
+    code: 50, bwbwzhao/Combating-Unknown-Bias@687309f ``mining/det_peer.py:111``).
 
     The peers are Adam-trained at the run's ``lr`` and ``batch_size``. As in the authors'
     code the ascent starts after the first epoch (the peers are not yet biased before).
-    A sample is mined as bias-conflicting when its score is at least ``tau``.
+    A sample is mined as bias-conflicting when its score is at least ``tau``
+    (``debiasing/main_ecsga.py:105-107``). The score is one minus the two peers' mean
+    true-class probability, averaged over every epoch (``det_peer.py:182, 193-195``;
+    ``main_ecsga.py:96``).
     """
     train = ctx.dataset.splits["train"]
     num_classes = ctx.dataset.num_classes
