@@ -13,7 +13,9 @@ Confidence is ``p_y`` divided by its maximum over the batch's samples of the sam
 The peers use plain cross-entropy by default, as the authors' code does (their
 ``det_peer.py``): the confidence mask already restricts the peers to easy, bias-aligned
 samples, which is what GCE's ``p_y^q`` weighting would otherwise do. ``loss="gce"``
-trains them with generalised cross-entropy instead.
+trains them with generalised cross-entropy instead, scaled as the authors' GCE class
+(Combating-Unknown-Bias@687309f ``utils/loss.py:20-24``, LfF's) scales it (``scale=q``;
+the peers' Adam absorbs the factor).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def _true_class_proba(logits: Tensor, y: Tensor) -> Tensor:
 
 def _per_sample_loss(logits: Tensor, y: Tensor, loss: str, q: float) -> Tensor:
     if loss == "gce":
-        return generalized_cross_entropy(logits, y, q=q, reduction="none")
+        return generalized_cross_entropy(logits, y, q=q, reduction="none", scale=q)
     return F.cross_entropy(logits.float(), y, reduction="none")
 
 

@@ -15,9 +15,11 @@ class-wise normalisation follow the authors' code (alinlab/LfF) as the issue des
 (the paper's text could not be checked here for them): a sample's first update sets its
 average to the loss itself, and the class maximum runs over the whole training split.
 ``normalise=none`` skips the division.
-GCE is ``(1 - p_y^q) / q`` (``debiasbench.losses``); the code's GCE weights CE by
-``q * p_y^q``, the same gradient scaled by ``q``, which Adam (the code's optimiser)
-absorbs.
+The biased model's GCE is the code's (alinlab/LfF@e66796e ``module/loss.py:20-24``):
+cross-entropy weighted by ``q p_y^q``, whose gradient is ``q`` times that of the paper's
+``(1 - p_y^q) / q`` (``generalized_cross_entropy(..., scale=q)``; PGD uses the same). The
+code trains with Adam (``config.py:37-39``), which absorbs the factor; with
+``optimizer=sgd`` here it is a ``q`` times smaller step for the biased model.
 
 On colored_digits (0.99, 8x8, 3 seeds) the gain is small: at 5 epochs, batch 64, LfF ties
 vanilla (conflicting accuracy 0.037 vs 0.045); at 10 epochs, batch 16, 0.229 vs 0.195
@@ -154,7 +156,7 @@ class LfF(Method):
         ce_b = F.cross_entropy(logits_b.detach(), batch.y, reduction="none")
         ce_d = F.cross_entropy(logits_d.detach(), batch.y, reduction="none")  # plain: relative difficulty
         w = self.weights(batch.index, ce_b, ce_d)
-        gce = generalized_cross_entropy(logits_b, batch.y, self.hp["q"])
+        gce = generalized_cross_entropy(logits_b, batch.y, self.hp["q"], scale=self.hp["q"])  # the code's GCE
         self.step_biased(gce)
         loss = (w * self.cross_entropy(logits_d, batch.y, reduction="none")).mean()
         return loss, {"ce": ce_d.mean(), "ce_biased": ce_b.mean(), "gce_biased": gce.detach(),

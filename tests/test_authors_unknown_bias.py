@@ -16,17 +16,50 @@ hand computation of the rule on small tensors:
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from debiasbench import mining as mining_module
+from debiasbench.auxiliary import fresh_model
 from debiasbench.config import resolve_config
 from debiasbench.datasets.colored_digits import ColoredDigits
+from debiasbench.losses import generalized_cross_entropy
 from debiasbench.method import RunContext
 from debiasbench.methods import gradient_alignment as ga_module
 from debiasbench.methods.gradient_alignment import GradientAlignment
+from debiasbench.methods.lff import LfF
+from debiasbench.methods.pgd import BIASED_INIT, PGD
 from debiasbench.mining import MiningResult, mine_conflicting
-from debiasbench.testing import one_thread
+from debiasbench.runner import build_dataset, build_run_model
+from debiasbench.testing import one_thread, tiny_config
+
+
+def context(config) -> RunContext:
+    dataset = build_dataset(config)
+    model = build_run_model(config, dataset, torch.device("cpu"))
+    return RunContext(config=config, dataset=dataset, model=model, device=torch.device("cpu"),
+                      generator=torch.Generator().manual_seed(config.seed), log_metrics=lambda metrics: None)
+
+
+def last_layer_io(model) -> tuple[dict[str, torch.Tensor], torch.utils.hooks.RemovableHandle]:
+    """Records the input and output of ``model``'s last linear layer on every forward."""
+    seen: dict[str, torch.Tensor] = {}
+
+    def hook(module, inputs, output):
+        seen["h"], seen["logits"] = inputs[0].detach(), output.detach()
+
+    return seen, model.net.fc.register_forward_hook(hook)
+
+
+def authors_gce_weight_grad(logits: torch.Tensor, h: torch.Tensor, y: torch.Tensor, q: float) -> torch.Tensor:
+    """d/dW of the batch mean of the code's ``q p_y^q.detach() * CE``, spelled out:
+    ``q p_y^q (softmax - onehot)`` per sample, times the layer's input."""
+    p = logits.double().softmax(1)
+    onehot = torch.nn.functional.one_hot(y, p.shape[1]).double()
+    dz = q * p.gather(1, y[:, None]) ** q * (p - onehot)
+    return dz.T @ h.double() / len(y)
 
 
 # ---- 10. peer-picking: 50 epochs, the score averaged over every epoch ----
@@ -78,3 +111,50 @@ def test_mined_score_is_one_minus_the_peers_true_class_probability_averaged_over
     assert result.scores[1].item() == pytest.approx(1 - (0.1 + 0.1 + 0.2) / 3)  # 0.867
     assert result.conflicting[:2].tolist() == [False, True]  # score >= tau (main_ecsga.py:105-107)
     assert len(calls) == 6
+
+
+# ---- 11. GCE: the code's q p_y^q weighting, in PGD and LfF ----
+
+def test_gce_scaled_by_q_has_the_gradient_of_the_authors_weighted_cross_entropy():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]], requires_grad=True)
+    y, q = torch.tensor([0, 2]), 0.7
+    (grad,) = torch.autograd.grad(generalized_cross_entropy(logits, y, q, "sum", scale=q), logits)
+    expected = []
+    for row, label in zip(logits.tolist(), y.tolist()):
+        exp = [math.exp(v) for v in row]
+        p = [e / sum(exp) for e in exp]
+        weight = q * p[label] ** q  # loss.py:20 (LfF and PGD)
+        expected.append([weight * (p[k] - (k == label)) for k in range(3)])
+    assert torch.allclose(grad, torch.tensor(expected), atol=1e-6)
+    (paper,) = torch.autograd.grad(generalized_cross_entropy(logits, y, q, "sum"), logits)
+    assert torch.allclose(paper * q, grad, atol=1e-6)  # the paper's loss: the same direction, 1/q larger
+
+
+def test_pgd_biased_model_takes_the_authors_sgd_step_on_the_authors_gce():
+    config = tiny_config(method="pgd", optimizer="sgd", lr=0.5, momentum=0.0, schedule="constant", grad_clip=0.0,
+                         batch_size=10_000, hparams={"bias_epochs": 1, "q": 0.7})  # one batch: one step
+    ctx = context(config)
+    twin = fresh_model(ctx, seed_offset=BIASED_INIT).train()  # the biased model before its step
+    train = ctx.dataset.splits["train"]
+    seen, handle = last_layer_io(twin)
+    twin(train.x)
+    handle.remove()
+    expected = twin.net.fc.weight.double() - 0.5 * authors_gce_weight_grad(seen["logits"], seen["h"], train.y, 0.7)
+    method = PGD(config.hparams, ctx)
+    method.prepare(ctx)
+    stepped = method.biased_model.net.fc.weight.double()
+    assert torch.allclose(stepped, expected, atol=1e-6)
+    assert not torch.allclose(stepped, twin.net.fc.weight.double(), atol=1e-4)  # it moved
+
+
+def test_lff_biased_model_gets_the_authors_gce_gradient():
+    config = tiny_config(method="lff", grad_clip=0.0, hparams={"q": 0.7})
+    ctx = context(config)
+    method = LfF(config.hparams, ctx)
+    method.prepare(ctx)
+    batch = ctx.dataset.splits["train"].batch(torch.arange(8))
+    seen, handle = last_layer_io(method.biased_model)
+    method.loss(ctx.model, batch)
+    handle.remove()
+    expected = authors_gce_weight_grad(seen["logits"], seen["h"], batch.y, 0.7)
+    assert torch.allclose(method.biased_model.net.fc.weight.grad.double(), expected, atol=1e-6)

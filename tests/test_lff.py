@@ -100,7 +100,7 @@ def test_loss_takes_the_biased_models_gce_step_and_leaves_the_run_models_gradien
     reference = build_run_model(ctx.config, ctx.dataset, torch.device("cpu"))  # same seed: the biased model's twin
     reference.load_state_dict(before)
     reference.train()
-    gce = generalized_cross_entropy(reference(batch.x), batch.y, 0.7)
+    gce = generalized_cross_entropy(reference(batch.x), batch.y, 0.7, scale=0.7)  # the authors' GCE
     gce.backward()
     loss, logs = method.loss(ctx.model, batch)
     assert logs["gce_biased"].item() == pytest.approx(gce.item(), rel=1e-5)
