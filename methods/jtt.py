@@ -4,20 +4,28 @@
 paper stops it early, 1-60 epochs depending on the dataset, so that it fits the shortcut
 but not yet the few samples that contradict it); (2) its misclassified training samples
 form the error set; (3) train the run's model from scratch with the error set up-weighted
-by ``upweight`` (the paper's lambda_up, 20-100 on its image datasets). No bias labels are
+(``upweight``, the authors' ``up_weight``, 20-100 on their image datasets). No bias labels are
 needed; where the dataset has them, the error set's precision / recall against the truly
 bias-conflicting samples are logged as ``mining_precision`` / ``mining_recall`` (the names
 Gradient Alignment's mining uses, so the leaderboard compares both).
 
-``mode=sample`` (the paper and its code) upsamples: every epoch is a shuffle of the
-training split in which each error-set sample appears ``upweight`` times, so an epoch is
-``N + (upweight - 1) |E|`` draws. ``mode=loss`` keeps the vanilla shuffle and multiplies
-each sample's cross-entropy by its weight (``upweight`` in the error set, 1 elsewhere,
-normalised to mean 1 over the split), which is the same objective in expectation with
-epochs as long as vanilla's and fewer repeated samples per batch. On colored_digits (0.99,
-8x8, 5 epochs, batch 64, ``id_epochs`` 3, 3 seeds) upsampling gains more: conflicting
-accuracy 0.242 (sample) vs 0.112 (loss) vs 0.045 (vanilla); a batch then holds about one
-error sample with weight 20 and Adam's normalisation blunts the rare large gradients.
+``upweight`` means what the authors' ``--up_weight`` means (anniesch/jtt@1de6cc5
+``run_expt.py:80-106``): the training set is concatenated with ``up_weight`` further copies
+of the error set and shuffled (``run_expt.py:97-106``, ``data/dro_dataset.py:67-69``), so
+an error-set sample is drawn ``upweight + 1`` times an epoch and an epoch is
+``N + upweight |E|`` draws (21 times at the default 20). The code's ``up_weight=0`` (its
+ERM stage, ``run_expt.py:80``) is vanilla here, and its ``up_weight=-1`` (copies to balance
+the error set against the rest, ``run_expt.py:90-92``) is not offered.
+``mode=sample`` (the paper and its code) upsamples that way. ``mode=loss`` keeps the
+vanilla shuffle and multiplies each sample's cross-entropy by its weight
+(``upweight + 1`` in the error set, 1 elsewhere, normalised to mean 1 over the split),
+which is the same objective in expectation with epochs as long as vanilla's and fewer
+repeated samples per batch. Before this followed the code, the error set was drawn
+``upweight`` times (20, not 21). On colored_digits (0.99, 8x8, 5 epochs, batch 64,
+``id_epochs`` 3, 3 seeds; measured with 20 draws, before) upsampling gains more:
+conflicting accuracy 0.242 (sample) vs 0.112 (loss) vs 0.045 (vanilla); a batch then holds
+about one error sample with a weight of ~20 and Adam's normalisation blunts the rare
+large gradients.
 ``id_epochs`` matters: 2 leaves that model underfit (238 samples in the error set,
 precision 0.05; conflicting accuracy 0.179), 3 picks the conflicting digits only.
 """
@@ -40,11 +48,12 @@ ID_INIT, ID_SHUFFLE = 401, 402
 
 
 class UpsampleSampler:
-    """Each epoch a fresh device permutation of ``[0, N)`` plus ``upweight - 1`` extra
-    copies of every error-set index: error samples are drawn ``upweight`` times, the rest once."""
+    """Each epoch a fresh device permutation of ``[0, N)`` plus ``upweight`` extra copies of
+    every error-set index (``run_expt.py:97-106``): error samples are drawn ``upweight + 1``
+    times, the rest once."""
 
     def __init__(self, num_samples: int, error_set: Tensor, upweight: int):
-        extra = error_set.nonzero().squeeze(1).repeat(upweight - 1)
+        extra = error_set.nonzero().squeeze(1).repeat(upweight)
         self.pool = torch.cat([torch.arange(num_samples, device=error_set.device), extra])
 
     def indices(self, epoch: int, generator: torch.Generator) -> Tensor:
@@ -62,8 +71,9 @@ def misclassified(model: nn.Module, x: "Tensor | Split", y: Tensor, batch_size: 
 
 
 def error_set_weights(error_set: Tensor, upweight: float) -> Tensor:
-    """Loss weight per training sample: ``upweight`` on the error set, 1 elsewhere, mean 1."""
-    weights = torch.where(error_set, float(upweight), 1.0)
+    """Loss weight per training sample: ``upweight + 1`` on the error set (the times
+    ``UpsampleSampler`` draws it), 1 elsewhere, mean 1."""
+    weights = torch.where(error_set, float(upweight) + 1.0, 1.0)
     return weights / weights.mean()
 
 
@@ -74,7 +84,8 @@ class JTT(Method):
     hparams = {
         "id_epochs": HParam(2, IntUniform(1, 10), low=1, help="epochs of the ERM identification model"),
         "upweight": HParam(20, Choice((5, 10, 20, 50, 100)), low=1,
-                           help="lambda_up: how many times an error-set sample counts (paper: 20-100)"),
+                           help="the authors' up_weight: extra copies of the error set per epoch "
+                                "(an error sample counts upweight + 1 times)"),
         "mode": HParam("sample", choices=("sample", "loss"),
                        help="upsample the error set (paper) or weight its loss"),
     }

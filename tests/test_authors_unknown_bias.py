@@ -17,6 +17,7 @@ hand computation of the rule on small tensors:
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import pytest
 import torch
@@ -29,6 +30,7 @@ from debiasbench.losses import generalized_cross_entropy
 from debiasbench.method import RunContext
 from debiasbench.methods import gradient_alignment as ga_module
 from debiasbench.methods.gradient_alignment import GradientAlignment
+from debiasbench.methods.jtt import JTT, UpsampleSampler, error_set_weights
 from debiasbench.methods.lff import LfF
 from debiasbench.methods.pgd import BIASED_INIT, PGD
 from debiasbench.mining import MiningResult, mine_conflicting
@@ -158,3 +160,17 @@ def test_lff_biased_model_gets_the_authors_gce_gradient():
     handle.remove()
     expected = authors_gce_weight_grad(seen["logits"], seen["h"], batch.y, 0.7)
     assert torch.allclose(method.biased_model.net.fc.weight.grad.double(), expected, atol=1e-6)
+
+
+# ---- 12. JTT: the training set plus up_weight copies of the error set ----
+
+def test_error_samples_are_drawn_up_weight_plus_one_times_as_the_authors_concatenation():
+    error_set = torch.tensor([False, True, False, True, True, False])
+    up_weight = JTT.hparams["upweight"].default
+    assert up_weight == 20
+    # run_expt.py:97-106: ConcatDataset([train, Subset(train, aug_indices * up_weight)])
+    authors = Counter(list(range(6)) + [1, 3, 4] * up_weight)
+    order = UpsampleSampler(6, error_set, up_weight).indices(0, torch.Generator().manual_seed(0))
+    assert Counter(order.tolist()) == authors  # 21 draws of each error sample, 6 + 60 in all
+    weights = error_set_weights(error_set, up_weight)  # mode=loss: the same counts as loss weights
+    assert torch.allclose(weights / weights[0], torch.tensor([float(authors[i]) for i in range(6)]))

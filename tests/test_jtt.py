@@ -1,7 +1,7 @@
 """JTT: the error set is the identification model's mistakes, the sampler draws it exactly
-``upweight`` times an epoch, loss weighting is the same objective, bad input is one line,
-and runs finish from the CLI and on every architecture (the paper's claim:
-tests/test_baseline_claims.py)."""
+``upweight + 1`` times an epoch (the authors' up_weight copies plus the training set's
+own), loss weighting is the same objective, bad input is one line, and runs finish from
+the CLI and on every architecture (the paper's claim: tests/test_baseline_claims.py)."""
 
 from __future__ import annotations
 
@@ -31,29 +31,29 @@ def test_misclassified_marks_exactly_the_samples_whose_largest_logit_is_not_the_
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_sampler_draws_every_error_sample_upweight_times_and_the_rest_once_per_epoch(device):
+def test_sampler_draws_every_error_sample_upweight_plus_one_times_and_the_rest_once_per_epoch(device):
     error_set = torch.zeros(10, dtype=torch.bool, device=device)
     error_set[[1, 4, 7]] = True
     sampler = UpsampleSampler(10, error_set, upweight=5)
     generator = torch.Generator(device=device).manual_seed(0)
     epochs = [sampler.indices(epoch, generator) for epoch in range(3)]
-    assert len(sampler) == 10 + 3 * 4 == 22
+    assert len(sampler) == 10 + 3 * 5 == 25
     for order in epochs:
-        assert order.device.type == device and order.shape == (22,)
-        assert torch.bincount(order, minlength=10).tolist() == [1, 5, 1, 1, 5, 1, 1, 5, 1, 1]
+        assert order.device.type == device and order.shape == (25,)
+        assert torch.bincount(order, minlength=10).tolist() == [1, 6, 1, 1, 6, 1, 1, 6, 1, 1]
     assert not torch.equal(epochs[0], epochs[1])  # a fresh shuffle every epoch
 
 
-def test_upweight_one_or_an_empty_error_set_is_a_plain_shuffle():
-    for error_set, upweight in ((torch.tensor([True, False, True]), 1), (torch.zeros(3, dtype=torch.bool), 20)):
+def test_upweight_zero_or_an_empty_error_set_is_a_plain_shuffle():
+    for error_set, upweight in ((torch.tensor([True, False, True]), 0), (torch.zeros(3, dtype=torch.bool), 20)):
         order = UpsampleSampler(3, error_set, upweight).indices(0, torch.Generator().manual_seed(0))
         assert sorted(order.tolist()) == [0, 1, 2]
 
 
-def test_loss_weights_are_upweight_on_the_error_set_with_mean_one_and_match_upsampling_in_expectation():
+def test_loss_weights_are_upweight_plus_one_on_the_error_set_with_mean_one_and_match_upsampling_in_expectation():
     error_set = torch.tensor([False, True, False, False, True])
     weights = error_set_weights(error_set, 20)
-    assert torch.allclose(weights, torch.tensor([1.0, 20, 1, 1, 20]) * 5 / 43)
+    assert torch.allclose(weights, torch.tensor([1.0, 21, 1, 1, 21]) * 5 / 45)
     ce = torch.tensor([0.3, 2.0, 0.1, 0.5, 1.5])
     pool = UpsampleSampler(5, error_set, 20).pool
     # the mean weighted loss over the split equals the mean loss over the upsampled epoch
@@ -86,9 +86,9 @@ def test_prepare_takes_the_identification_models_mistakes_as_the_error_set_and_l
     assert all(torch.equal(v, initial[k]) for k, v in ctx.model.state_dict().items())  # run model untouched
     sampler = method.sampler(ctx)
     counts = torch.bincount(sampler.indices(0, ctx.generator), minlength=len(train))
-    assert torch.equal(counts, torch.where(method.error_set, 7, 1))
+    assert torch.equal(counts, torch.where(method.error_set, 8, 1))
     loader = DeviceLoader(train, 64, ctx.generator, sampler=sampler)
-    assert sum(len(b) for b in loader) == len(train) + 6 * int(method.error_set.sum())
+    assert sum(len(b) for b in loader) == len(train) + 7 * int(method.error_set.sum())
 
 
 def test_loss_mode_weights_each_samples_cross_entropy_and_keeps_the_uniform_shuffle():
@@ -100,8 +100,8 @@ def test_loss_mode_weights_each_samples_cross_entropy_and_keeps_the_uniform_shuf
     batch: Batch = train.batch(index)
     loss, _ = method.loss(ctx.model, batch)
     ce = nn.functional.cross_entropy(ctx.model(batch.x), batch.y, reduction="none")
-    scale = len(train) / (len(train) + 9 * method.error_set.sum())
-    expected = (torch.tensor([10.0] * 3 + [1.0] * 5) * scale * ce).mean()
+    scale = len(train) / (len(train) + 10 * method.error_set.sum())
+    expected = (torch.tensor([11.0] * 3 + [1.0] * 5) * scale * ce).mean()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
