@@ -8,15 +8,29 @@ DFR^Val_Tr: features trained on train, last layer on val). No SGD: the work is d
 ``prepare`` (``epochs`` defaults to 0, nothing is trainable), and the refitted weights
 are written into the model's last ``nn.Linear``.
 
-The procedure, as in the paper and its code (PolinaKirichenko/deep_feature_reweighting):
-1. embeddings = the input of the last linear layer (penultimate features, eval mode),
-   standardised with the validation split's mean and standard deviation;
-2. C is tuned on the grid (1, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01): L1 logistic regression
-   (liblinear) fitted on a group-balanced subset of one random half of val, scored by
-   worst-group accuracy on the other half;
-3. with that C, ``n_refits`` fits on group-balanced subsets of the whole of val (every
-   group subsampled to the size of the smallest) are averaged (coefficients and
-   intercepts), de-standardised and written into the last layer.
+The procedure, as in the paper and its code (PolinaKirichenko/deep_feature_reweighting@9d8d5de,
+``dfr_evaluate_spurious.py``, DFR on validation with its defaults ``balance_dfr_val`` and
+``notrain_dfr_val``, lines 50-55, 394-401):
+1. embeddings = the input of the last linear layer (penultimate features, eval mode,
+   computed in batches; lines 358-388);
+2. C is tuned on the grid (1, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01; line 25): one random half
+   of val is split off, one group-balanced subset of it is drawn (lines 73-89) and every C
+   is fitted on that same subset by L1 logistic regression (liblinear) and scored by
+   worst-group accuracy on the other half (lines 111-120). With ``scaler=train`` (the
+   default) the features are standardised with the mean and standard deviation of that
+   fit subset, the data the regressions see (lines 101-104: the code's ``x_train`` there
+   holds no training-split samples, ``add_train`` being off);
+3. with that C, ``n_refits`` (20, line 132) fits on group-balanced subsets of the whole of
+   val (every group subsampled to the size of the smallest; lines 139-151) are averaged
+   (coefficients and intercepts; lines 166-170, 184-185), de-standardised and written into
+   the last layer. With ``scaler=train`` the standardisation here is the *training
+   split's* feature mean and standard deviation (lines 135-137, 163-164, 177-178), computed
+   in batches from running moments.
+``scaler=val`` (this project's earlier rule) standardises both steps with the whole
+validation split's statistics instead: it does not depend on how the training split's
+features are spread (a model that memorised its training set has training features
+unlike held-out ones). Before this followed the code, ``n_refits`` was 10 and every C of
+the tuning grid drew its own balanced subset.
 Where this simplifies or departs from the code, said once here:
 - groups are class x bias attribute and only groups *present* in the set are balanced
   (an empty cell would make every subset empty; the paper's datasets have none);
@@ -35,7 +49,7 @@ Validation metrics of a DFR run are measured on the data its last layer was fitt
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -57,20 +71,24 @@ _MIN_STD = 1e-8
 DFR_SEED = 401
 
 
+def last_linear(model: LatentModel) -> tuple[str, nn.Linear]:
+    """The name and module of ``model``'s last ``nn.Linear``."""
+    name = last_linear_name(model.net)
+    return name, model.net.get_submodule(name)
+
+
 @torch.no_grad()
-def last_layer_inputs(model: LatentModel, x: "Tensor | Split", batch_size: int | None = 512) -> tuple[Tensor, nn.Linear]:
-    """Penultimate features [N, D] (the last ``nn.Linear``'s input, eval mode) and that layer.
+def last_layer_batches(model: LatentModel, x: "Tensor | Split", batch_size: int | None = 512) -> Iterator[Tensor]:
+    """Penultimate features (the last ``nn.Linear``'s input, eval mode), one batch at a time.
 
     Refuses a network whose last Linear does not map flat features straight to the logits
     (then its weights are not "the last layer" DFR can refit)."""
-    name = last_linear_name(model.net)
-    linear = model.net.get_submodule(name)
+    name, linear = last_linear(model)
     seen: dict[str, Tensor] = {}
 
     def hook(module: nn.Module, inputs: tuple, output: Tensor) -> None:
         seen["features"], seen["output"] = inputs[0], output
 
-    parts = []
     handle = linear.register_forward_hook(hook)
     try:
         with eval_mode(model):
@@ -79,10 +97,45 @@ def last_layer_inputs(model: LatentModel, x: "Tensor | Split", batch_size: int |
                 if seen.get("output") is not logits or seen["features"].dim() != 2:
                     raise UserError(f"dfr: the last nn.Linear of {model.arch!r} ({name!r}) does not map "
                                     "[N, D] features straight to the logits; DFR cannot refit it")
-                parts.append(seen["features"].float())
+                yield seen["features"].float()
     finally:
         handle.remove()
-    return torch.cat(parts), linear
+
+
+def last_layer_inputs(model: LatentModel, x: "Tensor | Split", batch_size: int | None = 512) -> tuple[Tensor, nn.Linear]:
+    """Penultimate features [N, D] (the last ``nn.Linear``'s input, eval mode) and that layer."""
+    return torch.cat(list(last_layer_batches(model, x, batch_size))), last_linear(model)[1]
+
+
+def _kept_constant(std: Tensor) -> Tensor:
+    """A constant feature's standard deviation is taken as 1: it is left as it is."""
+    return torch.where(std > _MIN_STD, std, torch.ones_like(std))
+
+
+def standardiser(features: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and standard deviation (``ddof=0``, as scikit-learn's ``StandardScaler``) per
+    feature; a constant feature gets 1."""
+    return features.mean(0), _kept_constant(features.std(0, unbiased=False))
+
+
+def feature_moments(batches: Iterable[Tensor]) -> tuple[Tensor, Tensor]:
+    """``standardiser`` of the concatenated batches, from running float64 moments (Chan et
+    al.'s pairwise update), so a whole split's features never sit in memory at once."""
+    count, mean, m2 = 0, None, None
+    for batch in batches:
+        batch = batch.detach().cpu().double()
+        n, batch_mean = len(batch), batch.mean(0)
+        batch_m2 = (batch - batch_mean).square().sum(0)
+        if mean is None:
+            count, mean, m2 = n, batch_mean, batch_m2
+            continue
+        delta, total = batch_mean - mean, count + n
+        mean = mean + delta * (n / total)
+        m2 = m2 + batch_m2 + delta.square() * (count * n / total)
+        count = total
+    if mean is None:
+        raise RunFailed("dfr: the training split is empty; scaler=train needs its features")
+    return mean, _kept_constant((m2 / count).sqrt())
 
 
 def balanced_subset(groups: Tensor, generator: torch.Generator) -> Tensor:
@@ -139,9 +192,11 @@ class DFR(Method):
     hparams = {
         "C": HParam(None, type=float, low=1e-6,
                     help="inverse L1 strength; null = tuned on the paper's grid by worst-group accuracy"),
-        "n_refits": HParam(10, IntUniform(1, 20), low=1, help="balanced refits averaged"),
+        "n_refits": HParam(20, IntUniform(1, 20), low=1, help="balanced refits averaged (authors' code: 20)"),
         "balance": HParam("subsample", choices=("subsample", "reweight"),
                           help="subsample groups to the smallest (paper) or weight samples by 1/n_g"),
+        "scaler": HParam("train", choices=("train", "val"),
+                         help="standardise with the fit subset / training split (code) or validation statistics"),
     }
     train_defaults = {"epochs": 0}
 
@@ -149,49 +204,63 @@ class DFR(Method):
         val, num_classes = ctx.dataset.splits["val"], ctx.dataset.num_classes
         groups = val.groups(ctx.dataset.num_bias).cpu()
         features, linear = last_layer_inputs(ctx.model, val, ctx.config.eval_batch_size)
+        if linear.bias is None:
+            raise UserError("dfr: the last nn.Linear has no bias; DFR needs one for the intercept")
         known = groups >= 0
         features, groups, y = features.cpu().double()[known], groups[known], val.y.cpu()[known]
-        mean, std = features.mean(0), features.std(0, unbiased=False)
-        std = torch.where(std > _MIN_STD, std, torch.ones_like(std))
-        z = ((features - mean) / std).numpy()
+        by_train = self.hp["scaler"] == "train"
         generator = torch.Generator().manual_seed(ctx.config.seed * 1000 + DFR_SEED)
         c = self.hp["C"]
         if c is None:
-            c, worst = self.tune(z, y, groups, num_classes, generator)
+            c, worst = self.tune(features, y, groups, num_classes, generator)
             ctx.log_metrics({"dfr_tune_worst_group_acc": worst})
-        fits = [self.fit(z, y, groups, c, num_classes, generator) for _ in range(self.hp["n_refits"])]
+        if by_train:  # dfr_evaluate_spurious.py:135-137
+            batches = last_layer_batches(ctx.model, ctx.dataset.splits["train"], ctx.config.eval_batch_size)
+            mean, std = feature_moments(batches)
+        else:
+            mean, std = standardiser(features)
+        z = ((features - mean) / std).numpy()
+        fits = [self.fit(z, y, groups, c, num_classes, self.draw(groups, generator))
+                for _ in range(self.hp["n_refits"])]
         coef = torch.from_numpy(np.mean([f[0] for f in fits], axis=0))
         intercept = torch.from_numpy(np.mean([f[1] for f in fits], axis=0))
         weight = coef / std  # back to the features' own scale
         bias = intercept - weight @ mean
-        if linear.bias is None:
-            raise UserError("dfr: the last nn.Linear has no bias; DFR needs one for the intercept")
         with torch.no_grad():
             linear.weight.copy_(weight.to(linear.weight))
             linear.bias.copy_(bias.to(linear.bias))
         ctx.log_metrics({"dfr_C": c, "dfr_fit_size": float(self.fit_size),
                          "dfr_nonzero_share": float((coef != 0).double().mean())})
 
-    def fit(self, z: np.ndarray, y: Tensor, groups: Tensor, c: float, num_classes: int,
-            generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """One L1 fit on a balanced subset (or all samples, group-weighted)."""
+    def draw(self, groups: Tensor, generator: torch.Generator) -> Tensor:
+        """Indices of one fit set: a balanced subset, or every sample (``balance=reweight``)."""
         if self.hp["balance"] == "reweight":
-            chosen, weights = torch.arange(len(y)), group_weights(groups).numpy()
-        else:
-            chosen, weights = balanced_subset(groups, generator), None
+            return torch.arange(len(groups))
+        return balanced_subset(groups, generator)
+
+    def fit(self, z: np.ndarray, y: Tensor, groups: Tensor, c: float, num_classes: int,
+            chosen: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """One L1 fit on the samples ``chosen`` (group-weighted under ``balance=reweight``)."""
+        weights = group_weights(groups[chosen]).numpy() if self.hp["balance"] == "reweight" else None
         self.fit_size = len(chosen)
         return fit_l1_logistic(z[chosen.numpy()], y[chosen].numpy(), c, num_classes, weights)
 
-    def tune(self, z: np.ndarray, y: Tensor, groups: Tensor, num_classes: int,
+    def tune(self, features: Tensor, y: Tensor, groups: Tensor, num_classes: int,
              generator: torch.Generator) -> tuple[float, float]:
-        """C of the grid whose fit on one half scores the best worst-group accuracy on the other."""
+        """C of the grid whose fit on one fit set drawn from one half scores the best
+        worst-group accuracy on the other half (``dfr_on_validation_tune``, lines 62-128)."""
         order = torch.randperm(len(y), generator=generator)
         fit_half, score_half = order[len(y) // 2:], order[:len(y) // 2]
+        chosen = fit_half[self.draw(groups[fit_half], generator)]  # one fit set for every C
+        if self.hp["scaler"] == "train":  # fitted on the regressions' own inputs, lines 101-104
+            mean, std = standardiser(features[chosen])
+        else:
+            mean, std = standardiser(features)
+        z = ((features - mean) / std).numpy()
         zs, ys, gs = z[score_half.numpy()], y[score_half].numpy(), groups[score_half].numpy()
         scores = {}
         for c in C_GRID:
-            coef, intercept = self.fit(z[fit_half.numpy()], y[fit_half], groups[fit_half], c, num_classes,
-                                       generator)
+            coef, intercept = self.fit(z, y, groups, c, num_classes, chosen)
             scores[c] = worst_and_mean_group_accuracy((zs @ coef.T + intercept).argmax(1), ys, gs)
         best = max(C_GRID, key=lambda c: (*scores[c], c))
         return best, scores[best][0]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 
@@ -28,7 +29,9 @@ from debiasbench.config import resolve_config
 from debiasbench.datasets.colored_digits import ColoredDigits
 from debiasbench.losses import generalized_cross_entropy
 from debiasbench.method import RunContext
+from debiasbench.methods import dfr as dfr_module
 from debiasbench.methods import gradient_alignment as ga_module
+from debiasbench.methods.dfr import C_GRID, DFR, balanced_subset, feature_moments, last_layer_inputs, standardiser
 from debiasbench.methods.gradient_alignment import GradientAlignment
 from debiasbench.methods.jtt import JTT, UpsampleSampler, error_set_weights
 from debiasbench.methods.lff import LfF
@@ -174,3 +177,59 @@ def test_error_samples_are_drawn_up_weight_plus_one_times_as_the_authors_concate
     assert Counter(order.tolist()) == authors  # 21 draws of each error sample, 6 + 60 in all
     weights = error_set_weights(error_set, up_weight)  # mode=loss: the same counts as loss weights
     assert torch.allclose(weights / weights[0], torch.tensor([float(authors[i]) for i in range(6)]))
+
+
+# ---- 13. DFR: the authors' standardisation and 20 refits ----
+
+def dfr_with_recorded_fits(monkeypatch, **hparams) -> tuple[DFR, RunContext, list, list]:
+    fits, draws = [], []
+
+    def fake_fit(z, y, c, num_classes, sample_weight=None):
+        fits.append(z.copy())
+        return np.zeros((num_classes, z.shape[1])), np.zeros(num_classes)
+
+    def recorded_subset(groups, generator):
+        draws.append(balanced_subset(groups, generator))
+        return draws[-1]
+
+    monkeypatch.setattr(dfr_module, "fit_l1_logistic", fake_fit)
+    monkeypatch.setattr(dfr_module, "balanced_subset", recorded_subset)
+    config = tiny_config(method="dfr", hparams=hparams)
+    ctx = context(config)
+    ctx.model.train()
+    with torch.no_grad():  # BatchNorm statistics that are not the initial ones
+        ctx.model(ctx.dataset.splits["train"].x[:64])
+    return DFR(config.hparams, ctx), ctx, fits, draws
+
+
+def test_dfr_tunes_every_c_on_one_balanced_subset_standardised_on_itself(monkeypatch):
+    method, ctx, fits, draws = dfr_with_recorded_fits(monkeypatch)
+    method.prepare(ctx)
+    tuning = fits[:len(C_GRID)]
+    assert all(np.array_equal(z, tuning[0]) for z in tuning)  # dfr_evaluate_spurious.py:82-89, 111-115
+    varying = tuning[0].std(0) > 1e-6
+    # StandardScaler.fit_transform on the regressions' own inputs (lines 101-104): mean 0, std 1
+    assert np.allclose(tuning[0].mean(0), 0.0, atol=1e-9)
+    assert np.allclose(tuning[0].std(0)[varying], 1.0, atol=1e-9) and varying.sum() > 0
+
+
+def test_dfr_averages_twenty_refits_standardised_with_the_training_splits_features(monkeypatch):
+    method, ctx, fits, draws = dfr_with_recorded_fits(monkeypatch)
+    method.prepare(ctx)
+    assert len(fits) == len(C_GRID) + 20  # dfr_evaluate_spurious.py:132
+    val_h, _ = last_layer_inputs(ctx.model, ctx.dataset.splits["val"].x)
+    train_h, _ = last_layer_inputs(ctx.model, ctx.dataset.splits["train"].x)
+    h, t = val_h.double().numpy(), train_h.double().numpy()
+    mean, std = t.mean(0), np.where(t.std(0) > 1e-8, t.std(0), 1.0)  # scaler.fit(train), lines 135-137
+    for z, chosen in zip(fits[len(C_GRID):], draws[1:]):
+        assert np.allclose(z, (h[chosen.numpy()] - mean) / std, atol=1e-9)  # lines 163-164
+
+
+def test_feature_moments_of_batches_equal_the_standardiser_of_the_whole():
+    generator = torch.Generator().manual_seed(0)
+    whole = torch.randn(23, 4, generator=generator, dtype=torch.float64) * 3 + 5
+    whole[:, 2] = 1.5  # a constant feature is left as it is
+    mean, std = feature_moments(whole.split([7, 1, 10, 5]))
+    expected_mean, expected_std = standardiser(whole)
+    assert torch.allclose(mean, expected_mean) and torch.allclose(std, expected_std)
+    assert torch.allclose(std[[0, 1, 3]], torch.from_numpy(whole.numpy().std(0))[[0, 1, 3]]) and std[2] == 1

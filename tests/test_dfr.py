@@ -82,14 +82,15 @@ def test_every_fit_uses_a_group_balanced_subset_of_validation(monkeypatch):
     monkeypatch.setattr(dfr_module, "balanced_subset", spy)
     method, ctx = make_dfr(n_refits=4)
     method.prepare(ctx)
-    assert len(seen) == len(C_GRID) + 4  # one per tuned C, then the refits
+    assert len(seen) == 1 + 4  # one fit set for every tuned C (as the authors' code), then the refits
     assert all(len(set(counts.tolist())) == 1 for counts in seen)  # equal counts per group
     val_groups = ctx.dataset.splits["val"].groups(ctx.dataset.num_bias)
     present = torch.bincount(val_groups)
     assert seen[-1].tolist() == [int(present[present > 0].min())] * int((present > 0).sum())
 
 
-def test_written_weights_are_the_averaged_fits_mapped_back_from_standardised_features(monkeypatch):
+@pytest.mark.parametrize("scaler", ["train", "val"])
+def test_written_weights_are_the_averaged_fits_mapped_back_from_standardised_features(monkeypatch, scaler):
     rng = np.random.default_rng(0)
     fits = []
 
@@ -98,14 +99,16 @@ def test_written_weights_are_the_averaged_fits_mapped_back_from_standardised_fea
         return fits[-1]
 
     monkeypatch.setattr(dfr_module, "fit_l1_logistic", fake_fit)
-    method, ctx = make_dfr(C=0.3, n_refits=3)
+    method, ctx = make_dfr(C=0.3, n_refits=3, scaler=scaler)
     val = ctx.dataset.splits["val"]
     features, _ = last_layer_inputs(ctx.model, val.x)
+    # the authors' scaler is fitted on the training split's features, ours on validation's
+    fitted_on, _ = last_layer_inputs(ctx.model, ctx.dataset.splits[scaler].x)
     method.prepare(ctx)
     assert len(fits) == 3  # C given: no tuning
     coef, intercept = (np.mean([f[i] for f in fits], axis=0) for i in (0, 1))
-    h = features.double().numpy()
-    z = (h - h.mean(0)) / np.where(h.std(0) > 1e-8, h.std(0), 1.0)
+    h, s = features.double().numpy(), fitted_on.double().numpy()
+    z = (h - s.mean(0)) / np.where(s.std(0) > 1e-8, s.std(0), 1.0)
     with torch.no_grad():
         logits = ctx.model.eval()(val.x).double().numpy()
     assert np.allclose(logits, z @ coef.T + intercept, atol=1e-4)
