@@ -40,6 +40,7 @@ __all__ = [
     "latent_activations",
     "latents_and_predictions",
     "artifact_cav_samples",
+    "NoPredictedGroup",
     "fit_artifact_cav",
     "cav_alignment",
     "tcav_score",
@@ -390,17 +391,19 @@ def artifact_cav_samples(model: nn.Module, split: Split, attacked_class: int | N
       collects the activations of the class's samples and keeps a sample only when the
       model's argmax is that class (l.159; also unless its LRP heatmap sums to exactly
       zero, which a conservative explanation of the predicted logit practically never does,
-      so that test, an LRP pass per sample, is not repeated here); ``model_training/correction_methods/clarc.py:52-105`` reads those
-      vectors back, keeps the training samples among them (l.77-81) and fits the CAV and
-      the clean / artifact mean lengths on exactly them (l.89-94). With ``attacked_class``
-      None each class keeps its samples predicted as itself (the authors' ``cav_scope``
-      other than ``attacked_class``, clarc.py:57-72).
+      so that test, an LRP pass per sample, is not repeated here);
+      ``model_training/correction_methods/clarc.py:52-105`` reads those vectors back, keeps
+      the training samples among them (l.77-81) and fits the CAV and the clean / artifact
+      mean lengths on exactly them (l.89-94). With ``attacked_class`` None each class keeps
+      its samples predicted as itself (the authors' ``cav_scope`` other than
+      ``attacked_class``, clarc.py:57-72).
     - ``all``: every sample of the class, whatever the model predicts.
 
     One forward pass per batch gives both the latents and the predictions. Raises
-    ValueError when the chosen samples lack one of the two groups (the authors' code then
-    fails too: with no sample it concatenates nothing, with one group it divides by zero
-    in the sample weights), naming the rule and the counts.
+    ValueError, naming the rule and the counts, when the class's samples lack one of the
+    two groups, and its subclass ``NoPredictedGroup`` when only the predicted ones do (the
+    authors' code then fails: with no sample it concatenates nothing, with one group it
+    divides by zero in the sample weights); callers fall back to ``all`` on the latter.
     """
     if samples not in CAV_SAMPLES:
         raise ValueError(f"unknown CAV samples rule {samples!r}; allowed: {', '.join(CAV_SAMPLES)}")
@@ -420,25 +423,28 @@ def artifact_cav_samples(model: nn.Module, split: Split, attacked_class: int | N
     artifact = artifact.to(kept.device)[kept]
     predicted_as = "itself" if attacked_class is None else f"class {attacked_class}"
     _check_groups(artifact, f"cannot fit an artifact CAV on the samples of {where} that the model predicts "
-                            f"as {predicted_as} (the authors' rule; samples 'all' uses every sample of "
-                            f"the class)")
+                            f"as {predicted_as} (the authors' rule)", NoPredictedGroup)
     return acts[kept], artifact
 
 
-def _check_groups(artifact: Tensor, what: str) -> None:
+class NoPredictedGroup(ValueError):
+    """The samples a model predicts as their class lack the artifact or the clean group."""
+
+
+def _check_groups(artifact: Tensor, what: str, error: type[ValueError] = ValueError) -> None:
     n_artifact = int(artifact.sum())
     n_clean = int(artifact.numel()) - n_artifact
     if n_artifact == 0 or n_clean == 0:
-        raise ValueError(f"{what}: it has {n_artifact} samples with the artifact and {n_clean} without; "
-                         f"both must be present")
+        raise error(f"{what}: it has {n_artifact} samples with the artifact and {n_clean} without; "
+                    f"both must be present")
 
 
 def fit_artifact_cav(model: nn.Module, split: Split, attacked_class: int | None, kind: str = "pattern",
                      batch_size: int | None = 256, samples: str = "predicted") -> Tensor:
     """The CAV of the artifact at ``model``'s latent layer, fitted on ``split``'s samples of
     ``attacked_class`` that ``samples`` chooses (``artifact_cav_samples``: by default those
-    the model predicts as the class, as the authors do). Returns a unit float32 vector [C]
-    (or [D]).
+    the model predicts as the class, as the authors do; ``NoPredictedGroup`` where they
+    lack a group). Returns a unit float32 vector [C] (or [D]).
     """
     if kind not in CAV_KINDS:
         raise _unknown_kind(kind)

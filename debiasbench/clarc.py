@@ -19,7 +19,8 @@ from typing import Iterable
 import torch
 from torch import Tensor, nn
 
-from debiasbench.cav import CAV_KINDS, CAV_SAMPLES, artifact_cav_samples, fit_cav, pool_activations
+from debiasbench.cav import (CAV_KINDS, CAV_SAMPLES, NoPredictedGroup, artifact_cav_samples, fit_cav,
+                             pool_activations)
 from debiasbench.errors import RunFailed
 from debiasbench.hparams import Choice, HParam
 from debiasbench.method import Method, RunContext
@@ -58,8 +59,9 @@ class ClArCMethod(Method):
     ``cav_samples``: ``predicted`` (default, the authors' rule) fits the CAV and the mean
     lengths only on the attacked class's training samples the vanilla model predicts as
     that class; ``all`` on every one of them (see ``debiasbench.cav.artifact_cav_samples``).
-    If the predicted samples lack the artifact or the clean group, the run fails saying
-    so (the authors' code fails there too) rather than silently falling back to ``all``.
+    Where the predicted samples lack the artifact or the clean group (an undertrained
+    base: the authors' code fails there), the CAV and lengths use every sample of the class
+    instead; the run says so on stderr and logs ``cav_samples_fallback`` = 1 (else 0).
     Fine-tuning defaults: 10 epochs as in the authors' setup; they use SGD (momentum 0.9,
     lr 1e-4) for VGG / ResNet and Adam for EfficientNet. On the small built-in datasets
     Adam at lr 1e-3 corrects without costing clean accuracy (README, "Results"), so it is
@@ -75,9 +77,7 @@ class ClArCMethod(Method):
                                    "predicted (as that class, the authors') or all"),
         "finetune": HParam("after_latent", choices=FINETUNE_SCOPES, help="which layers are trained"),
     }
-    #: No augmentation while correcting: the authors switch it off ("Important!",
-    #: frederikpahde/rrclarc@222d917 model_training/start_model_correction.py:164).
-    train_defaults = {"epochs": 10, "lr": 1e-3, "optimizer": "adam", "schedule": "constant", "augment": False}
+    train_defaults = {"epochs": 10, "lr": 1e-3, "optimizer": "adam", "schedule": "constant"}
 
     cav: Tensor
     clean_length: Tensor
@@ -88,11 +88,18 @@ class ClArCMethod(Method):
         training samples chosen by ``cav_samples`` (latents and predictions in batches)."""
         train = ctx.dataset.splits["train"]
         samples = self.hp.get("cav_samples", "predicted")
+        used = samples
         try:
-            acts, labels = artifact_cav_samples(ctx.model, train, ctx.dataset.attacked_class, samples,
-                                                ctx.config.eval_batch_size)
+            try:
+                acts, labels = artifact_cav_samples(ctx.model, train, ctx.dataset.attacked_class, samples,
+                                                    ctx.config.eval_batch_size)
+            except NoPredictedGroup as error:
+                ctx.note(f"{error}; the CAV and mean lengths use every sample of the class instead")
+                used = "all"
+                acts, labels = artifact_cav_samples(ctx.model, train, ctx.dataset.attacked_class, used,
+                                                    ctx.config.eval_batch_size)
         except ValueError as error:
-            raise RunFailed(f"{error} (hparams.cav_samples={samples})") from error
+            raise RunFailed(str(error)) from error
         self.cav = fit_cav(acts, labels.long(), kind=self.hp["cav_kind"]).to(ctx.device)
         lengths = acts.to(self.cav.device, self.cav.dtype) @ self.cav
         labels = labels.to(lengths.device)
@@ -101,7 +108,8 @@ class ClArCMethod(Method):
         ctx.log_metrics({"cav_clean_length": float(self.clean_length),
                          "cav_artifact_length": float(self.artifact_length),
                          "cav_samples_clean": float((~labels).sum()),
-                         "cav_samples_artifact": float(labels.sum())})
+                         "cav_samples_artifact": float(labels.sum()),
+                         "cav_samples_fallback": float(used != samples)})
 
     def trainable_parameters(self, model: LatentModel) -> Iterable[nn.Parameter]:
         scope = self.hp["finetune"]

@@ -151,12 +151,15 @@ def artifact_metrics(model: nn.Module, dataset: BenchmarkDataset, batch_size: in
     (default: the biased test samples of every class, as the authors do; their number is
     ``tcav_samples``): the share whose attacked-class logit rises along the artifact CAV,
     fitted on the evaluated model's training latents (of ``cav_kind``, on the samples of
-    the ``cav_samples`` rule), left out where no sample's logit moves along it.
+    the ``cav_samples`` rule, or every sample of the class where the predicted ones lack a
+    group, as ClArC's ``prepare`` does; the run param ``eval_cav_samples`` says which), left
+    out where no sample's logit moves along it.
     ``cav_alignment`` is the cosine of that CAV with the true latent direction of the
     artifact, the mean difference of max-pooled latents of the explained test images with
     and without the artifact.
     """
-    from debiasbench.cav import cav_alignment, fit_artifact_cav, latent_activations, tcav_score
+    from debiasbench.cav import (NoPredictedGroup, cav_alignment, fit_artifact_cav, latent_activations,
+                                 tcav_score)
     from debiasbench.explain import artifact_relevance, heatmap_grid, input_relevance
 
     attacked = getattr(dataset, "attacked_class", None)
@@ -177,9 +180,14 @@ def artifact_metrics(model: nn.Module, dataset: BenchmarkDataset, batch_size: in
     metrics = {"artifact_relevance": float(torch.cat(shares).mean()), "relevance_samples": float(len(chosen))}
     if heatmap_path is not None and first is not None:
         heatmap_grid(*first, heatmap_path)
+    params = {"explanation": method, "eval_cav_samples": cav_samples}
     try:
-        cav = fit_artifact_cav(model, dataset.splits["train"], attacked, cav_kind, batch_size, cav_samples)
-    except ValueError:  # no artifact (or no clean) training sample among the CAV's samples
+        try:
+            cav = fit_artifact_cav(model, dataset.splits["train"], attacked, cav_kind, batch_size, cav_samples)
+        except NoPredictedGroup:  # as ClArC's prepare: every sample of the class instead
+            params["eval_cav_samples"] = "all"
+            cav = fit_artifact_cav(model, dataset.splits["train"], attacked, cav_kind, batch_size, "all")
+    except ValueError:  # no artifact (or no clean) training sample in the attacked class
         return metrics, {"explanation": method}
     scored = tcav_sample(biased, attacked, tcav_population, sample_size)
     tcav = tcav_score(model, biased.subset(scored), cav, attacked, batch_size)
@@ -191,4 +199,4 @@ def artifact_metrics(model: nn.Module, dataset: BenchmarkDataset, batch_size: in
     difference = (with_artifact - without).mean(0)
     if float(difference.norm()) > 0:
         metrics["cav_alignment"] = cav_alignment(cav, difference)
-    return metrics, {"explanation": method}
+    return metrics, params

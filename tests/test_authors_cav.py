@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from debiasbench.cav import (
     AUTHORS_PENALTY_GRID,
+    NoPredictedGroup,
     artifact_cav_samples,
     authors_folds,
     authors_sample_weights,
@@ -87,12 +88,15 @@ def _predicted_data(artifact_wins: bool = True) -> tuple[Split, Tensor]:
     return _split(x, y, artifact), x.amax(dim=(2, 3))
 
 
-def _clarc(model: LatentModel, train: Split, samples: str, batch: int = 7) -> ClArCMethod:
+def _clarc(model: LatentModel, train: Split, samples: str, batch: int = 7,
+           logged: dict | None = None, notes: list | None = None) -> ClArCMethod:
     config = resolve_config({"method": "rrclarc", "dataset": "synthetic_artifacts", "device": "cpu",
                              "eval_batch_size": batch})
     dataset = SimpleNamespace(splits={"train": train}, attacked_class=0, sample_shape=train.sample_shape)
     ctx = RunContext(config=config, dataset=dataset, model=model, device=torch.device("cpu"),
-                     generator=torch.Generator().manual_seed(0))
+                     generator=torch.Generator().manual_seed(0),
+                     log_metrics=(logged if logged is not None else {}).update,
+                     note=(notes if notes is not None else []).append)
     method = ClArCMethod({"cav_kind": "pattern", "cav_samples": samples, "finetune": "all"}, ctx)
     method.prepare(ctx)
     return method
@@ -138,12 +142,28 @@ def test_predicted_clean_samples_are_longer_along_the_cav_than_all_clean_samples
     assert float(predicted.clean_length) > float(every.clean_length) + 0.02
 
 
-def test_a_class_whose_artifact_samples_are_all_predicted_elsewhere_fails_the_run_naming_the_rule():
-    train, _ = _predicted_data(artifact_wins=False)
-    with pytest.raises(RunFailed, match=r"predicts as class 0 .*0 samples with the artifact.*"
-                                        r"hparams.cav_samples=predicted"):
-        _clarc(_identity_model(), train, "predicted")
-    _clarc(_identity_model(), train, "all")  # every sample of the class still has both groups
+def test_where_no_artifact_sample_is_predicted_as_the_class_clarc_falls_back_to_every_sample_and_says_so():
+    train, pooled = _predicted_data(artifact_wins=False)
+    with pytest.raises(NoPredictedGroup, match=r"predicts as class 0 .*: it has 0 samples with the artifact"):
+        artifact_cav_samples(_identity_model(), train, 0, "predicted")
+    logged, notes = {}, []
+    method = _clarc(_identity_model(), train, "predicted", logged=logged, notes=notes)
+    every = _clarc(_identity_model(), train, "all")
+    torch.testing.assert_close(method.cav, every.cav)
+    torch.testing.assert_close(method.clean_length, every.clean_length)
+    assert logged["cav_samples_fallback"] == 1.0 and logged["cav_samples_artifact"] == 10
+    assert len(notes) == 1 and "every sample of the class instead" in notes[0]
+    logged = {}
+    _clarc(_identity_model(), _predicted_data()[0], "predicted", logged=logged)
+    assert logged["cav_samples_fallback"] == 0.0
+
+
+def test_a_class_without_artifact_samples_fails_the_run_under_either_rule():
+    train, _ = _predicted_data()
+    no_artifact = train.replace(artifact=train.artifact & (train.y != 0))
+    for samples in ("predicted", "all"):
+        with pytest.raises(RunFailed, match="class 0: it has 0 samples with the artifact"):
+            _clarc(_identity_model(), no_artifact, samples)
 
 
 # --------------------------------------------------------------------------- item 3: svm / ridge / lasso / logistic
@@ -379,3 +399,17 @@ def test_artifact_metrics_score_tcav_on_every_class_with_the_attacked_logit(tiny
     own, _ = artifact_metrics(model, tiny_data, cav_samples="all", tcav_population="attacked_class")
     assert own["tcav_samples"] == own["relevance_samples"] == int((biased.y == attacked).sum())
     assert not math.isnan(own["tcav_score"])
+
+
+def test_the_evaluation_cav_falls_back_to_every_sample_when_none_is_predicted_as_the_class(
+        tiny_data: BenchmarkDataset):
+    from debiasbench.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("small_cnn", tiny_data.num_classes)
+    with torch.no_grad():
+        model.net.fc.bias[tiny_data.attacked_class] = -1e4  # never predicts the attacked class
+    metrics, params = artifact_metrics(model, tiny_data)
+    assert params["eval_cav_samples"] == "all"
+    every, _ = artifact_metrics(model, tiny_data, cav_samples="all")
+    assert metrics["cav_alignment"] == every["cav_alignment"]
