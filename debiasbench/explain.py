@@ -246,9 +246,9 @@ def blur_scale(side: int, rule: str = "blur") -> tuple[int, float]:
     ``blur_fixed``: the authors' 41 and 8.0 whatever the side. ``blur``: both scaled by
     ``side / AUTHORS_IMAGE_SIDE`` (the kernel to the nearest odd size, at least 1), so at
     224 px it is exactly the authors' rule and on smaller images it grows a mask by the
-    same share of the image: at 32 px a 7-tap kernel with sigma 1.14, which widens a
-    patch by about one pixel per side, where the authors' 41 px (sigma 8) would count
-    everything within about 12 px of a 5x5 patch, half of a 32x32 image.
+    same share of the image: at 32 px a 7-tap kernel with sigma 1.14, which grows a 5x5
+    patch by one pixel along the middle of each side (to 37 px), where the authors' 41 px
+    with sigma 8 would count 569 of the 1,024 pixels as the patch's region.
     """
     if rule == "blur_fixed":
         return MASK_BLUR_KERNEL, MASK_BLUR_SIGMA
@@ -321,8 +321,8 @@ def artifact_region(mask: Tensor, rule: str = "blur", dilation: int = 1) -> Tens
       sigma 8 on 224 px images; ``blur_fixed`` uses it as is at any size, ``blur`` scales it
       to this image (``blur_scale``). LRP's flat first-layer rule and gradients spread an
       artifact's relevance beyond its pixels, which the blurred region takes in; relative
-      to its maximum, the blur grows a thin artifact (a 1 px line: +-12 px at 224) more
-      than a large one (a patch: about +4 px per side).
+      to its maximum, the blur grows a thin artifact (a 1 px line: +-12 px at 224 px) more
+      than a large one (a 35 px patch: up to 4 px per side).
     - ``dilate``: the mask (non-zero) grown by ``dilation`` pixels, a square
       neighbourhood (max pooling); this benchmark's earlier rule, with ``dilation`` 1.
 
