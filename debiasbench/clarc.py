@@ -77,7 +77,9 @@ class ClArCMethod(Method):
                                    "predicted (as that class, the authors') or all"),
         "finetune": HParam("after_latent", choices=FINETUNE_SCOPES, help="which layers are trained"),
     }
-    train_defaults = {"epochs": 10, "lr": 1e-3, "optimizer": "adam", "schedule": "constant"}
+    #: No augmentation while correcting: the authors switch it off ("Important!",
+    #: frederikpahde/rrclarc@222d917 model_training/start_model_correction.py:164).
+    train_defaults = {"epochs": 10, "lr": 1e-3, "optimizer": "adam", "schedule": "constant", "augment": False}
 
     cav: Tensor
     clean_length: Tensor
