@@ -136,8 +136,9 @@ def test_gce_scaled_by_q_has_the_gradient_of_the_authors_weighted_cross_entropy(
 
 
 def test_pgd_biased_model_takes_the_authors_sgd_step_on_the_authors_gce():
-    config = tiny_config(method="pgd", optimizer="sgd", lr=0.5, momentum=0.0, schedule="constant", grad_clip=0.0,
-                         batch_size=10_000, hparams={"bias_epochs": 1, "q": 0.7})  # one batch: one step
+    # one batch, one step; the run's clipping is not the code's and does not touch the biased model
+    config = tiny_config(method="pgd", optimizer="sgd", lr=0.5, momentum=0.0, grad_clip=0.01,
+                         batch_size=10_000, hparams={"bias_epochs": 1, "q": 0.7})
     ctx = context(config)
     twin = fresh_model(ctx, seed_offset=BIASED_INIT).train()  # the biased model before its step
     train = ctx.dataset.splits["train"]

@@ -157,7 +157,7 @@ def test_norm_p_accepts_inf_and_numbers():
     assert resolve_config({"method": "pgd", "hparams": {"norm_p": 2}}).hparams["norm_p"] == 2.0
     assert resolve_config({"method": "pgd"}).hparams == {
         "q": 0.7, "bias_epochs": None, "grad_params": "last_layer", "norm_p": 0.7, "power": 1.0,
-        "init": "scratch", "bias_optimizer": "run"}
+        "init": "scratch"}
 
 
 def test_bad_pgd_hparam_on_the_command_line_is_one_line_and_exit_code_2(tracking_uri):
