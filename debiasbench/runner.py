@@ -229,8 +229,10 @@ class Trainer:
         with tempfile.TemporaryDirectory() as folder:
             heatmaps = Path(folder) / "heatmaps.png"
             cav_kind = self.config.hparams.get("cav_kind", "pattern")
-            metrics, params = artifact_metrics(model, self.dataset, self.config.eval_batch_size,
-                                               heatmaps, cav_kind)
+            metrics, params = artifact_metrics(
+                model, self.dataset, self.config.eval_batch_size, heatmaps, cav_kind,
+                relevance_mask=self.config.relevance_mask, tcav_population=self.config.tcav_population,
+                cav_samples=self.config.hparams.get("cav_samples", "predicted"))
             if heatmaps.exists():
                 self.tracked.log_artifact(heatmaps)
         if params:

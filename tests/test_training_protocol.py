@@ -110,3 +110,25 @@ def test_the_runner_applies_the_datasets_augmentation_only_when_augment_is_on(tr
         config = tiny_config(dataset=CountingAugmentation.name, augment=augment, epochs=1)
         run(config, tracker, progress=False)
         assert (CountingAugmentation.calls > 0) is expect_calls
+
+
+def test_the_evaluation_run_keys_offer_exactly_the_rules_the_evaluation_implements():
+    from debiasbench.config import RUN_KEYS
+    from debiasbench.evaluate import TCAV_POPULATIONS
+    from debiasbench.explain import ARTIFACT_REGIONS
+
+    assert RUN_KEYS["relevance_mask"].choices == ARTIFACT_REGIONS
+    assert RUN_KEYS["tcav_population"].choices == TCAV_POPULATIONS
+
+
+def test_a_run_scores_relevance_and_tcav_by_its_run_keys_and_its_cav_samples_rule(tracker):
+    from debiasbench.runner import run as run_once
+
+    default = run_once(tiny_config(method="rrclarc", epochs=1), tracker, progress=False)
+    literal = run_once(tiny_config(method="rrclarc", epochs=1, relevance_mask="dilate",
+                                   tcav_population="attacked_class", hparams={"cav_samples": "all"}),
+                       tracker, progress=False)
+    assert default.metrics["artifact_relevance"] != literal.metrics["artifact_relevance"]
+    assert literal.metrics["tcav_samples"] < default.metrics["tcav_samples"]
+    stored = tracker.client.get_run(literal.run_id).data.params
+    assert stored["relevance_mask"] == "dilate" and stored["eval_cav_samples"] == "all"
