@@ -1,7 +1,7 @@
 """DFR: group-balanced subsets, only the last layer changes, the refitted weights are the
 averaged logistic regressions mapped back from standardised features, runs end to end and
 on every architecture (bad input: tests/test_groupdro.py; the paper's claim:
-tests/test_baselines_claims.py)."""
+tests/test_groupdro_dfr_claims.py)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """JTT: the error set is the identification model's mistakes, the sampler draws it exactly
 ``upweight + 1`` times an epoch (the authors' up_weight copies plus the training set's
 own), loss weighting is the same objective, bad input is one line, and runs finish from
-the CLI and on every architecture (the paper's claim: tests/test_baseline_claims.py)."""
+the CLI and on every architecture (the paper's claim: tests/test_unknown_bias_claims.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """LfF: the moving averages and relative-difficulty weights against a hand computation, the
 biased model's own update, resume, bad input, and runs from the CLI and on every
-architecture (the paper's claim: tests/test_baseline_claims.py)."""
+architecture (the paper's claim: tests/test_lff_claims.py)."""
 
 from __future__ import annotations
 
