@@ -2,7 +2,11 @@
 
 During fine-tuning every sample's latent activation is moved along the artifact CAV to
 the mean length of artifact samples, so that all training samples "carry" the artifact
-and it stops separating classes; the model is unchanged at test time.
+and it stops separating classes; the model is unchanged at test time. The shift is the
+authors' ``AClarc`` hook (frederikpahde/rrclarc@222d917
+``model_training/correction_methods/clarc.py:144-158``): to the artifact samples' mean
+length (``clarc.py:94``), active while training; what the CAV and the lengths are fitted
+on, and which layers train, is ``ClArCMethod``'s (``debiasbench/clarc.py``).
 """
 
 from __future__ import annotations

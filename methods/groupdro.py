@@ -9,7 +9,8 @@ gradient ascent on the groups' mean losses in the batch,
 until the model fits it, so the few bias-conflicting groups are not drowned by the
 bias-aligned ones.
 
-Paper (Algorithm 1) and the authors' code (kohpangwei/group_DRO), and the choices here:
+Paper (Algorithm 1) and the authors' code (kohpangwei/group_DRO@cbbc1c5; ``run_expt.py:31,37,39``
+for the defaults below), and the choices here:
 - the update uses the batch's per-group mean losses; a group absent from the batch has
   loss 0 there (its weight keeps its value but shrinks relative to the others), as in
   the code; ``eta`` = 0.01 is the code's default ``robust_step_size``;
