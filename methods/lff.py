@@ -11,9 +11,10 @@ evaluated is the debiased one.
 models' cross-entropy over the iterations that saw the sample, each divided by the
 largest average among the training samples of the same class (``normalise=class``). The
 paper states W with the two cross-entropies; the moving averages (momentum 0.7) and the
-class-wise normalisation follow the authors' code (alinlab/LfF) as the issue describes it
-(the paper's text could not be checked here for them): a sample's first update sets its
-average to the loss itself, and the class maximum runs over the whole training split.
+class-wise normalisation follow the authors' code (alinlab/LfF@e66796e ``train.py:136-137``
+EMA with alpha 0.7, ``train.py:216-222`` division by the class maximum and the weight):
+a sample's first update sets its average to the loss itself (``util.py:42``), and the
+class maximum runs over the whole training split (``util.py:45``).
 ``normalise=none`` skips the division.
 The biased model's GCE is the code's (alinlab/LfF@e66796e ``module/loss.py:20-24``):
 cross-entropy weighted by ``q p_y^q``, whose gradient is ``q`` times that of the paper's
