@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from debiasbench.config import RunConfig
+from debiasbench.config import RUN_KEYS, RunConfig
 from debiasbench.errors import UserError
 
 IDENTITY = ("method", "dataset", "model")
@@ -48,9 +48,16 @@ def check_selection_metric(metric: str, oracle: bool, available: set[str]) -> No
 def _param_columns(runs: pd.DataFrame) -> tuple[list[str], list[str]]:
     params = [c for c in runs.columns if c.startswith("params.")]
     setting = sorted(c for c in params if c.startswith(SETTING_PREFIX))
-    candidate = sorted(c for c in params if not c.startswith(SETTING_PREFIX)
+    candidate = sorted(c for c in params if _is_run_input(c.removeprefix("params."))
                        and c.removeprefix("params.") not in NOT_CANDIDATE)
     return setting, candidate
+
+
+def _is_run_input(key: str) -> bool:
+    """A run key or hparam, not a param the run logs about itself (``explanation``,
+    ``eval_cav_samples``): those can differ between seeds of one candidate (a CAV that
+    falls back to every sample on one seed) and must not split it."""
+    return key.startswith("hparams.") or key in RUN_KEYS
 
 
 def _label(row: pd.Series, columns: list[str], strip: str) -> str:

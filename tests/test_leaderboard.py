@@ -136,3 +136,20 @@ def test_leaderboard_of_a_missing_store_is_one_line_and_creates_nothing(tmp_path
                                       "--out", str(tmp_path / "b")])
     assert result.exit_code == 2 and "does not exist" in result.output
     assert not missing.exists()
+
+
+def test_params_a_run_logs_about_itself_do_not_split_the_seeds_of_one_setting(tracking_uri):
+    """``eval_cav_samples`` says which samples the evaluation's CAV used; one seed falling
+    back to every sample must not make that seed a setting of its own."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.create_experiment("debiasbench")
+    for seed, used in enumerate(("predicted", "all", "predicted")):
+        run_id = log_run(client, experiment, "rrclarc", seed, 1.0, val=0.9, test=0.8)
+        client.log_param(run_id, "eval_cav_samples", used)
+        client.log_param(run_id, "explanation", "lrp")
+    runs, _ = runs_frame(tracking_uri)
+    (row,) = [r for _, r in select(finished_once(runs), metrics=("test_acc",)).iterrows()]
+    assert row["n"] == 3 and row["candidates"] == 1
+    assert "eval_cav_samples" not in row["hparams"]
