@@ -165,6 +165,13 @@ def assert_close(actual: Tensor, expected: Tensor, rtol: float = RTOL, atol: flo
     torch.testing.assert_close(actual.detach(), expected.detach(), rtol=rtol, atol=atol)
 
 
+def assert_same_parameter_gradients(loss: Tensor, expected: Tensor, model: nn.Module) -> None:
+    """Both losses give every parameter of ``model`` the same gradient."""
+    params = list(model.parameters())
+    for got, want in zip(grads(loss, params), grads(expected, params)):
+        assert_close(got, want)
+
+
 # --------------------------------------------------------------------------- 1. RR-ClArC
 
 
@@ -181,9 +188,7 @@ def test_rrclarc_loss_and_parameter_gradients_equal_a_hand_autograd_computation(
     assert_close(loss, expected)
     assert_close(logs["ce"], ce)
     assert_close(logs["penalty"], penalty)
-    params = list(model.parameters())
-    for got, want in zip(grads(loss, params), grads(expected, params)):
-        assert_close(got, want)
+    assert_same_parameter_gradients(loss, expected, model)
 
 
 @pytest.mark.parametrize("target", DETERMINISTIC_TARGETS)
@@ -220,9 +225,7 @@ def test_rrclarc_random_logits_penalty_equals_hand_computation_with_the_same_sig
     expected, ce, penalty = hand_rrclarc(model.net, batch, v, "random_logits", lam, signs=signs)
     assert_close(loss, expected)
     assert_close(logs["penalty"], penalty)
-    params = list(model.parameters())
-    for got, want in zip(grads(loss, params), grads(expected, params)):
-        assert_close(got, want)
+    assert_same_parameter_gradients(loss, expected, model)
 
 
 def test_rrclarc_random_logits_penalty_lies_between_zero_and_its_largest_value_over_sign_choices():
@@ -398,9 +401,7 @@ def test_aclarc_loss_is_cross_entropy_of_the_head_on_latents_shifted_to_the_arti
     expected = F.cross_entropy(hand_head(model.net, shifted), batch.y)
     assert_close(loss, expected)
     assert_close(logs["ce"], expected)
-    params = list(model.parameters())
-    for got, want in zip(grads(loss, params), grads(expected, params)):
-        assert_close(got, want)
+    assert_same_parameter_gradients(loss, expected, model)
 
 
 # --------------------------------------------------------------------------- 5. RRR
@@ -432,9 +433,7 @@ def test_rrr_loss_and_gradients_equal_ce_plus_masked_input_gradient_norm_by_hand
     assert_close(loss, expected)
     assert_close(logs["penalty"], penalty)
     assert_close(logs["ce"], ce)
-    params = list(model.parameters())
-    for got, want in zip(grads(loss, params), grads(expected, params)):
-        assert_close(got, want)
+    assert_same_parameter_gradients(loss, expected, model)
 
 
 def test_rrr_penalty_is_zero_when_the_mask_is_empty():
