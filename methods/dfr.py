@@ -120,10 +120,11 @@ def standardiser(features: Tensor) -> tuple[Tensor, Tensor]:
 
 def feature_moments(batches: Iterable[Tensor]) -> tuple[Tensor, Tensor]:
     """``standardiser`` of the concatenated batches, from running float64 moments (Chan et
-    al.'s pairwise update), so a whole split's features never sit in memory at once."""
+    al.'s pairwise update), so a whole split's features never sit in memory at once. The
+    moments are updated on the batches' device and copied to the host once, at the end."""
     count, mean, m2 = 0, None, None
     for batch in batches:
-        batch = batch.detach().cpu().double()
+        batch = batch.detach().double()
         n, batch_mean = len(batch), batch.mean(0)
         batch_m2 = (batch - batch_mean).square().sum(0)
         if mean is None:
@@ -135,7 +136,7 @@ def feature_moments(batches: Iterable[Tensor]) -> tuple[Tensor, Tensor]:
         count = total
     if mean is None:
         raise RunFailed("dfr: the training split is empty; scaler=train needs its features")
-    return mean, _kept_constant((m2 / count).sqrt())
+    return mean.cpu(), _kept_constant((m2 / count).sqrt()).cpu()
 
 
 def balanced_subset(groups: Tensor, generator: torch.Generator) -> Tensor:
