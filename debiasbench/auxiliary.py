@@ -27,7 +27,7 @@ def fresh_model(ctx: RunContext, seed_offset: int = 1) -> LatentModel:
     with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
         torch.manual_seed(config.seed * 1000 + seed_offset)
         model = build_model(config.model, ctx.dataset.num_classes, config.latent_layer,
-                            config.pretrained, in_channels=ctx.dataset.sample_shape[0])
+                            config.pretrained, input_shape=ctx.dataset.sample_shape)
     return model.to(ctx.device)
 
 

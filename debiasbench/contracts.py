@@ -316,7 +316,7 @@ def _check_loss(method_cls: type[Method], config: Any, dataset_cls: type, where:
     data = minimal_dataset(full, frozenset(method_cls.requires))
     seed_everything(config.seed, False)
     train = data.splits["train"]
-    model = build_model(config.model, data.num_classes, config.latent_layer, None, in_channels=train.sample_shape[0])
+    model = build_model(config.model, data.num_classes, config.latent_layer, None, input_shape=train.sample_shape)
     generator = torch.Generator().manual_seed(config.seed)
     ctx = RunContext(config=config, dataset=data, model=model, device=torch.device("cpu"), generator=generator)
     batch = train.batch(torch.randperm(len(train), generator=generator)[:config.batch_size])

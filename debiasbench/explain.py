@@ -6,7 +6,8 @@ explanation whose numbers mean the same thing for every architecture we offer, s
 method is chosen per architecture and recorded with the run:
 
 - ``"lrp"``: zennit's ``EpsilonPlusFlat`` composite (flat rule in the first layer, z+ in
-  the other convolutions, epsilon in the fully connected layers) after the canonizers
+  the other convolutions, epsilon in the fully connected layers; an MLP's first layer gets
+  the z^B rule for pixels in [0, 1] instead, see ``LRP_FIRST_LAYER``) after the canonizers
   zennit has for the architecture (BatchNorm merged into the preceding convolution;
   ResNet's residual additions as ``Sum`` modules). With a canonizer LRP is
   (approximately) *conservative*: the relevances sum to the explained logit, less what
@@ -52,6 +53,7 @@ from debiasbench.models import LatentModel, eval_mode
 __all__ = [
     "EXPLANATION_METHODS",
     "LRP_CANONIZERS",
+    "LRP_FIRST_LAYER",
     "explanation_method",
     "input_relevance",
     "ARTIFACT_REGIONS",
@@ -90,6 +92,26 @@ LRP_CANONIZERS: dict[str, Callable[[], list]] = {
     "small_cnn": _sequential_canonizers,
     "vgg16": _sequential_canonizers,
     "resnet18": _resnet_canonizers,
+    # Linear + ReLU only, no BatchNorm or skip: conservative without a canonizer.
+    "mlp": list,
+}
+
+
+def _pixel_box_first_layer() -> list:
+    """The z^B rule with pixel bounds [0, 1] (Montavon et al. 2017, Deep Taylor
+    decomposition; zennit's ``ZBox``) for the first ``nn.Linear``."""
+    from zennit.rules import ZBox
+
+    return [(nn.Linear, ZBox(low=0.0, high=1.0))]
+
+
+#: Architectures whose first layer gets another rule than ``EpsilonPlusFlat``'s flat rule
+#: (a factory of zennit ``first_map`` entries, prepended to the composite's). The flat rule
+#: spreads a neuron's relevance evenly over its receptive field: a few pixels for a
+#: convolution, but the whole image for an MLP's first Linear, whose every heatmap would
+#: then be uniform; the z^B rule weighs each pixel by its contribution instead.
+LRP_FIRST_LAYER: dict[str, Callable[[], list]] = {
+    "mlp": _pixel_box_first_layer,
 }
 
 
@@ -182,7 +204,9 @@ def _lrp(model: LatentModel, inputs: Tensor, index: Tensor) -> Tensor:
     from zennit.attribution import Gradient
     from zennit.composites import EpsilonPlusFlat
 
-    composite = EpsilonPlusFlat(canonizers=LRP_CANONIZERS[model.arch]())
+    first_layer = LRP_FIRST_LAYER.get(model.arch)
+    composite = EpsilonPlusFlat(canonizers=LRP_CANONIZERS[model.arch](),
+                                first_map=first_layer() if first_layer is not None else None)
     # Gradient registers the canonizers and rule hooks on entry and removes them on exit,
     # also when the forward or backward raises, so the model is left as it was. The whole
     # model is explained (not only ``model.net``), so a latent edit in its forward, such

@@ -7,8 +7,11 @@ same view of that activation, whatever the architecture, through forward hooks, 
 any torchvision, timm or plugin network works without being rewritten.
 
 Builders are registered in ``debiasbench.registry.MODELS`` as
-``(num_classes, in_channels=3) -> (network, default latent layer name)``; names starting
-with ``timm:`` are built by timm. ``pretrained`` is a local file, or ``"imagenet"`` for
+``(num_classes, in_channels=3) -> (network, default latent layer name)``; a builder that
+also declares an ``input_shape`` parameter (or ``**kwargs``) receives one sample's shape
+``(C, H, W)`` from ``build_model`` (the runner passes the dataset's), which a network
+without global pooling needs (``mlp``); builders without it are called as before. Names
+starting with ``timm:`` are built by timm. ``pretrained`` is a local file, or ``"imagenet"`` for
 the libraries' own ImageNet weights (torchvision's for ``vgg16``, ``resnet18`` and
 ``efficientnet_b0``, timm's for ``timm:<name>``) read from the libraries' standard caches.
 Nothing here downloads weights, so runs are reproducible offline and a missing file is
@@ -24,7 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import logging
+import math
 import os
 import re
 from collections import OrderedDict
@@ -397,6 +402,42 @@ def small_cnn(num_classes: int, in_channels: int = 3) -> tuple[nn.Module, str]:
     return net, "block3"
 
 
+#: Sample shape the ``mlp`` builder assumes when it is not told one: Colored MNIST's.
+MLP_DEFAULT_INPUT = (3, 28, 28)
+#: Hidden layers of the ``mlp`` and their width (LfF's module/mlp.py:8-13).
+MLP_DEPTH, MLP_WIDTH = 3, 100
+
+
+@MODELS.register(name="mlp")
+def mlp(num_classes: int, in_channels: int = 3, input_shape: Sequence[int] | None = None) -> tuple[nn.Module, str]:
+    """The MLP that LfF, DisEnt and PGD train on Colored MNIST: flatten, three hidden
+    Linear(100) + ReLU layers, a Linear classifier (alinlab/LfF@e66796e module/mlp.py:7-15).
+
+    ``input_shape`` ``(C, H, W)`` sets the first layer's width (default ``(in_channels,
+    28, 28)``: LfF's ``3 * 28 * 28``). The latent is ``feature``, the last hidden layer's
+    output after its ReLU, ``[N, 100]``: what LfF's ``forward(return_feat=True)`` returns
+    (module/mlp.py:19). Unlike LfF's, the network does not divide its input by 255
+    (module/mlp.py:18): our inputs are already in [0, 1], whereas LfF's ``ToTensor`` had
+    scaled them once before (data/util.py:46), so their MLP sees pixels in [0, 1/255].
+    """
+    shape = tuple(input_shape) if input_shape is not None else (in_channels, *MLP_DEFAULT_INPUT[1:])
+    if shape[0] != in_channels:
+        raise ValueError(f"input_shape {shape} does not have in_channels={in_channels} channels")
+    layers: list[nn.Module] = []
+    width = math.prod(shape)
+    for _ in range(MLP_DEPTH):
+        layers += [nn.Linear(width, MLP_WIDTH), nn.ReLU()]
+        width = MLP_WIDTH
+    net = nn.Sequential(
+        OrderedDict(
+            flatten=nn.Flatten(),
+            feature=nn.Sequential(*layers),
+            classifier=nn.Linear(width, num_classes),
+        )
+    )
+    return net, "feature"
+
+
 @MODELS.register(name="resnet18")
 def resnet18(num_classes: int, in_channels: int = 3) -> tuple[nn.Module, str]:
     """torchvision ResNet-18, random init; other ``in_channels`` get a new ``conv1``."""
@@ -691,10 +732,13 @@ def build_model(
     latent_layer: str | None = None,
     pretrained: str | None = None,
     in_channels: int = 3,
+    input_shape: Sequence[int] | None = None,
 ) -> LatentModel:
     """Build ``arch`` (a MODELS name or ``timm:<name>``) as a ``LatentModel``.
 
-    ``latent_layer`` overrides the builder's default. ``pretrained`` is ``"imagenet"``
+    ``input_shape`` is one sample's shape ``(C, H, W)`` (callers pass the dataset's); it
+    sets ``in_channels`` and is handed to builders that declare it (see the module
+    docstring). ``latent_layer`` overrides the builder's default. ``pretrained`` is ``"imagenet"``
     (the library's ImageNet weights from its local cache, a new seeded head for
     ``num_classes`` even when that is 1000, and the weights' input normalisation in the
     model) or a local checkpoint whose shape-compatible tensors are loaded (a head with
@@ -702,6 +746,11 @@ def build_model(
     """
     if num_classes < 1:
         raise UserError(f"num_classes must be at least 1, got {num_classes}")
+    if input_shape is not None:
+        input_shape = tuple(int(d) for d in input_shape)
+        if len(input_shape) < 1 or min(input_shape) < 1:
+            raise UserError(f"input_shape must be positive sizes (C, H, W), got {input_shape}")
+        in_channels = input_shape[0]
     if in_channels < 1:
         raise UserError(f"in_channels must be at least 1, got {in_channels}")
     normalization: Normalization | None = None
@@ -716,12 +765,23 @@ def build_model(
         net, default, normalization = _torchvision_imagenet(arch, num_classes, in_channels)
     else:
         builder = MODELS.get(arch)
-        net, default = builder(num_classes, in_channels)
+        shape = {"input_shape": input_shape} if input_shape is not None and _takes_input_shape(builder) else {}
+        net, default = builder(num_classes, in_channels, **shape)
     name = latent_layer if latent_layer is not None else default
     model = LatentModel(net, name or "", num_classes=num_classes, arch=arch, normalization=normalization)
     if pretrained is not None and pretrained != IMAGENET:
         load_pretrained(model.net, pretrained, arch=arch)
     return model
+
+
+def _takes_input_shape(builder: Callable) -> bool:
+    """Whether ``builder`` declares an ``input_shape`` parameter (or takes ``**kwargs``):
+    builders written before it existed (plugins' too) are called without it."""
+    try:
+        parameters = inspect.signature(builder).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "input_shape" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 _WRAPPER_PREFIXES = ("module.", "net.", "model.")

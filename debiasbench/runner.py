@@ -71,7 +71,7 @@ def build_run_model(config: RunConfig, dataset: BenchmarkDataset, device: torch.
     """The seeded model of a run (building it also validates the architecture and latent layer)."""
     seed_everything(config.seed, config.deterministic)
     model = build_model(config.model, dataset.num_classes, config.latent_layer, config.pretrained,
-                        in_channels=dataset.sample_shape[0])
+                        input_shape=dataset.sample_shape)
     model = model.to(device)
     if device.type == "cuda" and config.channels_last:
         model = model.to(memory_format=torch.channels_last)

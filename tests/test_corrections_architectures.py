@@ -16,6 +16,7 @@ def tiny_run(tracker, method: str, model: str):
 
 @pytest.mark.parametrize("model,explanation", [
     ("small_cnn", "lrp"),
+    ("mlp", "lrp"),  # a 2-D [N, 100] latent
     ("resnet18", "lrp"),
     ("efficientnet_b0", "input_x_gradient"),
     pytest.param("vgg16", "lrp", marks=pytest.mark.slow),

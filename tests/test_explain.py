@@ -101,6 +101,24 @@ def test_lrp_relevance_sums_to_the_logit_less_what_the_biases_absorb(arch: str) 
     assert error < 0.1
 
 
+def test_lrp_of_the_mlp_sums_to_the_logit_without_biases_and_is_not_a_flat_map() -> None:
+    # The flat rule would spread each first-layer neuron over the whole image (uniform
+    # maps); the z^B rule for pixels in [0, 1] keeps the map input dependent and conserves.
+    torch.manual_seed(0)
+    model = build_model("mlp", 10).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Linear):
+                module.bias.zero_()
+    x = torch.rand(4, 3, 28, 28)
+    target, logit = _explained_logit(model, x)
+    relevance, method = input_relevance(model, x, target)
+    assert method == "lrp" and relevance.shape == x.shape
+    torch.testing.assert_close(relevance.sum(dim=(1, 2, 3)), logit, rtol=2e-3, atol=1e-6)
+    flat = relevance.flatten(1)
+    assert (flat.std(dim=1) > 0.1 * flat.abs().mean(dim=1)).all()
+
+
 def test_lrp_without_the_resnet_canonizer_would_not_be_conservative(monkeypatch: pytest.MonkeyPatch) -> None:
     # Why the canonizer is required: without Sum modules each residual addition hands its
     # full relevance to both branches (measured: 256x the logit, 2 per block, 8 blocks).

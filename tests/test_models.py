@@ -247,3 +247,38 @@ def test_pretrained_with_no_fitting_tensor_is_a_user_error(tmp_path) -> None:
     torch.save({"something.weight": torch.zeros(2, 2)}, path)
     with pytest.raises(UserError, match="no tensors that fit"):
         build_model("small_cnn", 3, pretrained=str(path))
+
+
+# --------------------------------------------------------------------------- mlp (LfF's Colored MNIST network)
+
+
+def test_mlp_is_lffs_three_hidden_layers_of_100_with_the_last_hidden_output_as_latent() -> None:
+    torch.manual_seed(0)
+    model = build_model("mlp", 10)
+    linears = [m for m in model.net.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(3 * 28 * 28, 100), (100, 100), (100, 100), (100, 10)]
+    x = torch.rand(4, 3, 28, 28)
+    latent = model.latent(x)
+    assert model.latent_layer == "feature" and latent.shape == (4, 100) and (latent >= 0).all()  # after the ReLU
+    torch.testing.assert_close(model.net.classifier(latent), model(x))
+    assert _names(model, model.parameters_after_latent(x)) == {"classifier.weight", "classifier.bias"}
+
+
+def test_mlp_takes_its_input_width_from_the_sample_shape_build_model_is_given() -> None:
+    model = build_model("mlp", 2, input_shape=(1, 16, 12))
+    assert model.net.feature[0].in_features == 16 * 12
+    assert model(torch.rand(5, 1, 16, 12)).shape == (5, 2)
+
+
+def test_a_builder_without_input_shape_is_called_as_before(monkeypatch) -> None:
+    calls = []
+
+    def old_style(num_classes: int, in_channels: int = 3):
+        calls.append((num_classes, in_channels))
+        return nn.Sequential(nn.Conv2d(in_channels, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                             nn.Linear(4, num_classes)), "0"
+
+    MODELS.names()
+    monkeypatch.setitem(MODELS._items, "test_old_style", old_style)
+    model = build_model("test_old_style", 3, input_shape=(1, 8, 8))
+    assert calls == [(3, 1)] and model(torch.rand(2, 1, 8, 8)).shape == (2, 3)

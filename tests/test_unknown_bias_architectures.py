@@ -16,7 +16,7 @@ METHODS = {
 
 
 @pytest.mark.parametrize("model", [
-    "small_cnn", "resnet18", "efficientnet_b0", "timm:resnet18",
+    "small_cnn", "mlp", "resnet18", "efficientnet_b0", "timm:resnet18",
     pytest.param("vgg16", marks=pytest.mark.slow),
 ])
 def test_gradient_alignment_and_pgd_run_on_the_architecture(tracker, model):
