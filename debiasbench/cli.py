@@ -139,30 +139,45 @@ def sweep(
 def leaderboard(
     tracking_uri: Optional[str] = TrackingOption,
     out_dir: Path = typer.Option(Path("leaderboard"), "--out", help="folder of the files written"),
-    select_by: str = typer.Option("val_acc", "--select", help="metric hparams are selected by: "
-                                  "val_acc, val_worst_group_acc, ..."),
-    oracle: bool = typer.Option(False, "--oracle", help="allow selecting by a test metric (labelled ORACLE)"),
+    rules: Optional[List[str]] = typer.Option(None, "--rule", help="selection rules shown (repeatable): val_acc, "
+                                              "bias_annotated, oracle (default: all three)"),
+    select_by: Optional[str] = typer.Option(None, "--select", help="also select by this one metric, as a rule "
+                                            "of its own: val_worst_group_acc, ..."),
+    oracle: bool = typer.Option(False, "--oracle", help="allow --select on a test metric (labelled ORACLE)"),
     experiments: Optional[List[str]] = typer.Option(None, "--experiment", help="only these experiments (repeatable)"),
 ) -> None:
-    """Select hparams on validation, average over seeds, and write results.csv,
+    """Select hparams under each rule, average over seeds, rank, and write results.csv,
     summary.csv, README.md and index.html."""
-    from debiasbench.leaderboard import (build_info, finished_once, runs_frame, summary_metrics,
+    from debiasbench.leaderboard import (add_verdict, build_info, finished_once, runs_frame, summary_metrics,
                                          write_leaderboard)
     from debiasbench.report import leaderboard_table
-    from debiasbench.selection import select, selection_label
+    from debiasbench.selection import RULES, check_selection_metric, metric_rule, select_rules
 
+    unknown = [r for r in rules or () if r not in RULES]
+    if unknown:
+        raise UserError(f"--rule {unknown[0]!r} is not a rule; rules: {', '.join(RULES)}")
     runs, uri = runs_frame(tracking_uri, experiments)
     if runs.empty or not (runs["status"] == "FINISHED").any():
         raise UserError(f"no finished debiasbench runs in {uri!r}: run a sweep first")
     finished = finished_once(runs)
+    chosen = [RULES[r] for r in dict.fromkeys(rules or RULES)]
+    if select_by is not None:
+        check_selection_metric(select_by, oracle, {c.removeprefix("metrics.") for c in finished.columns
+                                                   if c.startswith("metrics.") and finished[c].notna().any()})
+        extra = metric_rule(select_by, oracle)
+        if extra.name not in {r.name for r in chosen}:
+            chosen.append(extra)
     metrics = summary_metrics(finished)
-    summary = select(finished, select_by, oracle, metrics)
-    command = "debiasbench leaderboard" + (f" --select {select_by}" if select_by != "val_acc" else "") + (
-        " --oracle" if oracle else "")
-    info = build_info(finished, selection_label(select_by, oracle), uri, command)
+    summary = add_verdict(select_rules(finished, chosen, metrics))
+    if summary.empty:
+        raise UserError(f"no rule ({', '.join(r.name for r in chosen)}) selected a result: no finished run "
+                        "logged a metric they select on")
+    command = " ".join(["debiasbench leaderboard", *(f"--rule {r}" for r in rules or ()),
+                        *([f"--select {select_by}"] if select_by else []), *(["--oracle"] if oracle else [])])
+    info = build_info(finished, chosen, uri, command)
     written = write_leaderboard(runs, summary, info, metrics, out_dir)
-    out().print(leaderboard_table(summary, metrics, info["selection"]))
-    out().print(f"{len(runs)} runs, {len(summary)} selected results; wrote "
+    out().print(leaderboard_table(summary))
+    out().print(f"{len(runs)} runs, {len(summary)} selected results under {len(chosen)} rules; wrote "
                 + ", ".join(str(p) for p in written), highlight=False)
 
 

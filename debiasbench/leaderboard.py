@@ -1,10 +1,22 @@
 """``debiasbench leaderboard``: a tracking store's runs as files others can read.
 
 Writes ``results.csv`` (every run, any status, with the failure reason in
-``tags.debiasbench.failure``), ``summary.csv`` (the selected results,
-``selection``), ``README.md`` (those as Markdown tables) and ``index.html`` (one static
+``tags.debiasbench.failure``), ``summary.csv`` (what each selection rule of ``selection``
+selects, one block of rows per rule with a ``rule`` column, plus ranks and Pareto-front
+membership), ``README.md`` (a table per dataset per rule) and ``index.html`` (one static
 page, ``leaderboard_page``). The files are written next to each other under temporary
 names and renamed into place, so an interrupted command never leaves half a leaderboard.
+
+**Verdict.** Within one comparable group (a rule, a dataset, a model and a setting) every
+selected method is ranked on each headline metric (``ranked_metrics``) by ``tie_ranks``:
+competition ranking ("1, 1, 3") where a method whose mean ± SE interval overlaps that of
+the best not yet ranked shares its rank. The Pareto front (``pareto_front``) is taken on
+clean accuracy against the dataset's bias metric (``pareto_axes``).
+
+**No machine paths.** The published files name the store by kind and file name only
+(``store_label``: ``sqlite: mlflow.db``), and every absolute path in a run's params, tags,
+command lines or labels is shown relative to the working directory where it lies below
+it, else as ``<dir>/`` and its last component (``public_text``).
 """
 
 from __future__ import annotations
@@ -12,9 +24,11 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Sequence
+from urllib.parse import urlsplit
 
 import pandas as pd
 
@@ -23,9 +37,75 @@ from debiasbench.report import EXTRA_METRICS, HEADLINE_METRICS
 from debiasbench.tracking import RUN_KEY_TAG, search_all
 
 COMMAND_TAG = "debiasbench.command"
-#: Columns of summary tables besides the metrics.
-SUMMARY_COLUMNS = ("method", "dataset", "model", "setting", "hparams", "n")
+#: Columns of summary tables besides the metrics (the dataset is the table's heading).
+SUMMARY_COLUMNS = ("method", "model", "setting", "hparams", "n")
+#: Metrics where lower is better.
+LOWER_IS_BETTER = frozenset({"artifact_relevance"})
+#: Bias metrics, ranked where logged; the first one logged is the Pareto plot's y axis.
+BIAS_METRICS = ("test_conflicting_acc", "test_worst_group_acc", "artifact_relevance")
+#: The rule the verdict, the Pareto plot and the bar plots follow where it applies.
+VERDICT_RULE = "bias_annotated"
+#: What replaces the directory of a path outside the working directory.
+HIDDEN_DIR = "<dir>"
 
+
+# --- no machine paths ------------------------------------------------------------------------
+
+_PATH_BODY = r"[^\s'\"`,;()\[\]{}<>|]+"
+#: sqlite / file URIs of absolute paths: ``sqlite:////abs/x.db``, ``file:///abs/mlruns``.
+_STORE_URI = re.compile(r"\b(sqlite:///|file://)(/" + _PATH_BODY + ")")
+#: An absolute POSIX path (or ``~/``) standing on its own: not inside a URL (``//``), a
+#: relative path (``a/b``) or an already hidden one (``<dir>/x``).
+_ABSOLUTE = re.compile(r"(?<![\w.~/\\<>-])~?/(?!/)" + _PATH_BODY)
+
+
+def public_path(path: str, cwd: Path | None = None) -> str:
+    """``path`` relative to the working directory where it lies below it (and that is not
+    ``/``), else ``<dir>/<last component>`` (``<dir>`` alone for a top-level folder)."""
+    here = Path.cwd() if cwd is None else cwd
+    full = Path(os.path.expanduser(path))
+    if len(here.parts) > 1:
+        try:
+            return str(full.relative_to(here))
+        except ValueError:
+            pass
+    return f"{HIDDEN_DIR}/{full.name}" if full.name and len(full.parts) > 2 else HIDDEN_DIR
+
+
+def public_text(value: Any, cwd: Path | None = None) -> Any:
+    """``value`` with every absolute path in it made public (``public_path``); non-strings as they are."""
+    if not isinstance(value, str) or "/" not in value:
+        return value
+    value = _STORE_URI.sub(lambda m: m.group(1) + public_path(m.group(2), cwd), value)
+    return _ABSOLUTE.sub(lambda m: public_path(m.group(0), cwd), value)
+
+
+def public_frame(frame: pd.DataFrame, columns: Iterable[str] | None = None, cwd: Path | None = None) -> pd.DataFrame:
+    """A copy of ``frame`` whose text cells (of ``columns``, default all) hold no machine path:
+    ``params.dataset_params.root``, ``cache_dir``, ``checkpoint_dir``, the sweep file and
+    command tags, failure messages, whatever a plugin logs."""
+    out = frame.copy()
+    for column in (out.columns if columns is None else columns):
+        if column in out and (pd.api.types.is_object_dtype(out[column]) or pd.api.types.is_string_dtype(out[column])):
+            out[column] = out[column].map(lambda v: public_text(v, cwd))
+    return out
+
+
+def store_label(uri: str) -> str:
+    """A tracking store as its kind and file name (``sqlite: mlflow.db``; a server as its
+    host), never its folder or credentials."""
+    if not uri:
+        return ""
+    if "://" not in uri:
+        return f"file: {Path(uri).name}"
+    parts = urlsplit(uri)
+    name = Path(parts.path).name
+    if parts.scheme in ("sqlite", "file") or not parts.hostname:
+        return f"{parts.scheme}: {name}".rstrip()
+    return f"{parts.scheme}: {parts.hostname}" + (f" ({name})" if name else "")
+
+
+# --- reading the store -----------------------------------------------------------------------
 
 def open_store(tracking_uri: str | None) -> Any:
     """An MLflow client of an existing store (reading never creates an empty one)."""
@@ -76,18 +156,173 @@ def summary_metrics(runs: pd.DataFrame) -> tuple[str, ...]:
     return tuple(m for m in (*HEADLINE_METRICS, *EXTRA_METRICS) if f"metrics.{m}" in runs)
 
 
-def build_info(runs: pd.DataFrame, selection: str, uri: str, command: str) -> dict[str, str]:
-    """What the page and README say about how the numbers were made."""
-    sweeps = sorted(set(runs.get(f"tags.{COMMAND_TAG}", pd.Series(dtype=str)).dropna()))
+# --- the verdict -----------------------------------------------------------------------------
+
+def _present(frame: pd.DataFrame, metric: str) -> bool:
+    return metric in frame.columns and bool(frame[metric].notna().any())
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def clean_metric(frame: pd.DataFrame) -> str | None:
+    """Clean accuracy: ``test_clean_acc`` where logged, else the natural ``test_acc``."""
+    return next((m for m in ("test_clean_acc", "test_acc") if _present(frame, m)), None)
+
+
+def ranked_metrics(frame: pd.DataFrame) -> tuple[str, ...]:
+    """The headline metrics a dataset's rows are ranked on: clean accuracy, then every
+    bias metric logged (``artifact_relevance``: lower is better)."""
+    clean = clean_metric(frame)
+    return tuple(m for m in (clean, *BIAS_METRICS) if m and _present(frame, m))
+
+
+def pareto_axes(frame: pd.DataFrame) -> tuple[str, str] | None:
+    """(x, y) of the Pareto plot: clean accuracy and the first bias metric logged."""
+    x = clean_metric(frame)
+    y = next((m for m in BIAS_METRICS if _present(frame, m)), None)
+    return (x, y) if x and y else None
+
+
+def better(metric: str) -> str:
+    return "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
+
+
+def tie_ranks(means: Sequence[float], ses: Sequence[float], lower_is_better: bool = False) -> list[float]:
+    """Competition ranks ("1, 1, 3") with ties where standard errors overlap.
+
+    Results are taken best mean first. The best one not yet ranked leads a tier; every
+    unranked result whose interval [mean - SE, mean + SE] overlaps the leader's
+    (|mean - leader's mean| <= SE + leader's SE) joins it; the whole tier gets rank 1 + the
+    number of results in earlier tiers. Repeated until all are ranked. A missing SE (one
+    seed) counts as 0; a missing mean gets no rank (NaN).
+    """
+    sign = 1.0 if lower_is_better else -1.0
+    order = sorted((i for i, m in enumerate(means) if _finite(m)), key=lambda i: sign * float(means[i]))
+    ranks = [math.nan] * len(means)
+    placed = 0
+    while order:
+        lead = order[0]
+        lead_mean, lead_se = float(means[lead]), float(ses[lead]) if _finite(ses[lead]) else 0.0
+        tier = [i for i in order if abs(float(means[i]) - lead_mean)
+                <= (float(ses[i]) if _finite(ses[i]) else 0.0) + lead_se + 1e-12]
+        for i in tier:
+            ranks[i] = float(placed + 1)
+        placed += len(tier)
+        order = [i for i in order if i not in tier]
+    return ranks
+
+
+def pareto_front(xs: Sequence[float], ys: Sequence[float], y_lower_is_better: bool = False) -> list[bool]:
+    """Which points (higher x is better; y higher, or lower) no other point dominates: none is
+    at least as good on both means and better on one. Points with a missing mean are not on it."""
+    sign = -1.0 if y_lower_is_better else 1.0
+    points = [(float(x), sign * float(y)) if _finite(x) and _finite(y) else None for x, y in zip(xs, ys)]
+    front = []
+    for i, p in enumerate(points):
+        front.append(p is not None and not any(
+            q is not None and j != i and q[0] >= p[0] and q[1] >= p[1] and q != p for j, q in enumerate(points)))
+    return front
+
+
+def add_verdict(summary: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` with ``rank_<metric>`` for each of its dataset's ``ranked_metrics`` and
+    ``pareto`` (on the front of its dataset's ``pareto_axes``), computed within each
+    comparable group (rule x dataset x model x setting); rows ordered by dataset, rule,
+    model and setting (first seen), then by the rank on the bias axis and on clean accuracy."""
+    if summary.empty:
+        return summary
+    out = summary.reset_index(drop=True).copy()
+    out["pareto"] = False
+    sort_ranks: dict[Any, tuple[float, ...]] = {}
+    for _, of_dataset in out.groupby("dataset", sort=False):
+        ranked, axes = ranked_metrics(of_dataset), pareto_axes(of_dataset)
+        for _, group in of_dataset.groupby(["rule", "model", "setting"], sort=False, dropna=False):
+            for metric in ranked:
+                se = group[f"{metric}_se"] if f"{metric}_se" in group else pd.Series(math.nan, index=group.index)
+                out.loc[group.index, f"rank_{metric}"] = tie_ranks(group[metric].tolist(), se.tolist(),
+                                                                   metric in LOWER_IS_BETTER)
+            if axes:
+                x, y = axes
+                out.loc[group.index, "pareto"] = pareto_front(group[x].tolist(), group[y].tolist(),
+                                                              y in LOWER_IS_BETTER)
+                for i in group.index:
+                    sort_ranks[i] = tuple(_or_inf(out.at[i, f"rank_{m}"]) for m in (y, x))
+    first_seen = {c: {v: k for k, v in enumerate(dict.fromkeys(out[c]))}
+                  for c in ("dataset", "rule", "model", "setting")}
+    keys = sorted(out.index, key=lambda i: (*(first_seen[c][out.at[i, c]] for c in first_seen),
+                                            sort_ranks.get(i, ()), i))
+    return out.loc[keys].reset_index(drop=True)
+
+
+def _or_inf(value: Any) -> float:
+    return float(value) if _finite(value) else math.inf
+
+
+def verdict_rule(frame: pd.DataFrame) -> str | None:
+    """The rule a dataset's verdict follows: bias-annotated where it applied, else the first
+    rule that is not an oracle, else the first."""
+    rules = list(dict.fromkeys(frame["rule"]))
+    if VERDICT_RULE in rules:
+        return VERDICT_RULE
+    oracle = frame.groupby("rule", sort=False)["oracle"].first() if "oracle" in frame else {}
+    return next((r for r in rules if not bool(oracle.get(r, False))), rules[0] if rules else None)
+
+
+def group_label(row: pd.Series) -> str:
+    return " ".join(str(row[c]) for c in ("model", "setting") if str(row.get(c, "") or ""))
+
+
+def verdicts(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """One dataset's verdict: per comparable group of ``verdict_rule``, the Pareto front and
+    the methods ranked 1 on each ranked metric."""
+    rule = verdict_rule(frame)
+    if rule is None:
+        return []
+    rows = frame[frame["rule"] == rule]
+    axes = pareto_axes(frame)
+    found = []
+    groups = list(rows.groupby(["model", "setting"], sort=False, dropna=False))
+    for _, group in groups:
+        first = group.iloc[0]
+        best = [(m, [str(v) for v in group.loc[group[f"rank_{m}"] == 1, "method"]])
+                for m in ranked_metrics(frame) if f"rank_{m}" in group]
+        front = [str(v) for v in group.loc[group["pareto"].astype(bool), "method"]] if "pareto" in group else []
+        found.append({"rule": rule, "selected_by": str(first.get("selected_by", rule)),
+                      "group": group_label(first) if len(groups) > 1 else "",
+                      "axes": axes, "front": front, "best": best})
+    return found
+
+
+# --- the files -------------------------------------------------------------------------------
+
+def build_info(runs: pd.DataFrame, rules: Sequence[Any], uri: str, command: str,
+               cwd: Path | None = None) -> dict[str, str]:
+    """What the page and README say about how the numbers were made; no machine path."""
+    sweeps = sorted({public_text(c, cwd) for c in runs.get(f"tags.{COMMAND_TAG}", pd.Series(dtype=str)).dropna()})
     seeds = sorted({int(s) for s in runs["params.seed"].dropna()})
     return {
         "title": "debiasbench leaderboard",
         "command": "\n".join([*sweeps, command]),
-        "selection": selection,
+        "selection": "; ".join(r.label for r in rules),
+        "rules": "\n".join(f"{r.name}: {r.description}" for r in rules),
         "seeds": f"{len(seeds)} ({', '.join(map(str, seeds))})",
         "date": dt.date.today().isoformat(),
-        "tracking_uri": uri,
+        "tracking_store": store_label(uri),
     }
+
+
+RANKS_TEXT = ("Ranks (#k) compare the methods of one table on one metric: competition ranking (1, 1, 3); "
+              "a method whose mean ± SE interval overlaps that of the best method not yet ranked shares its rank. "
+              "The Pareto front holds the methods no other method beats on both clean accuracy and the bias metric.")
+
+
+def sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _md(text: Any) -> str:
@@ -96,36 +331,73 @@ def _md(text: Any) -> str:
             .replace("|", "\\|").replace("\n", " "))
 
 
-def _cell(mean: float, se: float) -> str:
+def _cell(mean: float, se: float, rank: float = math.nan) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "–"
-    return f"{mean:.3f}" if se is None or math.isnan(se) else f"{mean:.3f} ± {se:.3f}"
+    text = f"{mean:.3f}" if se is None or math.isnan(se) else f"{mean:.3f} ± {se:.3f}"
+    return f"{text} (#{int(rank)})" if _finite(rank) else text
+
+
+def _verdict_lines(frame: pd.DataFrame) -> list[str]:
+    lines = []
+    for v in verdicts(frame):
+        where = f" ({_md(v['group'])})" if v["group"] else ""
+        lines.append(f"**Verdict{where}** under rule `{v['rule']}`, {_md(v['selected_by'])}:")
+        lines.append("")
+        if v["axes"]:
+            x, y = v["axes"]
+            lines.append(f"- Pareto front of {x} vs. {y} ({better(y)}): {_md(', '.join(v['front'])) or '–'}")
+        best = "; ".join(f"{m}{' (lower is better)' if m in LOWER_IS_BETTER else ''}: {_md(', '.join(ms)) or '–'}"
+                         for m, ms in v["best"])
+        if best:
+            lines.append(f"- Rank 1 on {best}")
+        lines.append("")
+    return lines
 
 
 def markdown(summary: pd.DataFrame, info: dict[str, str], metrics: tuple[str, ...]) -> str:
+    summary = public_frame(summary, ("setting", "hparams"))  # again: callers may pass raw labels
+    rules = info.get("rules", info.get("selection", "")).splitlines()
     lines = [f"# {_md(info['title'])}", "",
              f"- date: {info['date']}",
-             f"- selection: {_md(info['selection'])}",
+             "- selection rules (one table per dataset and rule; hyper-parameters chosen per method, model "
+             "and setting):", *(f"  - {_md(r)}" for r in rules),
              f"- seeds: {info['seeds']} (mean ± standard error over seeds; n = seeds of the selected setting)",
-             f"- tracking store: `{info['tracking_uri']}`", "",
-             "Produced by:", "", "```", info["command"], "```", ""]
-    for dataset, rows in summary.groupby("dataset", sort=False):
-        shown = [m for m in metrics if rows[m].notna().any()]
-        lines += [f"## {_md(dataset)}", "",
-                  "| " + " | ".join([*SUMMARY_COLUMNS, *shown]) + " |",
-                  "|" + "---|" * (len(SUMMARY_COLUMNS) + len(shown))]
-        for _, row in rows.iterrows():
-            cells = [_md(row[c]) for c in SUMMARY_COLUMNS] + [_cell(row[m], row[f"{m}_se"]) for m in shown]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+             f"- tracking store: `{info.get('tracking_store') or store_label(info.get('tracking_uri', ''))}`",
+             f"- {RANKS_TEXT}", "",
+             "Produced by:", "", "```", public_text(info["command"]), "```", ""]
+    if summary.empty:
+        return "\n".join([*lines, "No rule selected any result.", ""])
+    for dataset, frame in summary.groupby("dataset", sort=False):
+        lines += [f"## {_md(dataset)}", "", *_verdict_lines(frame)]
+        shown = [m for m in metrics if _present(frame, m)]
+        for rule, rows in frame.groupby("rule", sort=False):
+            first = rows.iloc[0]
+            oracle = bool(first.get("oracle", False))
+            note = str(first.get("selection_note", "") or "")
+            lines += [f"### {'ORACLE — ' if oracle else ''}rule `{_md(rule)}`, selected on "
+                      f"{_md(first['selection_metric'])}", "", f"{_md(first['selected_by'])}."
+                      + (f" {_md(sentence(note))}." if note else "")
+                      + (" Hyper-parameters chosen on test data: an upper bound, not a result." if oracle else ""), ""]
+            lines += ["| " + " | ".join([*SUMMARY_COLUMNS, "score", *shown, "Pareto"]) + " |",
+                      "|" + "---|" * (len(SUMMARY_COLUMNS) + len(shown) + 2)]
+            for _, row in rows.iterrows():
+                cells = [_md(row[c]) for c in SUMMARY_COLUMNS] + [_cell(row["selection_score"], math.nan)]
+                cells += [_cell(row[m], row.get(f"{m}_se", math.nan), row.get(f"rank_{m}", math.nan)) for m in shown]
+                cells.append("yes" if bool(row.get("pareto", False)) else "")
+                lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
     return "\n".join(lines)
 
 
 def write_leaderboard(runs: pd.DataFrame, summary: pd.DataFrame, info: dict[str, str],
                       metrics: tuple[str, ...], out: Path) -> list[Path]:
-    """The four files under ``out``, each renamed into place only once all are written."""
+    """The four files under ``out``, each renamed into place only once all are written;
+    no machine path in any of them (``public_frame``)."""
     from debiasbench.leaderboard_page import render_page
 
+    runs = public_frame(runs)
+    summary = public_frame(summary, ("setting", "hparams"))
     out.mkdir(parents=True, exist_ok=True)
     texts = {
         "results.csv": runs.to_csv(index=False),

@@ -5,6 +5,10 @@ and plots are PNG data URIs, so the file can be published as a static artefact o
 offline. Plots are raster images rather than SVG so that no run-derived text (method, dataset
 or hyper-parameter names) ever reaches an SVG or JS context; in HTML every such string goes
 through ``html.escape(..., quote=True)``, and the sorting script only reads the DOM.
+
+Per dataset the page gives a verdict (under the bias-annotated rule where it applies), a
+Pareto plot of clean accuracy against the bias metric, bar plots, and one sortable table
+per selection rule with every headline metric's rank (``leaderboard.add_verdict``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-_TEXT_COLUMNS = ("method", "dataset", "model", "setting", "hparams")
+from debiasbench.leaderboard import (LOWER_IS_BETTER, RANKS_TEXT, SUMMARY_COLUMNS, add_verdict, better,
+                                     group_label, pareto_axes, public_frame, public_text, sentence, store_label,
+                                     verdict_rule, verdicts)
+
 _Options = tuple[tuple[str, tuple[str, ...]], ...]
 # Per plot: (title, metrics) options, the first with any logged metric wins; y label; y range.
 _PLOTS: tuple[tuple[_Options, str, tuple[float, float] | None], ...] = (
@@ -35,16 +42,23 @@ _PLOTS: tuple[tuple[_Options, str, tuple[float, float] | None], ...] = (
 _CSS = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:90rem;
  padding:0 1rem;color:#1d2329}
-h1{font-size:1.6rem;margin-bottom:.5rem}
+h1{font-size:1.6rem;margin-bottom:.5rem}h2{margin-top:2.5rem;border-bottom:2px solid #1d2329}
+h3{font-size:1.05rem;margin:1.6rem 0 .3rem}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem}dt{font-weight:600}dd{margin:0}
+dd ul{margin:0;padding-left:1.1rem}
 code{background:#f1f3f5;padding:.1rem .3rem;border-radius:3px;word-break:break-all}
 .warning{background:#fff3cd;border:1px solid #e0b400;padding:.6rem .9rem;border-radius:4px;font-weight:600}
+.oracle-tag{background:#e0b400;color:#1d2329;border-radius:3px;padding:0 .3rem;font-size:.85em}
+.verdict{background:#eef6ee;border-left:4px solid #2f8f46;padding:.4rem .9rem;margin:.8rem 0}
+.note{color:#4a545e;margin:.2rem 0 .5rem}
 .table-wrap{overflow-x:auto}
 table{border-collapse:collapse;font-size:.9rem;font-variant-numeric:tabular-nums}
 th,td{padding:.35rem .5rem;border-bottom:1px solid #dde1e5;text-align:left;vertical-align:top}
 td{max-width:14rem;overflow-wrap:break-word}td.num{text-align:right;white-space:nowrap}
 code.cmd{display:block;white-space:pre-wrap}
 .se{display:block;font-size:.8em;color:#5c6670}tbody tr:nth-child(even){background:#f8f9fa}
+.rank{display:inline-block;min-width:1.6em;margin-right:.3em;padding:0 .2em;border-radius:3px;font-size:.8em;
+ text-align:center;background:#e3e7eb;color:#1d2329}td.best .rank{background:#2f8f46;color:#fff}
 th{cursor:pointer;user-select:none;background:#eef1f4;position:sticky;top:0}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
 .plots{display:flex;flex-wrap:wrap;gap:1rem}img.plot{max-width:100%;height:auto;border:1px solid #eee}
@@ -52,28 +66,29 @@ th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after
 
 _JS = """
 (() => {
-  const table = document.getElementById("leaderboard");
-  const body = table.tBodies[0];
-  const heads = Array.from(table.tHead.rows[0].cells);
-  heads.forEach((th, col) => {
-    const sort = () => {
-      const dir = th.getAttribute("aria-sort") === "ascending" ? -1 : 1;
-      heads.forEach((h) => h.removeAttribute("aria-sort"));
-      th.setAttribute("aria-sort", dir === 1 ? "ascending" : "descending");
-      const key = (tr) => tr.cells[col].dataset.value.trim();
-      const rows = Array.from(body.rows).sort((a, b) => {
-        const x = key(a), y = key(b);
-        if (x === "" || y === "") return (x === "") - (y === "");  // empty/NaN always last
-        const nx = Number(x), ny = Number(y);
-        if (!Number.isNaN(nx) && !Number.isNaN(ny)) return dir * (nx - ny);
-        return dir * x.localeCompare(y);
+  document.querySelectorAll("table.sortable").forEach((table) => {
+    const body = table.tBodies[0];
+    const heads = Array.from(table.tHead.rows[0].cells);
+    heads.forEach((th, col) => {
+      const sort = () => {
+        const dir = th.getAttribute("aria-sort") === "ascending" ? -1 : 1;
+        heads.forEach((h) => h.removeAttribute("aria-sort"));
+        th.setAttribute("aria-sort", dir === 1 ? "ascending" : "descending");
+        const key = (tr) => tr.cells[col].dataset.value.trim();
+        const rows = Array.from(body.rows).sort((a, b) => {
+          const x = key(a), y = key(b);
+          if (x === "" || y === "") return (x === "") - (y === "");  // empty/NaN always last
+          const nx = Number(x), ny = Number(y);
+          if (!Number.isNaN(nx) && !Number.isNaN(ny)) return dir * (nx - ny);
+          return dir * x.localeCompare(y);
+        });
+        body.append(...rows);
+      };
+      th.tabIndex = 0;
+      th.addEventListener("click", sort);
+      th.addEventListener("keydown", (e) => {
+        if (e.key === "Enter" || e.key === " ") { e.preventDefault(); sort(); }
       });
-      body.append(...rows);
-    };
-    th.tabIndex = 0;
-    th.addEventListener("click", sort);
-    th.addEventListener("keydown", (e) => {
-      if (e.key === "Enter" || e.key === " ") { e.preventDefault(); sort(); }
     });
   });
 })();
@@ -102,27 +117,41 @@ def _present(frame: pd.DataFrame, metric: str) -> bool:
     return metric in frame.columns and bool(frame[metric].notna().any())
 
 
-def _metric_cell(mean: float, se: float) -> str:
+def _metric_cell(mean: float, se: float, rank: float = math.nan, metric: str = "") -> str:
     if math.isnan(mean):
         return '<td class="num" data-value="">–</td>'
     se_text = "" if math.isnan(se) else f'<span class="se"> ± {se:.3f}</span>'  # textContent "m ± se"
-    return f'<td class="num" data-value="{_e(repr(mean))}">{mean:.3f}{se_text}</td>'
+    if math.isnan(rank):
+        return f'<td class="num" data-value="{_e(repr(mean))}">{mean:.3f}{se_text}</td>'
+    best = ' class="num best"' if rank == 1 else ' class="num"'
+    title = f"rank {int(rank)} on {metric} ({better(metric)}; ties: overlapping mean ± SE)"
+    return (f'<td{best} data-value="{_e(repr(mean))}" data-rank="{int(rank)}">'
+            f'<span class="rank" title="{_e(title)}">#{int(rank)}</span> {mean:.3f}{se_text}</td>')
 
 
-def _table(summary: pd.DataFrame, metrics: Sequence[str]) -> str:
-    # <wbr> lets long metric names wrap at underscores; the header's text stays the metric name.
-    head = "".join(f'<th scope="col" title="sort by {_e(c)}">{_e(c).replace("_", "_<wbr>")}</th>'
-                   for c in (*_TEXT_COLUMNS, "n", *metrics))
-    rows = []
-    for _, row in summary.iterrows():
-        cells = [f'<td data-value="{_e(_text(row, c))}">{_e(_text(row, c))}</td>' for c in _TEXT_COLUMNS]
+def _th(column: str, title: str | None = None) -> str:
+    # <wbr> lets long metric names wrap at underscores; the header's text stays the name.
+    return f'<th scope="col" title="{_e(title or "sort by " + column)}">{_e(column).replace("_", "_<wbr>")}</th>'
+
+
+def _table(rows: pd.DataFrame, metrics: Sequence[str], table_id: str) -> str:
+    score_name = _text(rows.iloc[0], "selection_metric") if len(rows) else ""
+    head = "".join([*(_th(c) for c in SUMMARY_COLUMNS), _th("score", f"selection score: {score_name}"),
+                    *(_th(m) for m in metrics),
+                    _th("Pareto", "on the Pareto front of clean accuracy vs. the bias metric")])
+    body = []
+    for _, row in rows.iterrows():
+        cells = [f'<td data-value="{_e(_text(row, c))}">{_e(_text(row, c))}</td>' for c in SUMMARY_COLUMNS[:4]]
         n = _num(row, "n")
         n_text = "" if math.isnan(n) else str(int(n))
         cells.append(f'<td class="num" data-value="{n_text}">{n_text or "–"}</td>')
-        cells += [_metric_cell(_num(row, m), _num(row, m + "_se")) for m in metrics]
-        rows.append(f"<tr>{''.join(cells)}</tr>")
-    return (f'<div class="table-wrap"><table id="leaderboard"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table></div>")
+        cells.append(_metric_cell(_num(row, "selection_score"), math.nan))
+        cells += [_metric_cell(_num(row, m), _num(row, m + "_se"), _num(row, f"rank_{m}"), m) for m in metrics]
+        front = bool(row.get("pareto", False)) and not pd.isna(row.get("pareto", False))
+        cells.append(f'<td data-value="{"yes" if front else ""}">{"yes" if front else ""}</td>')
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return (f'<div class="table-wrap"><table class="results sortable" id="{_e(table_id)}"><thead><tr>{head}</tr>'
+            f"</thead><tbody>{''.join(body)}</tbody></table></div>")
 
 
 def _bar_labels(frame: pd.DataFrame) -> list[str]:
@@ -136,6 +165,13 @@ def _bar_labels(frame: pd.DataFrame) -> list[str]:
         parts = [_text(row, "method"), *extra]
         labels.append("\n".join(textwrap.fill(p, 16, break_on_hyphens=False) for p in parts))
     return labels
+
+
+def _png(fig: Figure) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    fig.clear()
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _bar_plot(frame: pd.DataFrame, metrics: Sequence[str], title: str, ylabel: str,
@@ -161,46 +197,144 @@ def _bar_plot(frame: pd.DataFrame, metrics: Sequence[str], title: str, ylabel: s
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     fig.legend(loc="outside lower center", ncols=len(metrics), fontsize="small", frameon=False)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    fig.clear()
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return _png(fig)
 
 
-def _dataset_section(dataset: str, frame: pd.DataFrame, metrics: Sequence[str]) -> str:
+def _se(frame: pd.DataFrame, metric: str) -> np.ndarray:
+    column = f"{metric}_se"
+    values = frame[column].astype(float) if column in frame.columns else pd.Series(math.nan, frame.index)
+    return np.nan_to_num(values.to_numpy(), nan=0.0)
+
+
+def _pareto_plot(frame: pd.DataFrame, x: str, y: str, title: str) -> str:
+    """One point per method (mean ± SE on both axes), front points filled and joined, as a PNG data URI.
+    A lower-is-better y axis is drawn inverted, so up and right are better on every plot."""
+    rows = frame[frame[x].notna() & frame[y].notna()]
+    front = rows["pareto"].astype(bool).to_numpy() if "pareto" in rows else np.zeros(len(rows), bool)
+    fig = Figure(figsize=(6.4, 4.8), layout="constrained")
+    ax = fig.subplots()
+    xs, ys = rows[x].astype(float).to_numpy(), rows[y].astype(float).to_numpy()
+    for mask, style in ((~front, dict(fmt="o", mfc="white", color="#7a8590", label="dominated")),
+                        (front, dict(fmt="o", color="#2f8f46", label="Pareto front"))):
+        if mask.any():
+            ax.errorbar(xs[mask], ys[mask], xerr=_se(rows, x)[mask], yerr=_se(rows, y)[mask], capsize=3,
+                        markersize=7, linestyle="none", **style)
+    if front.any():
+        order = np.argsort(xs[front])
+        ax.plot(xs[front][order], ys[front][order], color="#2f8f46", alpha=0.5)
+    for px, py, name in zip(xs, ys, rows["method"].astype(str)):
+        ax.annotate(textwrap.shorten(name, 28, placeholder="…"), (px, py), xytext=(5, 4),
+                    textcoords="offset points", fontsize="small", parse_math=False)
+    ax.set_xlabel(f"{x} ({better(x)})")
+    ax.set_ylabel(f"{y} ({better(y)}{'; axis inverted' if y in LOWER_IS_BETTER else ''})")
+    if y in LOWER_IS_BETTER:
+        ax.invert_yaxis()
+    ax.set_title(title, fontsize="medium", parse_math=False)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="best")
+    return _png(fig)
+
+
+def _verdict(frame: pd.DataFrame) -> str:
+    items = []
+    for v in verdicts(frame):
+        where = f" ({_e(v['group'])})" if v["group"] else ""
+        lines = []
+        if v["axes"]:
+            x, y = v["axes"]
+            front = ", ".join(f"<b>{_e(m)}</b>" for m in v["front"]) or "–"
+            lines.append(f"<li>Pareto front of {_e(x)} vs. {_e(y)} ({better(y)}): {front}</li>")
+        best = "; ".join(f"{_e(m)}{' (lower is better)' if m in LOWER_IS_BETTER else ''}: "
+                         + (", ".join(f"<b>{_e(n)}</b>" for n in names) or "–") for m, names in v["best"])
+        if best:
+            lines.append(f"<li>Rank 1 on {best}</li>")
+        items.append(f"<p>Verdict{where} under rule <code>{_e(v['rule'])}</code>, {_e(v['selected_by'])}:</p>"
+                     f"<ul>{''.join(lines)}</ul>")
+    return f'<div class="verdict">{"".join(items)}</div>' if items else ""
+
+
+def _plots(dataset: str, frame: pd.DataFrame, metrics: Sequence[str]) -> list[str]:
+    """Under the verdict rule: a Pareto plot per model x setting, then the bar plots."""
+    rule = verdict_rule(frame)
+    rows = frame[frame["rule"] == rule]
+    label = _text(rows.iloc[0], "selected_by") if len(rows) else ""
     images = []
+    axes = pareto_axes(frame)
+    if axes:
+        for _, group in rows.groupby(["model", "setting"], sort=False, dropna=False):
+            where = group_label(group.iloc[0])
+            title = textwrap.fill(f"{dataset}{f' ({where})' if where else ''}: Pareto plot, rule {rule}", 70)
+            front = ", ".join(group.loc[group["pareto"].astype(bool), "method"].astype(str))
+            alt = f"Pareto plot on {dataset} {where}, rule {rule} ({label}): {axes[0]} vs. {axes[1]}; front: {front}"
+            images.append(f'<img class="plot pareto" src="{_pareto_plot(group, *axes, title)}" alt="{_e(alt)}">')
     for options, ylabel, ylim in _PLOTS:
-        chosen = [(t, [m for m in ms if m in metrics and _present(frame, m)]) for t, ms in options]
+        chosen = [(t, [m for m in ms if m in metrics and _present(rows, m)]) for t, ms in options]
         title, shown = next(((t, ms) for t, ms in chosen if ms), ("", []))
         if shown:
-            alt = f"{title} per method on {dataset}: {', '.join(shown)}"
-            src = _bar_plot(frame, shown, title, ylabel, ylim)
-            images.append(f'<img class="plot" src="{src}" alt="{_e(alt)}">')
-    return (f'<section class="dataset" data-dataset="{_e(dataset)}"><h2>{_e(dataset)}</h2>'
-            f'<div class="plots">{"".join(images) or "<p>No plottable metrics.</p>"}</div></section>')
+            alt = f"{title} per method on {dataset}, rule {rule}: {', '.join(shown)}"
+            src = _bar_plot(rows, shown, f"{title} (rule {rule})", ylabel, ylim)
+            images.append(f'<img class="plot bars" src="{src}" alt="{_e(alt)}">')
+    return images
+
+
+def _dataset_section(dataset: str, frame: pd.DataFrame, metrics: Sequence[str], number: int) -> str:
+    shown = [m for m in metrics if _present(frame, m)]
+    images = _plots(dataset, frame, shown)
+    tables = []
+    for k, (rule, rows) in enumerate(frame.groupby("rule", sort=False)):
+        first = rows.iloc[0]
+        oracle = bool(first.get("oracle", False))
+        tag = '<span class="oracle-tag">ORACLE</span> ' if oracle else ""
+        note = " ".join([f"{_text(first, 'selected_by')}.",
+                         *([f"{sentence(_text(first, 'selection_note'))}."] if _text(first, "selection_note") else []),
+                         *(["Hyper-parameters chosen on test data: an upper bound, not a result."] if oracle else [])])
+        tables.append(f'<section class="rule{" oracle" if oracle else ""}" data-rule="{_e(rule)}">'
+                      f'<h3>{tag}Rule <code>{_e(rule)}</code>, selected on '
+                      f'<code class="metric">{_e(_text(first, "selection_metric"))}</code></h3>'
+                      f'<p class="note">{_e(note)}</p>{_table(rows, shown, f"results-{number}-{k}")}</section>')
+    return (f'<section class="dataset" data-dataset="{_e(dataset)}"><h2>{_e(dataset)}</h2>{_verdict(frame)}'
+            f'<div class="plots">{"".join(images) or "<p>No plottable metrics.</p>"}</div>{"".join(tables)}</section>')
 
 
 def _header(summary: pd.DataFrame, info: dict[str, str]) -> str:
-    datasets = ", ".join(dict.fromkeys(summary["dataset"].astype(str)))
-    selection = info.get("selection", "")
-    warning = ('<p class="warning" role="alert">Warning: hyper-parameters were chosen on test data '
-               "(oracle selection); these numbers overestimate real performance.</p>"
-               if selection.startswith("ORACLE") else "")
-    items = [("Dataset(s)", _e(datasets)), ("Selection", _e(selection)), ("Seeds", _e(info.get("seeds", ""))),
-             ("Command", f"<code class=\"cmd\">{_e(info.get('command', ''))}</code>"), ("Date", _e(info.get("date", ""))),
-             ("Tracking URI", f"<code>{_e(info.get('tracking_uri', ''))}</code>")]
+    datasets = ", ".join(dict.fromkeys(summary["dataset"].astype(str))) if len(summary) else ""
+    oracle = bool(summary["oracle"].astype(bool).any()) if "oracle" in summary else False
+    warning = ('<p class="warning" role="alert">Tables marked ORACLE: hyper-parameters were chosen on test '
+               "data (oracle selection); those numbers overestimate real performance and are an upper bound, "
+               "not a result.</p>" if oracle else "")
+    rules = info.get("rules") or info.get("selection", "")
+    rule_list = "<ul>" + "".join(f"<li>{_e(r)}</li>" for r in rules.splitlines()) + "</ul>"
+    store = info.get("tracking_store") or store_label(info.get("tracking_uri", ""))
+    items = [("Dataset(s)", _e(datasets)), ("Selection rules", rule_list), ("Seeds", _e(info.get("seeds", ""))),
+             ("Command", f"<code class=\"cmd\">{_e(public_text(info.get('command', '')))}</code>"),
+             ("Date", _e(info.get("date", ""))),
+             ("Tracking store", f"<code>{_e(store)}</code>"), ("Reading", _e(RANKS_TEXT))]
     rows = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items)
     return f"<header><h1>{_e(info.get('title', 'Leaderboard'))}</h1>{warning}<dl>{rows}</dl></header>"
 
 
+def _with_rules(summary: pd.DataFrame, info: dict[str, str]) -> pd.DataFrame:
+    """A summary from ``selection.select`` of one rule (no ``rule`` column) as one rule's rows,
+    and ranks and Pareto membership where they are missing."""
+    if "rule" not in summary.columns:
+        selection = info.get("selection", "")
+        summary = summary.assign(rule="selected", oracle=selection.startswith("ORACLE"),
+                                 selected_by=summary.get("selected_by", selection))
+    if "pareto" not in summary.columns:
+        summary = add_verdict(summary)
+    return summary
+
+
 def render_page(summary: pd.DataFrame, info: dict[str, str], metrics: Sequence[str]) -> str:
-    """The leaderboard for ``summary`` (one row per selected result) as one HTML document."""
+    """The leaderboard for ``summary`` (one row per rule and selected result) as one HTML document."""
+    # Paths are hidden by the caller (write_leaderboard); again here, so no caller can leak one.
+    summary = public_frame(_with_rules(summary, info), ("setting", "hparams")) if len(summary) else summary
     shown = [m for m in metrics if _present(summary, m)]
-    sections = "".join(_dataset_section(str(d), frame, shown)
-                       for d, frame in summary.groupby("dataset", sort=False))
+    sections = "".join(_dataset_section(str(d), frame, shown, k)
+                       for k, (d, frame) in enumerate(summary.groupby("dataset", sort=False))) if len(summary) else ""
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{_e(info.get('title', 'Leaderboard'))}</title><style>{_CSS}</style></head><body>"
-            f"{_header(summary, info)}<h2>Results</h2>{_table(summary, shown)}{sections}"
+            f"{_header(summary, info)}{sections or '<p>No rule selected any result.</p>'}"
             f"<script>{_JS}</script></body></html>\n")

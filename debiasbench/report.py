@@ -125,18 +125,44 @@ def summary_table(results: Iterable[Any]) -> Table:
     return table
 
 
-def leaderboard_table(summary: Any, metrics: tuple[str, ...], selection: str) -> Table:
-    """The selected results (``selection.select``): mean ± standard error over seeds."""
-    shown = [m for m in metrics if m in summary and summary[m].notna().any()]
-    table = Table(title=f"selected by {selection}; mean ± standard error over seeds")
-    _add_columns(table, ("method", "dataset", "model", "setting", "hparams", "n"), shown)
-    for _, row in summary.iterrows():
+def _short(metric: str) -> str:
+    return SHORT_NAMES.get(metric, metric.removeprefix("test_"))
+
+
+def leaderboard_table(summary: Any) -> Table:
+    """The selection rules side by side (``leaderboard.add_verdict``'s summary): one row per
+    method x dataset x model x setting, one column per rule holding the mean and rank of
+    clean accuracy and the bias metrics (worst-group accuracy only where no conflicting
+    accuracy is logged); the caption says what each rule selected on for each dataset."""
+    ranked = [c.removeprefix("rank_") for c in summary.columns if c.startswith("rank_")]
+    if "test_conflicting_acc" in ranked:  # compact: worst-group accuracy is in the files
+        ranked = [m for m in ranked if m != "test_worst_group_acc"]
+    rules = list(dict.fromkeys(summary["rule"]))
+    oracle = summary.groupby("rule", sort=False)["oracle"].first().astype(bool).to_dict()
+    table = Table(title="selected results per rule: mean over seeds and #rank (ties where mean ± SE "
+                        "overlap the best's; * Pareto front); hparams in summary.csv")
+    _add_columns(table, ("method", "dataset", "model", "setting"), [])
+    for rule in rules:
+        table.add_column(f"ORACLE {rule}" if oracle[rule] and rule != "oracle" else
+                         "ORACLE" if oracle[rule] else rule, justify="right")
+    for (dataset, model, setting, method), rows in summary.groupby(["dataset", "model", "setting", "method"],
+                                                                    sort=False, dropna=False):
         cells = []
-        for m in shown:
-            mean, se = row[m], row[f"{m}_se"]
-            cells.append("-" if math.isnan(mean) else _fmt(mean) if math.isnan(se) else f"{_fmt(mean)}±{_fmt(se)}")
-        table.add_row(row["method"], row["dataset"], row["model"], row["setting"].replace(" ", "\n"),
-                      row["hparams"].replace(" ", "\n"), str(row["n"]), *cells)
+        for rule in rules:
+            chosen = rows[rows["rule"] == rule]
+            if chosen.empty:
+                cells.append("-")
+                continue
+            row = chosen.iloc[0]
+            lines = [f"{_short(m)} {_fmt(row[m])} #{int(row[f'rank_{m}'])}" for m in ranked
+                     if m in row and isinstance(row[m], float) and not math.isnan(row[m])
+                     and not math.isnan(row[f"rank_{m}"])]
+            if bool(row.get("pareto", False)):
+                lines[:1] = [f"{lines[0]} *"] if lines else ["*"]
+            cells.append("\n".join(lines) or "-")
+        table.add_row(str(method), str(dataset), str(model), str(setting).replace(" ", "\n"), *cells)
+    on = summary.drop_duplicates(["rule", "dataset"])
+    table.caption = "\n".join(f"{r.rule} on {r.dataset} selected on {r.selection_metric}" for r in on.itertuples())
     return table
 
 

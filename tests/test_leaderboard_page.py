@@ -1,14 +1,19 @@
-"""The static leaderboard page, checked in headless Chromium: table, sorting, plots, escaping, offline."""
+"""The static leaderboard page, checked in headless Chromium: a table per dataset and rule
+with ranks, the verdict, the Pareto plot, sorting, escaping, no machine path, offline."""
 
 from __future__ import annotations
 
+import base64
+import io
 import math
+import re
 import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from debiasbench.leaderboard import add_verdict
 from debiasbench.leaderboard_page import render_page
 
 try:
@@ -22,41 +27,67 @@ if sync_playwright is None or CHROMIUM is None:
 
 NAN = math.nan
 EVIL = "<script>window.__pwned = 1</script>"
+MACHINE_DIRS = ("/tmp", "/home", "/root", "/work")
 METRICS = ["test_acc", "test_clean_acc", "test_biased_acc", "test_conflicting_acc",
            "test_worst_group_acc", "test_unbiased_acc", "artifact_relevance", "val_acc"]
-ACC_PLOTS = (("test_clean_acc", "test_biased_acc", "test_acc"),
+BAR_PLOTS = (("test_clean_acc", "test_biased_acc", "test_acc"),
              ("test_conflicting_acc", "test_worst_group_acc", "test_unbiased_acc"), ("artifact_relevance",))
+RULES = {"val_acc": ("val_acc", "val_acc (validation; DomainBed-style)", "", False),
+         "bias_annotated": ("mean(val_clean_acc, val_biased_acc)",
+                            "bias-annotated: mean(val_clean_acc, val_biased_acc)", "fallback: the views", False),
+         "oracle": ("mean(test_clean_acc, test_biased_acc)",
+                    "ORACLE: mean(test_clean_acc, test_biased_acc) (hyper-parameters chosen on test data)", "", True)}
 
 
-def _row(method, dataset, setting, hparams, n, **means):
-    row = {"method": method, "dataset": dataset, "model": "resnet18", "setting": setting, "hparams": hparams,
-           "n": n}
+def _row(rule, method, dataset, setting, hparams, n, **means):
+    metric, selected_by, note, oracle = RULES[rule]
+    row = {"rule": rule, "method": method, "dataset": dataset, "model": "resnet18", "setting": setting,
+           "hparams": hparams, "n": n, "selected_by": selected_by, "selection_metric": metric,
+           "selection_note": note, "oracle": oracle, "selection_score": means.pop("score", 0.5)}
     for m in METRICS:
         row[m] = means.get(m, NAN)
         row[m + "_se"] = means.get(m + "_se", NAN) if n > 1 else NAN
     return row
 
 
-SUMMARY = pd.DataFrame([
-    _row("vanilla", "colored_digits", "bias_ratio=0.99", "lr=0.001", 3, test_acc=0.612, test_acc_se=0.011,
-         test_clean_acc=0.604, test_clean_acc_se=0.02, test_biased_acc=0.991, test_biased_acc_se=0.003,
-         test_conflicting_acc=0.571, test_conflicting_acc_se=0.03, test_worst_group_acc=0.31, val_acc=0.98),
-    _row(EVIL, "colored_digits", "bias_ratio=0.99", "lambda=1000 lr=0.001", 3, test_acc=0.742, test_acc_se=0.02,
-         test_clean_acc=0.75, test_biased_acc=0.93, test_worst_group_acc=0.52, val_acc=0.95),  # conflicting: NaN
-    _row("rrr", "colored_digits", "bias_ratio=0.99", "lambda=10", 3, test_acc=0.801, test_clean_acc=0.79,
-         test_biased_acc=0.88, test_conflicting_acc=0.774, test_worst_group_acc=0.6, val_acc=0.9),
-    _row("vanilla", "synthetic_artifacts", "", "", 1, test_acc=0.93, test_worst_group_acc=0.4,
-         artifact_relevance=0.27, val_acc=0.94),
-])
-INFO = {"title": "Leaderboard <test>", "command": "debiasbench sweep --dataset colored_digits --seeds 3",
-        "selection": "val_acc (validation accuracy)", "seeds": "3", "date": "2025-01-01",
-        "tracking_uri": "sqlite:///mlflow.db"}
-SHOWN = [m for m in METRICS if SUMMARY[m].notna().any()]  # metric columns the table should have
+def _colored(rule, shift=0.0):
+    return [
+        _row(rule, "vanilla", "colored_digits", "bias_ratio=0.99", "lr=0.001", 3, test_acc=0.612, test_acc_se=0.011,
+             test_clean_acc=0.604 + shift, test_clean_acc_se=0.02, test_biased_acc=0.991, test_biased_acc_se=0.003,
+             test_conflicting_acc=0.571, test_conflicting_acc_se=0.03, test_worst_group_acc=0.31, val_acc=0.98),
+        _row(rule, EVIL, "colored_digits", "bias_ratio=0.99", "lambda=1000 root=/work/data lr=0.001", 3,
+             test_acc=0.742, test_acc_se=0.02, test_clean_acc=0.75, test_biased_acc=0.93, test_worst_group_acc=0.52,
+             val_acc=0.95),  # conflicting: NaN
+        _row(rule, "rrr", "colored_digits", "bias_ratio=0.99", "lambda=10", 3, test_acc=0.801, test_clean_acc=0.79,
+             test_biased_acc=0.88, test_conflicting_acc=0.774, test_worst_group_acc=0.6, val_acc=0.9),
+    ]
 
 
-def _expected_plots(summary: pd.DataFrame) -> int:
-    return sum(any(frame[m].notna().any() for m in group)
-               for _, frame in summary.groupby("dataset") for group in ACC_PLOTS)
+SUMMARY = add_verdict(pd.DataFrame([
+    *_colored("val_acc"), *_colored("bias_annotated", 0.1), *_colored("oracle", 0.2),
+    _row("val_acc", "vanilla", "synthetic_artifacts", "", "", 1, test_acc=0.93, test_clean_acc=0.9,
+         test_worst_group_acc=0.4, artifact_relevance=0.27, val_acc=0.94),
+    _row("val_acc", "rrclarc", "synthetic_artifacts", "", "", 1, test_acc=0.91, test_clean_acc=0.88,
+         test_worst_group_acc=0.5, artifact_relevance=0.12, val_acc=0.92),
+]))
+INFO = {"title": "Leaderboard <test>", "command": "debiasbench sweep /home/alice/benchmarks/colored_digits.yaml",
+        "selection": "val_acc; bias-annotated; ORACLE",
+        "rules": "val_acc: validation accuracy\nbias_annotated: bias labels\noracle: test data",
+        "seeds": "3", "date": "2025-01-01", "tracking_uri": "sqlite:////tmp/quickrun2/mlflow.db"}
+
+
+def without_images(text: str) -> str:
+    """``text`` without its PNG data URIs (base64 may spell "/tmp" by chance)."""
+    return re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "data:", text)
+
+
+def _tables(summary: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    return [(d, r, rows) for d, frame in summary.groupby("dataset", sort=False)
+            for r, rows in frame.groupby("rule", sort=False)]
+
+
+def _shown(frame: pd.DataFrame) -> list[str]:
+    return [m for m in METRICS if frame[m].notna().any()]
 
 
 @pytest.fixture(scope="module")
@@ -93,23 +124,23 @@ def page(browser, page_file: Path):
     assert errors == []
 
 
-def _index(page, header: str) -> int:
-    return page.eval_on_selector_all("#leaderboard thead th", "hs => hs.map(h => h.textContent)").index(header)
+def _table(page, dataset: str, rule: str):
+    return page.locator(f'section.dataset[data-dataset="{dataset}"] section.rule[data-rule="{rule}"] table')
 
 
-def _column(page, header: str) -> list[str]:
-    """The data-value of every row's cell in the column ``header``, top to bottom."""
-    return page.eval_on_selector_all(
-        "#leaderboard tbody tr", f"rs => rs.map(r => r.cells[{_index(page, header)}].dataset.value)")
+def _headers(table) -> list[str]:
+    return table.locator("thead th").evaluate_all("hs => hs.map(h => h.textContent)")
 
 
-def _aria_sort(page, header: str) -> str | None:
-    return page.locator("#leaderboard thead th").nth(_index(page, header)).get_attribute("aria-sort")
+def _column(table, header: str, attribute: str = "value") -> list[str]:
+    """The data-<attribute> of every row's cell in the column ``header``, top to bottom."""
+    index = _headers(table).index(header)
+    return table.locator("tbody tr").evaluate_all(f"rs => rs.map(r => r.cells[{index}].dataset.{attribute})")
 
 
-def _sorted_by(page, header: str) -> list[str]:
-    page.locator("#leaderboard thead th").nth(_index(page, header)).click()
-    return _column(page, header)
+def _sorted_by(table, header: str) -> list[str]:
+    table.locator("thead th").nth(_headers(table).index(header)).click()
+    return _column(table, header)
 
 
 def test_html_escapes_strings_from_the_summary():
@@ -120,54 +151,115 @@ def test_html_escapes_strings_from_the_summary():
     assert "http://" not in text and "https://" not in text
 
 
-def test_oracle_selection_shows_a_warning():
-    assert "chosen on test data" in render_page(SUMMARY, {**INFO, "selection": "ORACLE: x"}, METRICS)
-    assert "chosen on test data" not in render_page(SUMMARY, INFO, METRICS)
+def test_no_machine_path_anywhere_in_the_page():
+    text = without_images(render_page(SUMMARY, INFO, METRICS))
+    assert not [d for d in MACHINE_DIRS if d in text]
+    assert "sqlite: mlflow.db" in text and "debiasbench sweep &lt;dir&gt;/colored_digits.yaml" in text
+    assert "root=&lt;dir&gt;/data" in text
 
 
-def test_table_rows_match_the_summary(page):
-    headers = page.eval_on_selector_all("#leaderboard thead th", "hs => hs.map(h => h.textContent)")
-    assert headers == ["method", "dataset", "model", "setting", "hparams", "n", *SHOWN]
-    cells = page.eval_on_selector_all(
-        "#leaderboard tbody tr", "rs => rs.map(r => Array.from(r.cells, c => c.textContent))")
-    assert len(cells) == len(SUMMARY)
-    for shown, (_, row) in zip(cells, SUMMARY.iterrows()):
-        assert shown[:6] == [row.method, row.dataset, row.model, row.setting, row.hparams, str(row.n)]
-        for text, metric in zip(shown[6:], SHOWN):
-            mean, se = row[metric], row[metric + "_se"]
-            expected = "–" if math.isnan(mean) else f"{mean:.3f}" + ("" if math.isnan(se) else f" ± {se:.3f}")
-            assert text == expected, (row.method, metric)
+def test_oracle_tables_are_flagged_and_the_page_warns_only_when_there_is_one():
+    text = render_page(SUMMARY, INFO, METRICS)
+    assert "chosen on test data" in text and '<section class="rule oracle" data-rule="oracle">' in text
+    plain = SUMMARY[SUMMARY["rule"] != "oracle"]
+    assert "chosen on test data" not in render_page(plain, INFO, METRICS)
+
+
+def test_every_dataset_has_a_table_per_rule_that_names_the_rule_and_its_metric(page):
+    sections = page.eval_on_selector_all("section.dataset", "ss => ss.map(s => s.dataset.dataset)")
+    assert sections == list(dict.fromkeys(SUMMARY["dataset"]))
+    for dataset, rule, rows in _tables(SUMMARY):
+        heading = page.locator(f'section.dataset[data-dataset="{dataset}"] section.rule[data-rule="{rule}"] h3')
+        text = heading.text_content()
+        assert f"Rule {rule}, selected on {rows['selection_metric'].iloc[0]}" in text
+        assert text.startswith("ORACLE") == (rule == "oracle")
+    assert page.locator("table.results").count() == len(_tables(SUMMARY)) == 4
+
+
+def test_table_rows_match_the_summary_with_ranks_next_to_the_ranked_metrics(page):
+    for dataset, rule, rows in _tables(SUMMARY):
+        table = _table(page, dataset, rule)
+        shown = _shown(SUMMARY[SUMMARY["dataset"] == dataset])
+        assert _headers(table) == ["method", "model", "setting", "hparams", "n", "score", *shown, "Pareto"]
+        cells = table.locator("tbody tr").evaluate_all("rs => rs.map(r => Array.from(r.cells, c => c.textContent))")
+        assert len(cells) == len(rows)
+        for texts, (_, row) in zip(cells, rows.iterrows()):
+            assert texts[:5] == [row.method, row.model, row.setting, row.hparams.replace("/work", "<dir>"),
+                                 str(row.n)]
+            for text, metric in zip(texts[6:], shown):
+                mean, se, rank = row[metric], row[metric + "_se"], row.get(f"rank_{metric}", NAN)
+                value = f"{mean:.3f}" + ("" if math.isnan(se) else f" ± {se:.3f}")
+                expected = "–" if math.isnan(mean) else ("" if pd.isna(rank) else f"#{int(rank)} ") + value
+                assert text == expected, (dataset, rule, row.method, metric)
+            assert texts[-1] == ("yes" if row.pareto else "")
+
+
+def test_ranks_follow_the_verdict_and_rank_one_is_highlighted(page):
+    table = _table(page, "colored_digits", "val_acc")
+    rows = SUMMARY[(SUMMARY["dataset"] == "colored_digits") & (SUMMARY["rule"] == "val_acc")]
+    ranks = _column(table, "test_clean_acc", "rank")
+    assert ranks == [str(int(r)) for r in rows["rank_test_clean_acc"]]
+    # clean: rrr 0.79, <script> 0.75, vanilla 0.604±0.02: no SE for the first two (one
+    # interval each a point), so three tiers
+    assert sorted(ranks) == ["1", "2", "3"]
+    assert table.locator("td.best").count() == sum((rows[c] == 1).sum() for c in rows if c.startswith("rank_"))
+    artifact = _column(_table(page, "synthetic_artifacts", "val_acc"), "artifact_relevance", "rank")
+    assert artifact == ["1", "2"]  # lower is better: rrclarc (0.12) first
+
+
+def test_the_verdict_names_the_pareto_front_and_the_rank_one_methods(page):
+    verdict = page.locator('section.dataset[data-dataset="colored_digits"] .verdict').text_content()
+    assert "under rule bias_annotated" in verdict
+    assert "Pareto front of test_clean_acc vs. test_conflicting_acc (higher is better): rrr" in verdict
+    front = SUMMARY[(SUMMARY["rule"] == "bias_annotated") & SUMMARY["pareto"]]["method"].tolist()
+    assert front == ["rrr"]  # 0.79/0.774 beats vanilla on both; <script> has no conflicting accuracy
+    synthetic = page.locator('section.dataset[data-dataset="synthetic_artifacts"] .verdict').text_content()
+    assert "under rule val_acc" in synthetic  # no bias-annotated rows there
+    assert "vs. test_worst_group_acc" in synthetic
 
 
 def test_clicking_headers_sorts_numbers_with_nan_last_and_text(page):
-    values = SUMMARY["test_conflicting_acc"].dropna().tolist()
-    nans = [""] * (len(SUMMARY) - len(values))
+    table = _table(page, "colored_digits", "val_acc")
+    rows = SUMMARY[(SUMMARY["dataset"] == "colored_digits") & (SUMMARY["rule"] == "val_acc")]
+    values = rows["test_conflicting_acc"].dropna().tolist()
+    nans = [""] * (len(rows) - len(values))
     assert nans, "the fixture should have a NaN in this column"
-    ascending = _sorted_by(page, "test_conflicting_acc")
+    ascending = _sorted_by(table, "test_conflicting_acc")
     assert [float(v) for v in ascending[:len(values)]] == sorted(values) and ascending[len(values):] == nans
-    assert _aria_sort(page, "test_conflicting_acc") == "ascending"
-    descending = _sorted_by(page, "test_conflicting_acc")
+    descending = _sorted_by(table, "test_conflicting_acc")
     assert [float(v) for v in descending[:len(values)]] == sorted(values, reverse=True)
     assert descending[len(values):] == nans
-    assert _aria_sort(page, "test_conflicting_acc") == "descending"
-    assert _sorted_by(page, "method") == sorted(SUMMARY["method"])
-    assert _aria_sort(page, "test_conflicting_acc") is None
+    assert _sorted_by(table, "method") == sorted(rows["method"])
+    other = _table(page, "colored_digits", "oracle")
+    assert other.locator("th[aria-sort]").count() == 0  # each table sorts on its own
 
 
-def test_plots_are_present_and_loaded(page, tmp_path: Path):
+def test_pareto_and_bar_plots_are_present_decoded_and_loaded(page, tmp_path: Path):
+    from PIL import Image
+
+    pareto = page.query_selector_all("img.plot.pareto")
+    assert len(pareto) == 2  # one per dataset (one model x setting each)
+    assert "Pareto plot on colored_digits" in pareto[0].get_attribute("alt")
     plots = page.query_selector_all("img.plot")
-    assert len(plots) == _expected_plots(SUMMARY) == 5
-    assert all(img.evaluate("i => i.complete && i.naturalWidth > 0") for img in plots)
-    assert all(img.get_attribute("alt") for img in plots)
-    sections = page.eval_on_selector_all("section.dataset", "ss => ss.map(s => s.dataset.dataset)")
-    assert sections == list(dict.fromkeys(SUMMARY["dataset"]))
+    expected_bars = sum(any(rows[m].notna().any() for m in group)
+                        for dataset, frame in SUMMARY.groupby("dataset", sort=False)
+                        for rows in [frame[frame["rule"] == ("bias_annotated" if dataset == "colored_digits"
+                                                             else "val_acc")]]
+                        for group in BAR_PLOTS)
+    assert len(plots) == len(pareto) + expected_bars == 7
+    for img in plots:
+        assert img.evaluate("i => i.complete && i.naturalWidth > 0") and img.get_attribute("alt")
+        src = img.get_attribute("src")
+        assert src.startswith("data:image/png;base64,")
+        decoded = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+        assert decoded.format == "PNG" and decoded.size == tuple(img.evaluate("i => [i.naturalWidth, i.naturalHeight]"))
     page.screenshot(path=tmp_path / "leaderboard.png", full_page=True)
     assert (tmp_path / "leaderboard.png").stat().st_size > 0
 
 
 def test_script_method_name_is_shown_as_text_and_never_runs(page):
-    assert EVIL in _column(page, "method")
-    assert page.locator("#leaderboard td", has_text=EVIL).count() == 1
+    assert EVIL in _column(_table(page, "colored_digits", "val_acc"), "method")
+    assert page.locator("table.results td", has_text=EVIL).count() == 3  # one per rule
     assert page.evaluate("typeof window.__pwned") == "undefined"
 
 
@@ -176,9 +268,23 @@ def test_page_makes_no_network_requests(page):
     assert all(url.startswith(("file://", "data:")) for url in page.requests), page.requests
 
 
+def test_a_summary_of_one_metric_without_rules_still_renders(browser, tmp_path: Path):
+    """``selection.select``'s rows (one rule, no ranks yet) as a library user would pass them."""
+    legacy = SUMMARY[SUMMARY["rule"] == "val_acc"].drop(columns=["rule", "oracle", "pareto"])
+    legacy = legacy.drop(columns=[c for c in legacy if c.startswith("rank_")])
+    path = tmp_path / "legacy.html"
+    path.write_text(render_page(legacy, INFO, METRICS), encoding="utf-8")
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(path.as_uri())
+    assert page.locator("table.results").count() == 2 and page.locator("span.rank").count() > 0
+    context.close()
+
+
 def test_the_published_page_rows_match_summary_csv_end_to_end(browser, tmp_path: Path, tracking_uri):
-    """``debiasbench leaderboard`` on a store with a method named <script>: the page it
-    writes shows exactly the rows of the summary.csv written beside it."""
+    """``debiasbench leaderboard`` on a store with a method named <script> and runs that log
+    machine paths: the page it writes shows exactly the rows of the summary.csv written beside
+    it, per rule, with a Pareto plot, and no machine path."""
     from mlflow.tracking import MlflowClient
     from typer.testing import CliRunner
 
@@ -189,28 +295,38 @@ def test_the_published_page_rows_match_summary_csv_end_to_end(browser, tmp_path:
     experiment = client.create_experiment("debiasbench")
     for method in ("vanilla", EVIL):
         for seed in range(2):
-            run = client.create_run(experiment, tags={RUN_KEY_TAG: f"{method}{seed}"})
+            run = client.create_run(experiment, tags={RUN_KEY_TAG: f"{method}{seed}",
+                                                      "debiasbench.command": "debiasbench sweep /root/b/x.yaml"})
             for name, value in {"method": method, "dataset": "colored_digits", "model": "small_cnn",
-                                "seed": seed}.items():
+                                "seed": seed, "dataset_params.root": "/home/u/digits"}.items():
                 client.log_param(run.info.run_id, name, value)
-            client.log_metric(run.info.run_id, "val_acc", 0.5 + seed / 10)
-            client.log_metric(run.info.run_id, "test_acc", 0.4 + seed / 10 + len(method) / 100)
+            shift = seed / 10 + len(method) / 100
+            for name, value in {"val_acc": 0.5 + seed / 10, "test_acc": 0.4 + shift, "val_clean_acc": 0.3 + shift,
+                                "val_biased_acc": 0.9, "test_clean_acc": 0.35 + shift, "test_biased_acc": 0.9,
+                                "test_conflicting_acc": 0.2 + shift}.items():
+                client.log_metric(run.info.run_id, name, value)
             client.set_terminated(run.info.run_id, "FINISHED")
     out = tmp_path / "board"
     result = CliRunner().invoke(app, ["leaderboard", "--tracking-uri", tracking_uri, "--out", str(out)])
     assert result.exit_code == 0, result.output
     summary = pd.read_csv(out / "summary.csv", keep_default_na=False)
+    text = without_images((out / "index.html").read_text())
+    assert not [d for d in MACHINE_DIRS if d in text] and "sqlite: mlflow.db" in text
     context = browser.new_context()
     page = context.new_page()
     page.goto((out / "index.html").as_uri())
-    cells = page.eval_on_selector_all(
-        "#leaderboard tbody tr", "rs => rs.map(r => Array.from(r.cells, c => c.dataset.value))")
-    headers = page.eval_on_selector_all("#leaderboard thead th", "hs => hs.map(h => h.textContent)")
-    assert len(cells) == len(summary) == 2
-    for shown, (_, row) in zip(cells, summary.iterrows()):
-        by_header = dict(zip(headers, shown))
-        assert by_header["method"] == row["method"] and by_header["n"] == str(row["n"])
-        assert float(by_header["test_acc"]) == pytest.approx(row["test_acc"])
+    assert list(dict.fromkeys(summary["rule"])) == ["val_acc", "bias_annotated", "oracle"]
+    for rule, rows in summary.groupby("rule", sort=False):
+        table = _table(page, "colored_digits", rule)
+        cells = table.locator("tbody tr").evaluate_all("rs => rs.map(r => Array.from(r.cells, c => c.dataset.value))")
+        headers = _headers(table)
+        assert len(cells) == len(rows) == 2
+        for shown, (_, row) in zip(cells, rows.iterrows()):
+            by_header = dict(zip(headers, shown))
+            assert by_header["method"] == row["method"] and by_header["n"] == str(row["n"])
+            assert float(by_header["test_acc"]) == pytest.approx(row["test_acc"])
+        ranks = _column(table, "test_clean_acc", "rank")
+        assert ranks == [str(int(r)) for r in rows["rank_test_clean_acc"]]
     assert page.evaluate("typeof window.__pwned") == "undefined"
-    assert len(page.query_selector_all("img.plot")) >= 1
+    assert len(page.query_selector_all("img.plot.pareto")) == 1
     context.close()
