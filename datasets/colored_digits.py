@@ -6,6 +6,13 @@ exactly ``bias_ratio`` of the samples (the rest get one of the other nine colour
 colour is a shortcut. The natural test split has a uniformly random colour (about 90%
 bias-conflicting), ``test_biased`` the aligned colour for every digit and ``test_clean``
 no colour cue at all (white strokes). The bias attribute is the colour index.
+The defaults (the digits' native 8x8 pixels, 95% aligned) are chosen so that a run shows
+something: with only 1,078 training digits, the vanilla small CNN learns the shapes
+(clean accuracy about 0.55 against a chance of 0.1) while the shortcut stays visible
+(bias-aligned 1.0, conflicting about 0.45). At 0.99 only 11 training digits conflict and
+at 28 px the upscaled strokes are no easier to learn: vanilla ends near chance on clean
+digits, and every method with it; Colored MNIST proper (``colored_mnist``, 8,000 and more
+real digits) is the dataset for the papers' 99% and 99.5% settings.
 Validation follows the training distribution by default: nothing about the test
 distribution leaks into model selection. ``val_bias_ratio`` sets it apart for protocols
 that assume a held-out set with minority groups, as Waterbirds' validation split (balanced
@@ -36,11 +43,12 @@ class ColoredDigits(BenchmarkDataset):
     description = "scikit-learn digits coloured by class with ratio bias_ratio (Colored-MNIST protocol)."
     provides = frozenset({"bias_labels"})
     params = {
-        "bias_ratio": HParam(0.99, low=0.0, high=1.0,
+        "bias_ratio": HParam(0.95, low=0.0, high=1.0,
                              help="share of train/val samples whose colour matches the digit"),
         "val_bias_ratio": HParam(None, type=float, low=0.0, high=1.0,
                                  help="the same share for val only (null: bias_ratio; 0.1 = random colours)"),
-        "image_size": HParam(28, low=8, high=224),
+        "image_size": HParam(8, low=8, high=224,
+                             help="side in pixels (8: the digits' own resolution; larger sizes upscale)"),
         "val_fraction": HParam(0.2, low=0.05, high=0.5),
         "test_fraction": HParam(0.2, low=0.05, high=0.5),
         "seed": HParam(0, low=0, help="seed of the split and colouring (fixed across run seeds)"),

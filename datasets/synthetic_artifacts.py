@@ -91,6 +91,11 @@ class SyntheticArtifacts(BenchmarkDataset):
     }
     train_defaults = {"epochs": 5, "batch_size": 64, "lr": 1e-3}
 
+    @classmethod
+    def shortcut_in_one_class(cls, params) -> bool:
+        """The artifact points to ``attacked_class`` only."""
+        return True
+
     def __init__(self, **params):
         super().__init__(**params)
         p = self.p

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from debiasbench.errors import ConfigError, UserError, unknown_name_message
+from debiasbench.errors import ConfigError, Unsuited, UserError, unknown_name_message
 from debiasbench.hparams import HParam, LogUniform, resolve
 from debiasbench.registry import DATASETS, METHODS
 
@@ -62,6 +62,9 @@ class RunConfig:
                                    "RR-ClArC protocol; isic, bone_age and celeba default to it)")
     augment: bool = _key(True, help="the dataset's training augmentation (e.g. hflip); corrections "
                                     "default to false, as the RR-ClArC authors fine-tune without it")
+    allow_unsuited: bool = _key(False, help="run a method on a dataset its own assumptions exclude (e.g. "
+                                            "gradient_alignment where one class holds every conflicting "
+                                            "sample); refused otherwise, and left out of sweeps")
     device: str = _key("auto", choices=("auto", "cpu", "cuda"))
     amp: bool = _key(True, help="bf16 autocast on CUDA (ignored on the CPU)")
     channels_last: bool = _key(True, help="channels_last memory format on CUDA")
@@ -90,7 +93,8 @@ class RunConfig:
     hparams: dict[str, Any] = field(default_factory=dict)
 
     #: Keys that change where or how fast a run happens, not its result.
-    NON_SEMANTIC = ("device", "experiment", "checkpoint_dir", "eval_batch_size", "log_model", "data_placement")
+    NON_SEMANTIC = ("device", "experiment", "checkpoint_dir", "eval_batch_size", "log_model", "data_placement",
+                    "allow_unsuited")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -216,6 +220,10 @@ def resolve_config(raw: Mapping[str, Any]) -> RunConfig:
     values["dataset_params"] = resolve(dataset_cls.params, layered.get("dataset_params", {}), "dataset_params.")
     check_requirements(method_cls, dataset_cls, values["dataset_params"])
     method_cls.check_config(values["hparams"], dataset_cls, dataset_cls.provides_for(values["dataset_params"]))
+    reason = method_cls.unsuited(values["hparams"], dataset_cls, values["dataset_params"])
+    if reason and not values["allow_unsuited"]:
+        raise Unsuited(f"method {method_name!r} is unsuited to dataset {dataset_name!r}: {reason}; "
+                       "set allow_unsuited: true to run it anyway")
     if values["pretrained"] == "imagenet":  # missing weights refuse the job before any job of a sweep starts
         from debiasbench.models import check_imagenet_weights
 

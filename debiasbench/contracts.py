@@ -285,7 +285,8 @@ def check_method(method_cls: type[Method], dataset: str | type[BenchmarkDataset]
 
         raw = {"method": method_cls.name, "dataset": dataset_cls.name, "model": model, "epochs": 1,
                "batch_size": 32, "device": "cpu", "dataset_params": params, "hparams": dict(hparams or {}),
-               "experiment": CHECK_EXPERIMENT}
+               # The contract is about the plugin's mechanics, not whether the pairing suits it.
+               "experiment": CHECK_EXPERIMENT, "allow_unsuited": True}
         try:
             config = resolve_config(raw)
         except UserError as exc:

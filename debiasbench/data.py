@@ -253,6 +253,15 @@ class BenchmarkDataset:
         Datasets whose params add labels (an injected artifact) say so here."""
         return cls.provides
 
+    @classmethod
+    def shortcut_in_one_class(cls, params: Mapping[str, Any]) -> bool:
+        """True where the shortcut marks one class only (an artifact inserted into an attacked
+        class), so that every bias-conflicting sample lies in that class. Methods that
+        balance conflicting against aligned samples across classes (gradient alignment)
+        assume the opposite: a shortcut every class has, as a colour per digit. Known from
+        ``params`` alone, so a sweep can leave such pairs out before building anything."""
+        return False
+
     def augment(self, batch: Batch, generator: torch.Generator) -> Batch:
         """Training-time augmentation of one batch on the device (default: none).
 

@@ -11,6 +11,11 @@ class ConfigError(UserError):
     """A run or sweep configuration value that is unknown, mistyped or out of range."""
 
 
+class Unsuited(ConfigError):
+    """A method paired with a dataset its own assumptions exclude (refused unless the run key
+    ``allow_unsuited`` is set; a sweep lists the pair as not a job and goes on)."""
+
+
 class RunFailed(Exception):
     """A run that started but could not finish (diverged loss, a method's own error).
 

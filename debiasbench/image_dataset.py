@@ -86,6 +86,11 @@ class ImageFileDataset(BenchmarkDataset):
     def provides_for(cls, params: Mapping[str, Any]) -> frozenset[str]:
         return cls.provides | ARTIFACT_PROVIDES if injects(params) else cls.provides
 
+    @classmethod
+    def shortcut_in_one_class(cls, params: Mapping[str, Any]) -> bool:
+        """An injected artifact marks the attacked class only; natural bias labels span classes."""
+        return injects(params)
+
     def __init__(self, **params: Any):
         super().__init__(**params)
         p = self.p

@@ -97,6 +97,17 @@ class Method:
         = labels on a dataset without bias labels): the CLI shows it as one line, exit 2.
         """
 
+    @classmethod
+    def unsuited(cls, hp: Mapping[str, Any], dataset_cls: type, dataset_params: Mapping[str, Any]) -> str:
+        """Why the method's own assumptions exclude this dataset ("" when they do not).
+
+        A pair named here is refused with that reason unless the run key ``allow_unsuited``
+        is set, and a sweep lists it as not a job: a result the method was never meant to
+        give is not shown as its result. Decide from the class and ``dataset_params`` (e.g.
+        ``dataset_cls.shortcut_in_one_class(dataset_params)``), nothing that needs the data.
+        """
+        return ""
+
     def prepare(self, ctx: RunContext) -> None:
         """Work before training: fit CAVs, train auxiliary models, score samples."""
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from debiasbench.config import RunConfig, assign, flatten, load_config_file, merge, resolve_config
-from debiasbench.errors import ConfigError, unknown_name_message
+from debiasbench.errors import ConfigError, Unsuited, unknown_name_message
 from debiasbench.launchers import JobContext, JobResult, Launcher, sequential
 
 SWEEP_KEYS = ("methods", "datasets", "models", "seeds", "overrides", "grid", "hparams", "n_trials",
@@ -129,7 +129,9 @@ def load_sweep(path: str | Path, skipped: list[str] | None = None) -> list[RunCo
     """The validated, de-duplicated jobs of a sweep file, in file order.
 
     A method x dataset pair where the dataset lacks what the method requires (RRR on a
-    dataset without masks) is not a job; its reason is appended to ``skipped``.
+    dataset without masks), or that the method's own assumptions exclude
+    (``Method.unsuited``, unless ``allow_unsuited`` is set), is not a job; its reason is
+    appended to ``skipped``.
     """
     data = load_config_file(path)
     unknown = sorted(set(data) - set(SWEEP_KEYS))
@@ -167,8 +169,14 @@ def load_sweep(path: str | Path, skipped: list[str] | None = None) -> list[RunCo
             continue
         for layer in shared:
             for candidate in method_grids[method]:
-                config = resolve_config(merge(overrides, {"dataset_params": datasets[dataset]}, layer, candidate, {
-                    "method": method, "dataset": dataset, "model": model, "seed": seed}))
+                try:
+                    config = resolve_config(merge(overrides, {"dataset_params": datasets[dataset]}, layer,
+                                                  candidate, {"method": method, "dataset": dataset,
+                                                              "model": model, "seed": seed}))
+                except Unsuited as exc:  # the method's own assumptions exclude the pair: not a job
+                    if skipped is not None and str(exc) not in skipped:
+                        skipped.append(str(exc))
+                    continue
                 jobs.setdefault(config.run_key(), config)
     return list(jobs.values())
 

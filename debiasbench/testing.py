@@ -72,9 +72,12 @@ def crash_resume_and_rerun(config: RunConfig, tracker: "Tracker") -> tuple["RunR
 
 
 def tiny_config(**overrides: Any) -> RunConfig:
-    """A validated CPU run config on tiny ``synthetic_artifacts`` (2 epochs, small_cnn)."""
+    """A validated CPU run config on tiny ``synthetic_artifacts`` (2 epochs, small_cnn).
+
+    ``allow_unsuited`` is set: tests of a method's mechanics run it on the tiny data even
+    where its assumptions exclude the pairing (gradient alignment)."""
     base = {"dataset": "synthetic_artifacts", "dataset_params": dict(TINY_SYNTHETIC), "epochs": 2,
-            "batch_size": 32, "device": "cpu", "experiment": "tests"}
+            "batch_size": 32, "device": "cpu", "experiment": "tests", "allow_unsuited": True}
     return resolve_config(merge(base, overrides))
 
 

@@ -133,6 +133,18 @@ class GradientAlignment(Method):
             raise ConfigError(f"hparams.bias_source: 'labels' needs bias labels, which dataset "
                               f"{dataset_cls.name!r} does not provide; use 'mined' or 'auto'")
 
+    @classmethod
+    def unsuited(cls, hp, dataset_cls, dataset_params) -> str:
+        """GA assumes a shortcut shared by the classes (a colour per digit). Where every
+        bias-conflicting sample lies in one class, balancing them against the aligned ones
+        teaches the model to predict that class everywhere (chance accuracy on
+        ``synthetic_artifacts`` for every variant of ``scope`` and ``momentum``)."""
+        if dataset_cls.shortcut_in_one_class(dataset_params):
+            return ("its shortcut marks one class only, so every bias-conflicting sample lies in that "
+                    "class and balancing them teaches the model to predict it everywhere (GA assumes a "
+                    "shortcut shared by the classes, as a colour per digit)")
+        return ""
+
     def prepare(self, ctx: RunContext) -> None:
         train = ctx.dataset.splits["train"]
         has_labels = "bias_labels" in ctx.dataset.provides

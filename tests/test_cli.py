@@ -81,7 +81,7 @@ def test_methods_and_datasets_list_requirements_and_parameters():
     assert methods.exit_code == 0 and "vanilla" in methods.output
     datasets = invoke(["datasets"])
     assert datasets.exit_code == 0
-    for text in ("colored_digits", "synthetic_artifacts", "bias_ratio = 0.99", "artifact_masks"):
+    for text in ("colored_digits", "synthetic_artifacts", "bias_ratio = 0.95", "artifact_masks"):
         assert text in datasets.output
 
 
