@@ -199,7 +199,7 @@ class ImageFileDataset(BenchmarkDataset):
             bad = (values < (0 if what == "label" else -1)) | (values >= high)
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
-                raise UserError(f"{self.name}: {what} {values[row]!r} of '{table.paths[row]}' is outside "
+                raise UserError(f"{self.name}: {what} {int(values[row])} of '{table.paths[row]}' is outside "
                                 f"0..{high - 1}; expected layout: {self.layout}")
 
     # -- splitting and loading --
