@@ -214,7 +214,7 @@ def _locate(root: str) -> Path:
     folder = find_mnist(root)
     if folder is not None:
         return folder
-    base = Path(root).expanduser()
+    base = Path(root).expanduser().absolute()  # a relative root is named where it was looked for
     candidates = (base / "MNIST" / "raw", base, base / "raw")
     partial = next((c for c in candidates if any(mnist_file(c, role) for role in MNIST_FILES)), None)
     if partial is not None:
