@@ -3,7 +3,11 @@
 Names are a contract (the leaderboard and tests rely on them): ``<view>_acc`` for every
 view; for the natural ``val`` / ``test`` splits also ``_worst_group_acc`` (lowest accuracy
 over the non-empty class x bias cells), ``_unbiased_acc`` (their mean) and
-``_conflicting_acc`` (accuracy on samples where the shortcut predicts a wrong label).
+``_conflicting_acc`` (accuracy on samples where the shortcut predicts a wrong label), and
+two facts of the split that say whether those group metrics can rank models:
+``_smallest_group`` (samples in its smallest non-empty class x bias cell) and
+``_empty_groups`` (cells without a sample). Model selection reads them
+(``selection.bias_annotated_score``): a worst group of two samples is noise.
 All reductions stay on the device; the host reads the values once per evaluation.
 """
 
@@ -53,6 +57,8 @@ def split_metrics(prefix: str, preds: Tensor, split: Split, num_classes: int, nu
     nan = torch.tensor(float("nan"), device=preds.device)
     metrics[f"{prefix}_worst_group_acc"] = torch.where(nonempty, accuracy, torch.inf).min().where(nonempty.any(), nan)
     metrics[f"{prefix}_unbiased_acc"] = (accuracy * nonempty).sum() / nonempty.sum()
+    metrics[f"{prefix}_smallest_group"] = torch.where(nonempty, counts, counts.max()).min().float()
+    metrics[f"{prefix}_empty_groups"] = (~nonempty).sum().float()
     return metrics
 
 

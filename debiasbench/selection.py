@@ -40,6 +40,9 @@ SETTING_PREFIX = "params.dataset_params."
 NOT_CANDIDATE = {"seed", *IDENTITY, *RunConfig.NON_SEMANTIC}
 #: The param that sets colored_digits-like validation splits apart from the training bias ratio.
 VAL_BIAS_RATIO = f"{SETTING_PREFIX}val_bias_ratio"
+#: Fewest samples in every group for worst-group accuracy to rank candidates (below it one
+#: or two misclassified samples decide the score).
+MIN_GROUP = 10
 _SCORE = "__score"
 
 
@@ -122,8 +125,14 @@ def bias_annotated_score(split: str) -> Callable[[pd.DataFrame], Score | None]:
        attacked class and on the biased view for the other classes, so the mean rewards
        ignoring it while still rewarding accuracy; their worst-group accuracy is often
        degenerate (the artifact group of the other classes does not exist);
-    2. datasets with natural bias groups: ``<split>_worst_group_acc``, unless
-       ``worst_group_problem`` finds it unusable;
+    2. datasets with natural bias groups, by the split's group sizes (``evaluate`` logs
+       ``<split>_smallest_group`` and ``<split>_empty_groups``): ``<split>_worst_group_acc``
+       where every run's smallest group holds at least ``MIN_GROUP`` samples (Waterbirds,
+       CelebA, bFFHQ: 4 groups); else ``<split>_unbiased_acc`` (the mean over class x bias
+       cells: balanced accuracy) where no cell is empty (a colour dataset with 100 cells and
+       a validation split set apart, ``val_conflict_pct`` / ``val_bias_ratio``: a worst cell
+       of a few digits is noise, their mean is not); runs from before those facts were
+       logged fall back to ``worst_group_problem``;
     3. then the mean of the clean and biased views, where logged (colored datasets log them);
     4. else the rule does not apply to the dataset.
     """
@@ -134,6 +143,21 @@ def bias_annotated_score(split: str) -> Callable[[pd.DataFrame], Score | None]:
         has_views = all(_logged(runs, m) for m in views)
         if has_views and _logged(runs, "artifact_relevance"):
             return Score(views, "artifact dataset (artifact_relevance logged): mean of the clean and biased views")
+        smallest, empty = f"{split}_smallest_group", f"{split}_empty_groups"
+        if _logged(runs, smallest, every=True) and _logged(runs, empty, every=True) and _logged(runs, worst):
+            size = int(runs[f"metrics.{smallest}"].astype(float).min())
+            if size >= MIN_GROUP:
+                return Score((worst,), f"natural bias groups: worst-group accuracy of the {split} split "
+                                       f"(smallest group: {size} samples)")
+            if runs[f"metrics.{empty}"].astype(float).max() < 1 and _logged(runs, f"{split}_unbiased_acc"):
+                return Score((f"{split}_unbiased_acc",),
+                             f"natural bias groups, every class x bias cell of the {split} split populated but "
+                             f"the smallest holds {size} sample(s), too few for a worst group: unbiased "
+                             "(group-mean) accuracy")
+            if has_views:
+                return Score(views, f"the {split} split lacks minority groups (empty class x bias cells); "
+                                    "fallback: mean of the clean and biased views")
+            return None
         problem = worst_group_problem(runs, worst)
         if problem is None:
             return Score((worst,), f"natural bias groups: worst-group accuracy of the {split} split")

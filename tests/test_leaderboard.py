@@ -195,6 +195,30 @@ def test_the_bias_annotated_rule_uses_worst_group_accuracy_once_val_bias_ratio_s
     assert annotated["hparams"] == "lambda=1.0" and annotated["selection_metric"] == "val_worst_group_acc"
 
 
+GROUPS = {  # worst group, group mean and views disagree: each size regime picks its own
+    1.0: {"val_acc": 0.99, "val_worst_group_acc": 0.9, "val_unbiased_acc": 0.5, "val_clean_acc": 0.3,
+          "val_biased_acc": 1.0},
+    2.0: {"val_acc": 0.95, "val_worst_group_acc": 0.1, "val_unbiased_acc": 0.8, "val_clean_acc": 0.4,
+          "val_biased_acc": 0.9},
+    3.0: {"val_acc": 0.90, "val_worst_group_acc": 0.2, "val_unbiased_acc": 0.6, "val_clean_acc": 0.9,
+          "val_biased_acc": 0.9},
+}
+
+
+@pytest.mark.parametrize("smallest, empty, metric, picked", [
+    (40.0, 0.0, "val_worst_group_acc", "lambda=1.0"),  # groups large enough: worst group
+    (3.0, 0.0, "val_unbiased_acc", "lambda=2.0"),  # every cell populated, a few samples each
+    (1.0, 12.0, "mean(val_clean_acc, val_biased_acc)", "lambda=3.0"),  # no minority groups
+])
+def test_the_bias_annotated_rule_follows_the_validation_splits_group_sizes(tracking_uri, smallest, empty,
+                                                                          metric, picked):
+    per_lambda = {lam: {**m, "val_smallest_group": smallest, "val_empty_groups": empty}
+                  for lam, m in GROUPS.items()}
+    runs = _candidates(tracking_uri, "colored_mnist", per_lambda)
+    annotated = _pick(runs, "bias_annotated", "colored_mnist")
+    assert (annotated["selection_metric"], annotated["hparams"]) == (metric, picked)
+
+
 def test_a_worst_group_accuracy_equal_for_every_run_is_degenerate_and_falls_back(tracking_uri):
     flat = {lam: {**m, "val_worst_group_acc": 0.0} for lam, m in COLORED.items()}
     runs = _candidates(tracking_uri, "celeba", flat, seeds=1)
