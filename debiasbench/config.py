@@ -43,7 +43,7 @@ class RunConfig:
 
     method: str = _key("vanilla", help="method name (see `debiasbench methods`)")
     dataset: str = _key("colored_digits", help="dataset name (see `debiasbench datasets`)")
-    model: str = _key("small_cnn", help="architecture: small_cnn, resnet18, vgg16, efficientnet_b0, timm:<name>")
+    model: str = _key("small_cnn", help="architecture: small_cnn, mlp, resnet18, vgg16, efficientnet_b0, timm:<name>")
     seed: int = _key(0, low=0, help="seed of initialisation, shuffling and the method's randomness")
     epochs: int = _key(10, low=0)
     batch_size: int = _key(64, low=1)
