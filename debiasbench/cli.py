@@ -145,11 +145,13 @@ def leaderboard(
                                             "of its own: val_worst_group_acc, ..."),
     oracle: bool = typer.Option(False, "--oracle", help="allow --select on a test metric (labelled ORACLE)"),
     experiments: Optional[List[str]] = typer.Option(None, "--experiment", help="only these experiments (repeatable)"),
+    notes: Optional[Path] = typer.Option(None, "--notes", help="a text file of paragraphs shown under the tables: "
+                                         "what the ranking shows and what it does not"),
 ) -> None:
     """Select hparams under each rule, average over seeds, rank, and write results.csv,
     summary.csv, README.md and index.html."""
-    from debiasbench.leaderboard import (add_verdict, build_info, finished_once, runs_frame, summary_metrics,
-                                         write_leaderboard)
+    from debiasbench.leaderboard import (add_verdict, build_info, finished_once, read_notes, runs_frame,
+                                         summary_metrics, write_leaderboard)
     from debiasbench.report import leaderboard_table
     from debiasbench.selection import RULES, check_selection_metric, metric_rule, select_rules
 
@@ -173,8 +175,10 @@ def leaderboard(
         raise UserError(f"no rule ({', '.join(r.name for r in chosen)}) selected a result: no finished run "
                         "logged a metric they select on")
     command = " ".join(["debiasbench leaderboard", *(f"--rule {r}" for r in rules or ()),
-                        *([f"--select {select_by}"] if select_by else []), *(["--oracle"] if oracle else [])])
+                        *([f"--select {select_by}"] if select_by else []), *(["--oracle"] if oracle else []),
+                        *([f"--notes {notes}"] if notes else [])])
     info = build_info(finished, chosen, uri, command)
+    info["notes"] = read_notes(notes)
     written = write_leaderboard(runs, summary, info, metrics, out_dir)
     out().print(leaderboard_table(summary))
     out().print(f"{len(runs)} runs, {len(summary)} selected results under {len(chosen)} rules; wrote "

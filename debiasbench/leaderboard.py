@@ -176,15 +176,22 @@ def clean_metric(frame: pd.DataFrame) -> str | None:
 
 def ranked_metrics(frame: pd.DataFrame) -> tuple[str, ...]:
     """The headline metrics a dataset's rows are ranked on: clean accuracy, then every
-    bias metric logged (``artifact_relevance``: lower is better)."""
+    bias metric logged (``artifact_relevance``: lower is better). On artifact datasets
+    (``artifact_relevance`` logged) also ``test_biased_acc``, accuracy with the artifact on
+    every image, the RR-ClArC paper's measure of a correction; on colour datasets it is
+    near 1 for every model and ranks nothing."""
     clean = clean_metric(frame)
-    return tuple(m for m in (clean, *BIAS_METRICS) if m and _present(frame, m))
+    biased = ("test_biased_acc",) if _present(frame, "artifact_relevance") else ()
+    return tuple(m for m in (clean, *biased, *BIAS_METRICS) if m and _present(frame, m))
 
 
 def pareto_axes(frame: pd.DataFrame) -> tuple[str, str] | None:
-    """(x, y) of the Pareto plot: clean accuracy and the first bias metric logged."""
+    """(x, y) of the Pareto plot: clean accuracy and the bias metric: artifact relevance on
+    artifact datasets (where a method's reliance on the artifact is measured directly;
+    their "conflicting" samples are the attacked class's clean images only), else
+    conflicting accuracy, else worst-group accuracy."""
     x = clean_metric(frame)
-    y = next((m for m in BIAS_METRICS if _present(frame, m)), None)
+    y = next((m for m in ("artifact_relevance", *BIAS_METRICS) if _present(frame, m)), None)
     return (x, y) if x and y else None
 
 
@@ -387,7 +394,24 @@ def markdown(summary: pd.DataFrame, info: dict[str, str], metrics: tuple[str, ..
                 cells.append("yes" if bool(row.get("pareto", False)) else "")
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
+    notes = info.get("notes", "").strip()
+    if notes:
+        lines += [f"## {NOTES_HEADING}", "", notes, ""]
     return "\n".join(lines)
+
+
+#: Heading of the maintainers' reading of the tables (``--notes``), on the page and in the README.
+NOTES_HEADING = "What the ranking shows, and what it does not"
+
+
+def read_notes(path: Path | None) -> str:
+    """The text of ``--notes`` (paragraphs separated by blank lines), or "" without one."""
+    if path is None:
+        return ""
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"--notes: cannot read '{path}' ({type(exc).__name__})") from None
 
 
 def write_leaderboard(runs: pd.DataFrame, summary: pd.DataFrame, info: dict[str, str],

@@ -325,6 +325,17 @@ def _with_rules(summary: pd.DataFrame, info: dict[str, str]) -> pd.DataFrame:
     return summary
 
 
+def _notes(info: dict[str, str]) -> str:
+    """The maintainers' reading of the tables (``--notes``): escaped paragraphs, no markup."""
+    from debiasbench.leaderboard import NOTES_HEADING
+
+    paragraphs = [" ".join(p.split()) for p in info.get("notes", "").split("\n\n") if p.strip()]
+    if not paragraphs:
+        return ""
+    body = "".join(f"<p>{_e(p)}</p>" for p in paragraphs)
+    return f'<section class="notes"><h2>{_e(NOTES_HEADING)}</h2>{body}</section>'
+
+
 def render_page(summary: pd.DataFrame, info: dict[str, str], metrics: Sequence[str]) -> str:
     """The leaderboard for ``summary`` (one row per rule and selected result) as one HTML document."""
     # Paths are hidden by the caller (write_leaderboard); again here, so no caller can leak one.
@@ -336,5 +347,5 @@ def render_page(summary: pd.DataFrame, info: dict[str, str], metrics: Sequence[s
             f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{_e(info.get('title', 'Leaderboard'))}</title><style>{_CSS}</style></head><body>"
-            f"{_header(summary, info)}{sections or '<p>No rule selected any result.</p>'}"
+            f"{_header(summary, info)}{sections or '<p>No rule selected any result.</p>'}{_notes(info)}"
             f"<script>{_JS}</script></body></html>\n")

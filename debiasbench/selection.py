@@ -176,9 +176,11 @@ RULES: dict[str, Rule] = {
     "val_acc": Rule("val_acc", "val_acc", "validation accuracy; no bias knowledge (DomainBed's "
                     "training-domain validation)", False, _metric("val_acc")),
     "bias_annotated": Rule("bias_annotated", "bias-annotated",
-                           "uses validation bias labels: worst-group accuracy on validation where the dataset has "
-                           "natural bias groups, the mean of the clean and biased validation views on artifact "
-                           "datasets (SubpopBench-style)", False, bias_annotated_score("val")),
+                           "uses validation bias labels (SubpopBench-style): on natural bias groups, worst-group "
+                           "accuracy on validation where every group holds 10+ samples, else the group mean where "
+                           "every group is populated; on artifact datasets, and where validation has no minority "
+                           "groups, the mean of the clean and biased validation views", False,
+                           bias_annotated_score("val")),
     "oracle": Rule("oracle", "ORACLE", "the bias-annotated score measured on test data: an upper bound, "
                    "not a result", True, bias_annotated_score("test")),
 }

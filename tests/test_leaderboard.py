@@ -364,7 +364,7 @@ def test_the_leaderboard_shows_every_rule_with_its_metric_ranks_and_oracle_flag(
                     "### ORACLE — rule `oracle`, selected on mean(test_clean_acc, test_biased_acc)"):
         assert heading in readme
     assert "(#1)" in readme and "**Verdict** under rule `bias_annotated`" in readme
-    assert "Pareto front of test_clean_acc vs. test_conflicting_acc" in readme
+    assert "Pareto front of test_clean_acc vs. artifact_relevance (lower is better)" in readme
     # the printed table: one column per rule, ORACLE flagged, each cell a mean and its rank
     assert "bias_annotated" in result.output and "ORACLE" in result.output and "#1" in result.output
 
@@ -466,3 +466,22 @@ def test_params_a_run_logs_about_itself_do_not_split_the_seeds_of_one_setting(tr
     (row,) = [r for _, r in select_rules(finished_once(runs), list(RULES.values()), ("test_acc",)).iterrows()]
     assert row["n"] == 3 and row["candidates"] == 1
     assert "eval_cav_samples" not in row["hparams"]
+
+
+def test_notes_appear_under_the_tables_escaped_and_a_missing_notes_file_is_one_line(tracking_uri, tmp_path):
+    _rules_store(tracking_uri, tmp_path)
+    notes = tmp_path / "notes.md"
+    notes.write_text("The ranking shows <b>this</b>.\n\nIt does not show that.\n")
+    out = tmp_path / "board"
+    result = CliRunner().invoke(app, ["leaderboard", "--tracking-uri", tracking_uri, "--out", str(out),
+                                      "--notes", str(notes)])
+    assert result.exit_code == 0, result.output
+    readme = (out / "README.md").read_text()
+    assert readme.rstrip().endswith("It does not show that.")
+    assert "## What the ranking shows, and what it does not" in readme
+    page = (out / "index.html").read_text()
+    assert "<p>The ranking shows &lt;b&gt;this&lt;/b&gt;.</p><p>It does not show that.</p>" in page
+    missing = CliRunner().invoke(app, ["leaderboard", "--tracking-uri", tracking_uri, "--out", str(tmp_path / "b2"),
+                                       "--notes", str(tmp_path / "absent.md")])
+    assert missing.exit_code == 2 and "--notes: cannot read" in missing.output
+    assert not (tmp_path / "b2").exists()
