@@ -58,3 +58,26 @@ def test_no_machine_path_is_published(name):
     text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", text)  # base64 may spell anything
     for path in ("/tmp/", "/home/", "/root/", "/work/", "sqlite:////"):
         assert path not in text, (name, path)
+
+
+def test_the_published_page_opens_in_chromium_with_its_plots_and_notes():
+    import shutil
+
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("needs a chromium binary")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto((BOARD / "index.html").resolve().as_uri())
+            drawn = page.evaluate("Array.from(document.images).filter(i => i.naturalWidth > 0).length")
+            pareto = page.locator("img.pareto").count()
+            text = page.locator("body").inner_text()
+        finally:
+            browser.close()
+    assert drawn >= 6 and pareto >= 3  # a Pareto plot and bar plots per dataset
+    assert "What the ranking shows, and what it does not" in text
+    for path in ("/tmp/", "/home/", "/root/", "/work/"):
+        assert path not in text
