@@ -30,6 +30,7 @@ def gpu_config(folder, method: str, model: str, placement: str, **overrides):
         "method": method, "dataset": "image_folder", "model": model, "device": "cuda", "epochs": 1,
         "batch_size": 8, "amp": True, "channels_last": True, "data_placement": placement,
         "experiment": "gpu", "log_model": method == "vanilla",
+        "allow_unsuited": True,  # GPU mechanics: gradient alignment runs on the injected artifact too
         "dataset_params": {"root": str(folder), "image_size": 64, "artifact": "patch", "p": 0.8},
         **overrides,
     })

@@ -77,7 +77,9 @@ def test_method_hparam_checks_see_what_an_injected_artifact_provides(tmp_path):
             "hparams": {"bias_source": "labels"}, "dataset_params": {"root": str(root)}}
     with pytest.raises(ConfigError, match="hparams.bias_source"):
         resolve_config(base)
-    injected = {**base, "dataset_params": {"root": str(root), "artifact": "patch"}}
+    # allow_unsuited: GA is unsuited to an injected artifact (one attacked class); the
+    # hparam check is what this test is about.
+    injected = {**base, "dataset_params": {"root": str(root), "artifact": "patch"}, "allow_unsuited": True}
     assert resolve_config(injected).hparams["bias_source"] == "labels"
 
 

@@ -194,6 +194,7 @@ def test_every_method_runs_end_to_end_on_streamed_images(folder, tracker, tmp_pa
         "method": method, "dataset": "image_folder", "device": "cpu", "epochs": 1, "batch_size": 8,
         "data_placement": "stream", "experiment": "streamed", "checkpoint_dir": str(tmp_path / "ckpt"),
         "dataset_params": {"root": str(folder), "image_size": 16, "artifact": "patch", "p": 0.5},
+        "allow_unsuited": True,  # streaming mechanics: gradient alignment runs on the injected artifact too
     })  # p 0.5: the attacked class has training samples with and without the patch (CAVs need both)
     with one_thread():
         result = run(config, tracker, progress=False)
