@@ -158,7 +158,8 @@ def summary_metrics(runs: pd.DataFrame) -> tuple[str, ...]:
 
 # --- the verdict -----------------------------------------------------------------------------
 
-def _present(frame: pd.DataFrame, metric: str) -> bool:
+def has_metric(frame: pd.DataFrame, metric: str) -> bool:
+    """Whether a summary ``frame`` holds a value of ``metric`` in any row."""
     return metric in frame.columns and bool(frame[metric].notna().any())
 
 
@@ -171,7 +172,7 @@ def _finite(value: Any) -> bool:
 
 def clean_metric(frame: pd.DataFrame) -> str | None:
     """Clean accuracy: ``test_clean_acc`` where logged, else the natural ``test_acc``."""
-    return next((m for m in ("test_clean_acc", "test_acc") if _present(frame, m)), None)
+    return next((m for m in ("test_clean_acc", "test_acc") if has_metric(frame, m)), None)
 
 
 def ranked_metrics(frame: pd.DataFrame) -> tuple[str, ...]:
@@ -181,8 +182,8 @@ def ranked_metrics(frame: pd.DataFrame) -> tuple[str, ...]:
     every image, the RR-ClArC paper's measure of a correction; on colour datasets it is
     near 1 for every model and ranks nothing."""
     clean = clean_metric(frame)
-    biased = ("test_biased_acc",) if _present(frame, "artifact_relevance") else ()
-    return tuple(m for m in (clean, *biased, *BIAS_METRICS) if m and _present(frame, m))
+    biased = ("test_biased_acc",) if has_metric(frame, "artifact_relevance") else ()
+    return tuple(m for m in (clean, *biased, *BIAS_METRICS) if m and has_metric(frame, m))
 
 
 def pareto_axes(frame: pd.DataFrame) -> tuple[str, str] | None:
@@ -191,7 +192,7 @@ def pareto_axes(frame: pd.DataFrame) -> tuple[str, str] | None:
     their "conflicting" samples are the attacked class's clean images only), else
     conflicting accuracy, else worst-group accuracy."""
     x = clean_metric(frame)
-    y = next((m for m in ("artifact_relevance", *BIAS_METRICS) if _present(frame, m)), None)
+    y = next((m for m in ("artifact_relevance", *BIAS_METRICS) if has_metric(frame, m)), None)
     return (x, y) if x and y else None
 
 
@@ -377,7 +378,7 @@ def markdown(summary: pd.DataFrame, info: dict[str, str], metrics: tuple[str, ..
         return "\n".join([*lines, "No rule selected any result.", ""])
     for dataset, frame in summary.groupby("dataset", sort=False):
         lines += [f"## {_md(dataset)}", "", *_verdict_lines(frame)]
-        shown = [m for m in metrics if _present(frame, m)]
+        shown = [m for m in metrics if has_metric(frame, m)]
         for rule, rows in frame.groupby("rule", sort=False):
             first = rows.iloc[0]
             oracle = bool(first.get("oracle", False))

@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from debiasbench.leaderboard import (LOWER_IS_BETTER, RANKS_TEXT, SUMMARY_COLUMNS, add_verdict, better,
-                                     group_label, pareto_axes, public_frame, public_text, sentence, store_label,
-                                     verdict_rule, verdicts)
+from debiasbench.leaderboard import (LOWER_IS_BETTER, NOTES_HEADING, RANKS_TEXT, SUMMARY_COLUMNS, add_verdict,
+                                     better, group_label, has_metric, pareto_axes, public_frame, public_text,
+                                     sentence, store_label, verdict_rule, verdicts)
 
 _Options = tuple[tuple[str, tuple[str, ...]], ...]
 # Per plot: (title, metrics) options, the first with any logged metric wins; y label; y range.
@@ -111,10 +111,6 @@ def _num(row: pd.Series, column: str) -> float:
 def _text(row: pd.Series, column: str) -> str:
     value = row.get(column, "")
     return "" if value is None or pd.isna(value) else str(value)
-
-
-def _present(frame: pd.DataFrame, metric: str) -> bool:
-    return metric in frame.columns and bool(frame[metric].notna().any())
 
 
 def _metric_cell(mean: float, se: float, rank: float = math.nan, metric: str = "") -> str:
@@ -268,7 +264,7 @@ def _plots(dataset: str, frame: pd.DataFrame, metrics: Sequence[str]) -> list[st
             alt = f"Pareto plot on {dataset} {where}, rule {rule} ({label}): {axes[0]} vs. {axes[1]}; front: {front}"
             images.append(f'<img class="plot pareto" src="{_pareto_plot(group, *axes, title)}" alt="{_e(alt)}">')
     for options, ylabel, ylim in _PLOTS:
-        chosen = [(t, [m for m in ms if m in metrics and _present(rows, m)]) for t, ms in options]
+        chosen = [(t, [m for m in ms if m in metrics and has_metric(rows, m)]) for t, ms in options]
         title, shown = next(((t, ms) for t, ms in chosen if ms), ("", []))
         if shown:
             alt = f"{title} per method on {dataset}, rule {rule}: {', '.join(shown)}"
@@ -278,7 +274,7 @@ def _plots(dataset: str, frame: pd.DataFrame, metrics: Sequence[str]) -> list[st
 
 
 def _dataset_section(dataset: str, frame: pd.DataFrame, metrics: Sequence[str], number: int) -> str:
-    shown = [m for m in metrics if _present(frame, m)]
+    shown = [m for m in metrics if has_metric(frame, m)]
     images = _plots(dataset, frame, shown)
     tables = []
     for k, (rule, rows) in enumerate(frame.groupby("rule", sort=False)):
@@ -327,8 +323,6 @@ def _with_rules(summary: pd.DataFrame, info: dict[str, str]) -> pd.DataFrame:
 
 def _notes(info: dict[str, str]) -> str:
     """The maintainers' reading of the tables (``--notes``): escaped paragraphs, no markup."""
-    from debiasbench.leaderboard import NOTES_HEADING
-
     paragraphs = [" ".join(p.split()) for p in info.get("notes", "").split("\n\n") if p.strip()]
     if not paragraphs:
         return ""
@@ -340,7 +334,7 @@ def render_page(summary: pd.DataFrame, info: dict[str, str], metrics: Sequence[s
     """The leaderboard for ``summary`` (one row per rule and selected result) as one HTML document."""
     # Paths are hidden by the caller (write_leaderboard); again here, so no caller can leak one.
     summary = public_frame(_with_rules(summary, info), ("setting", "hparams")) if len(summary) else summary
-    shown = [m for m in metrics if _present(summary, m)]
+    shown = [m for m in metrics if has_metric(summary, m)]
     sections = "".join(_dataset_section(str(d), frame, shown, k)
                        for k, (d, frame) in enumerate(summary.groupby("dataset", sort=False))) if len(summary) else ""
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
