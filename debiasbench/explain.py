@@ -39,14 +39,13 @@ gradient the same choice keeps the two methods on one input and keeps Euler's id
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from debiasbench.atomic import atomic_file
 from debiasbench.errors import UserError, unknown_name_message
 from debiasbench.models import LatentModel, eval_mode
 
@@ -462,13 +461,5 @@ def heatmap_grid(
     for ax, title in zip(axes[0], ("input", "mask" if masks is not None else "no mask", "relevance")):
         ax.set_title(title, fontsize=9)
 
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            fig.savefig(stream, format="png")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as stream:
+        fig.savefig(stream, format="png")

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import gzip
 import os
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from debiasbench.atomic import atomic_file
 from debiasbench.errors import UserError
 
 __all__ = ["MNIST_FILES", "find_mnist", "mnist_file", "read_idx", "read_mnist", "write_idx"]
@@ -105,18 +105,8 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None 
                + np.ascontiguousarray(array, dtype=IDX_TYPES[code]).tobytes())
     if compress if compress is not None else path.suffix == ".gz":
         payload = gzip.compress(payload, compresslevel=6, mtime=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the data from other users
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(payload)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, permissions=0o644) as stream:  # data other users read too
+        stream.write(payload)
     return path
 
 
