@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from debiasbench.tracking import Tracker
 
 __all__ = ["SMALL_IMAGES", "TINY_PARAMS", "TINY_SYNTHETIC", "TIMING_METRICS", "check_dataset", "check_method",
-           "crash_resume_and_rerun", "crashing_once", "one_thread", "run_sweep_file", "tiny_config",
+           "claim_variant", "crash_resume_and_rerun", "crashing_once", "one_thread", "run_sweep_file", "tiny_config",
            "without_timing"]
 
 #: synthetic_artifacts small enough for an end-to-end run in about a second on a CPU.
@@ -52,6 +52,14 @@ def run_sweep_file(path: str | Path, folder: Path) -> tuple[list[RunConfig], lis
     jobs = [dataclasses.replace(job, checkpoint_dir=str(folder / "ckpt")) for job in load_sweep(path)]
     with one_thread():
         return jobs, run_sweep(jobs, f"sqlite:///{folder / 'mlflow.db'}", log=lambda line: None)
+
+
+def claim_variant(config: RunConfig) -> str:
+    """How claim tests name a run of an unknown-bias sweep: ``ga_labels`` / ``ga_mined`` for
+    gradient alignment by its bias source, the method's name otherwise."""
+    if config.method == "gradient_alignment":
+        return f"ga_{config.hparams['bias_source']}"
+    return config.method
 
 
 def crash_resume_and_rerun(config: RunConfig, tracker: "Tracker") -> tuple["RunResult", "RunResult"]:

@@ -15,16 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from debiasbench.testing import run_sweep_file
+from debiasbench.testing import claim_variant, run_sweep_file
 
 SWEEP = Path(__file__).parent.parent / "benchmarks" / "unknown_bias_digits.yaml"
 VARIANTS = ("ga_labels", "ga_mined", "pgd")
-
-
-def variant(config) -> str:
-    if config.method == "gradient_alignment":
-        return f"ga_{config.hparams['bias_source']}"
-    return config.method
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +28,7 @@ def results(tmp_path_factory):
     assert {r.status for r in done} == {"FINISHED"}
     groups: dict[tuple[float, str], list[dict[str, float]]] = {}
     for r in done:
-        groups.setdefault((r.config.dataset_params["bias_ratio"], variant(r.config)), []).append(r.metrics)
+        groups.setdefault((r.config.dataset_params["bias_ratio"], claim_variant(r.config)), []).append(r.metrics)
     assert all(len(runs) == 3 for runs in groups.values())
     return {key: {name: statistics.mean(m[name] for m in runs) for name in runs[0]}
             for key, runs in groups.items()}

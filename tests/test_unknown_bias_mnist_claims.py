@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from debiasbench.testing import run_sweep_file
+from debiasbench.testing import claim_variant, run_sweep_file
 
 REPO = Path(__file__).resolve().parent.parent
 SWEEP = REPO / "benchmarks" / "unknown_bias_mnist.yaml"
@@ -30,12 +30,6 @@ DIGITS = REPO / "data" / "MNIST" / "raw"
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not (DIGITS / "train-images-idx3-ubyte.gz").exists(),
                                  reason=f"needs the real digits in {DIGITS}: run `make mnist`")]
-
-
-def variant(config) -> str:
-    if config.method == "gradient_alignment":
-        return f"ga_{config.hparams['bias_source']}"
-    return config.method
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +45,7 @@ def results(tmp_path_factory):
     assert {r.status for r in done} == {"FINISHED"}
     groups: dict[str, list[dict[str, float]]] = {}
     for r in done:
-        groups.setdefault(variant(r.config), []).append(r.metrics)
+        groups.setdefault(claim_variant(r.config), []).append(r.metrics)
     assert sorted(groups) == ["ga_labels", "ga_mined", "jtt", "lff", "pgd", "vanilla"]
     assert all(len(runs) == 3 for runs in groups.values())
     return {key: {name: statistics.mean(m[name] for m in runs) for name in runs[0]}
