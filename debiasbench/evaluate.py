@@ -39,8 +39,10 @@ def predict(model: nn.Module, x: Tensor | Split, batch_size: int | None,
 
 
 def split_metrics(prefix: str, preds: Tensor, split: Split, num_classes: int, num_bias: int,
-                  full: bool) -> dict[str, Tensor]:
-    """Accuracy of ``preds`` on ``split``; with ``full`` also group and conflicting accuracy."""
+                  full: bool, facts: bool = True) -> dict[str, Tensor]:
+    """Accuracy of ``preds`` on ``split``; with ``full`` also group and conflicting accuracy,
+    and with ``facts`` the split's group sizes (the same for every model: the per-epoch
+    validation leaves them out)."""
     correct = (preds == split.y).float()
     metrics = {f"{prefix}_acc": correct.mean()}
     if not full:
@@ -57,6 +59,8 @@ def split_metrics(prefix: str, preds: Tensor, split: Split, num_classes: int, nu
     nan = torch.tensor(float("nan"), device=preds.device)
     metrics[f"{prefix}_worst_group_acc"] = torch.where(nonempty, accuracy, torch.inf).min().where(nonempty.any(), nan)
     metrics[f"{prefix}_unbiased_acc"] = (accuracy * nonempty).sum() / nonempty.sum()
+    if not facts:
+        return metrics
     metrics[f"{prefix}_smallest_group"] = torch.where(nonempty, counts, counts.max()).min().float()
     metrics[f"{prefix}_empty_groups"] = (~nonempty).sum().float()
     return metrics
@@ -64,8 +68,10 @@ def split_metrics(prefix: str, preds: Tensor, split: Split, num_classes: int, nu
 
 def evaluate(model: nn.Module, dataset: BenchmarkDataset, batch_size: int | None = None,
              prefixes: tuple[str, ...] | None = None,
-             autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> dict[str, float]:
-    """Metrics on every evaluation view whose name starts with one of ``prefixes``.
+             autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+             facts: bool = True) -> dict[str, float]:
+    """Metrics on every evaluation view whose name starts with one of ``prefixes``; the
+    splits' group sizes too unless ``facts`` is false.
 
     Metrics that are undefined on a view (no bias labels, no conflicting sample) are
     left out rather than reported as NaN.
@@ -77,7 +83,7 @@ def evaluate(model: nn.Module, dataset: BenchmarkDataset, batch_size: int | None
                 continue
             preds = predict(model, split, batch_size, autocast)
             metrics.update(split_metrics(name, preds, split, dataset.num_classes, dataset.num_bias,
-                                         full=name in NATURAL_SPLITS))
+                                         full=name in NATURAL_SPLITS, facts=facts))
     if not metrics:
         return {}
     values = torch.stack(list(metrics.values())).float().cpu().tolist()

@@ -160,7 +160,7 @@ class Trainer:
             train_seconds += time.perf_counter() - began
             samples += train_logs.pop("samples")
             val = evaluate(method.eval_model(model), self.dataset, config.eval_batch_size,
-                           prefixes=("val",), autocast=self.autocast)
+                           prefixes=("val",), autocast=self.autocast, facts=False)
             self.tracked.log_metrics({**{f"epoch/{k}": v for k, v in {**train_logs, **val}.items()}},
                                      step=epoch + 1)
             if config.selection == "best" and config.selection_metric not in val:

@@ -53,6 +53,9 @@ def test_search_runs_returns_the_run_with_the_contract_metric_names(tracker, tra
     assert row["params.dataset_params.p"] == "0.5"
     history = tracker.client.get_metric_history(result.run_id, "epoch/val_acc")
     assert [m.step for m in history] == [1, 2]
+    # the validation split's group sizes are logged once, as facts, not as per-epoch curves
+    assert row["metrics.val_smallest_group"] >= 1 and "metrics.epoch/val_acc" in row
+    assert "metrics.epoch/val_smallest_group" not in row
     artifacts = [a.path for a in tracker.client.list_artifacts(result.run_id)]
     assert "config.yaml" in artifacts
 
