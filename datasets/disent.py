@@ -109,8 +109,10 @@ class DisEntLayout(ImageFileDataset):
         percent = self.p["percent"]
         train = base / percent
         if Path(percent).name != percent or percent in ("", ".", "..") or not train.is_dir():
-            found = sorted(child.name for child in base.iterdir() if child.is_dir()
-                           and not child.name.startswith(".") and child.name not in ("valid", "test"))
+            # a ratio folder is one with training images under align/: a root pointed at the
+            # wrong folder lists none, not every folder it holds
+            found = sorted(child.name for child in base.iterdir()
+                           if not child.name.startswith(".") and (child / "align").is_dir())
             raise UserError(f"{self.name}: dataset_params.percent={percent!r} but '{train}' is not a folder; "
                             f"ratio folders found in '{base}': {', '.join(found) or 'none'}; "
                             f"expected layout: {self.layout}")

@@ -129,6 +129,7 @@ def test_root_may_be_the_dataset_folder_and_valid_may_lie_beside_the_ratio_folde
 @pytest.mark.parametrize("name", ["cmnist", "cifar10c", "bffhq"])
 def test_an_unknown_percent_lists_the_ratio_folders_found(name, tmp_path):
     root = tree(name, tmp_path)
+    (root / name / "notes").mkdir()  # not a ratio folder: no align/ in it
     found = "0.5pct" if name == "bffhq" else "1pct, 5pct"
     for percent in ("3pct", "..", "test/0"):  # a folder of the dataset, never a path out of it
         message = one_line_error(name, root=str(root), percent=percent)
