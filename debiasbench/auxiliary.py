@@ -1,8 +1,9 @@
 """Auxiliary models that methods train in ``prepare`` (biased models, peers).
 
 They use the run's architecture, device and data, the same device-resident loader as the
-runner, and a generator derived from the run seed, so a method's preparation is as
-reproducible and as fast as the main training loop.
+runner, the same ``TrainingStep`` and named random streams of the run
+(``RunContext.stream``), so a method's preparation is as reproducible and as fast as the
+main training loop.
 """
 
 from __future__ import annotations
@@ -15,38 +16,37 @@ from torch import Tensor
 from debiasbench.data import DeviceLoader, Sampler, Split, input_batches
 from debiasbench.method import Batch, RunContext
 from debiasbench.models import LatentModel, build_model, eval_mode
+from debiasbench.training_step import TrainingStep
 
 
-def fresh_model(ctx: RunContext, seed_offset: int = 1) -> LatentModel:
+def fresh_model(ctx: RunContext, name: str) -> LatentModel:
     """A new, randomly initialised model like the run's (architecture, classes, device).
 
-    Initialised from ``seed + seed_offset`` so auxiliary models differ from the main one
-    and from each other, and do not disturb the global random state of the run.
+    Initialised from the run's stream ``name`` (``ctx.init``), so auxiliary models differ
+    from the main one and from each other, and building one leaves the run's global random
+    state as it was.
     """
     config = ctx.config
-    with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
-        torch.manual_seed(config.seed * 1000 + seed_offset)
+    with ctx.init(name):
         model = build_model(config.model, ctx.dataset.num_classes, config.latent_layer,
                             config.pretrained, input_shape=ctx.dataset.sample_shape)
     return model.to(ctx.device)
 
 
-def make_generator(ctx: RunContext, seed_offset: int) -> torch.Generator:
-    return torch.Generator(device=ctx.device).manual_seed(ctx.config.seed * 1000 + seed_offset)
-
-
 def train_model(model: LatentModel, split: Split, loss_fn: Callable[[LatentModel, Batch], Tensor],
-                epochs: int, batch_size: int, lr: float, generator: torch.Generator,
+                epochs: int, batch_size: int, step: TrainingStep, generator: torch.Generator,
                 sampler: Sampler | None = None) -> LatentModel:
-    """Plain Adam training of ``model`` on ``split`` with ``loss_fn``; returns it in eval mode."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    """Train ``model`` on ``split`` with ``loss_fn`` through ``step`` (which holds its
+    optimiser, schedule and clipping); returns it in eval mode."""
     loader = DeviceLoader(split, batch_size, generator, sampler=sampler)
     model.train()
-    for _ in range(epochs):
+    for epoch in range(epochs):
+        step.phase = f"in epoch {epoch + 1}"
         for batch in loader:
-            optimizer.zero_grad(set_to_none=True)
-            loss_fn(model, batch).backward()
-            optimizer.step()
+            with step.autocast():
+                loss = loss_fn(model, batch)
+            step.update(loss)
+        step.check_finite()
     return model.eval()
 
 

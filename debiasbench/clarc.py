@@ -52,8 +52,8 @@ def shift_to_length(latent: Tensor, cav: Tensor, target: Tensor | float, only_do
 class ClArCMethod(Method):
     """Base of post-hoc corrections that model the artifact as a CAV.
 
-    Starts from the vanilla checkpoint of the same dataset / model / seed (``requires``
-    ``pretrained_checkpoint``) and by default fine-tunes only the layers after the latent
+    Starts from the vanilla checkpoint of the same dataset / model / seed
+    (``starts_from_vanilla``) and by default fine-tunes only the layers after the latent
     layer (``finetune``: ``after_latent``; ``linear`` trains only linear layers, which is
     what the authors' code does by freezing every conv and BatchNorm layer; ``all``).
     ``cav_samples``: ``predicted`` (default, the authors' rule) fits the CAV and the mean
@@ -68,7 +68,8 @@ class ClArCMethod(Method):
     the default here; set ``optimizer``/``lr`` to reproduce theirs.
     """
 
-    requires = frozenset({"artifact_labels", "pretrained_checkpoint"})
+    requires = frozenset({"artifact_labels"})
+    starts_from_vanilla = True
     hparams = {
         "cav_kind": HParam("pattern", Choice(CAV_KINDS), choices=CAV_KINDS,
                            help="how the artifact CAV is fitted"),

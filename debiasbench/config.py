@@ -232,12 +232,13 @@ def resolve_config(raw: Mapping[str, Any]) -> RunConfig:
 
 
 def check_requirements(method_cls: Any, dataset_cls: Any, dataset_params: Mapping[str, Any] | None = None) -> None:
-    """Refuse a dataset that lacks what the method needs (checkpoints are found at run time).
+    """Refuse a dataset that lacks what the method needs (a vanilla base model, for methods
+    that start from one, is found or trained at run time).
 
     With ``dataset_params``, what the dataset provides under them (an injected artifact
     adds artifact labels and masks to a real dataset)."""
     provides = dataset_cls.provides if dataset_params is None else dataset_cls.provides_for(dataset_params)
-    missing = sorted(set(method_cls.requires) - set(provides) - {"pretrained_checkpoint"})
+    missing = sorted(set(method_cls.requires) - set(provides))
     if missing:
         provided = ", ".join(sorted(provides)) or "nothing"
         raise ConfigError(f"method {method_cls.name!r} requires {', '.join(missing)}, which dataset "

@@ -22,10 +22,10 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch import Tensor
 
-from debiasbench.data import PROVIDES, BenchmarkDataset, Split
+from debiasbench.data import CAPABILITIES, BenchmarkDataset, Split
 from debiasbench.errors import ConfigError, UserError
 from debiasbench.hparams import Choice, HParam, IntUniform, LogUniform, Uniform, resolve
-from debiasbench.method import REQUIREMENTS, Method, RunContext
+from debiasbench.method import Method, RunContext
 from debiasbench.registry import DATASETS, METHODS, Registry
 
 #: Experiment of the end-to-end runs.
@@ -114,12 +114,12 @@ def check_dataset(dataset_cls: type[BenchmarkDataset], **params: Any) -> Benchma
     _check_names(dataset_cls, where)
     check_declarations(dataset_cls.params, "dataset_params.", where)
     _check_train_defaults(dataset_cls, where)
-    if not isinstance(dataset_cls.provides, (set, frozenset)) or not set(dataset_cls.provides) <= PROVIDES:
-        _fail(where, f"provides must be a subset of {sorted(PROVIDES)}, got {dataset_cls.provides!r}")
+    if not isinstance(dataset_cls.provides, (set, frozenset)) or not set(dataset_cls.provides) <= CAPABILITIES:
+        _fail(where, f"provides must be a subset of {sorted(CAPABILITIES)}, got {dataset_cls.provides!r}")
     resolved = resolve(dataset_cls.params, params, "dataset_params.")
     provides = dataset_cls.provides_for(resolved)  # e.g. an injected artifact adds masks
-    if not isinstance(provides, (set, frozenset)) or not set(provides) <= PROVIDES:
-        _fail(where, f"provides_for({params!r}) must be a subset of {sorted(PROVIDES)}, got {provides!r}")
+    if not isinstance(provides, (set, frozenset)) or not set(provides) <= CAPABILITIES:
+        _fail(where, f"provides_for({params!r}) must be a subset of {sorted(CAPABILITIES)}, got {provides!r}")
     data = dataset_cls(**resolved)
     _check_built(data, provides, where)
     again = dataset_cls(**resolved)
@@ -252,11 +252,13 @@ def check_method(method_cls: type[Method], dataset: str | type[BenchmarkDataset]
     """Check ``method_cls`` against the method contract on a tiny CPU dataset:
 
     - declarations: ``name``, ``hparams`` (HParam, defaults and search spaces inside
-      their bounds), ``requires`` a subset of ``REQUIREMENTS``, valid ``train_defaults``;
+      their bounds), ``requires`` a subset of ``CAPABILITIES``, ``starts_from_vanilla``
+      a bool, valid ``train_defaults``;
     - config validation refuses a dataset lacking each requirement;
     - on a copy of the dataset stripped to what it requires (``minimal_dataset``),
       ``prepare`` runs and ``loss`` is a finite scalar, differentiable with a finite
-      gradient for every trainable parameter; ``eval_model`` gives logits;
+      gradient for every trainable parameter, its logs one-element tensors or Python
+      numbers; ``eval_model`` gives logits;
     - ``end_to_end``: one epoch through the runner into ``tracking_uri`` (default: a
       temporary sqlite store, ``shared_store``), the run FINISHED with ``RUN_METRICS``
       finite in the store.
@@ -271,12 +273,14 @@ def check_method(method_cls: type[Method], dataset: str | type[BenchmarkDataset]
     check_declarations(method_cls.hparams, "hparams.", where)
     _check_train_defaults(method_cls, where)
     requires = method_cls.requires
-    if not isinstance(requires, (set, frozenset)) or not set(requires) <= REQUIREMENTS:
-        _fail(where, f"requires must be a subset of {sorted(REQUIREMENTS)}, got {requires!r}")
+    if not isinstance(requires, (set, frozenset)) or not set(requires) <= CAPABILITIES:
+        _fail(where, f"requires must be a subset of {sorted(CAPABILITIES)}, got {requires!r}")
+    if not isinstance(method_cls.starts_from_vanilla, bool):
+        _fail(where, f"starts_from_vanilla must be a bool, got {method_cls.starts_from_vanilla!r}")
     _check_refusals(method_cls, where)
     dataset_cls = DATASETS.get(dataset) if isinstance(dataset, str) else dataset
     params = dict(TINY_PARAMS.get(dataset_cls.name, {}) if dataset_params is None else dataset_params)
-    lacking = set(requires) - set(dataset_cls.provides) - {"pretrained_checkpoint"}
+    lacking = set(requires) - set(dataset_cls.provides)
     if lacking:
         raise AssertionError(f"{where}: check it on a dataset that provides {sorted(lacking)}; "
                              f"{dataset_cls.name!r} provides {sorted(dataset_cls.provides)}")
@@ -298,8 +302,8 @@ def check_method(method_cls: type[Method], dataset: str | type[BenchmarkDataset]
 def _check_refusals(method_cls: type[Method], where: str) -> None:
     from debiasbench.config import check_requirements
 
-    for need in sorted(set(method_cls.requires) - {"pretrained_checkpoint"}):
-        lacking = type("Lacking", (BenchmarkDataset,), {"name": f"lacking_{need}", "provides": PROVIDES - {need}})
+    for need in sorted(method_cls.requires):
+        lacking = type("Lacking", (BenchmarkDataset,), {"name": f"lacking_{need}", "provides": CAPABILITIES - {need}})
         try:
             check_requirements(method_cls, lacking)
         except ConfigError as exc:
@@ -321,7 +325,7 @@ def _check_loss(method_cls: type[Method], config: Any, dataset_cls: type, where:
     generator = torch.Generator().manual_seed(config.seed)
     ctx = RunContext(config=config, dataset=data, model=model, device=torch.device("cpu"), generator=generator)
     batch = train.batch(torch.randperm(len(train), generator=generator)[:config.batch_size])
-    stripped = sorted(PROVIDES - set(method_cls.requires))
+    stripped = sorted(CAPABILITIES - set(method_cls.requires))
     try:
         method = method_cls(config.hparams, ctx)
         method.prepare(ctx)
@@ -349,15 +353,19 @@ def _check_gradients(method: Method, model: torch.nn.Module, batch: Any, params:
     model.train()
     result = method.loss(model, batch)
     if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict)):
-        _fail(where, "loss must return (scalar tensor, dict of name -> scalar tensor)")
+        _fail(where, "loss must return (scalar tensor, dict of name -> scalar tensor or number)")
     loss, logs = result
     if not isinstance(loss, Tensor) or loss.ndim != 0:
         _fail(where, f"loss must be a scalar tensor, got {getattr(loss, 'shape', loss)!r}")
     if not torch.isfinite(loss):
         _fail(where, f"loss is not finite ({loss.item()}) on a tiny batch of the defaults")
     for key, value in logs.items():
-        if not isinstance(value, Tensor) or value.numel() != 1:
-            _fail(where, f"logged value {key!r} must be a one-element tensor, got {value!r}")
+        if isinstance(value, Tensor):
+            if value.numel() != 1:
+                _fail(where, f"logged value {key!r} must have one element, got shape {tuple(value.shape)}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(where, f"logged value {key!r} must be a tensor or a Python number, "
+                         f"got {type(value).__name__}")
     if not loss.requires_grad:
         _fail(where, "loss is not differentiable w.r.t. the trainable parameters (detached?)")
     loss.backward()

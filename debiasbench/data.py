@@ -14,20 +14,45 @@ from __future__ import annotations
 import math
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Protocol
 
 import torch
 from torch import Tensor
 
 from debiasbench.hparams import HParam
-from debiasbench.method import Batch
 from debiasbench.pixels import Pixels, TensorPixels, Unmasked
 
-#: What a dataset may provide; methods name a subset of these in ``requires``.
-PROVIDES = frozenset({"bias_labels", "artifact_labels", "artifact_masks"})
+#: The one vocabulary of what a dataset may provide (``BenchmarkDataset.provides``) and a
+#: method may require (``Method.requires``). Whether a method starts from a trained vanilla
+#: model is not something a dataset provides: that is ``Method.starts_from_vanilla``.
+CAPABILITIES = frozenset({"bias_labels", "artifact_labels", "artifact_masks"})
+#: Former name of ``CAPABILITIES`` (kept for plugins that import it).
+PROVIDES = CAPABILITIES
 #: Streamed batches read ahead of the one being trained on, and the threads reading them.
 PREFETCH_BATCHES, PREFETCH_THREADS = 4, 2
 _META = ("y", "bias", "artifact", "conflicting")
+
+
+@dataclass
+class Batch:
+    """One mini-batch, already on the training device.
+
+    ``bias`` is the bias attribute id (-1 where unknown), ``artifact`` whether the sample
+    carries the artifact, ``mask`` the artifact's pixels (or None when the dataset has no
+    masks) and ``index`` each sample's position in its split, so methods can keep
+    per-sample state (scores, moving averages) without a lookup table.
+    """
+
+    x: Tensor
+    y: Tensor
+    bias: Tensor
+    artifact: Tensor
+    mask: Tensor | None
+    index: Tensor
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
 
 
 class Split:
@@ -220,7 +245,7 @@ class BenchmarkDataset:
     """Base class of every dataset plugin.
 
     A subclass declares ``name``, ``description``, ``params`` (its ``dataset_params``),
-    ``provides`` (a subset of ``PROVIDES``) and builds in ``__init__``:
+    ``provides`` (a subset of ``CAPABILITIES``) and builds in ``__init__``:
     ``splits`` with ``train``, ``val``, ``test`` and ``views`` holding the controlled test
     views ``test_clean`` (no artifact anywhere) and ``test_biased`` (artifact everywhere /
     bias aligned with the label), plus ``val_clean`` / ``val_biased`` likewise.

@@ -27,12 +27,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from debiasbench.data import BenchmarkDataset, Split
+from debiasbench.data import Batch, BenchmarkDataset, Split
 from debiasbench.errors import ConfigError, UserError
 from debiasbench.hparams import HParam
 from debiasbench.image_cache import CACHE_FOLDER, ImageReadError, open_images
 from debiasbench.injection import ARTIFACT_PARAMS, ARTIFACT_PROVIDES, injected_splits, injects, make_artifact
-from debiasbench.method import Batch
 from debiasbench.pixels import CachedPixels, ImageStore
 
 SPLITS = ("train", "val", "test")

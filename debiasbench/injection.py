@@ -24,13 +24,13 @@ import torch
 from torch import Tensor
 
 from debiasbench.artifacts import ALL_COLORS, COLORS, KINDS, Injector, make_injector
-from debiasbench.data import Split
+from debiasbench.data import CAPABILITIES, Split
 from debiasbench.errors import ConfigError
 from debiasbench.hparams import HParam
 from debiasbench.pixels import InjectedPixels, Injection, Pixels, TensorPixels
 
 #: What a dataset provides once an artifact is injected.
-ARTIFACT_PROVIDES = frozenset({"bias_labels", "artifact_labels", "artifact_masks"})
+ARTIFACT_PROVIDES = CAPABILITIES
 
 #: The dataset params of artifact injection, shared by every image-file dataset.
 ARTIFACT_PARAMS: dict[str, HParam] = {

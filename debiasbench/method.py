@@ -7,6 +7,7 @@ looks at test time. The runner owns the loop, optimiser, devices, seeds and logg
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping
 
@@ -14,46 +15,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from debiasbench.data import CAPABILITIES, Batch, BenchmarkDataset, Sampler
 from debiasbench.hparams import HParam
+from debiasbench.randomness import RandomStreams
 
 if TYPE_CHECKING:
     from debiasbench.config import RunConfig
-    from debiasbench.data import BenchmarkDataset, Sampler
     from debiasbench.models import LatentModel
 
-__all__ = ["Batch", "HParam", "Method", "RunContext", "REQUIREMENTS"]
-
-#: What a method may require of a dataset (or of the tracking store, for checkpoints).
-REQUIREMENTS = frozenset({"bias_labels", "artifact_labels", "artifact_masks", "pretrained_checkpoint"})
-
-
-@dataclass
-class Batch:
-    """One mini-batch, already on the training device.
-
-    ``bias`` is the bias attribute id (-1 where unknown), ``artifact`` whether the sample
-    carries the artifact, ``mask`` the artifact's pixels (or None when the dataset has no
-    masks) and ``index`` each sample's position in its split, so methods can keep
-    per-sample state (scores, moving averages) without a lookup table.
-    """
-
-    x: Tensor
-    y: Tensor
-    bias: Tensor
-    artifact: Tensor
-    mask: Tensor | None
-    index: Tensor
-
-    def __len__(self) -> int:
-        return self.x.shape[0]
+# ``Batch`` and ``Sampler`` live with the data (``debiasbench.data``); they are re-exported
+# here so that a method file needs one import: ``from debiasbench.method import Batch, Method``.
+__all__ = ["Batch", "CAPABILITIES", "HParam", "Method", "RunContext", "Sampler"]
 
 
 @dataclass
 class RunContext:
-    """Everything a method may look at while preparing and training."""
+    """Everything a method may look at while preparing and training.
+
+    Randomness: ``generator`` is the runner's training-order stream. Every other random
+    draw of a method comes from a stream named for its purpose: ``ctx.stream(name)`` for a
+    ``torch.Generator``, ``with ctx.init(name):`` around code that draws from torch's
+    global generator (building a model). Each stream's seed is derived from the run seed
+    by hashing its name (``debiasbench.randomness``), and every stream handed out is kept
+    in the run's checkpoints, so a resumed run ends as an uninterrupted one. Prefix names
+    with the method's name (``"jtt.identifier_init"``) so that shared helpers never meet.
+    """
 
     config: "RunConfig"
-    dataset: "BenchmarkDataset"
+    dataset: BenchmarkDataset
     model: "LatentModel"
     device: torch.device
     generator: torch.Generator
@@ -63,6 +52,22 @@ class RunContext:
     #: Per-class weights of the training cross-entropy (run key ``class_weights``), None: plain.
     class_weights: Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    #: The run's named streams; built from ``config.seed`` with ``generator`` as ``train``.
+    streams: RandomStreams | None = None
+
+    def __post_init__(self) -> None:
+        if self.streams is None:
+            self.streams = RandomStreams(self.config.seed, self.device, train=self.generator)
+
+    def stream(self, name: str, device: torch.device | str | None = None) -> torch.Generator:
+        """The generator named ``name``, seeded from the run seed and the name."""
+        assert self.streams is not None
+        return self.streams.get(name, device)
+
+    def init(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """A block whose draws from torch's global generator come from stream ``name``."""
+        assert self.streams is not None
+        return self.streams.init(name)
 
 
 class Method:
@@ -70,7 +75,10 @@ class Method:
 
     ``hparams`` declares the method's hyper-parameters (defaults and search spaces);
     an instance reads the resolved values as ``self.hp[name]``. ``requires`` names what
-    the dataset must provide; the runner refuses a dataset that lacks one.
+    the dataset must provide (a subset of ``CAPABILITIES``); the runner refuses a dataset
+    that lacks one. ``starts_from_vanilla`` says the method corrects a trained model: the
+    runner finds (or first trains) the vanilla run of the same dataset, model and seed and
+    loads its weights before ``prepare``.
     ``train_defaults`` overrides run config defaults (epochs, lr, optimizer, ...) for
     this method unless the user sets them.
     """
@@ -79,7 +87,14 @@ class Method:
     description: ClassVar[str] = ""
     hparams: ClassVar[dict[str, HParam]] = {}
     requires: ClassVar[frozenset[str]] = frozenset()
+    starts_from_vanilla: ClassVar[bool] = False
     train_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "pretrained_checkpoint" in getattr(cls, "requires", ()):
+            raise TypeError(f"method {cls.name or cls.__name__!r}: 'pretrained_checkpoint' is no longer a "
+                            "requirement; declare starts_from_vanilla = True instead")
 
     def __init__(self, hp: Mapping[str, Any], ctx: RunContext):
         self.hp = dict(hp)
@@ -111,7 +126,7 @@ class Method:
     def prepare(self, ctx: RunContext) -> None:
         """Work before training: fit CAVs, train auxiliary models, score samples."""
 
-    def sampler(self, ctx: RunContext) -> "Sampler | None":
+    def sampler(self, ctx: RunContext) -> Sampler | None:
         """Order of training samples per epoch; None means a uniform shuffle."""
         return None
 
@@ -120,7 +135,8 @@ class Method:
         return model.parameters()
 
     def loss(self, model: "LatentModel", batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        """Scalar training loss and named scalar tensors to log (kept on the device)."""
+        """Scalar training loss and named scalars to log: tensors (kept on the device, read
+        once per epoch) or Python numbers."""
         raise NotImplementedError
 
     def cross_entropy(self, logits: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:

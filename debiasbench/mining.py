@@ -26,10 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from debiasbench.auxiliary import fresh_model, make_generator, predict_proba
+from debiasbench.auxiliary import fresh_model, predict_proba
 from debiasbench.data import DeviceLoader
 from debiasbench.losses import generalized_cross_entropy
 from debiasbench.method import RunContext
+from debiasbench.training_step import TrainingStep
 
 __all__ = ["MiningResult", "class_normalised", "peer_weights", "mine_conflicting", "precision_recall"]
 
@@ -68,7 +69,7 @@ def _per_sample_loss(logits: Tensor, y: Tensor, loss: str, q: float) -> Tensor:
 
 def mine_conflicting(ctx: RunContext, epochs: int, eta: float = 0.5, tau: float = 0.8,
                      ascent: float = 1e-4, loss: str = "ce", q: float = 0.7,
-                     seed_offset: int = 101) -> MiningResult:
+                     streams: str = "mining") -> MiningResult:
     """Peer-picking on ``ctx.dataset.splits["train"]`` for ``epochs`` epochs (the authors'
     code: 50, bwbwzhao/Combating-Unknown-Bias@687309f ``mining/det_peer.py:111``).
 
@@ -77,13 +78,15 @@ def mine_conflicting(ctx: RunContext, epochs: int, eta: float = 0.5, tau: float 
     A sample is mined as bias-conflicting when its score is at least ``tau``
     (``debiasing/main_ecsga.py:105-107``). The score is one minus the two peers' mean
     true-class probability, averaged over every epoch (``det_peer.py:182, 193-195``;
-    ``main_ecsga.py:96``).
+    ``main_ecsga.py:96``). ``streams`` prefixes the names of the random streams the peers'
+    initialisations and the training order draw from.
     """
     train = ctx.dataset.splits["train"]
     num_classes = ctx.dataset.num_classes
-    peers = [fresh_model(ctx, seed_offset), fresh_model(ctx, seed_offset + 1)]
-    optimizers = [torch.optim.Adam(m.parameters(), lr=ctx.config.lr) for m in peers]
-    loader = DeviceLoader(train, ctx.config.batch_size, make_generator(ctx, seed_offset))
+    peers = [fresh_model(ctx, f"{streams}.peer{i}_init") for i in (0, 1)]
+    steps = [TrainingStep(m.parameters(), torch.optim.Adam(m.parameters(), lr=ctx.config.lr), device=ctx.device,
+                          what=f"mining peer {i}'s loss") for i, m in enumerate(peers)]
+    loader = DeviceLoader(train, ctx.config.batch_size, ctx.stream(f"{streams}.order"))
     confidence_sum = torch.zeros(len(train), device=train.y.device)
     for epoch in range(epochs):
         for model in peers:
@@ -95,10 +98,8 @@ def mine_conflicting(ctx: RunContext, epochs: int, eta: float = 0.5, tau: float 
             conf = [class_normalised(_true_class_proba(z, batch.y), batch.y, num_classes) for z in logits]
             weights = (peer_weights(conf[0], conf[1], eta, step_ascent),
                        peer_weights(conf[1], conf[0], eta, step_ascent))
-            for optimizer, per_sample, w in zip(optimizers, losses, weights):
-                optimizer.zero_grad(set_to_none=True)
-                (w * per_sample).mean().backward()
-                optimizer.step()
+            for step, per_sample, w in zip(steps, losses, weights):
+                step.update((w * per_sample).mean())
         p_y = [predict_proba(m, train, ctx.config.eval_batch_size).gather(1, train.y[:, None]).squeeze(1)
                for m in peers]
         confidence_sum += 0.5 * (p_y[0] + p_y[1])

@@ -8,7 +8,6 @@ atomic checkpoints (a killed run resumes from its last epoch) and logging.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import random
 import shutil
@@ -18,7 +17,7 @@ import time
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, ContextManager, Mapping
+from typing import ContextManager, Mapping
 
 import numpy as np
 import torch
@@ -31,13 +30,12 @@ from debiasbench.config import RunConfig
 from debiasbench.data import BenchmarkDataset, DeviceLoader
 from debiasbench.errors import RunFailed, UserError
 from debiasbench.evaluate import eval_batch_for, evaluate
-from debiasbench.method import RunContext
+from debiasbench.method import Method, RunContext
 from debiasbench.models import LatentModel, build_model
 from debiasbench.registry import DATASETS, METHODS
 from debiasbench.tracking import TrackedRun, Tracker
-
-#: Steps between host reads of the divergence flag (each read waits for the device).
-NONFINITE_CHECK_EVERY = 50
+from debiasbench.training_step import (  # noqa: F401  (make_optimizer, make_schedule: public here too)
+    NONFINITE_CHECK_EVERY, TrainingStep, autocast_for, make_optimizer, make_schedule)
 
 
 @dataclass
@@ -78,28 +76,24 @@ def build_run_model(config: RunConfig, dataset: BenchmarkDataset, device: torch.
     return model
 
 
-def make_optimizer(config: RunConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
-                               weight_decay=config.weight_decay)
-    optimizer_cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
-    return optimizer_cls(params, lr=config.lr, weight_decay=config.weight_decay)
-
-
-def make_schedule(config: RunConfig, optimizer: torch.optim.Optimizer, total_steps: int):
-    if config.schedule == "constant" or total_steps == 0:
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
-
-
 def show_progress() -> bool:
     """A progress bar for a human at a terminal; silent in CI and when piped."""
     return sys.stderr.isatty() and not os.environ.get("CI")
 
 
+@dataclass
+class Training:
+    """What the epoch loop works with: the method, its context, the loader and the step
+    (None where the method trains nothing, e.g. a projection applied at test time)."""
+
+    method: Method
+    ctx: RunContext
+    loader: DeviceLoader
+    step: TrainingStep | None
+
+
 class Trainer:
-    """The training loop of one run; built by ``run``."""
+    """The training loop of one run; built by ``run``. ``train`` reads as its steps."""
 
     def __init__(self, config: RunConfig, dataset: BenchmarkDataset, model: LatentModel,
                  tracked: TrackedRun, device: torch.device, progress: bool):
@@ -109,15 +103,38 @@ class Trainer:
         self.tracked = tracked
         self.device = device
         self.progress = progress
-        self.use_amp = config.amp and device.type == "cuda"
         self.checkpoint_dir = Path(config.checkpoint_dir) / config.run_key()
+        #: What ``prepare`` logs (mining precision, ...) is a result of the run too.
+        self.prepared: dict[str, float] = {}
+        self.train_seconds = 0.0
+        self.samples = 0
+        self.best: float | None = None
 
     def autocast(self) -> ContextManager:
-        if self.use_amp:
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast_for(self.device, self.config.amp)
 
-    def build(self) -> tuple[Any, RunContext]:
+    def train(self) -> dict[str, float]:
+        """Prepare the method, freeze what it does not train, run the epochs, select the
+        checkpoint, evaluate, explain and log; the final metrics."""
+        method, ctx = self.build()
+        self.prepare(method, ctx)
+        params = self.freeze(method)
+        training = self.training(method, ctx, params)
+        start_epoch = self.resume(training)
+        for epoch in range(start_epoch, self.config.epochs if training.step else 0):
+            self.run_epoch(training, epoch)
+        self.select()
+        final_model = method.eval_model(self.model)
+        metrics = {**self.prepared, **self.final_evaluation(final_model)}
+        metrics.update(self.explain(final_model))
+        if self.config.log_model:
+            self.log_model(self.model)
+        metrics["train_seconds"] = self.train_seconds
+        metrics["samples_per_second"] = self.samples / self.train_seconds if self.train_seconds > 0 else 0.0
+        return metrics
+
+    def build(self) -> tuple[Method, RunContext]:
+        """The method and its context: the run's streams, class weights and logging."""
         generator = torch.Generator(device=self.device).manual_seed(self.config.seed)
         weights = class_weights(self.config.class_weights, self.dataset.splits["train"].y,
                                 self.dataset.num_classes)
@@ -126,99 +143,131 @@ class Trainer:
                          class_weights=None if weights is None else weights.to(self.device))
         return METHODS.get(self.config.method)(self.config.hparams, ctx), ctx
 
-    def train(self) -> dict[str, float]:
-        config, model = self.config, self.model
-        method, ctx = self.build()
-        prepared: dict[str, float] = {}  # what prepare logs (mining precision ...) is a result too
-
+    def prepare(self, method: Method, ctx: RunContext) -> None:
+        """The method's preparation (CAVs, auxiliary models, mining), timed; what it logs is
+        kept as final metrics too."""
         def log_prepared(values: Mapping[str, float]) -> None:
-            prepared.update({k: float(v) for k, v in values.items()})
+            self.prepared.update({k: float(v) for k, v in values.items()})
             self.tracked.log_metrics(values)
 
         ctx.log_metrics = log_prepared
         began = time.perf_counter()
         method.prepare(ctx)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        prepared["prepare_seconds"] = time.perf_counter() - began  # auxiliary models, mining, CAVs
+        self.synchronize()
+        self.prepared["prepare_seconds"] = time.perf_counter() - began
         ctx.log_metrics = self.tracked.log_metrics
-        trainable = {id(p) for p in method.trainable_parameters(model)}
-        params = [p for p in model.parameters() if id(p) in trainable]
-        for p in model.parameters():
-            p.requires_grad_(id(p) in trainable)
-        loader = DeviceLoader(self.dataset.splits["train"], config.batch_size, ctx.generator,
-                              sampler=method.sampler(ctx), augment=self.dataset.augment if config.augment else None)
-        optimizer = make_optimizer(config, params) if params else None
-        schedule = make_schedule(config, optimizer, config.epochs * len(loader)) if optimizer else None
-        start_epoch, best = self.resume(model, method, optimizer, schedule, ctx.generator)
-        train_seconds, samples = 0.0, 0
-        for epoch in range(start_epoch, config.epochs if optimizer else 0):
-            began = time.perf_counter()
-            train_logs = self.train_epoch(model, method, loader, optimizer, schedule, params, epoch)
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            train_seconds += time.perf_counter() - began
-            samples += train_logs.pop("samples")
-            val = evaluate(method.eval_model(model), self.dataset, config.eval_batch_size,
-                           prefixes=("val",), autocast=self.autocast, facts=False)
-            self.tracked.log_metrics({**{f"epoch/{k}": v for k, v in {**train_logs, **val}.items()}},
-                                     step=epoch + 1)
-            if config.selection == "best" and config.selection_metric not in val:
-                raise RunFailed(f"selection_metric {config.selection_metric!r} is undefined on "
-                                f"{config.dataset}'s validation split; defined: {', '.join(sorted(val))}")
-            score = val.get(config.selection_metric)
-            improved = config.selection == "best" and (best is None or score > best)
-            if improved:
-                best = score
-                checkpoints.save_atomic({"model": model.state_dict()}, self.checkpoint_dir / "best.pt")
-            checkpoints.save_atomic(
-                {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "schedule": schedule.state_dict(), "epoch": epoch + 1, "best": best,
-                 "generator": ctx.generator.get_state(), "torch_rng": torch.get_rng_state(),
-                 **({"cuda_rng": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {}),
-                 "method": method.state_dict()},
-                self.checkpoint_dir / "last.pt")
-        if config.selection == "best" and (self.checkpoint_dir / "best.pt").exists():
-            model.load_state_dict(checkpoints.load(self.checkpoint_dir / "best.pt", self.device)["model"])
-        final_model = method.eval_model(model)
-        metrics = {**prepared, **evaluate(final_model, self.dataset, config.eval_batch_size, autocast=self.autocast)}
-        metrics.update(self.explain(final_model))
-        if config.log_model:
-            self.log_model(model)
-        metrics["train_seconds"] = train_seconds
-        metrics["samples_per_second"] = samples / train_seconds if train_seconds > 0 else 0.0
-        return metrics
 
-    def train_epoch(self, model, method, loader, optimizer, schedule, params, epoch) -> dict[str, float]:
+    def freeze(self, method: Method) -> list[nn.Parameter]:
+        """Switch off gradients of what the method does not train; the trained parameters."""
+        trainable = {id(p) for p in method.trainable_parameters(self.model)}
+        for p in self.model.parameters():
+            p.requires_grad_(id(p) in trainable)
+        return [p for p in self.model.parameters() if id(p) in trainable]
+
+    def training(self, method: Method, ctx: RunContext, params: list[nn.Parameter]) -> Training:
+        """The loader of the method's sampling (and the dataset's augmentation) and the step."""
+        loader = DeviceLoader(self.dataset.splits["train"], self.config.batch_size, ctx.generator,
+                              sampler=method.sampler(ctx),
+                              augment=self.dataset.augment if self.config.augment else None)
+        step = (TrainingStep.from_config(self.config, params, self.config.epochs * len(loader), self.device)
+                if params else None)
+        return Training(method, ctx, loader, step)
+
+    def run_epoch(self, training: Training, epoch: int) -> None:
+        """Train one epoch, validate, log the curves, keep the best and the last checkpoint."""
+        began = time.perf_counter()
+        train_logs = self.train_epoch(training, epoch)
+        self.synchronize()
+        self.train_seconds += time.perf_counter() - began
+        val = evaluate(training.method.eval_model(self.model), self.dataset, self.config.eval_batch_size,
+                       prefixes=("val",), autocast=self.autocast, facts=False)
+        self.tracked.log_metrics({f"epoch/{k}": v for k, v in {**train_logs, **val}.items()}, step=epoch + 1)
+        if self.config.selection == "best":
+            self.keep_if_best(val)
+        self.save_last(training, epoch)
+
+    def train_epoch(self, training: Training, epoch: int) -> dict[str, float]:
+        """One pass over the loader; the mean of each logged value over the epoch's steps."""
+        model, method, step = self.model, training.method, training.step
+        assert step is not None
         model.train()
         keep_frozen_norms_in_eval(model)
-        totals: dict[str, torch.Tensor] = {}
-        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
-        samples = 0
+        step.phase = f"in epoch {epoch + 1}"
+        totals: dict[str, torch.Tensor] = {}  # tensors stay on the device until the epoch ends
+        numbers: dict[str, float] = {}  # Python numbers a method logs are summed on the host
         steps = 0
-        with _progress(self.progress, len(loader), f"epoch {epoch + 1}/{self.config.epochs}") as advance:
-            for steps, batch in enumerate(loader, start=1):
-                with self.autocast():
+        with _progress(self.progress, len(training.loader), f"epoch {epoch + 1}/{self.config.epochs}") as advance:
+            for steps, batch in enumerate(training.loader, start=1):
+                with step.autocast():
                     loss, logs = method.loss(model, batch)
-                nonfinite |= ~torch.isfinite(loss.detach())
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if self.config.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip, foreach=True)
-                optimizer.step()
-                schedule.step()
+                step.update(loss)
                 for key, value in {"loss": loss, **logs}.items():
-                    value = value.detach().float()
-                    totals[key] = totals[key] + value if key in totals else value
-                samples += len(batch)
-                if steps % NONFINITE_CHECK_EVERY == 0 and bool(nonfinite):
-                    raise RunFailed(f"non-finite loss in epoch {epoch + 1} (by step {steps})")
+                    if isinstance(value, torch.Tensor):
+                        value = value.detach().float()
+                        totals[key] = totals[key] + value if key in totals else value
+                    else:
+                        numbers[key] = numbers.get(key, 0.0) + float(value)
+                self.samples += len(batch)
                 advance()
-        if bool(nonfinite):
-            raise RunFailed(f"non-finite loss in epoch {epoch + 1}")
+        step.check_finite()
         values = torch.stack(list(totals.values())).cpu().tolist() if totals else []
-        logs = {f"train_{k}": v / max(steps, 1) for k, v in zip(totals, values)}
-        return {**logs, "samples": samples}
+        sums = {**dict(zip(totals, values)), **numbers}
+        return {f"train_{k}": v / max(steps, 1) for k, v in sums.items()}
+
+    def keep_if_best(self, val: Mapping[str, float]) -> None:
+        """Save the model as ``best.pt`` when the selection metric improved."""
+        metric = self.config.selection_metric
+        if metric not in val:
+            raise RunFailed(f"selection_metric {metric!r} is undefined on "
+                            f"{self.config.dataset}'s validation split; defined: {', '.join(sorted(val))}")
+        if self.best is None or val[metric] > self.best:
+            self.best = val[metric]
+            checkpoints.save_atomic({"model": self.model.state_dict()}, self.checkpoint_dir / "best.pt")
+
+    def save_last(self, training: Training, epoch: int) -> None:
+        """Everything a resumed run needs to end as an uninterrupted one: weights, optimiser
+        and schedule, every random stream (CUDA generators included) and the method's state."""
+        assert training.step is not None and training.ctx.streams is not None
+        state = {"model": self.model.state_dict(), "step": training.step.state_dict(), "epoch": epoch + 1,
+                 "best": self.best, "streams": training.ctx.streams.state_dict(),
+                 "torch_rng": torch.get_rng_state(),
+                 **({"cuda_rng": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {}),
+                 "method": training.method.state_dict()}
+        checkpoints.save_atomic(state, self.checkpoint_dir / "last.pt")
+
+    def resume(self, training: Training) -> int:
+        """Continue from the last epoch a killed run of the same config checkpointed; the
+        epoch to start from."""
+        path = self.checkpoint_dir / "last.pt"
+        if training.step is None or not path.exists():
+            return 0
+        state = checkpoints.load(path, self.device)
+        assert training.ctx.streams is not None
+        self.model.load_state_dict(state["model"])
+        training.step.load_state_dict(state["step"])
+        training.ctx.streams.load_state_dict(state["streams"])
+        training.method.load_state_dict(state.get("method", {}))
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if self.device.type == "cuda" and "cuda_rng" in state:  # dropout on the GPU draws from it
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
+        self.best = state["best"]
+        self.tracked.set_tags({"debiasbench.resumed_from_epoch": state["epoch"]})
+        return int(state["epoch"])
+
+    def select(self) -> None:
+        """Load the best checkpoint where selection is ``best``; else keep the last weights."""
+        best = self.checkpoint_dir / "best.pt"
+        if self.config.selection == "best" and best.exists():
+            self.model.load_state_dict(checkpoints.load(best, self.device)["model"])
+
+    def final_evaluation(self, model: nn.Module) -> dict[str, float]:
+        """Every split and view of the dataset, with the group facts."""
+        return evaluate(model, self.dataset, self.config.eval_batch_size, autocast=self.autocast)
+
+    def synchronize(self) -> None:
+        """Wait for the device, so that wall-clock timings cover the work."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def explain(self, model: nn.Module) -> dict[str, float]:
         """Artifact relevance, TCAV and CAV alignment where the dataset has artifact masks."""
@@ -245,23 +294,6 @@ class Trainer:
             path = Path(folder) / MODEL_ARTIFACT
             checkpoints.save_atomic(model.net.state_dict(), path)
             self.tracked.log_artifact(path)
-
-    def resume(self, model, method, optimizer, schedule, generator) -> tuple[int, float | None]:
-        """Continue from the last epoch a killed run of the same config checkpointed."""
-        path = self.checkpoint_dir / "last.pt"
-        if optimizer is None or not path.exists():
-            return 0, None
-        state = checkpoints.load(path, self.device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        generator.set_state(state["generator"].cpu())
-        method.load_state_dict(state.get("method", {}))
-        torch.set_rng_state(state["torch_rng"].cpu())
-        if self.device.type == "cuda" and "cuda_rng" in state:  # dropout on the GPU draws from it
-            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
-        self.tracked.set_tags({"debiasbench.resumed_from_epoch": state["epoch"]})
-        return int(state["epoch"]), state["best"]
 
 
 def keep_frozen_norms_in_eval(model: nn.Module) -> None:
@@ -307,7 +339,7 @@ def run(config: RunConfig, tracker: Tracker, progress: bool | None = None) -> Ru
     model = build_run_model(config, dataset, device)
     base_folder, base_run_id = None, None
     try:
-        if "pretrained_checkpoint" in METHODS.get(config.method).requires:
+        if METHODS.get(config.method).starts_from_vanilla:
             initial_state, base_run_id = resolve_base_checkpoint(
                 config, tracker, train=lambda base: run(base, tracker, progress), log=_note)
             base_folder = initial_state.parent

@@ -240,7 +240,7 @@ def base_models_first(todo: list[RunConfig], finished: dict[tuple[str, str], Any
 
     bases: dict[str, RunConfig] = {}
     for config in todo:
-        if config.base_run is None and "pretrained_checkpoint" in METHODS.get(config.method).requires:
+        if config.base_run is None and METHODS.get(config.method).starts_from_vanilla:
             base = base_config(config)
             if (base.experiment, base.run_key()) not in finished:
                 bases.setdefault(base.run_key(), base)

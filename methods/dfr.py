@@ -67,8 +67,8 @@ C_GRID: tuple[float, ...] = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
 #: Intercept of a class a fit never saw: it is never predicted.
 ABSENT_INTERCEPT = -1e4
 _MIN_STD = 1e-8
-#: Seed offset of DFR's random halves and subsets.
-DFR_SEED = 401
+#: Random stream of DFR's random halves and subsets.
+DFR_DRAWS = "dfr.draws"
 
 
 def last_linear(model: LatentModel) -> tuple[str, nn.Linear]:
@@ -189,7 +189,8 @@ def worst_and_mean_group_accuracy(pred: np.ndarray, y: np.ndarray, groups: np.nd
 class DFR(Method):
     name = "dfr"
     description = "Refit the vanilla model's last layer on group-balanced validation data (DFR)."
-    requires = frozenset({"pretrained_checkpoint", "bias_labels"})
+    requires = frozenset({"bias_labels"})
+    starts_from_vanilla = True
     hparams = {
         "C": HParam(None, type=float, low=1e-6,
                     help="inverse L1 strength; null = tuned on the paper's grid by worst-group accuracy"),
@@ -210,7 +211,7 @@ class DFR(Method):
         known = groups >= 0
         features, groups, y = features.cpu().double()[known], groups[known], val.y.cpu()[known]
         by_train = self.hp["scaler"] == "train"
-        generator = torch.Generator().manual_seed(ctx.config.seed * 1000 + DFR_SEED)
+        generator = ctx.stream(DFR_DRAWS, device="cpu")  # the fits run on the host (scikit-learn)
         c = self.hp["C"]
         if c is None:
             c, worst = self.tune(features, y, groups, num_classes, generator)

@@ -36,15 +36,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from debiasbench.auxiliary import fresh_model, make_generator, predict_proba, train_model
+from debiasbench.auxiliary import fresh_model, predict_proba, train_model
 from debiasbench.data import Split
 from debiasbench.hparams import Choice, HParam, IntUniform
 from debiasbench.method import Batch, Method, RunContext
 from debiasbench.mining import precision_recall
 from debiasbench.models import LatentModel
+from debiasbench.training_step import TrainingStep
 
 #: Seed offsets of the identification model's initialisation and of its shuffling.
-ID_INIT, ID_SHUFFLE = 401, 402
+ID_INIT, ID_ORDER = "jtt.identifier_init", "jtt.identifier_order"
 
 
 class UpsampleSampler:
@@ -96,9 +97,11 @@ class JTT(Method):
 
     def prepare(self, ctx: RunContext) -> None:
         config, train = ctx.config, ctx.dataset.splits["train"]
-        self.identifier = identifier = fresh_model(ctx, seed_offset=ID_INIT)
+        self.identifier = identifier = fresh_model(ctx, ID_INIT)
+        step = TrainingStep(identifier.parameters(), torch.optim.Adam(identifier.parameters(), lr=config.lr),
+                            device=ctx.device, what="identification model's loss")
         train_model(identifier, train, lambda m, b: F.cross_entropy(m(b.x), b.y), self.hp["id_epochs"],
-                    config.batch_size, config.lr, make_generator(ctx, ID_SHUFFLE))
+                    config.batch_size, step, ctx.stream(ID_ORDER))
         self.error_set = misclassified(identifier, train, train.y, config.eval_batch_size)
         self.weights = error_set_weights(self.error_set, self.hp["upweight"])
         size = int(self.error_set.sum())

@@ -43,7 +43,6 @@ resumed run ends as an uninterrupted one.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Mapping
 
 import torch
@@ -55,10 +54,10 @@ from debiasbench.hparams import HParam, OpenFloat, Uniform
 from debiasbench.losses import generalized_cross_entropy
 from debiasbench.method import Batch, Method, RunContext
 from debiasbench.models import LatentModel
-from debiasbench.runner import make_optimizer, make_schedule
+from debiasbench.training_step import TrainingStep
 
-#: Seed offset of the biased model's initialisation.
-BIASED_INIT = 501
+#: Random stream of the biased model's initialisation.
+BIASED_INIT = "lff.biased_init"
 _EPS = 1e-8
 
 
@@ -121,12 +120,13 @@ class LfF(Method):
 
     def prepare(self, ctx: RunContext) -> None:
         config, train = ctx.config, ctx.dataset.splits["train"]
-        self.biased_model = fresh_model(ctx, seed_offset=BIASED_INIT).train()
+        self.biased_model = fresh_model(ctx, BIASED_INIT).train()
         if ctx.device.type == "cuda" and config.channels_last:  # as the runner lays out the run's model
             self.biased_model = self.biased_model.to(memory_format=torch.channels_last)
-        self.optimizer = make_optimizer(config, list(self.biased_model.parameters()))
         steps = config.epochs * -(-len(train) // config.batch_size)  # the runner's uniform loader
-        self.schedule = make_schedule(config, self.optimizer, steps)
+        # the run's optimiser, schedule and clipping; the forward runs in the run's autocast
+        self.biased_step = TrainingStep.from_config(config, self.biased_model.parameters(), steps, ctx.device,
+                                                    amp=False, what="biased model's loss")
         num_classes = ctx.dataset.num_classes
         self.ema_b = LossEMA(train.y, num_classes, self.hp["momentum"])
         self.ema_d = LossEMA(train.y, num_classes, self.hp["momentum"])
@@ -138,19 +138,6 @@ class LfF(Method):
         by_class = self.hp["normalise"] == "class"
         return relative_difficulty(self.ema_b.normalised(index, by_class), self.ema_d.normalised(index, by_class))
 
-    def step_biased(self, gce: Tensor) -> None:
-        """One update of the biased model (outside autocast, clipped like the run's model)."""
-        device_type = gce.device.type
-        autocast_off = (torch.autocast(device_type=device_type, enabled=False)
-                        if device_type == "cuda" else contextlib.nullcontext())
-        self.optimizer.zero_grad(set_to_none=True)
-        with autocast_off:
-            gce.backward()
-        if self.ctx.config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.biased_model.parameters(), self.ctx.config.grad_clip, foreach=True)
-        self.optimizer.step()
-        self.schedule.step()
-
     def loss(self, model: LatentModel, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         logits_b = self.biased_model(batch.x).float()
         logits_d = model(batch.x).float()
@@ -158,21 +145,20 @@ class LfF(Method):
         ce_d = F.cross_entropy(logits_d.detach(), batch.y, reduction="none")  # plain: relative difficulty
         w = self.weights(batch.index, ce_b, ce_d)
         gce = generalized_cross_entropy(logits_b, batch.y, self.hp["q"], scale=self.hp["q"])  # the code's GCE
-        self.step_biased(gce)
+        self.biased_step.update(gce)
         loss = (w * self.cross_entropy(logits_d, batch.y, reduction="none")).mean()
         return loss, {"ce": ce_d.mean(), "ce_biased": ce_b.mean(), "gce_biased": gce.detach(),
                       "lff_weight": w.mean()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"biased_model": self.biased_model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "schedule": self.schedule.state_dict(), "ema_b": self.ema_b.state_dict(),
+        return {"biased_model": self.biased_model.state_dict(), "biased_step": self.biased_step.state_dict(),
+                "ema_b": self.ema_b.state_dict(),
                 "ema_d": self.ema_d.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if not state:
             return
         self.biased_model.load_state_dict(state["biased_model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
+        self.biased_step.load_state_dict(state["biased_step"])
         self.ema_b.load_state_dict(state["ema_b"])
         self.ema_d.load_state_dict(state["ema_d"])

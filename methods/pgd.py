@@ -42,18 +42,17 @@ import time
 import torch
 from torch import Tensor
 
-from debiasbench.auxiliary import fresh_model, make_generator, predict_proba
-from debiasbench.data import DeviceLoader
+from debiasbench.auxiliary import fresh_model, predict_proba, train_model
 from debiasbench.hparams import Choice, HParam, IntUniform, OpenFloat, Uniform
 from debiasbench.losses import generalized_cross_entropy
 from debiasbench.method import Batch, Method, RunContext
 from debiasbench.models import LatentModel
 from debiasbench.per_sample_grad import per_sample_grad_norms
-from debiasbench.runner import make_optimizer
 from debiasbench.samplers import ImportanceSampler
+from debiasbench.training_step import TrainingStep
 
-#: Seed offsets of the biased model's initialisation and of its shuffling.
-BIASED_INIT, BIASED_SHUFFLE = 301, 302
+#: Random streams of the biased model's initialisation and of its training order.
+BIASED_INIT, BIASED_ORDER = "pgd.biased_init", "pgd.biased_order"
 
 
 def biased_loss(model: LatentModel, batch: Batch, q: float) -> Tensor:
@@ -65,15 +64,10 @@ def train_biased(ctx: RunContext, model: LatentModel, epochs: int, q: float) -> 
     """Train ``model`` on uniform batches of the training split with the authors' GCE and
     the run's optimiser (kind, lr, momentum, weight decay) at a constant lr, unclipped."""
     config = ctx.config
-    loader = DeviceLoader(ctx.dataset.splits["train"], config.batch_size, make_generator(ctx, BIASED_SHUFFLE))
-    optimizer = make_optimizer(config, list(model.parameters()))
-    model.train()
-    for _ in range(epochs):
-        for batch in loader:
-            optimizer.zero_grad(set_to_none=True)
-            biased_loss(model, batch, q).backward()
-            optimizer.step()
-    model.eval()
+    step = TrainingStep.from_config(config, model.parameters(), 0, ctx.device, schedule=False, clip=False,
+                                    amp=False, what="biased model's loss")
+    train_model(model, ctx.dataset.splits["train"], lambda m, batch: biased_loss(m, batch, q), epochs,
+                config.batch_size, step, ctx.stream(BIASED_ORDER))
 
 
 class PGD(Method):
@@ -97,7 +91,7 @@ class PGD(Method):
 
     def prepare(self, ctx: RunContext) -> None:
         config, train = ctx.config, ctx.dataset.splits["train"]
-        self.biased_model = biased = fresh_model(ctx, seed_offset=BIASED_INIT)
+        self.biased_model = biased = fresh_model(ctx, BIASED_INIT)
         q = self.hp["q"]
         epochs = self.hp["bias_epochs"] if self.hp["bias_epochs"] is not None else config.epochs
         train_biased(ctx, biased, epochs, q)

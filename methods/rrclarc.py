@@ -66,7 +66,7 @@ class RRClArC(ClArCMethod):
         """The scalar per sample whose gradient must not point along the CAV."""
         target = self.hp["target"]
         if target == "random_logits":  # every class, with a random sign per sample and class
-            signs = torch.randint(0, 2, logits.shape, generator=self.ctx.generator,
+            signs = torch.randint(0, 2, logits.shape, generator=self.ctx.stream("rrclarc.signs"),
                                   device=logits.device).to(logits.dtype) * 2 - 1
             return (logits * signs).sum(1)
         if target == "all_logits":

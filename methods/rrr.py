@@ -84,7 +84,8 @@ def ross_penalty(grad: Tensor, mask: Tensor) -> Tensor:
 class RRR(ClArCMethod):
     name = "rrr"
     description = "Penalise input gradients inside the artifact mask (Right for the Right Reasons)."
-    requires = frozenset({"artifact_masks", "pretrained_checkpoint"})
+    requires = frozenset({"artifact_masks"})
+    starts_from_vanilla = True
     hparams = {
         "finetune": ClArCMethod.hparams["finetune"],
         "objective": HParam("rrclarc", choices=OBJECTIVES,

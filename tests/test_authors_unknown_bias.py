@@ -140,7 +140,7 @@ def test_pgd_biased_model_takes_the_authors_sgd_step_on_the_authors_gce():
     config = tiny_config(method="pgd", optimizer="sgd", lr=0.5, momentum=0.0, grad_clip=0.01,
                          batch_size=10_000, hparams={"bias_epochs": 1, "q": 0.7})
     ctx = context(config)
-    twin = fresh_model(ctx, seed_offset=BIASED_INIT).train()  # the biased model before its step
+    twin = fresh_model(ctx, BIASED_INIT).train()  # the biased model before its step
     train = ctx.dataset.splits["train"]
     seen, handle = last_layer_io(twin)
     twin(train.x)

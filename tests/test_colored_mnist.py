@@ -289,7 +289,7 @@ def test_every_method_without_artifact_labels_runs_end_to_end_with_the_mlp(track
     from debiasbench.runner import run
 
     names = [n for n in METHODS.names()
-             if set(METHODS.get(n).requires) <= {"bias_labels", "pretrained_checkpoint"}]
+             if set(METHODS.get(n).requires) <= {"bias_labels"}]
     assert {"vanilla", "groupdro", "dfr", "jtt", "lff", "gradient_alignment", "pgd"} <= set(names)
     quick = {"gradient_alignment": {"bias_source": "mined", "mining_epochs": 1}, "pgd": {"bias_epochs": 1},
              "jtt": {"id_epochs": 1}}

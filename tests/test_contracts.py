@@ -12,6 +12,7 @@ from debiasbench.errors import UserError
 from debiasbench.hparams import HParam, Uniform
 from debiasbench.method import Method
 from debiasbench.registry import DATASETS, METHODS
+from debiasbench.contracts import CHECK_EXPERIMENT
 from debiasbench.testing import TINY_PARAMS, check_dataset, check_method
 
 #: Methods whose check takes more than a few seconds on a 2-core CPU.
@@ -31,7 +32,7 @@ def test_registered_dataset_keeps_the_contract(name):
 def test_registered_method_keeps_the_contract(name):
     method_cls = METHODS.get(name)
     dataset = next((d for d in TINY_PARAMS
-                    if set(method_cls.requires) - {"pretrained_checkpoint"} <= DATASETS.get(d).provides), None)
+                    if set(method_cls.requires) <= DATASETS.get(d).provides), None)
     if dataset is None:
         pytest.skip(f"no tiny dataset provides {sorted(method_cls.requires)}")
     metrics = check_method(method_cls, dataset=dataset)
@@ -56,6 +57,26 @@ def test_a_correct_method_passes_end_to_end():
     assert "test_acc" in metrics and "test_contract_good" not in METHODS  # registered only while checked
 
 
+def test_a_method_may_log_python_numbers_and_the_run_averages_them(tmp_path):
+    def loss(self, model, batch):
+        value = F.cross_entropy(model(batch.x), batch.y)
+        return value, {"focal": float(value.detach()), "steps": 1}
+
+    metrics = check_method(variant(loss=loss), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert "test_acc" in metrics
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name(CHECK_EXPERIMENT).experiment_id])
+    assert run.data.metrics["epoch/train_steps"] == 1.0  # the mean over the epoch's steps
+    assert 0.0 < run.data.metrics["epoch/train_focal"] < 10.0
+
+
+def test_requiring_a_pretrained_checkpoint_names_the_class_attribute_instead():
+    with pytest.raises(TypeError, match="declare starts_from_vanilla = True"):
+        type("Old", (Method,), {"name": "old", "requires": frozenset({"pretrained_checkpoint"})})
+
+
 @pytest.mark.parametrize("attributes,message", [
     ({"hparams": {"scale": HParam(-1.0, low=0.0)}}, "default outside its declared range"),
     ({"hparams": {"scale": HParam(1.0, Uniform(0.0, 5.0), low=0.0, high=2.0)}}, "search space"),
@@ -66,7 +87,11 @@ def test_a_correct_method_passes_end_to_end():
     ({"loss": lambda self, model, batch: (F.cross_entropy(model(batch.x), batch.y).detach(), {})},
      "not differentiable"),
     ({"loss": lambda self, model, batch: (model(batch.x).mean(1), {})}, "scalar tensor"),
-    ({"loss": lambda self, model, batch: (model(batch.x).sum(), {"n": 3})}, "one-element tensor"),
+    ({"loss": lambda self, model, batch: (model(batch.x).sum(), {"n": "3"})},
+     "logged value 'n' must be a tensor or a Python number, got str"),
+    ({"loss": lambda self, model, batch: (model(batch.x).sum(), {"n": torch.ones(2)})},
+     "logged value 'n' must have one element"),
+    ({"starts_from_vanilla": "yes"}, "starts_from_vanilla must be a bool"),
     ({"trainable_parameters": lambda self, model: [*model.parameters(), torch.nn.Parameter(torch.ones(1))]},
      "no gradient reaches"),
     # reads masks without requiring them: fails on the dataset stripped to its requirements

@@ -1,0 +1,86 @@
+"""Named random streams of a run, each derived from the run seed by hashing its name.
+
+A method that needs randomness of its own (an auxiliary model's initialisation, the order
+an auxiliary model sees the data, a random projection) asks the run context for a stream
+by name: ``ctx.stream("jtt.identifier_order")``. Its seed is a hash of the run seed and
+the name, the way a sweep derives trial seeds from ``trial_seed``, the method and the
+trial number. So streams never collide by accident (as hand-picked offsets added to the
+seed did), adding a stream does not shift any other, and the same run key gives the same
+numbers whatever else the method draws.
+
+``RandomStreams`` remembers every generator it handed out, so a checkpoint can keep their
+states and a resumed run continues each one where the killed run left it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from typing import Iterator, Mapping
+
+import torch
+from torch import Tensor
+
+__all__ = ["RandomStreams", "derive_seed", "seeded"]
+
+
+def derive_seed(seed: int, name: str) -> int:
+    """A 63-bit seed for the stream ``name`` of a run seeded with ``seed``.
+
+    ``random.Random`` hashes a string seed with SHA-512, the same derivation as the
+    sweep's trial seeds; the result fits ``torch.Generator.manual_seed``."""
+    return random.Random(f"{seed}:{name}").getrandbits(63)
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Run the block on torch's global generators seeded with ``seed`` (CPU, and CUDA where
+    ``device`` is a GPU), then restore them: for code that draws from the global state and
+    takes no generator, such as module initialisation, without disturbing the run's own."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+class RandomStreams:
+    """The named generators of one run (see the module docstring).
+
+    ``train`` is the runner's own stream (the training order); it is seeded with the run
+    seed itself, not a hash, so that vanilla training, the reference every method is
+    compared with, draws what it always drew.
+    """
+
+    TRAIN = "train"
+
+    def __init__(self, seed: int, device: torch.device, train: torch.Generator | None = None):
+        """``train``: an existing training-order generator to adopt as that stream."""
+        self.seed = seed
+        self.device = device
+        self._streams: dict[str, torch.Generator] = {
+            self.TRAIN: train if train is not None else torch.Generator(device=device).manual_seed(seed)}
+
+    def get(self, name: str, device: torch.device | str | None = None) -> torch.Generator:
+        """The generator named ``name`` (the same object on every call), on the run's
+        device unless ``device`` says otherwise (e.g. ``"cpu"`` for host-side draws)."""
+        device = torch.device(device) if device is not None else self.device
+        key = name if device == self.device else f"{name}@{device.type}"
+        if key not in self._streams:
+            self._streams[key] = torch.Generator(device=device).manual_seed(derive_seed(self.seed, name))
+        return self._streams[key]
+
+    def init(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """A block whose global-RNG draws (weight initialisation) come from stream ``name``."""
+        return seeded(derive_seed(self.seed, name), self.device)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Every stream handed out so far, by name, as CPU tensors (for a checkpoint)."""
+        return {name: generator.get_state().cpu() for name, generator in self._streams.items()}
+
+    def load_state_dict(self, states: Mapping[str, Tensor]) -> None:
+        """Continue every stream of ``states`` where it was saved; streams are created on
+        their saved device first if this run has not asked for them yet."""
+        for key, state in states.items():
+            name, _, device_type = key.partition("@")
+            generator = self.get(name, device_type or None)
+            generator.set_state(state.cpu())
