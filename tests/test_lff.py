@@ -124,8 +124,9 @@ def test_state_dict_round_trips_the_biased_model_its_optimiser_and_the_moving_av
     assert torch.equal(fresh.ema_b.value, method.ema_b.value) and torch.equal(fresh.ema_d.seen, method.ema_d.seen)
     for key, value in method.biased_model.state_dict().items():
         assert torch.equal(fresh.biased_model.state_dict()[key], value)
-    assert fresh.optimizer.state_dict()["state"].keys() == method.optimizer.state_dict()["state"].keys()
-    assert fresh.schedule.last_epoch == method.schedule.last_epoch == 2
+    fresh_step, step = fresh.biased_step, method.biased_step
+    assert fresh_step.optimizer.state_dict()["state"].keys() == step.optimizer.state_dict()["state"].keys()
+    assert fresh_step.schedule.last_epoch == step.schedule.last_epoch == 2 and fresh_step.steps == 2
 
 
 #: LfF that raises once inside epoch 2 (17 steps an epoch), like a killed process.
