@@ -25,9 +25,9 @@ Paper versus the authors' code (sumyeongahn/PGD), and what is the default here:
   as the code builds both stages' optimisers from the same arguments
   (``trainer/learner.py:64-93``), at a constant lr and unclipped: the code's step decay
   (x0.1 every 40 epochs) is constant over the first 40 epochs and it clips nothing. The
-  run's cosine schedule is not applied to it: on unknown_bias_digits at 0.995 (3 seeds)
-  it cut the conflicting digits' sampling mass from 0.78 to 0.32 and their test accuracy
-  from 0.207 to 0.168. Under the run's default Adam this is the Adam biased model this
+  run's cosine schedule is not applied to it: on unknown_bias_digits it cut both the
+  conflicting digits' sampling mass and their test accuracy (see README, "Measurements
+  behind the defaults"). Under the run's default Adam this is the Adam biased model this
   project trained before (whatever the run's optimiser); with ``optimizer=sgd`` it is
   the code's SGD;
 - the final model starts from scratch (the paper: "train the model"); the code
