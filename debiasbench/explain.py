@@ -1,4 +1,4 @@
-"""Input-space explanations: relevance heatmaps, their share on the artifact, and pictures.
+"""Input-space explanations: relevance heatmaps and their share on the artifact.
 
 The ``artifact_relevance`` metric asks how much of a model's explanation falls on the
 artifact (a ruler, a patch): a corrected model should look elsewhere. That needs an
@@ -38,15 +38,14 @@ gradient the same choice keeps the two methods on one input and keeps Euler's id
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from debiasbench.atomic import atomic_file
 from debiasbench.errors import UserError, unknown_name_message
+from debiasbench.heatmaps import heatmap_grid
 from debiasbench.models import LatentModel, eval_mode
 
 __all__ = [
@@ -402,64 +401,3 @@ def artifact_relevance(relevance: Tensor, mask: Tensor, region: str = "blur", *,
     share = inside / total.clamp_min(torch.finfo(total.dtype).tiny)
     return torch.where(total > 0, share, torch.zeros_like(share))
 
-
-# --------------------------------------------------------------------------- pictures
-
-
-def _image(sample: Tensor) -> tuple[Tensor, str | None]:
-    """A ``[C, H, W]`` input as something ``imshow`` shows: RGB in [0, 1] or a grey map.
-
-    Inputs are often normalised (negative values), so each is rescaled to its own range.
-    """
-    if sample.shape[0] == 3:
-        low, high = sample.min(), sample.max()
-        image = (sample - low) / (high - low) if high > low else torch.zeros_like(sample)
-        return image.permute(1, 2, 0), None
-    return sample.mean(dim=0), "gray"
-
-
-def heatmap_grid(
-    x: Tensor, mask: Tensor | None, relevance: Tensor, path: str | os.PathLike, max_samples: int = 8
-) -> None:
-    """Write a PNG: one row per sample (at most ``max_samples``), columns input, mask, relevance.
-
-    Relevance is summed over channels and drawn signed with the symmetric ``bwr`` map
-    (white = 0, each row scaled to its own largest magnitude), so evidence for (red) and
-    against (blue) the class stay distinguishable. Without a mask the mask column is blank.
-    Uses matplotlib's Agg canvas directly (no pyplot state, no display: safe in workers)
-    and writes to a temporary file that replaces ``path``, so a reader never sees half a PNG.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    if x.ndim != 4 or relevance.ndim != 4 or x.shape[0] != relevance.shape[0]:
-        raise ValueError(
-            f"x and relevance must be [N, C, H, W] with the same N, got {tuple(x.shape)}, {tuple(relevance.shape)}"
-        )
-    n = min(int(x.shape[0]), max_samples)
-    if n < 1:
-        raise ValueError("heatmap_grid needs at least one sample")
-    images = x[:n].detach().float().cpu()
-    heat = relevance[:n].detach().float().cpu().sum(dim=1)
-    masks = None if mask is None else (_as_mask(mask[:n].detach().cpu(), heat)[:, 0] > 0).float()
-
-    cell = 2.0  # inches per panel: keeps the picture's aspect = columns : rows
-    fig = Figure(figsize=(3 * cell, n * cell), dpi=100)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(n, 3, squeeze=False)
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.3 / (n * cell), wspace=0.05, hspace=0.05)
-    for row in range(n):
-        image, cmap = _image(images[row])
-        # nearest: one screen block per pixel, so relevance is not smeared onto neighbours.
-        axes[row, 0].imshow(image.numpy(), cmap=cmap, interpolation="nearest")
-        if masks is not None:
-            axes[row, 1].imshow(masks[row].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        bound = float(heat[row].abs().max()) or 1.0
-        axes[row, 2].imshow(heat[row].numpy(), cmap="bwr", vmin=-bound, vmax=bound, interpolation="nearest")
-        for ax in axes[row]:
-            ax.set_axis_off()
-    for ax, title in zip(axes[0], ("input", "mask" if masks is not None else "no mask", "relevance")):
-        ax.set_title(title, fontsize=9)
-
-    with atomic_file(path) as stream:
-        fig.savefig(stream, format="png")

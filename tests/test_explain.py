@@ -360,6 +360,30 @@ def test_heatmap_grid_writes_a_readable_png_with_one_row_per_sample(tmp_path: Pa
     assert [p.name for p in path.parent.iterdir()] == ["heatmaps.png"]  # no temporary file left
 
 
+def test_heatmap_relevance_is_red_for_the_class_blue_against_it_and_white_at_zero() -> None:
+    from debiasbench.heatmaps import relevance_colors
+
+    colors = relevance_colors(torch.tensor([[2.0, -2.0, 0.0, 1.0]]))
+    torch.testing.assert_close(colors[0, :3], torch.tensor([[1.0, 0, 0], [0, 0, 1.0], [1.0, 1.0, 1.0]]))
+    torch.testing.assert_close(colors[0, 3], torch.tensor([1.0, 0.5, 0.5]))  # half the largest: pale red
+
+
+def test_heatmap_grid_draws_every_mask_pixel_as_a_sharp_block(tmp_path: Path) -> None:
+    """Pixels are enlarged, never interpolated: a checkerboard mask stays pure black and white."""
+    import numpy as np
+    from PIL import Image
+
+    checkerboard = (torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2
+    path = tmp_path / "heatmaps.png"
+    heatmap_grid(torch.rand(1, 3, 8, 8), checkerboard[None, None], torch.randn(1, 3, 8, 8), path)
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    width = pixels.shape[1]
+    mask_panel = pixels[pixels.shape[0] // 2, width // 3 + 10: 2 * width // 3 - 10]  # a row across it
+    assert set(map(tuple, mask_panel)) == {(0, 0, 0), (255, 255, 255)}
+    assert (np.diff(mask_panel[:, 0].astype(int)) != 0).sum() >= 6  # the squares alternate
+
+
 def test_lrp_explains_the_latent_edit_of_a_wrapped_model():
     """A method's eval_model (P-ClArC) edits the latent in forward: LRP must see that edit."""
     from debiasbench.models import LatentModel, build_model
