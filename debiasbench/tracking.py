@@ -17,39 +17,59 @@ from typing import Any, Iterator, Mapping
 
 from debiasbench.config import RunConfig
 from debiasbench.errors import RunFailed, UserError
+from debiasbench.log_buffer import LogBuffer
 
 RUN_KEY_TAG = "debiasbench.run_key"
 FAILURE_TAG = "debiasbench.failure"
-
+#: Seconds a run's metrics, params and tags may wait in memory before they are written
+#: (``TrackedRun``): live enough for a long run's curves, one write for a tiny run.
+FLUSH_INTERVAL = 30.0
 
 
 class TrackedRun:
-    """Handle of one active MLflow run."""
+    """Handle of one active MLflow run.
 
-    def __init__(self, client: Any, run_id: str):
+    Metrics, params and tags wait in memory (``LogBuffer``) and are written together:
+    when ``flush`` is called, at the first call after ``flush_interval`` seconds since the
+    last write, and when the run ends however it ends (``Tracker.start`` flushes before it
+    marks the run FINISHED, FAILED or KILLED). A tiny run so writes them in one batch. A
+    process killed outright (SIGKILL, power loss) keeps only what was written: the run's
+    key tag and ``config.yaml`` from its start, and what was logged up to its last flush,
+    at most ``flush_interval`` seconds (or one epoch, where an epoch takes longer) before
+    it died. Artifacts are written at once.
+    """
+
+    def __init__(self, client: Any, run_id: str, flush_interval: float = FLUSH_INTERVAL):
         self.client = client
         self.run_id = run_id
+        self.flush_interval = flush_interval
+        self.pending = LogBuffer()
+        self._flushed_at = time.monotonic()
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), folder)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
-        for start in range(0, len(batch), 1000):
-            self.client.log_batch(self.run_id, metrics=batch[start:start + 1000])
+        self.pending.add_metrics(metrics, int(time.time() * 1000), step or 0)
+        self._flush_if_due()
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        self.pending.add_params(params)
+        self._flush_if_due()
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        from mlflow.entities import RunTag
+        self.pending.add_tags(tags)
+        self._flush_if_due()
 
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    def flush(self) -> None:
+        """Write everything logged so far, in as few ``log_batch`` calls as MLflow allows."""
+        self._flushed_at = time.monotonic()
+        for batch in self.pending.take():
+            self.client.log_batch(self.run_id, metrics=batch.metrics, params=batch.params, tags=batch.tags)
+
+    def _flush_if_due(self) -> None:
+        if time.monotonic() - self._flushed_at >= self.flush_interval:
+            self.flush()
 
 
 class Tracker:
@@ -77,19 +97,17 @@ class Tracker:
 
     @contextmanager
     def start(self, config: RunConfig) -> Iterator[TrackedRun]:
-        """A run that ends FINISHED, or FAILED / KILLED with the reason, whatever happens."""
-        from mlflow.entities import Param
-
+        """A run that ends FINISHED, or FAILED / KILLED with the reason, whatever happens;
+        what it logged is written before it ends (see ``TrackedRun`` for a killed process)."""
         name = f"{config.method}-{config.dataset}-{config.model}-s{config.seed}"
         run = self.client.create_run(self.experiment_id, run_name=name,
                                      tags={**self.tags, RUN_KEY_TAG: config.run_key()})
         tracked = TrackedRun(self.client, run.info.run_id)
         try:
-            params = [Param(k, str(v)) for k, v in config.flat().items()]
-            for start in range(0, len(params), 100):
-                self.client.log_batch(tracked.run_id, params=params[start:start + 100])
+            tracked.log_params(config.flat())
             self.client.log_dict(tracked.run_id, config.to_dict(), "config.yaml")
             yield tracked
+            tracked.flush()
         except KeyboardInterrupt:
             self._end(tracked, "KILLED", "interrupted by the user")
             raise
@@ -103,7 +121,15 @@ class Tracker:
             self.client.set_terminated(tracked.run_id, "FINISHED")
 
     def _end(self, tracked: TrackedRun, status: str, reason: str) -> None:
-        tracked.set_tags({FAILURE_TAG: reason[:5000]})
+        """Write what the run logged (what cannot be written is given up: the failure must
+        still be recorded), then the reason and the status."""
+        from mlflow.entities import RunTag
+
+        try:
+            tracked.flush()
+        except Exception as exc:
+            reason = f"{reason} (its last metrics could not be written: {_first_line(exc)})"
+        self.client.log_batch(tracked.run_id, tags=[RunTag(FAILURE_TAG, reason[:5000])])
         self.client.set_terminated(tracked.run_id, status)
 
     def get_run(self, run_id: str) -> Any:

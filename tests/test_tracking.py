@@ -1,4 +1,5 @@
-"""The tracking store keeps what a run logs where the store is, not where the user stood."""
+"""The tracking store keeps what a run logs where the store is, not where the user stood, and
+writes it in few batches without losing what a finished or failed run logged."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import pytest
 
 from debiasbench.runner import run
 from debiasbench.testing import tiny_config
-from debiasbench.tracking import Tracker, artifact_location
+from debiasbench.log_buffer import (MAX_ENTITIES_PER_BATCH, MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH,
+                                    LogBuffer, ParamChanged)
+from debiasbench.tracking import FAILURE_TAG, Tracker, artifact_location
 
 
 def test_an_sqlite_stores_artifacts_lie_beside_the_database_whatever_the_working_directory(
@@ -29,3 +32,76 @@ def test_a_relative_sqlite_uri_is_resolved_when_the_experiment_is_made(tmp_path,
     location = artifact_location("sqlite:///mlflow.db", "my runs/2026")
     assert location == (tmp_path.resolve() / "mlruns" / "my_runs_2026").as_uri()
     assert artifact_location("http://mlflow-server:5000", "x") is None
+
+
+# --------------------------------------------------------------------------- buffered writes
+
+
+def _stored(tracker: Tracker, run_id: str):
+    return tracker.client.get_run(run_id)
+
+
+def test_metrics_params_and_tags_wait_in_memory_and_all_arrive_when_the_run_finishes(tracker: Tracker):
+    with tracker.start(tiny_config()) as tracked:
+        tracked.log_metrics({"epoch/val_acc": 0.5}, step=1)
+        tracked.log_metrics({"epoch/val_acc": 0.75}, step=2)
+        tracked.log_params({"explanation": "lrp"})
+        tracked.set_tags({"debiasbench.data_placement": "device"})
+        assert tracker.client.get_metric_history(tracked.run_id, "epoch/val_acc") == []
+    history = tracker.client.get_metric_history(tracked.run_id, "epoch/val_acc")
+    assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.75)]
+    stored = _stored(tracker, tracked.run_id)
+    assert stored.info.status == "FINISHED"
+    assert stored.data.params["explanation"] == "lrp" and stored.data.params["method"] == "vanilla"
+    assert stored.data.tags["debiasbench.data_placement"] == "device"
+
+
+def test_a_run_writes_what_it_logged_once_the_flush_interval_has_passed(tracker: Tracker):
+    with tracker.start(tiny_config()) as tracked:
+        tracked.flush_interval = 0.0  # a long run: every interval has passed at the next call
+        tracked.log_metrics({"epoch/val_acc": 0.5}, step=1)
+        assert [m.step for m in tracker.client.get_metric_history(tracked.run_id, "epoch/val_acc")] == [1]
+
+
+def test_a_failing_run_writes_what_it_logged_before_it_ends_failed_with_the_reason(tracker: Tracker):
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        with tracker.start(tiny_config()) as tracked:
+            tracked.log_metrics({"epoch/val_acc": 0.5}, step=1)
+            raise RuntimeError("simulated crash")
+    stored = _stored(tracker, tracked.run_id)
+    assert stored.info.status == "FAILED"
+    assert stored.data.tags[FAILURE_TAG] == "RuntimeError: simulated crash"
+    assert stored.data.metrics["epoch/val_acc"] == 0.5
+
+
+def test_a_run_whose_buffered_metrics_are_refused_by_the_store_ends_failed(tracker: Tracker):
+    with pytest.raises(Exception, match="(?i)metric"):
+        with tracker.start(tiny_config()) as tracked:
+            tracked.log_metrics({"x" * 1000: 0.5})  # longer than any store's metric name
+    stored = _stored(tracker, tracked.run_id)
+    assert stored.info.status == "FAILED" and "metric" in stored.data.tags[FAILURE_TAG].lower()
+
+
+def test_a_param_logged_again_with_another_value_fails_at_the_call_that_changed_it(tracker: Tracker):
+    with tracker.start(tiny_config()) as tracked:
+        tracked.log_params({"explanation": "lrp"})
+        tracked.log_params({"explanation": "lrp"})  # the same value again is fine
+        with pytest.raises(ParamChanged, match="explanation"):
+            tracked.log_params({"explanation": "input_x_gradient"})
+    assert _stored(tracker, tracked.run_id).data.params["explanation"] == "lrp"
+
+
+def test_a_large_buffer_is_cut_into_batches_within_mlflows_limits():
+    buffer = LogBuffer()
+    buffer.add_params({f"p{i}": i for i in range(250)})
+    buffer.add_tags({f"t{i}": i for i in range(30)})
+    buffer.add_metrics({f"m{i}": float(i) for i in range(2500)}, timestamp_ms=0, step=1)
+    batches = buffer.take()
+    for batch in batches:
+        assert len(batch.metrics) <= MAX_METRICS_PER_BATCH
+        assert len(batch.params) <= MAX_PARAMS_TAGS_PER_BATCH and len(batch.tags) <= MAX_PARAMS_TAGS_PER_BATCH
+        assert len(batch.metrics) + len(batch.params) + len(batch.tags) <= MAX_ENTITIES_PER_BATCH
+    assert sorted(m.key for b in batches for m in b.metrics) == sorted(f"m{i}" for i in range(2500))
+    assert len({p.key for b in batches for p in b.params}) == 250
+    assert len({t.key for b in batches for t in b.tags}) == 30
+    assert not buffer and buffer.take() == []
