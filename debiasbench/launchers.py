@@ -5,6 +5,11 @@ resuming, failure handling and progress are written once (``sweep.run_sweep``). 
 that raises is FAILED and the others go on; a worker process that dies (killed, out of
 memory) fails only the job it ran. Local workers die with the sweep (SIGKILL included),
 so a sweep started again never races a leftover worker for the same job.
+
+Launchers are looked up by name in ``LAUNCHERS`` (``debiasbench.registry``), filled like
+every registry from an entry-point group, ``debiasbench.launchers``: a package adds one
+(a batch scheduler, say) by declaring a factory ``(LauncherOptions) -> Launcher`` there,
+and ``debiasbench sweep --launcher <name>`` finds it.
 """
 
 from __future__ import annotations
@@ -18,8 +23,7 @@ from typing import Any, Callable, Iterator, Mapping, Protocol
 
 from debiasbench.config import RunConfig
 from debiasbench.errors import RunFailed, UserError
-
-LAUNCHERS = ("local", "ray")
+from debiasbench.registry import LAUNCHERS
 
 
 @dataclass
@@ -198,19 +202,43 @@ class RayTasks:
                 ray.shutdown()
 
 
+@dataclass(frozen=True)
+class LauncherOptions:
+    """The command line's launcher settings, checked; each launcher reads those it uses."""
+
+    workers: int = 1  # local: parallel worker processes
+    cpus_per_run: float = 1.0  # ray: CPUs per task (fractions allowed)
+    gpus_per_run: float = 0.0  # ray: GPUs per task (0.25: four tasks share one)
+
+
+@LAUNCHERS.register(name="local")
+def local_launcher(options: LauncherOptions) -> Launcher:
+    """This process, or ``--workers`` spawned worker processes on this machine."""
+    return sequential if options.workers == 1 else ProcessPool(options.workers)
+
+
+@LAUNCHERS.register(name="ray")
+def ray_launcher(options: LauncherOptions) -> Launcher:
+    """One Ray task per job, on RAY_ADDRESS's cluster or a Ray started here."""
+    return RayTasks(options.cpus_per_run, options.gpus_per_run)
+
+
 def make_launcher(name: str, workers: int = 1, cpus_per_run: float = 1.0,
                   gpus_per_run: float = 0.0) -> Launcher:
-    """The launcher called ``name``; bad numbers are one-line user errors."""
+    """The launcher registered as ``name`` in ``LAUNCHERS`` (the built-ins ``local`` and
+    ``ray``, or a plugin's from the ``debiasbench.launchers`` entry-point group); unknown
+    names and bad numbers are one-line user errors."""
     from debiasbench.errors import ConfigError, unknown_name_message
 
     if name not in LAUNCHERS:
-        raise ConfigError(unknown_name_message("launcher", name, list(LAUNCHERS)))
+        broken = LAUNCHERS.broken().get(name)
+        if broken is not None:
+            raise ConfigError(f"launcher {name!r} failed to load: {broken}")
+        raise ConfigError(unknown_name_message("launcher", name, LAUNCHERS.names()))
     if workers < 1:
         raise ConfigError(f"--workers: expected an integer >= 1, got {workers}")
     if not cpus_per_run > 0:
         raise ConfigError(f"--cpus-per-run: expected a number > 0, got {cpus_per_run}")
     if not gpus_per_run >= 0:
         raise ConfigError(f"--gpus-per-run: expected a number >= 0, got {gpus_per_run}")
-    if name == "ray":
-        return RayTasks(cpus_per_run, gpus_per_run)
-    return sequential if workers == 1 else ProcessPool(workers)
+    return LAUNCHERS.get(name)(LauncherOptions(workers, cpus_per_run, gpus_per_run))

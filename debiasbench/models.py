@@ -6,12 +6,22 @@ corrections fine-tune only what comes after it. ``LatentModel`` gives every meth
 same view of that activation, whatever the architecture, through forward hooks, so that
 any torchvision, timm or plugin network works without being rewritten.
 
-Builders are registered in ``debiasbench.registry.MODELS`` as
+Builders live in ``debiasbench.registry.MODELS`` as
 ``(num_classes, in_channels=3) -> (network, default latent layer name)``; a builder that
 also declares an ``input_shape`` parameter (or ``**kwargs``) receives one sample's shape
 ``(C, H, W)`` from ``build_model`` (the runner passes the dataset's), which a network
-without global pooling needs (``mlp``); builders without it are called as before. Names
-starting with ``timm:`` are built by timm. ``pretrained`` is a local file, or ``"imagenet"`` for
+without global pooling needs (``mlp``); builders without it are called as before. A
+package adds an architecture as it adds a method, through an entry point::
+
+    [project.entry-points."debiasbench.models"]
+    mynet = "mypackage.nets:mynet"
+
+The built-ins below are declared the same way in debiasbench's pyproject.toml (so
+``debiasbench models`` lists them with any plugin's) and also carry
+``@MODELS.register(name=...)``, the in-process way to add one (a notebook, a test), so
+they resolve as soon as this module is imported. A plugin's entry point that reuses a
+built-in name is ignored with a warning (``debiasbench.registry``). Names starting with
+``timm:`` are built by timm. ``pretrained`` is a local file, or ``"imagenet"`` for
 the libraries' own ImageNet weights (torchvision's for ``vgg16``, ``resnet18`` and
 ``efficientnet_b0``, timm's for ``timm:<name>``) read from the libraries' standard caches.
 Nothing here downloads weights, so runs are reproducible offline and a missing file is
@@ -556,7 +566,8 @@ def _verify_hash(path: Path) -> None:
 
     torch's hub checks this only while downloading; a cached copy is loaded as it is. A
     truncated or replaced file would otherwise train under the name of ImageNet weights.
-    Costs a read of the file (about 0.5 s for VGG-16's 528 MB).
+    Costs one more read of the file, small next to loading and training it (README,
+    "ImageNet-pretrained backbones", has the time for VGG-16).
     """
     match = re.search(torch.hub.HASH_REGEX, path.name)
     if match is None or not match.group(1):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -26,12 +27,12 @@ def tracker(tracking_uri: str):
 
 
 @pytest.fixture
-def register(monkeypatch: pytest.MonkeyPatch):
-    """Register a plugin class for one test only: ``register(METHODS, cls)``."""
+def register():
+    """Register a plugin class for one test only: ``register(METHODS, cls)``; whatever
+    the name meant before comes back after the test."""
+    with contextlib.ExitStack() as overrides:
 
-    def add(registry, cls):
-        registry.names()  # load entry points first so they do not overwrite the test's class
-        monkeypatch.setitem(registry._items, cls.name, cls)
-        return cls
+        def add(registry, cls):
+            return overrides.enter_context(registry.override(cls))
 
-    return add
+        yield add

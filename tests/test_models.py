@@ -270,7 +270,7 @@ def test_mlp_takes_its_input_width_from_the_sample_shape_build_model_is_given() 
     assert model(torch.rand(5, 1, 16, 12)).shape == (5, 2)
 
 
-def test_a_builder_without_input_shape_is_called_as_before(monkeypatch) -> None:
+def test_a_builder_without_input_shape_is_called_as_before() -> None:
     calls = []
 
     def old_style(num_classes: int, in_channels: int = 3):
@@ -278,7 +278,6 @@ def test_a_builder_without_input_shape_is_called_as_before(monkeypatch) -> None:
         return nn.Sequential(nn.Conv2d(in_channels, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                              nn.Linear(4, num_classes)), "0"
 
-    MODELS.names()
-    monkeypatch.setitem(MODELS._items, "test_old_style", old_style)
-    model = build_model("test_old_style", 3, input_shape=(1, 8, 8))
+    with MODELS.override(old_style, name="test_old_style"):
+        model = build_model("test_old_style", 3, input_shape=(1, 8, 8))
     assert calls == [(3, 1)] and model(torch.rand(2, 1, 8, 8)).shape == (2, 3)
