@@ -103,7 +103,8 @@ def sweep(
     file: Path = typer.Argument(..., help="sweep YAML (see benchmarks/)"),
     tracking_uri: Optional[str] = TrackingOption,
     dry_run: bool = typer.Option(False, "--dry-run", help="print the jobs, run nothing"),
-    launcher: str = typer.Option("local", "--launcher", help="local or ray"),
+    launcher: str = typer.Option("local", "--launcher", help="local, ray, or a plugin's (entry-point group "
+                                 "debiasbench.launchers)"),
     workers: int = typer.Option(1, "--workers", "-j", help="local: parallel worker processes"),
     cpus_per_run: float = typer.Option(1.0, "--cpus-per-run", help="ray: CPUs per run (fractions allowed)"),
     gpus_per_run: float = typer.Option(0.0, "--gpus-per-run", help="ray: GPUs per run (0.25 = four runs share one)"),
@@ -203,6 +204,26 @@ def datasets() -> None:
     from debiasbench.report import plugin_listing
 
     print(plugin_listing("dataset", DATASETS, lambda cls: cls.params, lambda cls: cls.provides))
+
+
+@app.command()
+@user_errors
+def models() -> None:
+    """List architectures (--model): each registered builder and what it builds."""
+    from debiasbench.models import TIMM_PREFIX
+    from debiasbench.registry import MODELS
+
+    lines = [f"{name}: {_summary(builder)}" for name, builder in MODELS.items()]
+    lines += [f"{name}: failed to load: {reason}" for name, reason in MODELS.broken().items()]
+    lines.append(f"{TIMM_PREFIX}<name>: any timm architecture, e.g. {TIMM_PREFIX}resnet50 (see timm.list_models())")
+    print("\n".join(lines))
+
+
+def _summary(obj: Any) -> str:
+    """The first paragraph of ``obj``'s docstring on one line, or '-' without one: what a
+    builder says it builds, read without building a network."""
+    paragraph = (getattr(obj, "__doc__", None) or "").strip().split("\n\n")[0]
+    return " ".join(paragraph.split()) or "-"
 
 
 def main() -> None:

@@ -85,6 +85,39 @@ def test_methods_and_datasets_list_requirements_and_parameters():
         assert text in datasets.output
 
 
+def test_models_lists_each_builder_with_its_summary_and_the_timm_prefix_without_building():
+    from debiasbench.registry import MODELS
+
+    def never_built(num_classes: int, in_channels: int = 3):
+        """A test network that must not be built
+        just to be listed."""
+        raise AssertionError("a listing built a network")
+
+    with MODELS.override(never_built, name="test_listed_net"):
+        result = invoke(["models"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "small_cnn: Three conv-BN-ReLU blocks (32/64/128 channels): fast enough for CPU tests." in lines
+    assert "test_listed_net: A test network that must not be built just to be listed." in lines
+    assert {"mlp", "resnet18", "vgg16", "efficientnet_b0"} <= {line.split(":")[0] for line in lines}
+    assert lines[-1].startswith("timm:<name>: any timm architecture")
+
+
+def test_models_shows_a_plugin_that_fails_to_load_as_broken(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    from debiasbench.registry import Registry
+
+    broken = EntryPoint(name="lost_net", value="no_such_module_xyz:net", group="debiasbench.models")
+    good = EntryPoint(name="small_cnn", value="debiasbench.models:small_cnn", group="debiasbench.models")
+    monkeypatch.setattr("debiasbench.registry.entry_points", lambda group: [broken, good])
+    monkeypatch.setattr("debiasbench.registry.MODELS", Registry("model", "debiasbench.models"))
+    result = invoke(["models"])
+    assert result.exit_code == 0, result.output
+    assert "lost_net: failed to load: ModuleNotFoundError: No module named 'no_such_module_xyz'" in result.output
+    assert "small_cnn: Three conv-BN-ReLU blocks" in result.output
+
+
 def test_sweep_runs_every_job_once_and_skips_finished_jobs_when_rerun(tracking_uri, tmp_path):
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(textwrap.dedent("""
