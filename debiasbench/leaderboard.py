@@ -34,6 +34,7 @@ import pandas as pd
 
 from debiasbench.errors import UserError
 from debiasbench.report import EXTRA_METRICS, HEADLINE_METRICS
+from debiasbench.stats import MISSING, format_mean_se
 from debiasbench.tracking import RUN_KEY_TAG, search_all
 
 COMMAND_TAG = "debiasbench.command"
@@ -340,10 +341,9 @@ def _md(text: Any) -> str:
 
 
 def _cell(mean: float, se: float, rank: float = math.nan) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "–"
-    text = f"{mean:.3f}" if se is None or math.isnan(se) else f"{mean:.3f} ± {se:.3f}"
-    return f"{text} (#{int(rank)})" if _finite(rank) else text
+    """"0.620 ± 0.012 (#1)": the mean over seeds, its standard error and the rank, if any."""
+    text = format_mean_se(mean, se)
+    return f"{text} (#{int(rank)})" if _finite(rank) and text != MISSING else text
 
 
 def _verdict_lines(frame: pd.DataFrame) -> list[str]:

@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from debiasbench.leaderboard import (LOWER_IS_BETTER, NOTES_HEADING, RANKS_TEXT, SUMMARY_COLUMNS, add_verdict,
                                      better, group_label, has_metric, pareto_axes, public_frame, public_text,
                                      sentence, store_label, verdict_rule, verdicts)
+from debiasbench.stats import MISSING, PLUS_MINUS, mean_se_parts
 
 _Options = tuple[tuple[str, tuple[str, ...]], ...]
 # Per plot: (title, metrics) options, the first with any logged metric wins; y label; y range.
@@ -114,15 +115,18 @@ def _text(row: pd.Series, column: str) -> str:
 
 
 def _metric_cell(mean: float, se: float, rank: float = math.nan, metric: str = "") -> str:
+    """The mean and its standard error as ``format_mean_se`` writes them, the error in its
+    own (smaller) line; the cell's textContent reads "0.620 ± 0.012" all the same."""
     if math.isnan(mean):
-        return '<td class="num" data-value="">–</td>'
-    se_text = "" if math.isnan(se) else f'<span class="se"> ± {se:.3f}</span>'  # textContent "m ± se"
+        return f'<td class="num" data-value="">{MISSING}</td>'
+    mean_text, se_text = mean_se_parts(mean, se)
+    number = mean_text + ("" if se_text is None else f'<span class="se">{PLUS_MINUS}{se_text}</span>')
     if math.isnan(rank):
-        return f'<td class="num" data-value="{_e(repr(mean))}">{mean:.3f}{se_text}</td>'
+        return f'<td class="num" data-value="{_e(repr(mean))}">{number}</td>'
     best = ' class="num best"' if rank == 1 else ' class="num"'
     title = f"rank {int(rank)} on {metric} ({better(metric)}; ties: overlapping mean ± SE)"
     return (f'<td{best} data-value="{_e(repr(mean))}" data-rank="{int(rank)}">'
-            f'<span class="rank" title="{_e(title)}">#{int(rank)}</span> {mean:.3f}{se_text}</td>')
+            f'<span class="rank" title="{_e(title)}">#{int(rank)}</span> {number}</td>')
 
 
 def _th(column: str, title: str | None = None) -> str:

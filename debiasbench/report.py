@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-import statistics
 from typing import Any, Callable, Iterable
 
 from rich.table import Table
 
 from debiasbench.config import RunConfig
+from debiasbench.stats import MISSING, format_mean_se, mean_se
 
 #: Columns of comparison tables, in reading order.
 HEADLINE_METRICS = ("test_acc", "test_clean_acc", "test_biased_acc", "test_conflicting_acc",
@@ -16,10 +16,18 @@ HEADLINE_METRICS = ("test_acc", "test_clean_acc", "test_biased_acc", "test_confl
                     "train_seconds", "prepare_seconds")
 
 
-def _fmt(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3f}"
+def _digits(value: float) -> int:
+    """Decimals for a terminal cell: one for large values such as seconds, where more is
+    noise and costs the table its width, three for accuracies and other fractions."""
+    return 1 if abs(value) >= 10 else 3
+
+
+def _fmt(value: float | None, se: float | None = None) -> str:
+    """A value, or a mean with its standard error, written as everywhere else
+    (``debiasbench.stats``): the standard error has the mean's decimals."""
+    if value is None or math.isnan(value):
+        return MISSING
+    return format_mean_se(value, se, digits=_digits(value))
 
 
 def metrics_table(config: RunConfig, metrics: dict[str, float]) -> Table:
@@ -96,12 +104,10 @@ def results_table(results: Iterable[Any]) -> Table:
 
 
 def _mean_se(values: list[float]) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return _fmt(values[0])
-    se = statistics.stdev(values) / math.sqrt(len(values))
-    return f"{_fmt(statistics.mean(values))}±{_fmt(se)}"
+    """"0.912 ± 0.004" over seeds ("0.912" for one seed). Spaced like the leaderboard: a
+    narrow terminal then wraps the cell at the spaces instead of cutting off the error."""
+    mean, se, _ = mean_se(values)
+    return _fmt(mean, se)
 
 
 def summary_table(results: Iterable[Any]) -> Table:
@@ -151,7 +157,7 @@ def leaderboard_table(summary: Any) -> Table:
         for rule in rules:
             chosen = rows[rows["rule"] == rule]
             if chosen.empty:
-                cells.append("-")
+                cells.append(MISSING)
                 continue
             row = chosen.iloc[0]
             lines = [f"{_short(m)} {_fmt(row[m])} #{int(row[f'rank_{m}'])}" for m in ranked
@@ -159,7 +165,7 @@ def leaderboard_table(summary: Any) -> Table:
                      and not math.isnan(row[f"rank_{m}"])]
             if bool(row.get("pareto", False)):
                 lines[:1] = [f"{lines[0]} *"] if lines else ["*"]
-            cells.append("\n".join(lines) or "-")
+            cells.append("\n".join(lines) or MISSING)
         table.add_row(str(method), str(dataset), str(model), str(setting).replace(" ", "\n"), *cells)
     on = summary.drop_duplicates(["rule", "dataset"])
     table.caption = "\n".join(f"{r.rule} on {r.dataset} selected on {r.selection_metric}" for r in on.itertuples())

@@ -33,6 +33,7 @@ import pandas as pd
 
 from debiasbench.config import RUN_KEYS, RunConfig
 from debiasbench.errors import UserError
+from debiasbench.stats import mean_se
 
 IDENTITY = ("method", "dataset", "model")
 SETTING_PREFIX = "params.dataset_params."
@@ -284,8 +285,7 @@ def select_by_rule(runs: pd.DataFrame, rule: Rule, metrics: tuple[str, ...] = ()
             }
             for name in metrics:
                 values = chosen.get(f"metrics.{name}", pd.Series(dtype=float)).dropna().astype(float)
-                row[name] = values.mean() if len(values) else math.nan
-                row[f"{name}_se"] = values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+                row[name], row[f"{name}_se"], _ = mean_se(values)
             rows.append(row)
     return pd.DataFrame(rows)
 
