@@ -15,7 +15,8 @@ from debiasbench.models import build_model
 def warm_allocator(colored_digits):
     """JTT's and LfF's ``prepare`` run large batches before their steps are timed, which
     leaves the CPU allocator warm; without the same for vanilla, whichever step is timed
-    first measured 1.3-1.6x slower (the same vanilla step timed after the others: 1.00x JTT)."""
+    first pays for growing the allocator, and vanilla's baseline would read slower than
+    the very same step does after the others."""
     model = build_model("small_cnn", 10)
     split = colored_digits.splits["train"]
     for _ in range(2):

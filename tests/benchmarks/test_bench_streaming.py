@@ -7,8 +7,9 @@ rows of the same cache file, each batch converted to float on the device. ``stre
 ``debiasbench.data.Loader`` reading rows from the file in background threads;
 ``resident``: the same loader with the uint8 images on the device. Target: streamed
 at most 1.0x the baseline; the resident / streamed ratio is what keeping the images on
-the device buys. On a CPU the epoch is the model's steps, whose time varies by 10-20%
-between members of one session; the ``stream-iterate`` group times the loaders alone.
+the device buys. On a CPU the epoch is the model's steps, whose time varies between
+members of one session by more than the loaders differ; the ``stream-iterate`` group
+times the loaders alone.
 """
 
 from __future__ import annotations
