@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 from pathlib import Path
-from typing import Callable, ContextManager
+from typing import Callable, ContextManager, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +38,22 @@ def predict(model: nn.Module, x: Tensor | Split, batch_size: int | None,
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long, device=x.device)
 
 
+def group_counts(split: Split, num_classes: int, num_bias: int) -> Tensor:
+    """Samples in each class x bias cell of ``split`` [num_classes * num_bias] (those with a
+    known bias label)."""
+    known = split.bias >= 0
+    return torch.bincount(split.groups(num_bias)[known], minlength=num_classes * num_bias)
+
+
+def group_facts(prefix: str, split: Split, num_classes: int, num_bias: int) -> dict[str, Tensor]:
+    """The split's smallest non-empty cell and its number of empty cells: facts of the data
+    that say whether its group metrics can rank models, the same for every model."""
+    counts = group_counts(split, num_classes, num_bias)
+    nonempty = counts > 0
+    return {f"{prefix}_smallest_group": torch.where(nonempty, counts, counts.max()).min().float(),
+            f"{prefix}_empty_groups": (~nonempty).sum().float()}
+
+
 def split_metrics(prefix: str, preds: Tensor, split: Split, num_classes: int, num_bias: int,
                   full: bool, facts: bool = True) -> dict[str, Tensor]:
     """Accuracy of ``preds`` on ``split``; with ``full`` also group and conflicting accuracy,
@@ -50,28 +66,36 @@ def split_metrics(prefix: str, preds: Tensor, split: Split, num_classes: int, nu
     conflicting = split.conflicting.float()
     metrics[f"{prefix}_conflicting_acc"] = (correct * conflicting).sum() / conflicting.sum()
     known = split.bias >= 0
-    groups = split.groups(num_bias)[known]
     size = num_classes * num_bias
-    counts = torch.bincount(groups, minlength=size)
-    hits = torch.bincount(groups, weights=correct[known], minlength=size)
+    counts = group_counts(split, num_classes, num_bias)
+    hits = torch.bincount(split.groups(num_bias)[known], weights=correct[known], minlength=size)
     accuracy = hits / counts.clamp(min=1)
     nonempty = counts > 0
     nan = torch.tensor(float("nan"), device=preds.device)
     metrics[f"{prefix}_worst_group_acc"] = torch.where(nonempty, accuracy, torch.inf).min().where(nonempty.any(), nan)
     metrics[f"{prefix}_unbiased_acc"] = (accuracy * nonempty).sum() / nonempty.sum()
-    if not facts:
-        return metrics
-    metrics[f"{prefix}_smallest_group"] = torch.where(nonempty, counts, counts.max()).min().float()
-    metrics[f"{prefix}_empty_groups"] = (~nonempty).sum().float()
+    if facts:
+        metrics.update(group_facts(prefix, split, num_classes, num_bias))
     return metrics
+
+
+#: The per-epoch validation evaluates the views whose name starts with this: ``val`` and
+#: its clean / biased views.
+VALIDATION_PREFIX = "val"
 
 
 def evaluate(model: nn.Module, dataset: BenchmarkDataset, batch_size: int | None = None,
              prefixes: tuple[str, ...] | None = None,
              autocast: Callable[[], ContextManager] = contextlib.nullcontext,
-             facts: bool = True) -> dict[str, float]:
+             facts: bool = True, validation: Mapping[str, float] | None = None) -> dict[str, float]:
     """Metrics on every evaluation view whose name starts with one of ``prefixes``; the
     splits' group sizes too unless ``facts`` is false.
+
+    ``validation``: what the per-epoch validation (``prefixes=(VALIDATION_PREFIX,)``,
+    ``facts=False``) returned for this very model, i.e. the selected epoch's, whose
+    weights the final model has. Those views are then not predicted again: the same
+    weights on the same images give the same predictions, and a tiny run spent as long
+    re-predicting them as on an epoch of validation. Their group sizes are still added.
 
     Metrics that are undefined on a view (no bias labels, no conflicting sample) are
     left out rather than reported as NaN.
@@ -81,13 +105,21 @@ def evaluate(model: nn.Module, dataset: BenchmarkDataset, batch_size: int | None
         for name, split in dataset.evaluation_views().items():
             if prefixes is not None and not name.startswith(prefixes):
                 continue
+            full = name in NATURAL_SPLITS
+            if validation is not None and name.startswith(VALIDATION_PREFIX):
+                if full and facts:
+                    metrics.update(group_facts(name, split, dataset.num_classes, dataset.num_bias))
+                continue
             preds = predict(model, split, batch_size, autocast)
             metrics.update(split_metrics(name, preds, split, dataset.num_classes, dataset.num_bias,
-                                         full=name in NATURAL_SPLITS, facts=facts))
-    if not metrics:
-        return {}
-    values = torch.stack(list(metrics.values())).float().cpu().tolist()
-    return {k: v for k, v in zip(metrics, values) if not math.isnan(v)}
+                                         full=full, facts=facts))
+    values = torch.stack(list(metrics.values())).float().cpu().tolist() if metrics else []
+    computed = {k: v for k, v in zip(metrics, values) if not math.isnan(v)}
+    if validation is None:
+        return computed
+    reused = {k: v for k, v in validation.items()
+              if k.startswith(VALIDATION_PREFIX) and (prefixes is None or k.startswith(prefixes))}
+    return {**reused, **computed}
 
 
 #: Samples explained per LRP batch at 64x64 pixels and below (one backward each); larger

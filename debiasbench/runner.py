@@ -29,7 +29,7 @@ from debiasbench.class_weights import class_weights
 from debiasbench.config import RunConfig
 from debiasbench.data import BenchmarkDataset, DeviceLoader
 from debiasbench.errors import RunFailed, UserError
-from debiasbench.evaluate import eval_batch_for, evaluate
+from debiasbench.evaluate import VALIDATION_PREFIX, eval_batch_for, evaluate
 from debiasbench.method import Method, RunContext
 from debiasbench.models import LatentModel, build_model
 from debiasbench.registry import DATASETS, METHODS
@@ -109,6 +109,9 @@ class Trainer:
         self.train_seconds = 0.0
         self.samples = 0
         self.best: float | None = None
+        #: The validation metrics of the weights ``select`` keeps, where this process
+        #: measured them: the final evaluation does not predict those views again.
+        self.selected_validation: dict[str, float] | None = None
 
     def autocast(self) -> ContextManager:
         return autocast_for(self.device, self.config.amp)
@@ -180,10 +183,12 @@ class Trainer:
         self.synchronize()
         self.train_seconds += time.perf_counter() - began
         val = evaluate(training.method.eval_model(self.model), self.dataset, self.config.eval_batch_size,
-                       prefixes=("val",), autocast=self.autocast, facts=False)
+                       prefixes=(VALIDATION_PREFIX,), autocast=self.autocast, facts=False)
         self.tracked.log_metrics({f"epoch/{k}": v for k, v in {**train_logs, **val}.items()}, step=epoch + 1)
         if self.config.selection == "best":
             self.keep_if_best(val)
+        else:
+            self.selected_validation = val
         self.save_last(training, epoch)
 
     def train_epoch(self, training: Training, epoch: int) -> dict[str, float]:
@@ -222,6 +227,7 @@ class Trainer:
                             f"{self.config.dataset}'s validation split; defined: {', '.join(sorted(val))}")
         if self.best is None or val[metric] > self.best:
             self.best = val[metric]
+            self.selected_validation = dict(val)
             checkpoints.save_atomic({"model": self.model.state_dict()}, self.checkpoint_dir / "best.pt")
 
     def save_last(self, training: Training, epoch: int) -> None:
@@ -261,8 +267,10 @@ class Trainer:
             self.model.load_state_dict(checkpoints.load(best, self.device)["model"])
 
     def final_evaluation(self, model: nn.Module) -> dict[str, float]:
-        """Every split and view of the dataset, with the group facts."""
-        return evaluate(model, self.dataset, self.config.eval_batch_size, autocast=self.autocast)
+        """Every split and view of the dataset, with the group facts (the validation views
+        from the selected epoch's validation, where this process ran it)."""
+        return evaluate(model, self.dataset, self.config.eval_batch_size, autocast=self.autocast,
+                        validation=self.selected_validation)
 
     def synchronize(self) -> None:
         """Wait for the device, so that wall-clock timings cover the work."""
@@ -270,19 +278,20 @@ class Trainer:
             torch.cuda.synchronize(self.device)
 
     def explain(self, model: nn.Module) -> dict[str, float]:
-        """Artifact relevance, TCAV and CAV alignment where the dataset has artifact masks."""
+        """Artifact relevance, TCAV and CAV alignment where the dataset has artifact masks;
+        the heatmap picture as an artifact where the run logs artifacts (``log_model``)."""
         from debiasbench.evaluate import artifact_metrics
 
         if not isinstance(model, LatentModel):
             return {}
         with tempfile.TemporaryDirectory() as folder:
-            heatmaps = Path(folder) / "heatmaps.png"
+            heatmaps = Path(folder) / "heatmaps.png" if self.config.log_model else None
             cav_kind = self.config.hparams.get("cav_kind", "pattern")
             metrics, params = artifact_metrics(
                 model, self.dataset, self.config.eval_batch_size, heatmaps, cav_kind,
                 relevance_mask=self.config.relevance_mask, tcav_population=self.config.tcav_population,
                 cav_samples=self.config.hparams.get("cav_samples", "predicted"))
-            if heatmaps.exists():
+            if heatmaps is not None and heatmaps.exists():
                 self.tracked.log_artifact(heatmaps)
         if params:
             self.tracked.log_params(params)
