@@ -57,3 +57,18 @@ def test_a_resumed_cuda_run_ends_like_an_uninterrupted_one(folder, tracker, regi
                         checkpoint_dir=str(tmp_path / "ckpt"), log_model=False)
     resumed, uninterrupted = crash_resume_and_rerun(config, tracker)
     assert without_timing(resumed.metrics) == pytest.approx(without_timing(uninterrupted.metrics), abs=1e-6)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS.names()))
+def test_every_method_resumes_on_cuda_and_ends_like_an_uninterrupted_run(folder, tracker, register, tmp_path, method):
+    """Named streams (CUDA generators included) and each method's state survive a crash."""
+    crashing = register(METHODS, crashing_once(METHODS.get(method), f"crashing_{method}_gpu", at_step=5))
+    config = gpu_config(folder, crashing.name, "resnet18", "device", epochs=2, deterministic=True,
+                        checkpoint_dir=str(tmp_path / "ckpt"), log_model=False)
+    if config.epochs == 0:
+        pytest.skip(f"{method} trains nothing by default: nothing to resume")
+    try:
+        resumed, uninterrupted = crash_resume_and_rerun(config, tracker)
+    except pytest.fail.Exception:
+        pytest.skip(f"{method} trains no parameter with its defaults: nothing to resume")
+    assert without_timing(resumed.metrics) == pytest.approx(without_timing(uninterrupted.metrics), abs=1e-6)
