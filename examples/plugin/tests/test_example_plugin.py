@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from debiasbench.testing import check_dataset, check_method
 from debiasbench_example.focal_loss import FocalLoss, focal_loss
+from debiasbench_example.nets import stripe_cnn
 from debiasbench_example.stripes import PALETTE, ColoredStripes
 
 TINY = {"n_train": 200, "n_val": 60, "n_test": 100, "image_size": 12}
@@ -23,6 +24,24 @@ def test_dataset_keeps_the_contract():
 def test_method_keeps_the_contract_end_to_end_on_the_dataset():
     metrics = check_method(FocalLoss, dataset=ColoredStripes, dataset_params=TINY)
     assert 0.0 <= metrics["test_conflicting_acc"] <= 1.0
+
+
+def test_method_trains_the_plugin_architecture_end_to_end():
+    from debiasbench.registry import MODELS
+
+    with MODELS.override(stripe_cnn, name="stripe_cnn"):  # what the entry point does once installed
+        metrics = check_method(FocalLoss, dataset=ColoredStripes, dataset_params=TINY, model="stripe_cnn")
+    assert 0.0 <= metrics["test_acc"] <= 1.0
+
+
+def test_architecture_takes_any_image_size_and_exposes_its_latent_layer():
+    from debiasbench.models import LatentModel
+
+    net, latent = stripe_cnn(num_classes=3, in_channels=3)
+    model = LatentModel(net, latent, num_classes=3)
+    for size in (12, 17):
+        logits, activation = model.forward_with_latent(torch.rand(2, 3, size, size))
+        assert logits.shape == (2, 3) and activation.shape == (2, 32, size, size)
 
 
 def test_background_agrees_with_the_class_at_bias_ratio_and_test_colour_is_random():
@@ -56,12 +75,13 @@ def test_focal_loss_gradient_is_finite_for_gamma_below_1_at_certainty():
     assert torch.isfinite(logits.grad).all()
 
 
-def test_installed_entry_points_name_both_classes():
+def test_installed_entry_points_name_the_classes_and_the_builder():
     try:
         distribution("debiasbench-example-plugin")
     except PackageNotFoundError:
         pytest.skip("not installed: pip install -e examples/plugin")
-    from debiasbench.registry import DATASETS, METHODS
+    from debiasbench.registry import DATASETS, METHODS, MODELS
 
     assert METHODS.get("focal_loss") is FocalLoss
     assert DATASETS.get("colored_stripes") is ColoredStripes
+    assert MODELS.get("stripe_cnn") is stripe_cnn
