@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # where one exists). Override e.g. TORCH="torch==2.9.1 torchvision==0.24.1" on aarch64.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test bench bench-memory gpu-check install clean mnist
+.PHONY: demo test lint bench bench-memory gpu-check install clean mnist
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,21 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# ruff (ruff.toml) and mypy (mypy.ini) over the code and the tests; fails on any finding.
+# mypy checks the package as installed, methods/ and datasets/ inside it, through a tree
+# of links in $(MYPY_TREE); its messages then name the files in the repository again.
+LINT_PATHS := debiasbench methods datasets tests
+MYPY_TREE := build/mypy-tree
+lint: $(VENV)/.installed
+	$(BIN)/ruff check $(LINT_PATHS)
+	rm -rf $(MYPY_TREE) && mkdir -p $(MYPY_TREE)/debiasbench
+	for f in debiasbench/*.py; do ln -s ../../../$$f $(MYPY_TREE)/$$f; done
+	ln -s ../../../methods $(MYPY_TREE)/debiasbench/methods
+	ln -s ../../../datasets $(MYPY_TREE)/debiasbench/datasets
+	$(BIN)/mypy $(MYPY_TREE)/debiasbench tests > build/mypy.txt; status=$$?; \
+	  sed -e 's#^$(MYPY_TREE)/debiasbench/methods/#methods/#' -e 's#^$(MYPY_TREE)/debiasbench/datasets/#datasets/#' \
+	      -e 's#^$(MYPY_TREE)/##' build/mypy.txt; exit $$status
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m pytest tests/benchmarks --benchmark-enable --benchmark-columns=median,iqr,rounds
