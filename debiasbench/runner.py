@@ -354,10 +354,9 @@ def run(config: RunConfig, tracker: Tracker, progress: bool | None = None) -> Ru
             base_folder = initial_state.parent
             model.net.load_state_dict(checkpoints.load(initial_state, device), strict=True)
             seed_everything(config.seed, config.deterministic)  # same state whether the base was trained now or not
-        with tracker.start(config) as tracked:
-            if base_run_id:
-                tracked.set_tags({"debiasbench.base_run_id": base_run_id})
-            tracked.set_tags({"debiasbench.data_placement": placement})
+        tags = {"debiasbench.data_placement": placement,
+                **({"debiasbench.base_run_id": base_run_id} if base_run_id else {})}
+        with tracker.start(config, tags) as tracked:
             trainer = Trainer(config, dataset, model, tracked, device, progress)
             metrics = trainer.train()
             tracked.log_metrics(metrics, step=config.epochs)

@@ -96,12 +96,13 @@ class Tracker:
             raise UserError(f"tracking store {self.uri!r} cannot be used: {_first_line(exc)}") from None
 
     @contextmanager
-    def start(self, config: RunConfig) -> Iterator[TrackedRun]:
+    def start(self, config: RunConfig, tags: Mapping[str, Any] | None = None) -> Iterator[TrackedRun]:
         """A run that ends FINISHED, or FAILED / KILLED with the reason, whatever happens;
-        what it logged is written before it ends (see ``TrackedRun`` for a killed process)."""
+        what it logged is written before it ends (see ``TrackedRun`` for a killed process).
+        ``tags`` known before the run starts are created with it (no write of their own)."""
         name = f"{config.method}-{config.dataset}-{config.model}-s{config.seed}"
-        run = self.client.create_run(self.experiment_id, run_name=name,
-                                     tags={**self.tags, RUN_KEY_TAG: config.run_key()})
+        run = self.client.create_run(self.experiment_id, run_name=name, tags={
+            **self.tags, **{k: str(v) for k, v in (tags or {}).items()}, RUN_KEY_TAG: config.run_key()})
         tracked = TrackedRun(self.client, run.info.run_id)
         try:
             tracked.log_params(config.flat())

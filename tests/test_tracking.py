@@ -105,3 +105,10 @@ def test_a_large_buffer_is_cut_into_batches_within_mlflows_limits():
     assert len({p.key for b in batches for p in b.params}) == 250
     assert len({t.key for b in batches for t in b.tags}) == 30
     assert not buffer and buffer.take() == []
+
+
+def test_tags_known_at_the_start_are_stored_with_the_run_from_its_creation(tracker: Tracker):
+    with tracker.start(tiny_config(), {"debiasbench.data_placement": "device"}) as tracked:
+        stored = _stored(tracker, tracked.run_id)
+        assert stored.data.tags["debiasbench.data_placement"] == "device"
+        assert stored.data.tags["debiasbench.run_key"] == tiny_config().run_key()
