@@ -113,7 +113,7 @@ class Registry(Generic[T]):
                 self._broken[key] = broken
 
     def _load_entry_points(self) -> None:
-        if self._loaded:
+        if self._loaded or self.group is None:
             return
         self._loaded = True
         for ep in _builtins_first(list(entry_points(group=self.group))):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,7 @@ def test_third_party_entry_point_is_found(monkeypatch):
                       group="debiasbench.methods")
     monkeypatch.setattr("debiasbench.registry.entry_points",
                         lambda group: [fake] if group == "debiasbench.methods" else [])
-    registry = Registry("method", "debiasbench.methods")
+    registry: Registry[Any] = Registry("method", "debiasbench.methods")
     from debiasbench.methods.vanilla import Vanilla
 
     assert registry.get("plugin_method") is Vanilla
@@ -41,7 +42,7 @@ def test_broken_plugin_is_reported_by_name_and_does_not_hide_others(monkeypatch)
     broken = EntryPoint(name="broken", value="no_such_module_xyz:Thing", group="g")
     good = EntryPoint(name="good", value="debiasbench.methods.vanilla:Vanilla", group="g")
     monkeypatch.setattr("debiasbench.registry.entry_points", lambda group: [broken, good])
-    registry = Registry("method", "g")
+    registry: Registry[Any] = Registry("method", "g")
     assert registry.names() == ["good"]
     assert "broken" in registry.broken()
     with pytest.raises(UserError, match="failed to load"):
@@ -49,7 +50,7 @@ def test_broken_plugin_is_reported_by_name_and_does_not_hide_others(monkeypatch)
 
 
 def test_decorator_registration_uses_the_class_name_attribute():
-    registry = Registry("method")
+    registry: Registry[Any] = Registry("method")
 
     @registry.register
     class Mine:
@@ -67,7 +68,7 @@ def second(num_classes: int, in_channels: int = 3):
 
 
 def test_registering_a_name_again_with_another_object_warns_naming_both_and_the_later_wins():
-    registry = Registry("model")
+    registry: Registry[Any] = Registry("model")
     registry.register(first, name="net")
     with pytest.warns(DuplicateRegistrationWarning) as caught:
         registry.register(second, name="net")
@@ -79,7 +80,7 @@ def test_registering_a_name_again_with_another_object_warns_naming_both_and_the_
 
 
 def test_the_decorator_form_warns_too():
-    registry = Registry("method")
+    registry: Registry[Any] = Registry("method")
     registry.register(first, name="twice")
     with pytest.warns(DuplicateRegistrationWarning, match="'twice'") as caught:
         registry.register(name="twice")(second)
@@ -87,7 +88,7 @@ def test_the_decorator_form_warns_too():
 
 
 def test_registering_the_same_object_again_is_silent():
-    registry = Registry("model")
+    registry: Registry[Any] = Registry("model")
     registry.register(first, name="net")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -96,7 +97,7 @@ def test_registering_the_same_object_again_is_silent():
 
 
 def test_override_replaces_silently_and_restores_the_previous_object():
-    registry = Registry("model")
+    registry: Registry[Any] = Registry("model")
     registry.register(first, name="net")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -106,7 +107,7 @@ def test_override_replaces_silently_and_restores_the_previous_object():
 
 
 def test_override_of_an_absent_name_removes_it_afterwards():
-    registry = Registry("model")
+    registry: Registry[Any] = Registry("model")
     with registry.override(second, name="temporary"):
         assert "temporary" in registry.names()
     assert "temporary" not in registry
@@ -115,7 +116,7 @@ def test_override_of_an_absent_name_removes_it_afterwards():
 
 
 def test_override_restores_after_an_exception_in_the_block():
-    registry = Registry("model")
+    registry: Registry[Any] = Registry("model")
     registry.register(first, name="net")
     with pytest.raises(RuntimeError, match="boom"):
         with registry.override(second, name="net"), registry.override(second, name="new"):
@@ -128,7 +129,7 @@ def test_override_uses_the_class_name_attribute_and_loads_entry_points_first(mon
 
     plugin = EntryPoint(name="vanilla", value="debiasbench.methods.vanilla:Vanilla", group="g")
     monkeypatch.setattr("debiasbench.registry.entry_points", lambda group: [plugin])
-    registry = Registry("method", "g")
+    registry: Registry[Any] = Registry("method", "g")
 
     class Replacement:
         name = "vanilla"
@@ -143,7 +144,7 @@ def test_entry_point_under_a_taken_name_warns_and_keeps_the_registered_object(mo
 
     clash = EntryPoint(name="net", value="debiasbench.methods.vanilla:Vanilla", group="g")
     monkeypatch.setattr("debiasbench.registry.entry_points", lambda group: [clash])
-    registry = Registry("model", "g")
+    registry: Registry[Any] = Registry("model", "g")
     registry.register(first, name="net")
     with pytest.warns(DuplicateRegistrationWarning) as caught:
         names = registry.names()
@@ -158,7 +159,7 @@ def test_entry_point_naming_the_object_already_registered_is_silent(monkeypatch)
     monkeypatch.setattr("debiasbench.registry.entry_points", lambda group: [same])
     from debiasbench.methods.vanilla import Vanilla
 
-    registry = Registry("method", "g")
+    registry: Registry[Any] = Registry("method", "g")
     registry.register(Vanilla)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -189,7 +190,7 @@ def test_a_plugin_entry_point_never_displaces_a_builtin_whatever_the_discovery_o
     monkeypatch.setattr("debiasbench.registry.entry_points", lambda group: [plugin, builtin])
     from debiasbench.methods.vanilla import Vanilla
 
-    registry = Registry("method", "g")
+    registry: Registry[Any] = Registry("method", "g")
     with pytest.warns(DuplicateRegistrationWarning, match="debiasbench.methods.jtt:JTT"):
         assert registry.get("vanilla") is Vanilla
 
