@@ -23,14 +23,13 @@ Where a rule follows the RR-ClArC authors' code, the docstring cites it as
 from __future__ import annotations
 
 import warnings
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from debiasbench.data import Split, eval_batch_for, input_batches
-from debiasbench.models import eval_mode
+from debiasbench.models import LatentModel, eval_mode
 
 __all__ = [
     "CAV_KINDS",
@@ -342,7 +341,7 @@ def _fit_standardised(x: np.ndarray, y: np.ndarray, kind: str) -> np.ndarray:
     return np.asarray(coef, dtype=np.float64).reshape(-1) / std
 
 
-def latent_activations(model: nn.Module, x: Tensor | Split, batch_size: int | None = 256, *,
+def latent_activations(model: LatentModel, x: Tensor | Split, batch_size: int | None = 256, *,
                        pool: bool = False) -> Tensor:
     """``model.latent(x)`` for all of ``x`` (a split or a tensor), in batches, eval mode,
     without autograd.
@@ -364,7 +363,7 @@ def latent_activations(model: nn.Module, x: Tensor | Split, batch_size: int | No
     return torch.cat(parts)
 
 
-def latents_and_predictions(model: nn.Module, x: Tensor | Split,
+def latents_and_predictions(model: LatentModel, x: Tensor | Split,
                             batch_size: int | None = 256) -> tuple[Tensor, Tensor]:
     """Max-pooled latents ``[N, C]`` (or ``[N, D]``) and predicted classes ``[N]`` of ``x``,
     from one forward pass per batch, in eval mode, without autograd (see
@@ -399,7 +398,7 @@ def latents_and_predictions(model: nn.Module, x: Tensor | Split,
     return torch.cat(latents), torch.cat(predictions)
 
 
-def artifact_cav_samples(model: nn.Module, split: Split, attacked_class: int | None,
+def artifact_cav_samples(model: LatentModel, split: Split, attacked_class: int | None,
                          samples: str = "predicted", batch_size: int | None = 256) -> tuple[Tensor, Tensor]:
     """The max-pooled latents ``[M, C]`` a CAV of the artifact is fitted on, and their
     artifact labels ``[M]`` (bool), on the device of the split.
@@ -462,7 +461,7 @@ def _check_groups(artifact: Tensor, what: str, error: type[ValueError] = ValueEr
                     f"both must be present")
 
 
-def fit_artifact_cav(model: nn.Module, split: Split, attacked_class: int | None, kind: str = "pattern",
+def fit_artifact_cav(model: LatentModel, split: Split, attacked_class: int | None, kind: str = "pattern",
                      batch_size: int | None = 256, samples: str = "predicted") -> Tensor:
     """The CAV of the artifact at ``model``'s latent layer, fitted on ``split``'s samples of
     ``attacked_class`` that ``samples`` chooses (``artifact_cav_samples``: by default those
@@ -500,7 +499,7 @@ def _mean_pool(grad: Tensor) -> Tensor:
     raise ValueError(f"latent must be [N, D] or [N, C, H, W], got shape {tuple(grad.shape)}")
 
 
-def tcav_score(model: nn.Module, x: Tensor | Split, cav: Tensor, target: Tensor | int,
+def tcav_score(model: LatentModel, x: Tensor | Split, cav: Tensor, target: Tensor | int,
                batch_size: int | None = 256) -> float:
     """Share of samples whose target logit increases along ``cav`` in the latent (TCAV).
 
@@ -530,7 +529,9 @@ def tcav_score(model: nn.Module, x: Tensor | Split, cav: Tensor, target: Tensor 
     if targets.numel() != n:
         raise ValueError(f"target must be an int or have one class per sample ({n}), got {targets.numel()}")
 
-    leaf: Callable[[Tensor], Tensor] = lambda latent: latent.detach().requires_grad_(True)
+    def leaf(latent: Tensor) -> Tensor:
+        return latent.detach().requires_grad_(True)
+
     counts: list[Tensor] = []  # [positive, negative] per batch, read once at the end
     with eval_mode(model), torch.enable_grad():
         for start, inputs in zip(range(0, n, batch_size), input_batches(x, batch_size)):

@@ -8,6 +8,7 @@ follow DomainBed: a default that runs, plus a distribution a sweep draws from.
 
 from __future__ import annotations
 
+import builtins
 import math
 import random
 from dataclasses import dataclass, field
@@ -79,7 +80,7 @@ class HParam:
     optional: bool = field(default=False)
 
     @property
-    def value_type(self) -> type:
+    def value_type(self) -> builtins.type:  # the field ``type`` shadows the builtin here
         if self.type is not None:
             return self.type
         if self.default is None:

@@ -67,7 +67,7 @@ def decode(path: Path, image_size: int) -> np.ndarray:
             width, height = image.size
             scale = image_size / min(width, height)
             size = (max(image_size, round(width * scale)), max(image_size, round(height * scale)))
-            image = image.resize(size, Image.BILINEAR, reducing_gap=None)
+            image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)
             left, top = (size[0] - image_size) // 2, (size[1] - image_size) // 2
             image = image.crop((left, top, left + image_size, top + image_size))
             pixels = np.asarray(image, dtype=np.uint8)

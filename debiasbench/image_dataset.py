@@ -108,7 +108,8 @@ class ImageFileDataset(BenchmarkDataset):
         self.store = self.load([table.paths[i] for i in order])
         bounds = np.cumsum([0] + [len(rows[s]) for s in SPLITS])
         labels = torch.from_numpy(np.array(table.labels, dtype=np.int64))
-        bias = torch.full_like(labels, -1) if table.bias is None else torch.from_numpy(np.array(table.bias, dtype=np.int64))
+        bias = (torch.full_like(labels, -1) if table.bias is None
+                else torch.from_numpy(np.array(table.bias, dtype=np.int64)))
         aligned = aligned_classes(labels[rows["train"]], bias[rows["train"]], self.num_classes, table.num_bias)
         generator = torch.Generator().manual_seed(p["seed"])
         self.splits, self.views = {}, {}

@@ -430,11 +430,11 @@ def write_leaderboard(runs: pd.DataFrame, summary: pd.DataFrame, info: dict[str,
         "README.md": markdown(summary, info, metrics),
         "index.html": render_page(summary, info, metrics),
     }
-    staged = []
+    staged: list[tuple[Path, Path]] = []
     try:
         for name, text in texts.items():
-            handle, temp = tempfile.mkstemp(prefix=f".{name}.", dir=out)
-            staged.append((Path(temp), out / name))
+            handle, temp_name = tempfile.mkstemp(prefix=f".{name}.", dir=out)
+            staged.append((Path(temp_name), out / name))
             with os.fdopen(handle, "w", encoding="utf-8") as file:
                 file.write(text)
     except BaseException:

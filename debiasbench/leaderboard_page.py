@@ -20,6 +20,7 @@ import io
 import math
 import textwrap
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -214,8 +215,10 @@ def _pareto_plot(frame: pd.DataFrame, x: str, y: str, title: str) -> str:
     fig = Figure(figsize=(6.4, 4.8), layout="constrained")
     ax = fig.subplots()
     xs, ys = rows[x].astype(float).to_numpy(), rows[y].astype(float).to_numpy()
-    for mask, style in ((~front, dict(fmt="o", mfc="white", color="#7a8590", label="dominated")),
-                        (front, dict(fmt="o", color="#2f8f46", label="Pareto front"))):
+    styles: tuple[tuple[np.ndarray, dict[str, Any]], ...] = (
+        (~front, dict(fmt="o", mfc="white", color="#7a8590", label="dominated")),
+        (front, dict(fmt="o", color="#2f8f46", label="Pareto front")))
+    for mask, style in styles:
         if mask.any():
             ax.errorbar(xs[mask], ys[mask], xerr=_se(rows, x)[mask], yerr=_se(rows, y)[mask], capsize=3,
                         markersize=7, linestyle="none", **style)

@@ -85,8 +85,9 @@ def check_hashes(data: bytes, source: str) -> None:
     sha512 = "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
     sha1 = hashlib.sha1(data).hexdigest()
     if sha512 != REGISTRY_SHA512 or sha1 != REGISTRY_SHA1:
-        raise UserError(f"{source} is not the published {PACKAGE}-{VERSION}.tgz (sha512 {sha512[:20]}..., sha1 "
-                        f"{sha1}; expected {REGISTRY_SHA512[:20]}..., {REGISTRY_SHA1}): a partial or different download")
+        raise UserError(f"{source} is not the published {PACKAGE}-{VERSION}.tgz (sha512 {sha512[:20]}..., "
+                        f"sha1 {sha1}; expected {REGISTRY_SHA512[:20]}..., {REGISTRY_SHA1}): a partial or "
+                        "different download")
 
 
 def _reader_of(package: Path | bytes) -> Callable[[int], bytes]:

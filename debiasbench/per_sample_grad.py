@@ -81,7 +81,7 @@ def combine_norms(parts: Iterable[Tensor], p: float) -> Tensor:
     return torch.linalg.vector_norm(norms, ord=p, dim=0)
 
 
-def per_sample_grad_norms(model: nn.Module, x: "Tensor | Split", y: Tensor | None,
+def per_sample_grad_norms(model: nn.Module, x: Tensor | Split, y: Tensor | None,
                           params: str | Sequence[str] = "last_layer",
                           p: float = 2.0, method: str = "closed_form", batch_size: int | None = None) -> Tensor:
     """``||d CE(model(x_i), y_i) / d params||_p`` for every sample -> float32 [N] on x's device.
@@ -139,7 +139,7 @@ def _closed_form(model: nn.Module, linear_name: str, p: float):
                 logits = model(xb)
         finally:
             handle.remove()
-        if seen.get("output") is not logits or seen["features"].dim() != 2:
+        if "output" not in seen or seen["output"] is not logits or seen["features"].dim() != 2:
             raise ValueError(f"the closed form needs the last Linear ({linear_name!r}) to map [N, D] "
                              "features straight to the logits; use method='vmap'")
         delta = logits.float().softmax(1) - F.one_hot(yb, logits.shape[1]).float()
@@ -190,11 +190,11 @@ def loop_grad_norms(model: nn.Module, x: Tensor, y: Tensor, params: str | Sequen
                 if full_backward:
                     model.zero_grad(set_to_none=True)
                     loss.backward()
-                    grads = [t.grad for t in chosen]
+                    grads: list[Tensor | None] = [t.grad for t in chosen]
                 else:
                     grads = list(torch.autograd.grad(loss, chosen, allow_unused=True))
-                grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, chosen)]
-                out.append(combine_norms([g.unsqueeze(0) for g in grads], p))
+                filled = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, chosen)]
+                out.append(combine_norms([g.unsqueeze(0) for g in filled], p))
     finally:
         model.zero_grad(set_to_none=True)
     return torch.cat(out) if out else torch.zeros(0, device=x.device)

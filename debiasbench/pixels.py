@@ -66,10 +66,10 @@ class Pixels:
     def finish(self, fetched: Any, index: Tensor, device: torch.device) -> tuple[Tensor, Tensor | None]:
         raise NotImplementedError
 
-    def subset(self, index: Tensor) -> "Pixels":
+    def subset(self, index: Tensor) -> Pixels:
         raise NotImplementedError
 
-    def to(self, device: torch.device | str) -> "Pixels":
+    def to(self, device: torch.device | str) -> Pixels:
         raise NotImplementedError
 
 
@@ -99,11 +99,11 @@ class TensorPixels(Pixels):
         x, mask = fetched
         return to_float(x.to(device, non_blocking=True)), None if mask is None else mask.to(device)
 
-    def subset(self, index: Tensor) -> "TensorPixels":
+    def subset(self, index: Tensor) -> TensorPixels:
         index = index.to(self.x.device)
         return TensorPixels(self.x[index], None if self.mask is None else self.mask[index])
 
-    def to(self, device: torch.device | str) -> "TensorPixels":
+    def to(self, device: torch.device | str) -> TensorPixels:
         return TensorPixels(self.x.to(device), None if self.mask is None else self.mask.to(device))
 
 
@@ -124,11 +124,11 @@ class Injection:
     shown: Tensor
     mode: Literal["natural", "all", "none"] = "natural"
 
-    def subset(self, index: Tensor) -> "Injection":
+    def subset(self, index: Tensor) -> Injection:
         index = index.to(self.draws.device)
         return replace(self, draws=self.draws[index], shown=self.shown[index])
 
-    def to(self, device: torch.device | str) -> "Injection":
+    def to(self, device: torch.device | str) -> Injection:
         return replace(self, draws=self.draws.to(device), shown=self.shown.to(device))
 
     def paint(self, x: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
@@ -267,10 +267,10 @@ class CachedPixels(Pixels):
     def finish(self, fetched: Tensor, index: Tensor, device: torch.device) -> tuple[Tensor, Tensor | None]:
         return to_float(fetched.to(device, non_blocking=True)), None
 
-    def subset(self, index: Tensor) -> "CachedPixels":
+    def subset(self, index: Tensor) -> CachedPixels:
         return CachedPixels(self.store, self.rows[index.cpu()])
 
-    def to(self, device: torch.device | str) -> "CachedPixels":
+    def to(self, device: torch.device | str) -> CachedPixels:
         return self
 
 
@@ -312,10 +312,10 @@ class InjectedPixels(_OnTopOf):
         x, _ = self.base.finish(fetched, index, device)
         return self.injection.paint(x, index)
 
-    def subset(self, index: Tensor) -> "InjectedPixels":
+    def subset(self, index: Tensor) -> InjectedPixels:
         return InjectedPixels(self.base.subset(index), self.injection.subset(index))
 
-    def to(self, device: torch.device | str) -> "InjectedPixels":
+    def to(self, device: torch.device | str) -> InjectedPixels:
         return InjectedPixels(self.base.to(device), self.injection.to(device))
 
 
@@ -332,8 +332,8 @@ class Unmasked(_OnTopOf):
     def finish(self, fetched: Any, index: Tensor, device: torch.device) -> tuple[Tensor, Tensor | None]:
         return self.base.finish(fetched, index, device)[0], None
 
-    def subset(self, index: Tensor) -> "Unmasked":
+    def subset(self, index: Tensor) -> Unmasked:
         return Unmasked(self.base.subset(index))
 
-    def to(self, device: torch.device | str) -> "Unmasked":
+    def to(self, device: torch.device | str) -> Unmasked:
         return Unmasked(self.base.to(device))

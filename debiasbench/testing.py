@@ -43,7 +43,7 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def run_sweep_file(path: str | Path, folder: Path) -> tuple[list[RunConfig], list["JobResult"]]:
+def run_sweep_file(path: str | Path, folder: Path) -> tuple[list[RunConfig], list[JobResult]]:
     """Every job of the sweep file at ``path``, on one thread, into a fresh sqlite store and
     checkpoint folder under ``folder`` (a claim test runs the file the README quotes).
     Returns the jobs and their results."""
@@ -62,7 +62,7 @@ def claim_variant(config: RunConfig) -> str:
     return config.method
 
 
-def crash_resume_and_rerun(config: RunConfig, tracker: "Tracker") -> tuple["RunResult", "RunResult"]:
+def crash_resume_and_rerun(config: RunConfig, tracker: Tracker) -> tuple[RunResult, RunResult]:
     """Run ``config`` of a ``crashing_once`` method until it crashes, run it again (it resumes
     from its last checkpoint), and run it uninterrupted into another experiment of the same
     store: returns (resumed, uninterrupted), whose metrics should be equal."""

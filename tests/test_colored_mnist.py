@@ -41,7 +41,8 @@ def fake_digits(n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def write_mnist(folder: Path, n_train: int = 100, n_test: int = 20, gz_train: bool = True, gz_test: bool = False) -> Path:
+def write_mnist(folder: Path, n_train: int = 100, n_test: int = 20, gz_train: bool = True,
+                gz_test: bool = False) -> Path:
     """The four IDX files (train gzip, test plain by default) of fake digits in ``folder``."""
     arrays = {}
     arrays["train_images"], arrays["train_labels"] = fake_digits(n_train, seed=0)

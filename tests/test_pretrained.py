@@ -21,7 +21,6 @@ from torch import Tensor, nn
 from debiasbench import models
 from debiasbench.errors import UserError
 from debiasbench.models import (
-    IMAGENET_ARCHS,
     NORMALIZATION_ATTRIBUTE,
     LatentModel,
     build_model,
