@@ -127,9 +127,9 @@ class Registry(Generic[T]):
             if before is None:
                 self._items[ep.name] = item
             elif before is not item:
-                warnings.warn(f"{self.kind} {ep.name!r} registered twice: entry point {ep.value} "
-                              f"({describe(item)}) ignored, keeping {describe(before)}",
-                              DuplicateRegistrationWarning, stacklevel=2)
+                loaded = "" if describe(item) == ep.value else f" ({describe(item)})"
+                warnings.warn(f"{self.kind} {ep.name!r} registered twice: entry point {ep.value}{loaded} "
+                              f"ignored, keeping {describe(before)}", DuplicateRegistrationWarning, stacklevel=2)
 
     def names(self) -> list[str]:
         self._load_entry_points()

@@ -120,7 +120,7 @@ def debiasbench(env: dict[str, str], cwd: Path, *args: str) -> subprocess.Comple
 
 
 DUPLICATE = ("DuplicateRegistrationWarning: model 'small_cnn' registered twice: entry point "
-             "api_probe.nets:impostor_cnn (api_probe.nets:impostor_cnn) ignored, keeping debiasbench.models:small_cnn")
+             "api_probe.nets:impostor_cnn ignored, keeping debiasbench.models:small_cnn")
 
 
 def test_models_lists_the_plugin_architecture_and_warns_about_the_reused_name(plugin_env, tmp_path):
