@@ -11,7 +11,7 @@ import functools
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable
 
 import typer
 from rich.console import Console
@@ -53,13 +53,13 @@ TrackingOption = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_UR
 @app.command()
 @user_errors
 def run(
-    method: Optional[str] = typer.Option(None, "--method", "-m", help="method name"),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="dataset name"),
-    model: Optional[str] = typer.Option(None, "--model", help="architecture"),
-    seed: Optional[str] = typer.Option(None, "--seed", help="run seed"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file of run keys"),
-    overrides: Optional[List[str]] = SetOption,
-    tracking_uri: Optional[str] = TrackingOption,
+    method: str | None = typer.Option(None, "--method", "-m", help="method name"),
+    dataset: str | None = typer.Option(None, "--dataset", "-d", help="dataset name"),
+    model: str | None = typer.Option(None, "--model", help="architecture"),
+    seed: str | None = typer.Option(None, "--seed", help="run seed"),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML file of run keys"),
+    overrides: list[str] | None = SetOption,
+    tracking_uri: str | None = TrackingOption,
 ) -> None:
     """Train and evaluate one method on one dataset; print its metrics."""
     from debiasbench.config import load_config_file, merge, parse_overrides, resolve_config
@@ -101,7 +101,7 @@ def _run_reporting_failure(run_one: Callable, config: Any, tracker: Any) -> Any:
 @user_errors
 def sweep(
     file: Path = typer.Argument(..., help="sweep YAML (see benchmarks/)"),
-    tracking_uri: Optional[str] = TrackingOption,
+    tracking_uri: str | None = TrackingOption,
     dry_run: bool = typer.Option(False, "--dry-run", help="print the jobs, run nothing"),
     launcher: str = typer.Option("local", "--launcher", help="local, ray, or a plugin's (entry-point group "
                                  "debiasbench.launchers)"),
@@ -138,15 +138,15 @@ def sweep(
 @app.command()
 @user_errors
 def leaderboard(
-    tracking_uri: Optional[str] = TrackingOption,
+    tracking_uri: str | None = TrackingOption,
     out_dir: Path = typer.Option(Path("leaderboard"), "--out", help="folder of the files written"),
-    rules: Optional[List[str]] = typer.Option(None, "--rule", help="selection rules shown (repeatable): val_acc, "
+    rules: list[str] | None = typer.Option(None, "--rule", help="selection rules shown (repeatable): val_acc, "
                                               "bias_annotated, oracle (default: all three)"),
-    select_by: Optional[str] = typer.Option(None, "--select", help="also select by this one metric, as a rule "
+    select_by: str | None = typer.Option(None, "--select", help="also select by this one metric, as a rule "
                                             "of its own: val_worst_group_acc, ..."),
     oracle: bool = typer.Option(False, "--oracle", help="allow --select on a test metric (labelled ORACLE)"),
-    experiments: Optional[List[str]] = typer.Option(None, "--experiment", help="only these experiments (repeatable)"),
-    notes: Optional[Path] = typer.Option(None, "--notes", help="a text file of paragraphs shown under the tables: "
+    experiments: list[str] | None = typer.Option(None, "--experiment", help="only these experiments (repeatable)"),
+    notes: Path | None = typer.Option(None, "--notes", help="a text file of paragraphs shown under the tables: "
                                          "what the ranking shows and what it does not"),
 ) -> None:
     """Select hparams under each rule, average over seeds, rank, and write results.csv,
