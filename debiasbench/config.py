@@ -74,7 +74,8 @@ class RunConfig:
                                     "a quarter of the GPU's free memory (512 MiB on the CPU)")
     deterministic: bool = _key(False, help="deterministic kernels (slower on CUDA)")
     latent_layer: str | None = _key(None, type=str, help="module name; default per architecture")
-    pretrained: str | None = _key(None, type=str, help="imagenet (the library's ImageNet weights from its local cache; see README) or a local path of initial weights")
+    pretrained: str | None = _key(None, type=str, help="imagenet (the library's ImageNet weights from its local "
+                                                       "cache; see README) or a local path of initial weights")
     relevance_mask: str = _key("blur", choices=("blur", "blur_fixed", "dilate"),
                                help="artifact_relevance's region: the mask blurred (Gaussian 41 px, sigma 8 "
                                     "at 224 px, scaled with the image side; blur_fixed: unscaled) and kept "
@@ -82,7 +83,8 @@ class RunConfig:
     tcav_population: str = _key("all_classes", choices=("all_classes", "attacked_class"),
                                 help="tcav_score's samples: the biased test samples of every class (the "
                                      "RR-ClArC authors') or of the attacked class only")
-    base_run: str | None = _key(None, type=str, help="MLflow run id of the vanilla model a correction starts from; default: found or trained")
+    base_run: str | None = _key(None, type=str, help="MLflow run id of the vanilla model a correction starts "
+                                                     "from; default: found or trained")
     log_model: bool = _key(True, help="log the final weights as the artifact model.pt")
     selection: str = _key("last", choices=("last", "best"), help="checkpoint evaluated at the end")
     selection_metric: str = _key("val_acc", choices=VALIDATION_METRICS,

@@ -212,16 +212,8 @@ def _check_split(split: Split, where: str, shape: torch.Size, num_classes: int, 
 def registered(registry: Registry, cls: type) -> Iterator[None]:
     """``cls`` under its name in ``registry`` for the block (config validation and the
     runner look names up), then whatever was there before."""
-    registry.names()  # load entry points first, so they cannot overwrite it later
-    before = registry._items.get(cls.name)
-    registry._items[cls.name] = cls
-    try:
+    with registry.override(cls):
         yield
-    finally:
-        if before is None:
-            registry._items.pop(cls.name, None)
-        else:
-            registry._items[cls.name] = before
 
 
 def minimal_dataset(data: BenchmarkDataset, keep: frozenset[str]) -> BenchmarkDataset:

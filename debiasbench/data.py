@@ -104,13 +104,13 @@ class Split:
     def device(self) -> torch.device:
         return self.y.device
 
-    def to(self, device: torch.device | str) -> "Split":
+    def to(self, device: torch.device | str) -> Split:
         moved = Split(pixels=self.pixels.to(device),
                       **{name: getattr(self, name).to(device, non_blocking=True) for name in _META})
         moved.channels_last = self.channels_last
         return moved
 
-    def replace(self, *, masks: bool = True, **labels: Tensor) -> "Split":
+    def replace(self, *, masks: bool = True, **labels: Tensor) -> Split:
         """The same pixels with some per-sample labels (``y``, ``bias``, ``artifact``,
         ``conflicting``) replaced; ``masks=False`` drops the artifact masks."""
         unknown = set(labels) - set(_META)
@@ -121,7 +121,7 @@ class Split:
         out.channels_last = self.channels_last
         return out
 
-    def subset(self, index: Tensor) -> "Split":
+    def subset(self, index: Tensor) -> Split:
         """The samples at ``index`` as a split of their own; pixels are not copied for
         cached sources (the view keeps row numbers into the same store)."""
         index = index.to(self.y.device)
@@ -183,14 +183,14 @@ def eval_batch_for(requested: int | None, sample_shape: tuple[int, ...]) -> int:
     return max(1, min(512, EVAL_PIXEL_BUDGET // max(math.prod(sample_shape[1:]), 1)))
 
 
-def input_batches(source: "Tensor | Split", batch_size: int | None) -> Iterator[Tensor]:
+def input_batches(source: Tensor | Split, batch_size: int | None) -> Iterator[Tensor]:
     """Input tensors of ``source`` (a split, or a tensor of inputs) in order, in batches
     (``None``: ``eval_batch_for`` the image size)."""
     for x, _ in xy_batches(source, None, batch_size, labels=False):
         yield x
 
 
-def xy_batches(source: "Tensor | Split", y: Tensor | None, batch_size: int | None,
+def xy_batches(source: Tensor | Split, y: Tensor | None, batch_size: int | None,
                labels: bool = True) -> Iterator[tuple[Tensor, Tensor | None]]:
     """(inputs, labels) of ``source`` in order: a split's own labels, or ``y`` beside a
     tensor (without ``labels``, inputs only, paired with None)."""
@@ -299,7 +299,7 @@ class BenchmarkDataset:
         """Every split or view evaluated, keyed by its metric prefix (val, test, test_clean...)."""
         return {"val": self.splits["val"], "test": self.splits["test"], **self.views}
 
-    def to(self, device: torch.device | str) -> "BenchmarkDataset":
+    def to(self, device: torch.device | str) -> BenchmarkDataset:
         self.splits = {k: v.to(device) for k, v in self.splits.items()}
         self.views = {k: v.to(device) for k, v in self.views.items()}
         return self

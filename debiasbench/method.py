@@ -41,9 +41,9 @@ class RunContext:
     with the method's name (``"jtt.identifier_init"``) so that shared helpers never meet.
     """
 
-    config: "RunConfig"
+    config: RunConfig
     dataset: BenchmarkDataset
-    model: "LatentModel"
+    model: LatentModel
     device: torch.device
     generator: torch.Generator
     log_metrics: Callable[[Mapping[str, float]], None] = lambda metrics: None
@@ -130,11 +130,11 @@ class Method:
         """Order of training samples per epoch; None means a uniform shuffle."""
         return None
 
-    def trainable_parameters(self, model: "LatentModel") -> Iterable[nn.Parameter]:
+    def trainable_parameters(self, model: LatentModel) -> Iterable[nn.Parameter]:
         """Parameters the optimiser updates (corrections may fine-tune only the head)."""
         return model.parameters()
 
-    def loss(self, model: "LatentModel", batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(self, model: LatentModel, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         """Scalar training loss and named scalars to log: tensors (kept on the device, read
         once per epoch) or Python numbers."""
         raise NotImplementedError
@@ -163,6 +163,6 @@ class Method:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what ``state_dict`` returned (called after ``prepare`` on resume)."""
 
-    def eval_model(self, model: "LatentModel") -> nn.Module:
+    def eval_model(self, model: LatentModel) -> nn.Module:
         """The model evaluated at test time (P-ClArC projects activations here)."""
         return model

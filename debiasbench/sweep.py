@@ -231,7 +231,8 @@ def run_sweep(jobs: list[RunConfig], tracking_uri: str | None,
     return [results[config.run_key()] for config in jobs]
 
 
-def base_models_first(todo: list[RunConfig], finished: dict[tuple[str, str], Any]) -> tuple[list[RunConfig], list[RunConfig]]:
+def base_models_first(todo: list[RunConfig],
+                      finished: dict[tuple[str, str], Any]) -> tuple[list[RunConfig], list[RunConfig]]:
     """Split ``todo`` into the missing vanilla models that corrections start from and the
     rest. Run in that order, two parallel corrections never train the same base model
     twice, and a vanilla job of the sweep is never run beside its own copy."""

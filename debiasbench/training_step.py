@@ -29,7 +29,7 @@ __all__ = ["NONFINITE_CHECK_EVERY", "TrainingStep", "autocast_for", "make_optimi
 NONFINITE_CHECK_EVERY = 50
 
 
-def make_optimizer(config: "RunConfig", params: list[nn.Parameter]) -> torch.optim.Optimizer:
+def make_optimizer(config: RunConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     """The run's optimiser over ``params``."""
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
@@ -38,7 +38,7 @@ def make_optimizer(config: "RunConfig", params: list[nn.Parameter]) -> torch.opt
     return optimizer_cls(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def make_schedule(config: "RunConfig", optimizer: torch.optim.Optimizer,
+def make_schedule(config: RunConfig, optimizer: torch.optim.Optimizer,
                   total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
     """The run's learning-rate schedule over ``total_steps`` updates."""
     if config.schedule == "constant" or total_steps == 0:
@@ -83,9 +83,9 @@ class TrainingStep:
         self._nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
 
     @classmethod
-    def from_config(cls, config: "RunConfig", params: Iterable[nn.Parameter], total_steps: int,
+    def from_config(cls, config: RunConfig, params: Iterable[nn.Parameter], total_steps: int,
                     device: torch.device, *, schedule: bool = True, clip: bool = True, amp: bool = True,
-                    what: str = "loss") -> "TrainingStep":
+                    what: str = "loss") -> TrainingStep:
         """A step with the run's optimiser, and unless switched off its schedule over
         ``total_steps`` updates, its gradient clipping and its autocast."""
         params = list(params)

@@ -78,7 +78,7 @@ def last_linear(model: LatentModel) -> tuple[str, nn.Linear]:
 
 
 @torch.no_grad()
-def last_layer_batches(model: LatentModel, x: "Tensor | Split", batch_size: int | None = 512) -> Iterator[Tensor]:
+def last_layer_batches(model: LatentModel, x: Tensor | Split, batch_size: int | None = 512) -> Iterator[Tensor]:
     """Penultimate features (the last ``nn.Linear``'s input, eval mode), one batch at a time.
 
     Refuses a network whose last Linear does not map flat features straight to the logits
@@ -102,7 +102,8 @@ def last_layer_batches(model: LatentModel, x: "Tensor | Split", batch_size: int 
         handle.remove()
 
 
-def last_layer_inputs(model: LatentModel, x: "Tensor | Split", batch_size: int | None = 512) -> tuple[Tensor, nn.Linear]:
+def last_layer_inputs(model: LatentModel, x: Tensor | Split,
+                      batch_size: int | None = 512) -> tuple[Tensor, nn.Linear]:
     """Penultimate features [N, D] (the last ``nn.Linear``'s input, eval mode) and that layer."""
     return torch.cat(list(last_layer_batches(model, x, batch_size))), last_linear(model)[1]
 

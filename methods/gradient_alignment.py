@@ -126,7 +126,8 @@ class GradientAlignment(Method):
         "q": HParam(0.7, low=1e-3, high=1.0, help="GCE q when mining_loss=gce"),
         "eta": HParam(0.5, Uniform(0.1, 0.9), low=0.0, high=1.0, help="peer confidence threshold"),
         "tau": HParam(0.8, Uniform(0.5, 0.95), low=0.0, high=1.0, help="score threshold of mined BC"),
-        "ascent": HParam(1e-4, LogUniform(1e-5, 1e-2), low=0.0, help="gradient ascent weight on lone-confident samples"),
+        "ascent": HParam(1e-4, LogUniform(1e-5, 1e-2), low=0.0,
+                         help="gradient ascent weight on lone-confident samples"),
     }
 
     @classmethod

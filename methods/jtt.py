@@ -65,7 +65,7 @@ class UpsampleSampler:
         return len(self.pool)
 
 
-def misclassified(model: nn.Module, x: "Tensor | Split", y: Tensor, batch_size: int | None = 512) -> Tensor:
+def misclassified(model: nn.Module, x: Tensor | Split, y: Tensor, batch_size: int | None = 512) -> Tensor:
     """[N] bool: where ``model`` (in eval mode) predicts another class than ``y`` (``x``: a
     split or a tensor of inputs)."""
     return predict_proba(model, x, batch_size).argmax(1) != y

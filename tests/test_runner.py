@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import mlflow
 import pytest
 import torch
@@ -107,10 +109,10 @@ def test_best_selection_evaluates_the_checkpoint_with_the_best_validation_metric
 def test_checkpoints_are_atomic_and_refuse_pickled_code(tmp_path):
     path = tmp_path / "last.pt"
     checkpoints.save_atomic({"w": torch.ones(2)}, path)
-    with pytest.raises(Exception):
+    with pytest.raises(pickle.PicklingError):
         checkpoints.save_atomic({"w": lambda: None}, path)  # cannot be saved: old file survives
     assert torch.equal(checkpoints.load(path)["w"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
     torch.save({"f": Method}, tmp_path / "code.pt")
-    with pytest.raises(Exception):
+    with pytest.raises(pickle.UnpicklingError):
         checkpoints.load(tmp_path / "code.pt")

@@ -65,7 +65,8 @@ def test_variant_labels_name_what_differs_besides_the_seed(tmp_path):
     ("hparams: {vanilla: {gamma: [1.0]}}", "hparams.gamma"),
     ("hparams: {vanilla: [1, 2]}", "hparams.vanilla: expected a mapping"),
     ("grid: {dataset_params.bias_ratio: []}", "grid.dataset_params.bias_ratio: an empty list leaves no job"),
-    ("grid: {dataset_params.bias_ratio: [0.9, 1.5]}", "dataset_params.bias_ratio: expected a float in [0.0, 1.0], got 1.5"),
+    ("grid: {dataset_params.bias_ratio: [0.9, 1.5]}",
+     "dataset_params.bias_ratio: expected a float in [0.0, 1.0], got 1.5"),
     ("grid: {learning_rate: [0.1]}", "learning_rate"),
 ])
 def test_bad_grids_are_config_errors_and_one_line_on_the_command_line(tmp_path, body, message):
@@ -150,7 +151,8 @@ def test_random_search_trial_zero_is_the_defaults_and_draws_stay_in_the_declared
     ("datasets: [{colored_digits: 8}]", "datasets: expected a name or {name: {param: value}}"),
 ])
 def test_bad_random_search_settings_are_one_line(tmp_path, body, message):
-    text = "methods: [vanilla]\n" + ("" if body.startswith("datasets") else "datasets: [colored_digits]\n") + body + "\n"
+    datasets = "" if body.startswith("datasets") else "datasets: [colored_digits]\n"
+    text = "methods: [vanilla]\n" + datasets + body + "\n"
     result = CliRunner().invoke(app, ["sweep", str(write(tmp_path, text)), "--dry-run"])
     assert result.exit_code == 2 and message in result.output
 
