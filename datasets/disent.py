@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
@@ -78,7 +78,7 @@ class DisEntLayout(ImageFileDataset):
     authors keep ``valid/`` inside the ratio folder; ``hflip_default`` the ``hflip`` default.
     """
 
-    classes: ClassVar[tuple[str, ...]] = ()
+    classes: Sequence[str] = ()
     num_bias_values: ClassVar[int] = 2
     default_percent: ClassVar[str] = "1pct"
     default_image_size: ClassVar[int] = 64
@@ -111,10 +111,10 @@ class DisEntLayout(ImageFileDataset):
         if Path(percent).name != percent or percent in ("", ".", "..") or not train.is_dir():
             # a ratio folder is one with training images under align/: a root pointed at the
             # wrong folder lists none, not every folder it holds
-            found = sorted(child.name for child in base.iterdir()
-                           if not child.name.startswith(".") and (child / "align").is_dir())
+            ratio_folders = sorted(child.name for child in base.iterdir()
+                                   if not child.name.startswith(".") and (child / "align").is_dir())
             raise UserError(f"{self.name}: dataset_params.percent={percent!r} but '{train}' is not a folder; "
-                            f"ratio folders found in '{base}': {', '.join(found) or 'none'}; "
+                            f"ratio folders found in '{base}': {', '.join(ratio_folders) or 'none'}; "
                             f"expected layout: {self.layout}")
         own, other = (train / "valid", base / "valid") if self.valid_in_ratio else (base / "valid", train / "valid")
         valid = other if not own.exists() and other.is_dir() else own

@@ -103,8 +103,10 @@ class SyntheticArtifacts(BenchmarkDataset):
         self.num_bias = 2
         self.attacked_class = p["attacked_class"]
         # patch_size has a default here (the patch is the default kind); other kinds ignore it.
-        self.inject = make_artifact({**p, "patch_size": p["patch_size"] if p["artifact"] == "patch" else None},
-                                    p["image_size"], p["num_classes"])
+        inject = make_artifact({**p, "patch_size": p["patch_size"] if p["artifact"] == "patch" else None},
+                               p["image_size"], p["num_classes"])
+        assert inject is not None  # this dataset's artifact choices have no "none"
+        self.inject = inject
         generator = torch.Generator().manual_seed(p["seed"])
         self.splits, self.views = {}, {}
         for split in ("train", "val", "test"):

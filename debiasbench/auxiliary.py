@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from debiasbench.data import DeviceLoader, Sampler, Split, input_batches
 from debiasbench.method import Batch, RunContext
@@ -51,7 +51,7 @@ def train_model(model: LatentModel, split: Split, loss_fn: Callable[[LatentModel
 
 
 @torch.no_grad()
-def predict_proba(model: LatentModel, x: Tensor | Split, batch_size: int | None = 512) -> Tensor:
+def predict_proba(model: nn.Module, x: Tensor | Split, batch_size: int | None = 512) -> Tensor:
     """Softmax probabilities [N, classes] in eval mode, of a split or a tensor of inputs."""
     with eval_mode(model):
         return torch.cat([model(inputs).float().softmax(1) for inputs in input_batches(x, batch_size)])

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, NoReturn
 
 import torch
 from torch import Tensor
@@ -27,6 +27,9 @@ from debiasbench.errors import ConfigError, UserError
 from debiasbench.hparams import Choice, HParam, IntUniform, LogUniform, Uniform, resolve
 from debiasbench.method import Method, RunContext
 from debiasbench.registry import DATASETS, METHODS, Registry
+
+if TYPE_CHECKING:
+    from debiasbench.models import LatentModel
 
 #: Experiment of the end-to-end runs.
 CHECK_EXPERIMENT = "contract_checks"
@@ -42,7 +45,7 @@ TINY_PARAMS: dict[str, dict[str, Any]] = {
 CHECK_BATCH = 256
 
 
-def _fail(where: str, message: str) -> None:
+def _fail(where: str, message: str) -> NoReturn:
     raise AssertionError(f"{where}: {message}")
 
 
@@ -79,14 +82,14 @@ def _space_ends(space: Any) -> list[Any]:
     raise AssertionError(f"unknown search space {space!r}: use Choice, Uniform, LogUniform or IntUniform")
 
 
-def _check_names(cls: type, where: str) -> None:
+def _check_names(cls: Any, where: str) -> None:
     if not isinstance(getattr(cls, "name", None), str) or not cls.name:
         _fail(where, "class attribute `name` must be a non-empty string (the registry key)")
     if not isinstance(getattr(cls, "description", ""), str):
         _fail(where, "`description` must be a string")
 
 
-def _check_train_defaults(cls: type, where: str) -> None:
+def _check_train_defaults(cls: Any, where: str) -> None:
     from debiasbench.config import RUN_KEYS
 
     for key, value in cls.train_defaults.items():
@@ -170,7 +173,8 @@ def _check_built(data: BenchmarkDataset, provides: frozenset[str], where: str) -
         if not train.has_mask:
             _fail(where, "provides artifact_masks but the train split has mask=None")
         carriers = train.subset(train.artifact.nonzero().squeeze(1))
-        if not all(bool(b.mask.flatten(1).any(1).all()) for b in carriers.batches(CHECK_BATCH)):
+        if not all(b.mask is not None and bool(b.mask.flatten(1).any(1).all())
+                   for b in carriers.batches(CHECK_BATCH)):
             _fail(where, "provides artifact_masks but some artifact sample has an empty mask")
     if data.to("cpu") is not data:
         _fail(where, "to(device) must return the dataset itself")
@@ -305,7 +309,7 @@ def _check_refusals(method_cls: type[Method], where: str) -> None:
             _fail(where, f"config validation accepted a dataset without {need}, which it requires")
 
 
-def _check_loss(method_cls: type[Method], config: Any, dataset_cls: type, where: str) -> None:
+def _check_loss(method_cls: type[Method], config: Any, dataset_cls: type[BenchmarkDataset], where: str) -> None:
     from debiasbench.models import build_model
     from debiasbench.runner import seed_everything
 
@@ -338,7 +342,7 @@ def _check_loss(method_cls: type[Method], config: Any, dataset_cls: type, where:
                      f"got {tuple(logits.shape)}")
 
 
-def _check_gradients(method: Method, model: torch.nn.Module, batch: Any, params: list, where: str) -> None:
+def _check_gradients(method: Method, model: LatentModel, batch: Any, params: list, where: str) -> None:
     trainable = {id(p) for p in params}
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable)

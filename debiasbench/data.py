@@ -166,7 +166,7 @@ class Split:
             return None
         if isinstance(self.pixels, TensorPixels):
             return self.pixels.mask
-        return torch.cat([b.mask for b in self.batches(256)])
+        return torch.cat([b.mask for b in self.batches(256) if b.mask is not None])
 
 
 #: Default evaluation batch: this many samples of 32x32 pixels, fewer for larger images,
@@ -257,7 +257,8 @@ class BenchmarkDataset:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     params: ClassVar[dict[str, HParam]] = {}
-    provides: ClassVar[frozenset[str]] = frozenset()
+    #: Per class; an instance may narrow or widen it for its params (``provides_for``).
+    provides: frozenset[str] = frozenset()
     train_defaults: ClassVar[dict[str, Any]] = {}
 
     num_classes: int

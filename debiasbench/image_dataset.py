@@ -79,6 +79,8 @@ class ImageFileDataset(BenchmarkDataset):
     ``read_table``; ``provides`` lists what the data gives without an artifact."""
 
     layout: ClassVar[str] = ""
+    #: Class names, in label order (read from the files unless a subclass fixes them).
+    classes: Sequence[str] = ()
     train_defaults: ClassVar[dict[str, Any]] = {"epochs": 10, "batch_size": 64, "lr": 1e-3}
 
     @classmethod
@@ -132,11 +134,11 @@ class ImageFileDataset(BenchmarkDataset):
             natural, clean, biased = injected_splits(pixels, y, p["attacked_class"], p["p"], inject, generator,
                                                      views=split != "train")
             self.splits[split] = natural
-            if clean is not None:
+            if clean is not None and biased is not None:
                 self.views[f"{split}_clean"], self.views[f"{split}_biased"] = clean, biased
 
-    @property  # type: ignore[override]
-    def artifact_direction(self) -> Tensor | None:
+    @property
+    def artifact_direction(self) -> Tensor | None:  # type: ignore[override]  # computed on first use
         """Mean of (biased - clean) test images, unit length; computed in batches on first use."""
         if self._direction is True:
             biased, clean = self.views["test_biased"], self.views["test_clean"]
@@ -146,7 +148,7 @@ class ImageFileDataset(BenchmarkDataset):
             direction = (total / len(biased)).float()
             norm = direction.norm()
             self._direction = direction / norm if norm > 0 else None
-        return None if self._direction is False else self._direction  # type: ignore[return-value]
+        return self._direction if isinstance(self._direction, Tensor) else None
 
     def place(self, device: torch.device | str, placement: str = "auto") -> str:
         """Images resident on ``device`` or streamed from the cache file (``placement``)."""

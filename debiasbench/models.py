@@ -43,7 +43,7 @@ import math
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -115,6 +115,9 @@ class InputNormalization(nn.Module):
     them; non-persistent, so neither ``LatentModel.state_dict()`` nor ``net.state_dict()``
     changes and checkpoints load with ``strict=True`` as before.
     """
+
+    mean: Tensor
+    std: Tensor
 
     def __init__(self, normalization: Normalization, device: torch.device | None = None):
         super().__init__()
@@ -599,7 +602,7 @@ def _torchvision_imagenet(arch: str, num_classes: int, in_channels: int) -> tupl
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise UserError(f"cannot read ImageNet weights {path}: {_one_line(exc)}") from exc
-    if not isinstance(state, Mapping):
+    if not isinstance(state, MutableMapping):
         raise UserError(f"ImageNet weights {path} hold a {type(state).__name__}, not a state dict")
 
     net, default = MODELS.get(arch)(num_classes, 3)

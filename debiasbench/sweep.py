@@ -155,7 +155,7 @@ def load_sweep(path: str | Path, skipped: list[str] | None = None) -> list[RunCo
         method_grids = {m: _grid(per_method.get(m) or {}, f"hparams.{m}") for m in methods}
     else:
         fixed_keys = set(flatten(overrides)) | set(data.get("grid") or {})
-        trial_seed = _count(data, "trial_seed", 0, low=0)
+        trial_seed = _count(data, "trial_seed", 0, low=0) or 0
         method_grids = {m: random_trials(m, per_method.get(m) or {}, fixed_keys, n_trials, trial_seed)
                         for m in methods}
     datasets = dict(_dataset_entry(item) for item in _as_list(data, "datasets", None))

@@ -74,7 +74,9 @@ DFR_DRAWS = "dfr.draws"
 def last_linear(model: LatentModel) -> tuple[str, nn.Linear]:
     """The name and module of ``model``'s last ``nn.Linear``."""
     name = last_linear_name(model.net)
-    return name, model.net.get_submodule(name)
+    linear = model.net.get_submodule(name)
+    assert isinstance(linear, nn.Linear)  # last_linear_name names an nn.Linear
+    return name, linear
 
 
 @torch.no_grad()
@@ -123,19 +125,17 @@ def feature_moments(batches: Iterable[Tensor]) -> tuple[Tensor, Tensor]:
     """``standardiser`` of the concatenated batches, from running float64 moments (Chan et
     al.'s pairwise update), so a whole split's features never sit in memory at once. The
     moments are updated on the batches' device and copied to the host once, at the end."""
-    count, mean, m2 = 0, None, None
+    # zeros broadcast against the first batch, which the update then copies exactly
+    count, mean, m2 = 0, torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
     for batch in batches:
         batch = batch.detach().double()
         n, batch_mean = len(batch), batch.mean(0)
         batch_m2 = (batch - batch_mean).square().sum(0)
-        if mean is None:
-            count, mean, m2 = n, batch_mean, batch_m2
-            continue
         delta, total = batch_mean - mean, count + n
         mean = mean + delta * (n / total)
         m2 = m2 + batch_m2 + delta.square() * (count * n / total)
         count = total
-    if mean is None:
+    if count == 0:
         raise RunFailed("dfr: the training split is empty; scaler=train needs its features")
     return mean.cpu(), _kept_constant((m2 / count).sqrt()).cpu()
 

@@ -105,14 +105,16 @@ class RRR(ClArCMethod):
         return DEFAULT_LAMBDA[self.hp["objective"]] if lam is None else lam
 
     def loss(self, model: LatentModel, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        mask = batch.mask
+        assert mask is not None  # requires artifact_masks
         x = batch.x.detach().requires_grad_(True)
         logits = model(x)
         ce = self.cross_entropy(logits, batch.y)
         if self.hp["objective"] == "ross":
             (grad,) = torch.autograd.grad(F.log_softmax(logits, 1).sum(), x, create_graph=True)
-            penalty = ross_penalty(grad, batch.mask)
+            penalty = ross_penalty(grad, mask)
         else:
             target = (logits.softmax(1) + PROB_EPS).log().mean(1).sum()
             (grad,) = torch.autograd.grad(target, x, create_graph=True)
-            penalty = rrclarc_penalty(grad, batch.mask)
+            penalty = rrclarc_penalty(grad, mask)
         return ce + self.weight * penalty, {"ce": ce.detach(), "penalty": penalty.detach()}
