@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import cast
+
 import pytest
 import torch
 from torch import Tensor, nn
@@ -54,12 +57,13 @@ def _logits_of_zero_latent(model: LatentModel) -> Tensor:
     """What each network's head computes from an all-zero latent, written out by hand."""
     net = model.net
     if model.arch == "vgg16":  # ReLU, max-pool and average-pool keep zeros at zero
-        return net.classifier(torch.zeros(2, 512 * 7 * 7))
+        return cast(nn.Sequential, net.classifier)(torch.zeros(2, 512 * 7 * 7))
     if model.arch == "efficientnet_b0":
-        return net.classifier[1].bias.expand(2, -1)
+        return cast(nn.Linear, cast(nn.Sequential, net.classifier)[1]).bias.expand(2, -1)
     if model.arch == "timm:resnet18":
-        return net.get_classifier().bias.expand(2, -1)
-    return net.fc.bias.expand(2, -1)  # global average pool of zeros is zero
+        get_classifier = cast(Callable[[], nn.Linear], net.get_classifier)
+        return get_classifier().bias.expand(2, -1)
+    return cast(nn.Linear, net.fc).bias.expand(2, -1)  # global average pool of zeros is zero
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -101,7 +105,8 @@ def test_edit_equals_running_the_head_on_the_edited_latent_by_hand() -> None:
     x = _batch()
     with torch.no_grad():
         logits, latent = model.forward_with_latent(x, edit=lambda z: 2 * z - 0.5)
-        by_hand = model.net[5:](2 * model.net[:5](x) - 0.5)  # block3 is the 5th child
+        net = cast(nn.Sequential, model.net)
+        by_hand = net[5:](2 * net[:5](x) - 0.5)  # block3 is the 5th child
     torch.testing.assert_close(latent, 2 * model.latent(x) - 0.5)
     torch.testing.assert_close(logits, by_hand)
 
@@ -151,12 +156,14 @@ def _names(model: LatentModel, params: list[nn.Parameter]) -> set[str]:
 
 def test_parameters_after_latent_of_resnet18_are_the_head_only() -> None:
     model = _build("resnet18").train()
-    running_mean = model.net.bn1.running_mean.clone()
+    bn1 = cast(nn.BatchNorm2d, model.net.bn1)
+    assert bn1.running_mean is not None
+    running_mean = bn1.running_mean.clone()
     names = _names(model, model.parameters_after_latent(_batch()))
     assert names == {"fc.weight", "fc.bias"}
     assert "conv1.weight" not in names
-    assert model.training and model.net.bn1.training  # mode restored
-    torch.testing.assert_close(model.net.bn1.running_mean, running_mean)  # stats untouched
+    assert model.training and bn1.training  # mode restored
+    torch.testing.assert_close(bn1.running_mean, running_mean)  # stats untouched
 
 
 def test_parameters_after_latent_of_small_cnn_exclude_the_blocks() -> None:
@@ -224,7 +231,7 @@ def test_pretrained_with_other_num_classes_keeps_backbone_and_new_head(tmp_path,
     x = _batch()
     with torch.no_grad():
         torch.testing.assert_close(model.latent(x), source.latent(x))
-    assert model.net.fc.weight.shape[0] == 3
+    assert cast(nn.Linear, model.net.fc).weight.shape[0] == 3
     assert model(x).shape == (2, 3)
 
 
@@ -260,13 +267,13 @@ def test_mlp_is_lffs_three_hidden_layers_of_100_with_the_last_hidden_output_as_l
     x = torch.rand(4, 3, 28, 28)
     latent = model.latent(x)
     assert model.latent_layer == "feature" and latent.shape == (4, 100) and (latent >= 0).all()  # after the ReLU
-    torch.testing.assert_close(model.net.classifier(latent), model(x))
+    torch.testing.assert_close(cast(nn.Linear, model.net.classifier)(latent), model(x))
     assert _names(model, model.parameters_after_latent(x)) == {"classifier.weight", "classifier.bias"}
 
 
 def test_mlp_takes_its_input_width_from_the_sample_shape_build_model_is_given() -> None:
     model = build_model("mlp", 2, input_shape=(1, 16, 12))
-    assert model.net.feature[0].in_features == 16 * 12
+    assert cast(nn.Linear, cast(nn.Sequential, model.net.feature)[0]).in_features == 16 * 12
     assert model(torch.rand(5, 1, 16, 12)).shape == (5, 2)
 
 

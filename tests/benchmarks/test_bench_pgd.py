@@ -18,15 +18,20 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import Tensor
 
 from debiasbench.config import resolve_config
 from debiasbench.data import DeviceLoader
 from debiasbench.method import RunContext
-from debiasbench.models import build_model
+from debiasbench.models import LatentModel, build_model
 from debiasbench.per_sample_grad import loop_grad_norms, per_sample_grad_norms
 from debiasbench.registry import METHODS
 
 N, P = 256, 0.7
+
+# What the `samples` and `resnet_and_samples` fixtures give: inputs and labels (after the model).
+Samples = tuple[Tensor, Tensor]
+ModelAndSamples = tuple[LatentModel, Tensor, Tensor]
 
 
 @pytest.fixture(scope="module")
@@ -49,38 +54,38 @@ def pedantic(benchmark, fn, rounds):
 
 
 @pytest.mark.benchmark(group="per-sample-grad")
-def test_psg_baseline_loop(benchmark, model, samples):
+def test_psg_baseline_loop(benchmark, model, samples: Samples):
     norms = pedantic(benchmark, lambda: loop_grad_norms(model, *samples, p=P), rounds=3)
     assert norms.shape == (N,)
 
 
 @pytest.mark.benchmark(group="per-sample-grad")
-def test_psg_loop_last_layer_only(benchmark, model, samples):
+def test_psg_loop_last_layer_only(benchmark, model, samples: Samples):
     norms = pedantic(benchmark, lambda: loop_grad_norms(model, *samples, p=P, full_backward=False), rounds=3)
     assert norms.shape == (N,)
 
 
 @pytest.mark.benchmark(group="per-sample-grad")
-def test_psg_vmap(benchmark, model, samples):
+def test_psg_vmap(benchmark, model, samples: Samples):
     norms = pedantic(benchmark, lambda: per_sample_grad_norms(model, *samples, p=P, method="vmap"), rounds=5)
     assert norms.shape == (N,)
 
 
 @pytest.mark.benchmark(group="per-sample-grad")
-def test_psg_closed_form(benchmark, model, samples):
+def test_psg_closed_form(benchmark, model, samples: Samples):
     norms = pedantic(benchmark, lambda: per_sample_grad_norms(model, *samples, p=P, method="closed_form"),
                      rounds=5)
     assert norms.shape == (N,)
 
 
 @pytest.mark.benchmark(group="per-sample-grad-all")
-def test_psg_all_params_baseline_loop(benchmark, model, samples):
+def test_psg_all_params_baseline_loop(benchmark, model, samples: Samples):
     norms = pedantic(benchmark, lambda: loop_grad_norms(model, *samples, params="all", p=P), rounds=2)
     assert norms.shape == (N,)
 
 
 @pytest.mark.benchmark(group="per-sample-grad-all")
-def test_psg_all_params_vmap(benchmark, model, samples):
+def test_psg_all_params_vmap(benchmark, model, samples: Samples):
     norms = pedantic(benchmark, lambda: per_sample_grad_norms(model, *samples, params="all", p=P,
                                                               method="vmap"), rounds=2)
     assert norms.shape == (N,)
@@ -94,19 +99,19 @@ def resnet_and_samples():
 
 
 @pytest.mark.benchmark(group="per-sample-grad-resnet18")
-def test_psg_resnet18_baseline_loop(benchmark, resnet_and_samples):
+def test_psg_resnet18_baseline_loop(benchmark, resnet_and_samples: ModelAndSamples):
     norms = pedantic(benchmark, lambda: loop_grad_norms(*resnet_and_samples, p=P), rounds=2)
     assert norms.shape == (64,)
 
 
 @pytest.mark.benchmark(group="per-sample-grad-resnet18")
-def test_psg_resnet18_vmap(benchmark, resnet_and_samples):
+def test_psg_resnet18_vmap(benchmark, resnet_and_samples: ModelAndSamples):
     norms = pedantic(benchmark, lambda: per_sample_grad_norms(*resnet_and_samples, p=P, method="vmap"), rounds=3)
     assert norms.shape == (64,)
 
 
 @pytest.mark.benchmark(group="per-sample-grad-resnet18")
-def test_psg_resnet18_closed_form(benchmark, resnet_and_samples):
+def test_psg_resnet18_closed_form(benchmark, resnet_and_samples: ModelAndSamples):
     norms = pedantic(benchmark, lambda: per_sample_grad_norms(*resnet_and_samples, p=P, method="closed_form"),
                      rounds=3)
     assert norms.shape == (64,)
