@@ -24,7 +24,8 @@ from debiasbench.methods.rrr import RRR
 from debiasbench.runner import run
 from debiasbench.testing import tiny_config
 from test_clarc_maths import (DTYPE, H, K, N, W, assert_close, assert_same_parameter_gradients, fake_dataset,
-                              hand_head, hand_latent, hand_shift, ids, latent_model, make_batch, make_ctx, unit)
+                              hand_head, hand_latent, hand_shift, ids, latent_model, linear_layer, make_batch, make_ctx,
+                              unit)
 
 # --------------------------------------------------------------------------- P-ClArC
 
@@ -61,7 +62,7 @@ def test_pclarc_trains_on_the_plain_cross_entropy_of_the_unprojected_model(nonli
 
 def test_pclarc_trains_the_finetune_scope_and_still_projects_at_test_time():
     single = latent_model().float()  # the after_latent probe runs a float32 example
-    assert [id(p) for p in make_pclarc(single).trainable_parameters(single)] == ids(single.net.fc)
+    assert [id(p) for p in make_pclarc(single).trainable_parameters(single)] == ids(linear_layer(single.net))
     assert [id(p) for p in make_pclarc(single, "all").trainable_parameters(single)] == ids(single.net)
     model, batch = latent_model(), make_batch()
     with torch.no_grad():
@@ -93,7 +94,7 @@ def make_rrr(model, objective: str | None = None, lam: float | None = None) -> R
     return RRR({**config.hparams, "finetune": "all"}, make_ctx(model, "rrr"))
 
 
-def hand_rrr_explogsum(net: nn.Sequential, batch: Batch, lam: float) -> tuple[Tensor, Tensor, Tensor]:
+def hand_rrr_explogsum(net: nn.Module, batch: Batch, lam: float) -> tuple[Tensor, Tensor, Tensor]:
     """(loss, ce, penalty) of the authors' RRR_ExpLogSum (rrr.py:33-57, 65-75), written out:
 
     g = d/dx sum_i (1/K) sum_k log(p_ik + 1e-5);  s_i[h, w] = |sum_c g_i[c, h, w]|;
@@ -104,6 +105,7 @@ def hand_rrr_explogsum(net: nn.Sequential, batch: Batch, lam: float) -> tuple[Te
     ce = F.cross_entropy(logits, batch.y)
     probs = torch.exp(logits - logits.logsumexp(1, keepdim=True))
     (g,) = torch.autograd.grad(torch.log(probs + 1e-5).sum() / K, x, create_graph=True)
+    assert batch.mask is not None
     terms = []
     for i in range(len(x)):
         s = (g[i, 0] + g[i, 1] + g[i, 2]).abs().reshape(-1)
@@ -147,6 +149,7 @@ def test_rrr_authors_penalty_reads_a_mask_with_channels_as_marked_where_any_chan
     batch = batch_with_an_empty_mask()
     method = make_rrr(model, "rrclarc")
     in_one_channel = torch.zeros(N, 3, H, W, dtype=torch.bool)
+    assert batch.mask is not None
     in_one_channel[:, 2] = batch.mask[:, 0]
     assert_close(method.loss(model, make_batch(mask=in_one_channel))[1]["penalty"],
                  method.loss(model, batch)[1]["penalty"])
@@ -170,7 +173,7 @@ def make_rrclarc(model, v: Tensor, target: str, lam: float) -> RRClArC:
     return method
 
 
-def hand_logprobs_penalty(net: nn.Sequential, batch: Batch, v: Tensor) -> Tensor:
+def hand_logprobs_penalty(net: nn.Module, batch: Batch, v: Tensor) -> Tensor:
     """The authors' logprobs penalty in closed form for the linear head (mean pool -> fc).
 
     T_i = (1/K) sum_k log(p_ik + e) gives dT_i/dz_ij = (1/K) (r_ij - p_ij sum_k r_ik) with
@@ -181,7 +184,7 @@ def hand_logprobs_penalty(net: nn.Sequential, batch: Batch, v: Tensor) -> Tensor
     p = logits.softmax(1)
     r = p / (p + 1e-5)
     dt_dz = (r - p * r.sum(1, keepdim=True)) / K
-    return ((dt_dz @ (net.fc.weight @ v)) / (H * W)).pow(2).mean()
+    return ((dt_dz @ (linear_layer(net).weight @ v)) / (H * W)).pow(2).mean()
 
 
 def confident(model) -> None:
@@ -211,4 +214,4 @@ def test_rrclarc_logprobs_gradient_vanishes_on_a_confident_head_and_log_softmax_
     assert float(authors) < 1e-6 * float(former)
     logits = hand_head(model.net, hand_latent(model.net, batch.x))
     dt_dz = 1.0 / K - logits.softmax(1)  # d/dz mean_k log_softmax_k
-    assert_close(former, ((dt_dz @ (model.net.fc.weight @ v)) / (H * W)).pow(2).mean())
+    assert_close(former, ((dt_dz @ (linear_layer(model.net).weight @ v)) / (H * W)).pow(2).mean())

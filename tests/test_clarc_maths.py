@@ -34,6 +34,25 @@ RTOL, ATOL = 1e-5, 1e-10
 # --------------------------------------------------------------------------- fixtures / helpers
 
 
+def child(net: nn.Module, name: str) -> nn.Module:
+    """``net.<name>`` as a module (``nn.Module.__getattr__`` is typed ``Tensor | Module``)."""
+    return net.get_submodule(name)
+
+
+def conv_layer(net: nn.Module, name: str = "conv") -> nn.Conv2d:
+    """``net.<name>``, a ``Conv2d``."""
+    layer = child(net, name)
+    assert isinstance(layer, nn.Conv2d)
+    return layer
+
+
+def linear_layer(net: nn.Module, name: str = "fc") -> nn.Linear:
+    """``net.<name>``, a ``Linear``."""
+    layer = child(net, name)
+    assert isinstance(layer, nn.Linear)
+    return layer
+
+
 def tiny_net(nonlinear_head: bool = False, seed: int = 0) -> nn.Sequential:
     """conv -> ReLU (the latent) -> [1x1 conv -> tanh] -> mean pool -> fc, in float64.
 
@@ -55,16 +74,16 @@ def latent_model(nonlinear_head: bool = False, seed: int = 0) -> LatentModel:
     return LatentModel(tiny_net(nonlinear_head, seed), "act", K)
 
 
-def hand_latent(net: nn.Sequential, x: Tensor) -> Tensor:
+def hand_latent(net: nn.Module, x: Tensor) -> Tensor:
     """The latent of ``x`` by hand: ReLU(conv(x))."""
-    return F.relu(F.conv2d(x, net.conv.weight, net.conv.bias, padding=1))
+    return F.relu(F.conv2d(x, conv_layer(net).weight, conv_layer(net).bias, padding=1))
 
 
-def hand_head(net: nn.Sequential, a: Tensor) -> Tensor:
+def hand_head(net: nn.Module, a: Tensor) -> Tensor:
     """Logits of latent ``a`` by hand: [tanh(1x1 conv)] -> mean over space -> linear."""
     if hasattr(net, "head_conv"):
-        a = torch.tanh(F.conv2d(a, net.head_conv.weight, net.head_conv.bias))
-    return F.linear(a.mean(dim=(2, 3)), net.fc.weight, net.fc.bias)
+        a = torch.tanh(F.conv2d(a, conv_layer(net, "head_conv").weight, conv_layer(net, "head_conv").bias))
+    return F.linear(a.mean(dim=(2, 3)), linear_layer(net).weight, linear_layer(net).bias)
 
 
 def hand_shift(a: Tensor, v: Tensor, target: float | Tensor, only_down: bool = False) -> Tensor:
@@ -121,7 +140,7 @@ def hand_target(logits: Tensor, y: Tensor, target: str, signs: Tensor | None = N
     return (logits * signs).sum(1)
 
 
-def hand_rrclarc(net: nn.Sequential, batch: Batch, v: Tensor, target: str, lam: float,
+def hand_rrclarc(net: nn.Module, batch: Batch, v: Tensor, target: str, lam: float,
                  signs: Tensor | None = None, frozen_backbone: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """(loss, ce, penalty) of RR-ClArC by hand: CE + lam * mean_i (mean_space(dT_i/da_i) . v)^2."""
     a = hand_latent(net, batch.x)
@@ -135,7 +154,7 @@ def hand_rrclarc(net: nn.Sequential, batch: Batch, v: Tensor, target: str, lam: 
     return ce + lam * penalty, ce, penalty
 
 
-def balanced_lambda(net: nn.Sequential, batch: Batch, v: Tensor, target: str) -> float:
+def balanced_lambda(net: nn.Module, batch: Batch, v: Tensor, target: str) -> float:
     """A lambda that makes lambda * penalty equal CE, so neither term is lost in the other's rounding.
 
     Penalties span decades across targets (logprobs' latent gradients nearly cancel).
@@ -146,7 +165,7 @@ def balanced_lambda(net: nn.Sequential, batch: Batch, v: Tensor, target: str) ->
     return float(ce.detach() / penalty.detach())
 
 
-def per_class_dots(net: nn.Sequential, batch: Batch, v: Tensor) -> Tensor:
+def per_class_dots(net: nn.Module, batch: Batch, v: Tensor) -> Tensor:
     """[N, K]: <mean_space(d logit_k / d a_i), v> for every sample and class."""
     a = hand_latent(net, batch.x)
     logits = hand_head(net, a)
@@ -199,8 +218,8 @@ def test_rrclarc_penalty_gradient_reaches_fc_weight_through_the_second_order_pat
     method = make_rrclarc(model, v, target, lam=1.0)
     loss, _ = method.loss(model, batch)
     _, ce, hand_penalty = hand_rrclarc(model.net, batch, v, target, 1.0)
-    (penalty_grad,) = torch.autograd.grad(loss - ce, [model.net.fc.weight], retain_graph=True)  # = penalty
-    (hand_grad,) = torch.autograd.grad(hand_penalty, [model.net.fc.weight])
+    (penalty_grad,) = torch.autograd.grad(loss - ce, [linear_layer(model.net).weight], retain_graph=True)  # = penalty
+    (hand_grad,) = torch.autograd.grad(hand_penalty, [linear_layer(model.net).weight])
     assert float(hand_grad.abs().max()) > 1e-8
     assert_close(penalty_grad, hand_grad)
 
@@ -251,7 +270,7 @@ def test_rrclarc_all_logits_penalty_is_the_squared_sum_of_per_class_projections(
 def test_rrclarc_penalty_is_zero_when_the_cav_is_orthogonal_to_every_fc_row(target: str):
     """With a linear head every latent gradient is a combination of fc's rows."""
     model = latent_model()
-    weight = model.net.fc.weight.detach()  # [K, C] with K < C: a null direction exists
+    weight = linear_layer(model.net).weight.detach()  # [K, C] with K < C: a null direction exists
     v = torch.linalg.svd(weight, full_matrices=True).Vh[-1]
     assert float((weight @ v).abs().max()) < 1e-12 and abs(float(v.norm()) - 1) < 1e-12
     batch = make_batch()
@@ -269,21 +288,21 @@ def test_rrclarc_loss_backpropagates_to_fc_weight_when_the_backbone_is_frozen(ta
     model = latent_model(nonlinear_head)
     batch, v = make_batch(), unit()
     lam = balanced_lambda(model.net, batch, v, target)
-    for p in model.net.conv.parameters():
+    for p in conv_layer(model.net).parameters():
         p.requires_grad_(False)
     method = make_rrclarc(model, v, target, lam)
 
     loss, _ = method.loss(model, batch)
     loss.backward()
-    assert model.net.conv.weight.grad is None
-    fc_grad = model.net.fc.weight.grad
+    assert conv_layer(model.net).weight.grad is None
+    fc_grad = linear_layer(model.net).weight.grad
     assert fc_grad is not None
 
     expected, ce, _ = hand_rrclarc(model.net, batch, v, target, lam, frozen_backbone=True)
     assert_close(loss, expected)
-    (want,) = torch.autograd.grad(expected, [model.net.fc.weight], retain_graph=True)
+    (want,) = torch.autograd.grad(expected, [linear_layer(model.net).weight], retain_graph=True)
     assert_close(fc_grad, want)
-    (ce_only,) = torch.autograd.grad(ce, [model.net.fc.weight])
+    (ce_only,) = torch.autograd.grad(ce, [linear_layer(model.net).weight])
     assert not torch.allclose(fc_grad, ce_only)  # the penalty's gradient is in there too
 
 
@@ -412,11 +431,12 @@ def make_rrr(model: LatentModel, lam: float = 3.0) -> RRR:
     return RRR({"lambda": lam, "finetune": "all", "objective": "ross"}, make_ctx(model, "rrr"))
 
 
-def hand_rrr(net: nn.Sequential, batch: Batch, lam: float) -> tuple[Tensor, Tensor, Tensor]:
+def hand_rrr(net: nn.Module, batch: Batch, lam: float) -> tuple[Tensor, Tensor, Tensor]:
     x = batch.x.detach().requires_grad_(True)
     logits = hand_head(net, hand_latent(net, x))
     ce = F.cross_entropy(logits, batch.y)
     (g,) = torch.autograd.grad(F.log_softmax(logits, 1).sum(), x, create_graph=True)
+    assert batch.mask is not None
     mask = batch.mask.expand_as(g).to(g.dtype)
     penalty = ((mask * g) ** 2).sum(dim=(1, 2, 3)).mean()
     return ce + lam * penalty, ce, penalty
@@ -447,6 +467,7 @@ def test_rrr_penalty_is_zero_when_the_mask_is_empty():
 def test_rrr_penalty_is_additive_over_disjoint_masks_and_a_channel_mask_broadcasts():
     model = latent_model(nonlinear_head=True)
     batch = make_batch()
+    assert batch.mask is not None
     left = batch.mask.clone()
     left[..., W // 2:] = False
     right = batch.mask & ~left
@@ -461,13 +482,13 @@ def test_rrr_penalty_is_additive_over_disjoint_masks_and_a_channel_mask_broadcas
 
 def test_rrr_loss_backpropagates_to_fc_weight_when_the_backbone_is_frozen():
     model = latent_model(nonlinear_head=True)
-    for p in model.net.conv.parameters():
+    for p in conv_layer(model.net).parameters():
         p.requires_grad_(False)
     batch = make_batch()
     loss, _ = make_rrr(model).loss(model, batch)
     expected, _, _ = hand_rrr(model.net, batch, 3.0)
-    (got,) = torch.autograd.grad(loss, [model.net.fc.weight])
-    (want,) = torch.autograd.grad(expected, [model.net.fc.weight])
+    (got,) = torch.autograd.grad(loss, [linear_layer(model.net).weight])
+    (want,) = torch.autograd.grad(expected, [linear_layer(model.net).weight])
     assert_close(got, want)
 
 
@@ -491,10 +512,10 @@ def ids(*modules: nn.Module) -> list[int]:
 
 def test_finetune_scopes_on_small_cnn_train_only_fc_after_latent_or_linear_and_everything_for_all():
     model = build_model("small_cnn", 4)
-    assert scoped(model, "after_latent") == ids(model.net.fc)
-    assert scoped(model, "linear") == ids(model.net.fc)
+    assert scoped(model, "after_latent") == ids(linear_layer(model.net))
+    assert scoped(model, "linear") == ids(linear_layer(model.net))
     assert scoped(model, "all") == ids(model)
-    assert len(scoped(model, "all")) > len(ids(model.net.fc))
+    assert len(scoped(model, "all")) > len(ids(linear_layer(model.net)))
 
 
 def test_finetune_scopes_differ_when_linear_layers_sit_before_and_convs_after_the_latent():
@@ -502,12 +523,12 @@ def test_finetune_scopes_differ_when_linear_layers_sit_before_and_convs_after_th
         conv1=nn.Conv2d(3, 4, 3, padding=1), act=nn.ReLU(), conv2=nn.Conv2d(4, 4, 1), bn=nn.BatchNorm2d(4),
         pool=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(), fc1=nn.Linear(4, 5), fc2=nn.Linear(5, 3)))
     model = LatentModel(net, "act", 3)
-    assert scoped(model, "after_latent") == ids(net.conv2, net.bn, net.fc1, net.fc2)
-    assert sorted(scoped(model, "linear")) == sorted(ids(net.fc1, net.fc2))
+    assert scoped(model, "after_latent") == ids(*(child(net, name) for name in ("conv2", "bn", "fc1", "fc2")))
+    assert sorted(scoped(model, "linear")) == sorted(ids(child(net, "fc1"), child(net, "fc2")))
     assert scoped(model, "all") == ids(net)
 
     mlp = nn.Sequential(OrderedDict(flat=nn.Flatten(), lin1=nn.Linear(3 * 16 * 16, 8), act=nn.ReLU(),
                                     lin2=nn.Linear(8, 3)))
     model = LatentModel(mlp, "act", 3)
-    assert scoped(model, "after_latent") == ids(mlp.lin2)
-    assert sorted(scoped(model, "linear")) == sorted(ids(mlp.lin1, mlp.lin2))
+    assert scoped(model, "after_latent") == ids(child(mlp, "lin2"))
+    assert sorted(scoped(model, "linear")) == sorted(ids(child(mlp, "lin1"), child(mlp, "lin2")))
