@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from typing import cast
 
 import numpy as np
 import pytest
@@ -36,6 +37,7 @@ from debiasbench.methods.gradient_alignment import GradientAlignment
 from debiasbench.methods.jtt import JTT, UpsampleSampler, error_set_weights
 from debiasbench.methods.lff import LfF
 from debiasbench.methods.pgd import BIASED_INIT, PGD
+from debiasbench.models import LatentModel
 from debiasbench.mining import MiningResult, mine_conflicting
 from debiasbench.runner import build_dataset, build_run_model
 from debiasbench.testing import one_thread, tiny_config
@@ -58,6 +60,11 @@ def last_layer_io(model) -> tuple[dict[str, torch.Tensor], torch.utils.hooks.Rem
     return seen, model.net.fc.register_forward_hook(hook)
 
 
+def head(model: LatentModel) -> torch.nn.Linear:
+    """The last linear layer of ``model``: ``fc`` (the runs here use small_cnn)."""
+    return cast(torch.nn.Linear, model.net.fc)
+
+
 def authors_gce_weight_grad(logits: torch.Tensor, h: torch.Tensor, y: torch.Tensor, q: float) -> torch.Tensor:
     """d/dW of the batch mean of the code's ``q p_y^q.detach() * CE``, spelled out:
     ``q p_y^q (softmax - onehot)`` per sample, times the layer's input."""
@@ -72,12 +79,13 @@ def authors_gce_weight_grad(logits: torch.Tensor, h: torch.Tensor, y: torch.Tens
 def digits_context(**config) -> RunContext:
     cfg = resolve_config({"dataset": "colored_digits", "device": "cpu", **config,
                           "dataset_params": {"bias_ratio": 0.99, "image_size": 8}})
-    return RunContext(config=cfg, dataset=ColoredDigits(**cfg.dataset_params), model=None,
+    # no model: mining trains its own peers and never reads ctx.model
+    return RunContext(config=cfg, dataset=ColoredDigits(**cfg.dataset_params), model=cast(LatentModel, None),
                       device=torch.device("cpu"), generator=torch.Generator().manual_seed(0))
 
 
 def test_gradient_alignment_mines_with_fifty_peer_epochs_by_default_as_the_authors_code(monkeypatch):
-    calls = []
+    calls: list[int] = []
 
     def spy(ctx, epochs, *args):
         calls.append(epochs)
@@ -97,7 +105,7 @@ def test_mined_score_is_one_minus_the_peers_true_class_probability_averaged_over
     y0, y1 = int(train.y[0]), int(train.y[1])
     # p_y of samples 0 and 1 per (epoch, peer), in the order mine_conflicting scores them
     p_y = {0: [(0.9, 0.7), (0.5, 0.3), (0.2, 0.4)], 1: [(0.1, 0.1), (0.1, 0.1), (0.1, 0.3)]}
-    calls = []
+    calls: list[None] = []
 
     def scripted(model, split, batch_size=None):
         epoch, peer = divmod(len(calls), 2)
@@ -145,12 +153,12 @@ def test_pgd_biased_model_takes_the_authors_sgd_step_on_the_authors_gce():
     seen, handle = last_layer_io(twin)
     twin(train.x)
     handle.remove()
-    expected = twin.net.fc.weight.double() - 0.5 * authors_gce_weight_grad(seen["logits"], seen["h"], train.y, 0.7)
+    expected = head(twin).weight.double() - 0.5 * authors_gce_weight_grad(seen["logits"], seen["h"], train.y, 0.7)
     method = PGD(config.hparams, ctx)
     method.prepare(ctx)
-    stepped = method.biased_model.net.fc.weight.double()
+    stepped = head(method.biased_model).weight.double()
     assert torch.allclose(stepped, expected, atol=1e-6)
-    assert not torch.allclose(stepped, twin.net.fc.weight.double(), atol=1e-4)  # it moved
+    assert not torch.allclose(stepped, head(twin).weight.double(), atol=1e-4)  # it moved
 
 
 def test_lff_biased_model_gets_the_authors_gce_gradient():
@@ -163,7 +171,9 @@ def test_lff_biased_model_gets_the_authors_gce_gradient():
     method.loss(ctx.model, batch)
     handle.remove()
     expected = authors_gce_weight_grad(seen["logits"], seen["h"], batch.y, 0.7)
-    assert torch.allclose(method.biased_model.net.fc.weight.grad.double(), expected, atol=1e-6)
+    grad = head(method.biased_model).weight.grad
+    assert grad is not None
+    assert torch.allclose(grad.double(), expected, atol=1e-6)
 
 
 # ---- 12. JTT: the training set plus up_weight copies of the error set ----
