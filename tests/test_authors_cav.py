@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from types import SimpleNamespace
+from typing import cast
 
 import numpy as np
 import pytest
@@ -92,7 +93,9 @@ def _clarc(model: LatentModel, train: Split, samples: str, batch: int = 7,
            logged: dict | None = None, notes: list | None = None) -> ClArCMethod:
     config = resolve_config({"method": "rrclarc", "dataset": "synthetic_artifacts", "device": "cpu",
                              "eval_batch_size": batch})
-    dataset = SimpleNamespace(splits={"train": train}, attacked_class=0, sample_shape=train.sample_shape)
+    # Just what ClArC's prepare reads of a dataset.
+    dataset = cast(BenchmarkDataset, SimpleNamespace(splits={"train": train}, attacked_class=0,
+                                                     sample_shape=train.sample_shape))
     ctx = RunContext(config=config, dataset=dataset, model=model, device=torch.device("cpu"),
                      generator=torch.Generator().manual_seed(0),
                      log_metrics=(logged if logged is not None else {}).update,
@@ -146,7 +149,8 @@ def test_where_no_artifact_sample_is_predicted_as_the_class_clarc_falls_back_to_
     train, pooled = _predicted_data(artifact_wins=False)
     with pytest.raises(NoPredictedGroup, match=r"predicts as class 0 .*: it has 0 samples with the artifact"):
         artifact_cav_samples(_identity_model(), train, 0, "predicted")
-    logged, notes = {}, []
+    logged: dict[str, float] = {}
+    notes: list[str] = []
     method = _clarc(_identity_model(), train, "predicted", logged=logged, notes=notes)
     every = _clarc(_identity_model(), train, "all")
     torch.testing.assert_close(method.cav, every.cav)
@@ -214,6 +218,7 @@ def test_ridge_cav_is_the_hand_computed_weighted_ridge_without_intercept_at_the_
             scores.append(1 - (residual ** 2).sum() / ((t[test] - t[test].mean()) ** 2).sum())  # R^2, unweighted
         if np.mean(scores) > best_score:
             best, best_score = alpha, np.mean(scores)
+    assert best is not None
     expected = _oriented(ridge(np.arange(len(y)), best), x, y)
     cav = fit_cav(torch.from_numpy(x), torch.from_numpy(y), "ridge")
     assert _cos(cav, expected) > 1 - 1e-9
@@ -359,7 +364,7 @@ def test_tcav_score_is_positives_over_nonzero_sensitivities_of_the_attacked_logi
     x = torch.randn(30, 2, 3, 3, generator=g)
     x[:4] = -1.0  # no positive latent: zero sensitivity, neither vote
     cav = torch.tensor([1.0, 1.3])  # (positive shares are multiples of 1/9: no other exact zero)
-    weight = model.net.fc.weight.detach()
+    weight = cast(nn.Linear, model.net.fc).weight.detach()
     for target in (0, 1):
         sensitivity = ((x > 0).float().mean(dim=(2, 3)) * weight[target]) @ cav / 9
         positive, negative = int((sensitivity > 0).sum()), int((sensitivity < 0).sum())
@@ -376,6 +381,7 @@ def tiny_data() -> BenchmarkDataset:
 def test_the_tcav_population_is_the_biased_test_view_of_every_class_by_default(tiny_data: BenchmarkDataset):
     biased = tiny_data.views["test_biased"]
     attacked = tiny_data.attacked_class
+    assert attacked is not None
     every = tcav_sample(biased, attacked)
     assert torch.equal(every, torch.arange(len(biased)))  # 100 samples, under the 512 bound
     assert len(set(biased.y[every].tolist())) == tiny_data.num_classes
@@ -392,6 +398,7 @@ def test_artifact_metrics_score_tcav_on_every_class_with_the_attacked_logit(tiny
     model = build_model("small_cnn", tiny_data.num_classes)
     biased = tiny_data.views["test_biased"]
     attacked = tiny_data.attacked_class
+    assert attacked is not None
     metrics, _ = artifact_metrics(model, tiny_data, cav_samples="all")
     cav = fit_artifact_cav(model, tiny_data.splits["train"], attacked, samples="all")
     assert metrics["tcav_samples"] == len(biased)
@@ -408,7 +415,7 @@ def test_the_evaluation_cav_falls_back_to_every_sample_when_none_is_predicted_as
     torch.manual_seed(0)
     model = build_model("small_cnn", tiny_data.num_classes)
     with torch.no_grad():
-        model.net.fc.bias[tiny_data.attacked_class] = -1e4  # never predicts the attacked class
+        cast(nn.Linear, model.net.fc).bias[tiny_data.attacked_class] = -1e4  # never predicts the attacked class
     metrics, params = artifact_metrics(model, tiny_data)
     assert params["eval_cav_samples"] == "all"
     every, _ = artifact_metrics(model, tiny_data, cav_samples="all")

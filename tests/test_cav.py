@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import pytest
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn import functional as F
 
 from debiasbench.cav import (
@@ -245,6 +246,7 @@ def test_artifact_cav_over_all_classes_when_no_class_is_given(tiny_data: Benchma
 def test_artifact_cav_raises_value_error_when_the_class_has_no_artifact_or_no_clean_sample(
         tiny_data: BenchmarkDataset, small_cnn: LatentModel):
     train = tiny_data.splits["train"]
+    assert tiny_data.attacked_class is not None
     other = (tiny_data.attacked_class + 1) % tiny_data.num_classes
     with pytest.raises(ValueError, match=f"class {other}: it has 0 samples with the artifact"):
         fit_artifact_cav(small_cnn, train, other)
@@ -284,7 +286,7 @@ def test_tcav_score_is_one_along_the_mean_pooled_gradient_and_zero_against_it(sm
     # small_cnn's head is average pooling + linear, so the spatially averaged gradient of
     # logit k w.r.t. the latent is fc.weight[k] / (H * W) for every sample.
     x = torch.randn(12, 3, 16, 16, generator=torch.Generator().manual_seed(2))
-    weight = small_cnn.net.fc.weight.detach()
+    weight = cast(nn.Linear, small_cnn.net.fc).weight.detach()
     assert tcav_score(small_cnn, x, weight[1], target=1, batch_size=5) == 1.0
     assert tcav_score(small_cnn, x, -weight[1], target=1) == 0.0
 
@@ -292,7 +294,7 @@ def test_tcav_score_is_one_along_the_mean_pooled_gradient_and_zero_against_it(sm
 def test_tcav_score_with_per_sample_targets_counts_each_sample_against_its_own_logit(small_cnn: LatentModel):
     x = torch.randn(20, 3, 16, 16, generator=torch.Generator().manual_seed(3))
     targets = torch.arange(20) % 4
-    weight = small_cnn.net.fc.weight.detach()
+    weight = cast(nn.Linear, small_cnn.net.fc).weight.detach()
     cav = weight[0]
     expected = float(((weight[targets] @ cav) > 0).float().mean())
     assert tcav_score(small_cnn, x, cav, targets, batch_size=7) == pytest.approx(expected)
@@ -319,7 +321,7 @@ def test_tcav_score_works_for_frozen_models_under_no_grad_and_restores_the_train
     model.train()
     x = torch.randn(6, 3, 16, 16)
     with torch.no_grad():
-        score = tcav_score(model, x, model.net.fc.weight[0], target=0)
+        score = tcav_score(model, x, cast(nn.Linear, model.net.fc).weight[0], target=0)
     assert score == 1.0
     assert model.training
     assert all(p.grad is None for p in model.parameters())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from collections import OrderedDict
 from pathlib import Path
+from typing import cast
 
 import pytest
 import torch
@@ -44,6 +45,7 @@ def _model(arch: str, num_classes: int = 3, zero_biases: bool = False) -> Latent
         with torch.no_grad():
             for module in model.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    assert module.running_mean is not None  # BN layers here track running statistics
                     module.running_mean.zero_()
                     module.bias.zero_()
                 elif isinstance(module, (nn.Conv2d, nn.Linear)) and module.bias is not None:
@@ -96,7 +98,7 @@ def test_lrp_relevance_sums_to_the_logit_less_what_the_biases_absorb(arch: str) 
     x = _inputs(8)
     target, logit = _explained_logit(model, x)
     relevance, _ = input_relevance(model, x, target, method="lrp")
-    bias_free = logit - model.net.get_submodule(HEAD[arch]).bias[target].detach()
+    bias_free = logit - cast(nn.Linear, model.net.get_submodule(HEAD[arch])).bias[target].detach()
     error = (relevance.sum(dim=(1, 2, 3)) - bias_free).abs().sum() / bias_free.abs().sum()
     assert error < 0.1
 
@@ -290,7 +292,7 @@ def _patch_model(region: tuple[slice, slice]) -> LatentModel:
     keep = torch.zeros(1, 8, 32, 32)
     keep[:, :, region[0].start + 1 : region[0].stop - 1, region[1].start + 1 : region[1].stop - 1] = 1
     with torch.no_grad():
-        net.fc.weight.mul_(keep.flatten(1))
+        cast(nn.Linear, net.fc).weight.mul_(keep.flatten(1))
     net.train()
     with torch.no_grad():
         net(torch.randn(8, 3, 32, 32))
