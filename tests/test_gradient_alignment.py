@@ -3,6 +3,8 @@ input and a run end to end (the paper's claim: tests/test_unknown_bias_claims.py
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import cast
 
 import pytest
 import torch
@@ -15,6 +17,7 @@ from debiasbench.errors import ConfigError
 from debiasbench.method import RunContext
 from debiasbench.methods.gradient_alignment import GradientAlignment, StratifiedSampler, alignment_weights
 from debiasbench.mining import class_normalised, mine_conflicting, peer_weights, precision_recall
+from debiasbench.models import LatentModel
 from debiasbench.registry import DATASETS
 from debiasbench.runner import run
 from debiasbench.testing import crash_resume_and_rerun, crashing_once, one_thread, tiny_config, without_timing
@@ -127,7 +130,8 @@ def digits_context(bias_ratio: float, **config) -> RunContext:
     cfg = resolve_config({"dataset": "colored_digits", "device": "cpu", **config,
                           "dataset_params": {"bias_ratio": bias_ratio, "image_size": 8}})
     dataset = ColoredDigits(**cfg.dataset_params)
-    return RunContext(config=cfg, dataset=dataset, model=None, device=torch.device("cpu"),
+    # no model: mining trains its own peers and never reads ctx.model
+    return RunContext(config=cfg, dataset=dataset, model=cast(LatentModel, None), device=torch.device("cpu"),
                       generator=torch.Generator().manual_seed(0))
 
 
@@ -179,8 +183,9 @@ def test_auto_bias_source_mines_on_a_dataset_without_bias_labels(register):
                           "dataset_params": {"bias_ratio": 0.95, "image_size": 8},
                           "hparams": {"mining_epochs": 1}})
     dataset = UnlabelledDigits(**cfg.dataset_params)
-    logged = []
-    ctx = RunContext(config=cfg, dataset=dataset, model=None, device=torch.device("cpu"),
+    logged: list[Mapping[str, float]] = []
+    # no model: preparing mines with peers of its own and never reads ctx.model
+    ctx = RunContext(config=cfg, dataset=dataset, model=cast(LatentModel, None), device=torch.device("cpu"),
                      generator=torch.Generator().manual_seed(0), log_metrics=logged.append)
     method = GradientAlignment(cfg.hparams, ctx)
     with one_thread():
