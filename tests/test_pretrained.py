@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from pathlib import Path
+from typing import cast
 
 import pytest
 import torch
@@ -43,6 +44,16 @@ HEADS = {"vgg16": "classifier.6", "resnet18": "fc", "efficientnet_b0": "classifi
 TIMM_MODEL = "test_resnet"
 TIMM_REPO = "timm/test_resnet.r160_in1k"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _fc(model: LatentModel) -> nn.Linear:
+    """The head of a resnet (torchvision's or timm's)."""
+    return cast(nn.Linear, model.net.fc)
+
+
+def _conv1(model: LatentModel) -> nn.Conv2d:
+    """The first convolution of a resnet."""
+    return cast(nn.Conv2d, model.net.conv1)
 
 
 # --------------------------------------------------------------------------- fake caches
@@ -185,7 +196,7 @@ def test_imagenet_weights_load_every_non_head_tensor_of_the_cached_file(
     torch.manual_seed(0)
     model = build_model(arch, 3, pretrained="imagenet")
     _assert_backbone_is_the_files(model, state, HEADS[arch])
-    head = model.net.get_submodule(HEADS[arch])
+    head = cast(nn.Linear, model.net.get_submodule(HEADS[arch]))
     assert head.weight.shape[0] == 3 and head.bias.shape == (3,)
     assert model.input_normalization is not None
     assert model.input_normalization.normalization.mean == IMAGENET_MEAN
@@ -201,15 +212,15 @@ def test_the_new_head_is_drawn_from_the_seed_exactly_as_a_plain_build_draws_it(
     plain = build_model("resnet18", 4)
     torch.manual_seed(6)
     other_seed = build_model("resnet18", 4, pretrained="imagenet")
-    assert torch.equal(pretrained.net.fc.weight, plain.net.fc.weight)
-    assert torch.equal(pretrained.net.fc.bias, plain.net.fc.bias)
-    assert not torch.equal(pretrained.net.fc.weight, other_seed.net.fc.weight)
-    assert torch.equal(pretrained.net.conv1.weight, other_seed.net.conv1.weight)  # the file's
+    assert torch.equal(_fc(pretrained).weight, _fc(plain).weight)
+    assert torch.equal(_fc(pretrained).bias, _fc(plain).bias)
+    assert not torch.equal(_fc(pretrained).weight, _fc(other_seed).weight)
+    assert torch.equal(_conv1(pretrained).weight, _conv1(other_seed).weight)  # the file's
 
 
 def test_a_1000_class_head_is_new_too(with_resnet18: dict[str, Tensor], no_hash_check: None) -> None:
     model = build_model("resnet18", 1000, pretrained="imagenet")
-    assert not torch.equal(model.net.fc.weight, with_resnet18["fc.weight"])
+    assert not torch.equal(_fc(model).weight, with_resnet18["fc.weight"])
 
 
 @pytest.mark.parametrize("arch", list(TORCHVISION_FILES))
@@ -319,7 +330,7 @@ def test_every_entry_point_feeds_the_network_normalised_inputs(imagenet_resnet18
     model = imagenet_resnet18
     x = torch.rand(2, 3, 32, 32)
     seen: list[Tensor] = []
-    handle = model.net.layer4.register_forward_hook(lambda m, i, o: seen.append(o))
+    handle = cast(nn.Module, model.net.layer4).register_forward_hook(lambda m, i, o: seen.append(o))
     with torch.no_grad():
         expected_logits = model.net(_normalise(x))
     handle.remove()
@@ -343,7 +354,7 @@ def test_grey_images_are_repeated_to_rgb_in_front_of_the_pretrained_first_conv(
 ) -> None:
     torch.manual_seed(0)
     grey_model = build_model("resnet18", 3, pretrained="imagenet", in_channels=1).eval()
-    assert torch.equal(grey_model.net.conv1.weight, with_resnet18["conv1.weight"])
+    assert torch.equal(_conv1(grey_model).weight, with_resnet18["conv1.weight"])
     grey = torch.rand(2, 1, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(grey_model(grey), grey_model.net(_normalise(grey.expand(-1, 3, -1, -1))))
@@ -411,10 +422,10 @@ def test_timm_weights_load_from_the_hugging_face_cache_with_the_models_own_norma
     torch.manual_seed(3)
     model = build_model(f"timm:{TIMM_MODEL}", 3, pretrained="imagenet").eval()
     _assert_backbone_is_the_files(model, state, "fc")
-    assert model.net.fc.weight.shape[0] == 3
+    assert _fc(model).weight.shape[0] == 3
     torch.manual_seed(3)
     plain = build_model(f"timm:{TIMM_MODEL}", 3)
-    assert torch.equal(model.net.fc.weight, plain.net.fc.weight)  # seeded like a plain build
+    assert torch.equal(_fc(model).weight, _fc(plain).weight)  # seeded like a plain build
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():  # test_resnet's pretrained_cfg says mean = std = 0.5
         torch.testing.assert_close(model(x), model.net(_normalise(x, (0.5,) * 3, (0.5,) * 3)))
@@ -502,6 +513,7 @@ def test_lrp_of_an_imagenet_resnet18_is_conservative_on_images_in_0_1(imagenet_r
     with torch.no_grad():  # bias-free, so relevance must sum to the logit (explain tests say why)
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):
+                assert module.running_mean is not None  # tracked by every BatchNorm of resnet18
                 module.running_mean.zero_()
                 module.bias.zero_()
             elif isinstance(module, (nn.Conv2d, nn.Linear)) and module.bias is not None:
