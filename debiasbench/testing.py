@@ -102,19 +102,22 @@ def crashing_once(base: type[Method], name: str, at_step: int) -> type[Method]:
     """A subclass of ``base`` whose loss raises ``RuntimeError("simulated crash")`` once,
     at training step ``at_step`` (counted over the whole run), like a killed process:
     run it, run it again and compare with an uninterrupted run to test resuming.
-    Set ``crashed = True`` on the class to run it without the crash."""
+    Set ``crashed = True`` on the class to run it without the crash; ``steps_taken`` is
+    the number of steps the last run took (to place the crash, set ``at_step``)."""
 
     class CrashingOnce(base):  # type: ignore[valid-type, misc]
         crashed = False
+        steps_taken = 0
 
         def loss(self, model, batch):
             step = self.ctx.extras.setdefault("steps", 0)
-            self.ctx.extras["steps"] = step + 1
-            if not type(self).crashed and step == at_step:
+            self.ctx.extras["steps"] = type(self).steps_taken = step + 1
+            if not type(self).crashed and step == type(self).at_step:
                 type(self).crashed = True
                 raise RuntimeError("simulated crash")
             return super().loss(model, batch)
 
     CrashingOnce.name = name
+    CrashingOnce.at_step = at_step
     CrashingOnce.__name__ = CrashingOnce.__qualname__ = f"CrashingOnce{base.__name__}"
     return CrashingOnce
