@@ -106,8 +106,9 @@ def test_loss_takes_the_biased_models_gce_step_and_leaves_the_run_models_gradien
     assert logs["gce_biased"].item() == pytest.approx(gce.item(), rel=1e-5)
     assert not torch.equal(method.biased_model.state_dict()["net.fc.weight"], before["net.fc.weight"])
     grads = {name: p.grad for name, p in method.biased_model.named_parameters()}
-    assert torch.allclose(grads["net.fc.weight"], dict(reference.named_parameters())["net.fc.weight"].grad,
-                          atol=1e-6)
+    biased_grad, reference_grad = grads["net.fc.weight"], dict(reference.named_parameters())["net.fc.weight"].grad
+    assert biased_grad is not None and reference_grad is not None
+    assert torch.allclose(biased_grad, reference_grad, atol=1e-6)
     assert all(p.grad is None for p in ctx.model.parameters())  # the runner's backward comes next
     loss.backward()
     assert all(p.grad is not None for p in ctx.model.parameters())
@@ -125,6 +126,7 @@ def test_state_dict_round_trips_the_biased_model_its_optimiser_and_the_moving_av
     for key, value in method.biased_model.state_dict().items():
         assert torch.equal(fresh.biased_model.state_dict()[key], value)
     fresh_step, step = fresh.biased_step, method.biased_step
+    assert fresh_step.schedule is not None and step.schedule is not None
     assert fresh_step.optimizer.state_dict()["state"].keys() == step.optimizer.state_dict()["state"].keys()
     assert fresh_step.schedule.last_epoch == step.schedule.last_epoch == 2 and fresh_step.steps == 2
 
