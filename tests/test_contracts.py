@@ -67,7 +67,9 @@ def test_a_method_may_log_python_numbers_and_the_run_averages_them(tmp_path):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    (run,) = client.search_runs([client.get_experiment_by_name(CHECK_EXPERIMENT).experiment_id])
+    experiment = client.get_experiment_by_name(CHECK_EXPERIMENT)
+    assert experiment is not None
+    (run,) = client.search_runs([experiment.experiment_id])
     assert run.data.metrics["epoch/train_steps"] == 1.0  # the mean over the epoch's steps
     assert 0.0 < run.data.metrics["epoch/train_focal"] < 10.0
 

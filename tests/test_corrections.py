@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from mlflow.entities import Run
 
 from debiasbench.base_model import base_config
 from debiasbench.cav import cav_alignment, fit_artifact_cav, latent_activations
@@ -17,7 +18,7 @@ BASE_TAG = "debiasbench.base_run_id"
 
 
 def runs_by_method(tracker):
-    found = {}
+    found: dict[str, list[Run]] = {}
     for r in tracker.client.search_runs([tracker.experiment_id]):
         found.setdefault(r.data.params["method"], []).append(r)
     return found
