@@ -85,7 +85,8 @@ class RunConfig:
                                      "RR-ClArC authors') or of the attacked class only")
     base_run: str | None = _key(None, type=str, help="MLflow run id of the vanilla model a correction starts "
                                                      "from; default: found or trained")
-    log_model: bool = _key(True, help="log the final weights as the artifact model.pt")
+    log_model: bool = _key(True, help="log the final weights as the artifact model.pt and the heatmap "
+                                      "picture heatmaps.png")
     selection: str = _key("last", choices=("last", "best"), help="checkpoint evaluated at the end")
     selection_metric: str = _key("val_acc", choices=VALIDATION_METRICS,
                                  help="validation metric maximised when selection=best")
