@@ -92,6 +92,7 @@ def test_group_losses_are_per_group_means_and_zero_for_absent_groups():
 def test_balanced_sampling_draws_every_group_about_equally_often():
     method, ctx = make_groupdro(sampling="balanced")
     sampler = method.sampler(ctx)
+    assert sampler is not None
     drawn = torch.cat([sampler.indices(e, torch.Generator().manual_seed(e)) for e in range(20)])
     per_group = torch.bincount(method.train_groups[drawn], minlength=method.num_groups)[method.counts > 0]
     assert per_group.min() > 0.8 * per_group.float().mean() and len(sampler) == len(method.train_groups)

@@ -85,6 +85,7 @@ def test_prepare_takes_the_identification_models_mistakes_as_the_error_set_and_l
     assert logged["mining_recall"] == expected["mining_recall"]
     assert all(torch.equal(v, initial[k]) for k, v in ctx.model.state_dict().items())  # run model untouched
     sampler = method.sampler(ctx)
+    assert sampler is not None
     counts = torch.bincount(sampler.indices(0, ctx.generator), minlength=len(train))
     assert torch.equal(counts, torch.where(method.error_set, 8, 1))
     loader = DeviceLoader(train, 64, ctx.generator, sampler=sampler)
@@ -159,4 +160,6 @@ def test_an_empty_error_set_trains_as_vanilla_and_says_so(monkeypatch):
                         lambda model, x, y, batch_size: torch.zeros_like(y, dtype=torch.bool))
     method.prepare(ctx)
     assert logged["jtt_error_set_size"] == 0.0 and len(notes) == 1 and "error set is empty" in notes[0]
-    assert len(method.sampler(ctx)) == len(ctx.dataset.splits["train"])
+    sampler = method.sampler(ctx)
+    assert sampler is not None
+    assert len(sampler) == len(ctx.dataset.splits["train"])

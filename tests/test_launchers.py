@@ -185,6 +185,8 @@ def test_each_sweep_tags_its_own_runs_in_one_process(tmp_path, tracking_uri):
     for job, name in zip(jobs, ("first.yaml", "second.yaml")):
         run_sweep([job], tracking_uri, log=lambda line: None, tags={"debiasbench.sweep_file": name})
     client = MlflowClient(tracking_uri)
-    runs = client.search_runs([client.get_experiment_by_name(jobs[0].experiment).experiment_id])
+    experiment = client.get_experiment_by_name(jobs[0].experiment)
+    assert experiment is not None  # the sweep's runs created it
+    runs = client.search_runs([experiment.experiment_id])
     tagged = {run.data.tags[RUN_KEY_TAG]: run.data.tags["debiasbench.sweep_file"] for run in runs}
     assert tagged == {jobs[0].run_key(): "first.yaml", jobs[1].run_key(): "second.yaml"}

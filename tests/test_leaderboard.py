@@ -111,7 +111,9 @@ def test_a_repeated_job_counts_once(store):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(store)
-    experiment = client.get_experiment_by_name("debiasbench").experiment_id
+    found = client.get_experiment_by_name("debiasbench")
+    assert found is not None  # the store fixture created it
+    experiment = found.experiment_id
     log_run(client, experiment, "rrr", 0, 1.0, val=0.90, test=0.70, key="rrr-1.0-0-0.99")  # same job again
     summary = select(finished_once(runs_frame(store)[0]), metrics=("test_acc",))
     row = selected(summary)

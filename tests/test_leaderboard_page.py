@@ -19,10 +19,12 @@ from debiasbench.leaderboard_page import render_page
 try:
     from playwright.sync_api import sync_playwright
 except ImportError:  # pragma: no cover - CI installs playwright
-    sync_playwright = None
+    HAVE_PLAYWRIGHT = False
+else:
+    HAVE_PLAYWRIGHT = True
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-if sync_playwright is None or CHROMIUM is None:
+if not HAVE_PLAYWRIGHT or CHROMIUM is None:
     pytest.skip("needs playwright and a chromium binary", allow_module_level=True)
 
 NAN = math.nan
