@@ -254,7 +254,7 @@ def render_stamps(texts: tuple[str, ...], scale: int = 1) -> Tensor:
     font = ImageFont.load_default_imagefont() if hasattr(ImageFont, "load_default_imagefont") \
         else ImageFont.load_default()
     boxes = [font.getbbox(text) for text in texts]
-    width, height = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    width, height = int(max(b[2] for b in boxes)), int(max(b[3] for b in boxes))
     masks = []
     for text in texts:  # a handful of distinct strings, not samples
         image = Image.new("L", (width, height), 0)
@@ -302,7 +302,8 @@ class Timestamp(_Injects):
     def min_size(self) -> tuple[int, int]:
         """(height, width) of the smallest image this stamp fits."""
         format = "time" if self.format == "auto" else self.format
-        return tuple(self.glyphs(format).shape[1:])
+        height, width = self.glyphs(format).shape[1:]
+        return height, width
 
     def check_size(self, height: int, width: int) -> None:
         """Raise ``ValueError`` naming the minimum image size if the stamp does not fit."""

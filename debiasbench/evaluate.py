@@ -21,8 +21,8 @@ from typing import Callable, ContextManager, Mapping
 import torch
 from torch import Tensor, nn
 
-from debiasbench.data import BenchmarkDataset, Split, eval_batch_for, input_batches
-from debiasbench.models import eval_mode
+from debiasbench.data import BenchmarkDataset, Split, eval_batch_for, input_batches  # noqa: F401  (eval_batch_for: public here too)
+from debiasbench.models import LatentModel, eval_mode
 
 NATURAL_SPLITS = ("val", "test")
 
@@ -174,7 +174,7 @@ def tcav_sample(biased: Split, attacked_class: int, population: str = "all_class
     return relevance_sample(candidates, size)
 
 
-def artifact_metrics(model: nn.Module, dataset: BenchmarkDataset, batch_size: int | None = None,
+def artifact_metrics(model: LatentModel, dataset: BenchmarkDataset, batch_size: int | None = None,
                      heatmap_path: Path | None = None, cav_kind: str = "pattern",
                      sample_size: int = RELEVANCE_SAMPLES, *, relevance_mask: str = "blur",
                      cav_samples: str = "predicted",
@@ -218,9 +218,11 @@ def artifact_metrics(model: nn.Module, dataset: BenchmarkDataset, batch_size: in
     shares, first, method = [], None, ""
     for batch in explained.batches(explain_batch_for(explained.sample_shape)):
         relevance, method = input_relevance(model, batch.x, batch.y)
-        shares.append(artifact_relevance(relevance, batch.mask, relevance_mask))
+        mask = batch.mask
+        assert mask is not None  # biased.has_mask
+        shares.append(artifact_relevance(relevance, mask, relevance_mask))
         if first is None:
-            first = (batch.x[:8], batch.mask[:8], relevance[:8])
+            first = (batch.x[:8], mask[:8], relevance[:8])
     metrics = {"artifact_relevance": float(torch.cat(shares).mean()), "relevance_samples": float(len(chosen))}
     if heatmap_path is not None and first is not None:
         heatmap_grid(*first, heatmap_path)

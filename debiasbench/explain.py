@@ -39,6 +39,7 @@ gradient the same choice keeps the two methods on one input and keeps Euler's id
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -175,7 +176,7 @@ def input_relevance(
     explain = _lrp if resolved == "lrp" else _input_x_gradient
     normalization = model.input_normalization if isinstance(model, LatentModel) else None
     with eval_mode(model), torch.enable_grad(), torch.autocast(device_type=x.device.type, enabled=False):
-        if normalization is None:
+        if normalization is None or not isinstance(model, LatentModel):
             # A leaf copy: the caller's tensor gets neither requires_grad nor a graph.
             relevance = explain(model, x.detach().clone().requires_grad_(True), index)
         else:
@@ -198,12 +199,14 @@ def _one_hot_of_logit(index: Tensor) -> Callable[[Tensor], Tensor]:
     return attr_output
 
 
-def _lrp(model: LatentModel, inputs: Tensor, index: Tensor) -> Tensor:
+def _lrp(model: nn.Module, inputs: Tensor, index: Tensor) -> Tensor:
     from zennit.attribution import Gradient
     from zennit.composites import EpsilonPlusFlat
 
-    first_layer = LRP_FIRST_LAYER.get(model.arch)
-    composite = EpsilonPlusFlat(canonizers=LRP_CANONIZERS[model.arch](),
+    arch = cast(str, model.arch)  # a LatentModel, or a wrapper naming its architecture (_resolve_method)
+
+    first_layer = LRP_FIRST_LAYER.get(arch)
+    composite = EpsilonPlusFlat(canonizers=LRP_CANONIZERS[arch](),
                                 first_map=first_layer() if first_layer is not None else None)
     # Gradient registers the canonizers and rule hooks on entry and removes them on exit,
     # also when the forward or backward raises, so the model is left as it was. The whole

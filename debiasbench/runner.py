@@ -27,9 +27,9 @@ from debiasbench import checkpoints
 from debiasbench.base_model import MODEL_ARTIFACT, resolve_base_checkpoint
 from debiasbench.class_weights import class_weights
 from debiasbench.config import RunConfig
-from debiasbench.data import BenchmarkDataset, DeviceLoader
+from debiasbench.data import BenchmarkDataset, DeviceLoader, eval_batch_for
 from debiasbench.errors import RunFailed, UserError
-from debiasbench.evaluate import VALIDATION_PREFIX, eval_batch_for, evaluate
+from debiasbench.evaluate import VALIDATION_PREFIX, evaluate
 from debiasbench.method import Method, RunContext
 from debiasbench.models import LatentModel, build_model
 from debiasbench.registry import DATASETS, METHODS
@@ -202,7 +202,8 @@ class Trainer:
         numbers: dict[str, float] = {}  # Python numbers a method logs are summed on the host
         steps = 0
         with _progress(self.progress, len(training.loader), f"epoch {epoch + 1}/{self.config.epochs}") as advance:
-            for steps, batch in enumerate(training.loader, start=1):
+            for batch in training.loader:
+                steps += 1
                 with step.autocast():
                     loss, logs = method.loss(model, batch)
                 step.update(loss)
