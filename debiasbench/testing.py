@@ -121,3 +121,36 @@ def crashing_once(base: type[Method], name: str, at_step: int) -> type[Method]:
     CrashingOnce.at_step = at_step
     CrashingOnce.__name__ = CrashingOnce.__qualname__ = f"CrashingOnce{base.__name__}"
     return CrashingOnce
+
+
+def install_plugin(source: Path, target: Path, what: str = "the plugin") -> dict[str, str]:
+    """Install the package at ``source`` into the folder ``target`` offline (no index, no
+    build isolation, no dependencies) and return the environment of a process that sees
+    it: this one's, with ``PYTHONPATH`` set to ``target`` and no ``MLFLOW_TRACKING_URI`` or
+    ``PYTHONWARNINGS``. Test an installed plugin in a new process: the registries read
+    entry points once per process."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--no-index", "--disable-pip-version-check", "--target", str(target), str(source)],
+        capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise AssertionError(f"pip install of {what} failed:\n{proc.stdout}\n{proc.stderr}")
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PYTHONPATH", "PYTHONWARNINGS")}
+    return {**env, "PYTHONPATH": str(target)}
+
+
+def run_cli(env: Mapping[str, str], cwd: Path, *args: str) -> Any:
+    """``debiasbench <args>`` in a new process with ``env``; the completed process, after
+    asserting that it exited 0 (its output is in the message where it did not)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "debiasbench.cli", *args], capture_output=True, text=True,
+                          env=dict(env), cwd=cwd)
+    assert proc.returncode == 0, f"debiasbench {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+

@@ -11,15 +11,11 @@ see it; the registry reads entry points once per process, so every check is a su
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
-from debiasbench.testing import TINY_SYNTHETIC
+from debiasbench.testing import TINY_SYNTHETIC, install_plugin, run_cli
 
 pytestmark = pytest.mark.slow  # subprocesses importing torch and MLflow: seconds each
 
@@ -103,20 +99,10 @@ def plugin_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (source / "api_probe" / "__init__.py").write_text("")
     (source / "api_probe" / "method.py").write_text(textwrap.dedent(METHOD))
     (source / "api_probe" / "nets.py").write_text(textwrap.dedent(NETS))
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--disable-pip-version-check", "--target", str(site), str(source)],
-        capture_output=True, text=True)
-    assert proc.returncode == 0, f"pip install of the probe plugin failed:\n{proc.stdout}\n{proc.stderr}"
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PYTHONPATH", "PYTHONWARNINGS")}
-    return {**env, "PYTHONPATH": str(site)}
+    return install_plugin(source, site, "the probe plugin")
 
 
-def debiasbench(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "debiasbench.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd)
-    assert proc.returncode == 0, f"debiasbench {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-    return proc
+debiasbench = run_cli  # debiasbench(env, cwd, *args): the command in a new process, asserted to exit 0
 
 
 DUPLICATE = ("DuplicateRegistrationWarning: model 'small_cnn' registered twice: entry point "

@@ -13,7 +13,6 @@ testpaths) run here too, against the installed package.
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 import subprocess
 import sys
@@ -21,6 +20,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
+from debiasbench.testing import install_plugin, run_cli
 
 PLUGIN = Path(__file__).resolve().parents[1] / "examples" / "plugin"
 pytestmark = pytest.mark.slow  # subprocesses importing torch and MLflow: seconds each
@@ -37,20 +38,10 @@ def plugin_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("plugin")
     source, site = root / "source", root / "site"
     shutil.copytree(PLUGIN, source, ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--disable-pip-version-check", "--target", str(site), str(source)],
-        capture_output=True, text=True)
-    assert proc.returncode == 0, f"pip install of examples/plugin failed:\n{proc.stdout}\n{proc.stderr}"
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PYTHONPATH")}
-    return {**env, "PYTHONPATH": str(site)}
+    return install_plugin(source, site, "examples/plugin")
 
 
-def debiasbench(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "debiasbench.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd)
-    assert proc.returncode == 0, f"debiasbench {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-    return proc
+debiasbench = run_cli  # debiasbench(env, cwd, *args): the command in a new process, asserted to exit 0
 
 
 def finished_runs(uri: str) -> list:
