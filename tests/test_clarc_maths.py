@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from debiasbench.randomness import derive_seed
 from debiasbench.clarc import ClArCMethod, project_length, shift_to_length
 from debiasbench.config import resolve_config
 from debiasbench.method import Batch, RunContext
@@ -112,7 +113,7 @@ def unit(seed: int = 2, dim: int = C) -> Tensor:
 
 
 def make_ctx(model: LatentModel, method: str = "rrclarc", seed: int = 0, dataset=None) -> RunContext:
-    config = resolve_config({"method": method, "dataset": "synthetic_artifacts", "device": "cpu"})
+    config = resolve_config({"method": method, "dataset": "synthetic_artifacts", "device": "cpu", "seed": seed})
     return RunContext(config=config, dataset=dataset, model=model, device=torch.device("cpu"),
                       generator=torch.Generator().manual_seed(seed))
 
@@ -236,8 +237,8 @@ def test_rrclarc_random_logits_penalty_equals_hand_computation_with_the_same_sig
     model = latent_model(nonlinear_head=True)
     batch, v, lam = make_batch(), unit(), 2.0
     method = make_rrclarc(model, v, "random_logits", lam, seed=3)
-    # The method draws randint(0, 2, logits.shape) from ctx.generator; replay that draw.
-    replay = torch.Generator().manual_seed(3)
+    # The method draws randint(0, 2, logits.shape) from the run's stream "rrclarc.signs"; replay that draw.
+    replay = torch.Generator().manual_seed(derive_seed(3, "rrclarc.signs"))
     signs = torch.randint(0, 2, (N, K), generator=replay).to(DTYPE) * 2 - 1
 
     loss, logs = method.loss(model, batch)
