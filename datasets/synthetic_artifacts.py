@@ -21,14 +21,21 @@ masks mark exactly the pixels the pattern changed.
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
 from torch import Tensor
 
 from debiasbench.artifacts import ALL_COLORS, COLORS, KINDS, quantize
 from debiasbench.data import BenchmarkDataset, Split
+from debiasbench.errors import ConfigError
 from debiasbench.hparams import HParam
 from debiasbench.injection import make_artifact
+from debiasbench.resources import check_memory
 
+#: Most samples of one generated split: a bound before the memory check, so that a typo
+#: (``n_train: 10**9``) is refused by name.
+MAX_SAMPLES = 1_000_000
 SHAPES = ("disk", "square", "ring", "cross", "diamond", "triangle")
 
 
@@ -72,9 +79,9 @@ class SyntheticArtifacts(BenchmarkDataset):
     params = {
         "num_classes": HParam(4, low=2, high=len(SHAPES), help="number of shape classes"),
         "image_size": HParam(32, low=16, high=256, help="side of the square images"),
-        "n_train": HParam(2000, low=10),
-        "n_val": HParam(500, low=10),
-        "n_test": HParam(1000, low=10),
+        "n_train": HParam(2000, low=10, high=MAX_SAMPLES),
+        "n_val": HParam(500, low=10, high=MAX_SAMPLES),
+        "n_test": HParam(1000, low=10, high=MAX_SAMPLES),
         "attacked_class": HParam(0, low=0, help="class whose samples may carry the artifact"),
         "p": HParam(0.5, low=0.0, high=1.0, help="artifact probability in the attacked class"),
         "artifact": HParam("patch", choices=tuple(KINDS), help="artifact kind"),
@@ -90,6 +97,21 @@ class SyntheticArtifacts(BenchmarkDataset):
         "seed": HParam(0, low=0, help="seed of the generated data (fixed across run seeds)"),
     }
     train_defaults = {"epochs": 5, "batch_size": 64, "lr": 1e-3}
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any]) -> None:
+        """The attacked class must exist, the patch fit the image, and building the images
+        fit the memory available now. Peak memory while building, measured at 32 px: about
+        40 bytes per pixel position of a training sample and 52 of a val or test sample (float32
+        images, the clean and biased views of val and test, masks, and temporaries)."""
+        if params["attacked_class"] >= params["num_classes"]:
+            raise ConfigError(f"dataset_params.attacked_class: expected an integer below num_classes "
+                              f"({params['num_classes']}), got {params['attacked_class']}")
+        if params["artifact"] == "patch" and params["patch_size"] > params["image_size"]:
+            raise ConfigError(f"dataset_params.patch_size: expected at most image_size ({params['image_size']}), "
+                              f"got {params['patch_size']}")
+        per_position = 40 * params["n_train"] + 52 * (params["n_val"] + params["n_test"])
+        check_memory(per_position * params["image_size"] ** 2, "dataset synthetic_artifacts at these sizes")
 
     @classmethod
     def shortcut_in_one_class(cls, params) -> bool:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import typer
 from rich.console import Console
 
-from debiasbench.errors import UserError
+from debiasbench.errors import UserError, one_line
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark methods that unlearn a model's shortcuts.")
@@ -28,6 +28,11 @@ def out() -> Console:
     return Console() if sys.stdout.isatty() else Console(width=200)
 
 
+def print_error(message: str) -> None:
+    """One line on stderr, ``error: ...``, cut to ``MESSAGE_LIMIT`` characters."""
+    err.print(f"error: {one_line(message)}", markup=False, highlight=False, soft_wrap=True)
+
+
 def user_errors(command: Callable) -> Callable:
     """Turn a ``UserError`` into one line and exit code 2."""
 
@@ -36,7 +41,7 @@ def user_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except UserError as exc:
-            err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            print_error(str(exc))
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted", markup=False)
@@ -226,8 +231,25 @@ def _summary(obj: Any) -> str:
     return " ".join(paragraph.split()) or "-"
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """The console script. A usage error of the command line itself (``--workers abc``,
+    an unknown option) is one line and exit 2, in the format of every other error,
+    instead of typer's framed box; no arguments or ``--help`` print the help."""
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except typer.TyperException as exc:  # typer's (vendored click's) usage errors
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            print(ctx.get_help())
+        else:
+            command = ctx.command_path if ctx is not None else "debiasbench"
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            print_error(f"{message} (see '{command} --help')")
+        code = getattr(exc, "exit_code", 2)
+    except typer.Abort:
+        err.print("interrupted", markup=False)
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from debiasbench.errors import ConfigError, Unsuited, UserError, unknown_name_message
+from debiasbench.errors import ConfigError, Unsuited, UserError, shown, unknown_name_message
 from debiasbench.hparams import HParam, LogUniform, resolve
 from debiasbench.registry import DATASETS, METHODS
 
@@ -44,10 +44,10 @@ class RunConfig:
     method: str = _key("vanilla", help="method name (see `debiasbench methods`)")
     dataset: str = _key("colored_digits", help="dataset name (see `debiasbench datasets`)")
     model: str = _key("small_cnn", help="architecture: small_cnn, mlp, resnet18, vgg16, efficientnet_b0, timm:<name>")
-    seed: int = _key(0, low=0, help="seed of initialisation, shuffling and the method's randomness")
-    epochs: int = _key(10, low=0)
-    batch_size: int = _key(64, low=1)
-    eval_batch_size: int | None = _key(None, type=int, low=1,
+    seed: int = _key(0, low=0, high=2**32 - 1, help="seed of initialisation, shuffling and the method's randomness")
+    epochs: int = _key(10, low=0, high=100_000)
+    batch_size: int = _key(64, low=1, high=1_000_000)
+    eval_batch_size: int | None = _key(None, type=int, low=1, high=1_000_000,
                                        help="evaluation batch; null: 512 images of 32x32 pixels, "
                                             "proportionally fewer for larger images (10 at 224 px)")
     lr: float = _key(1e-3, LogUniform(1e-4, 1e-2), low=0.0)
@@ -167,9 +167,34 @@ def assign(target: dict[str, Any], dotted: str, value: Any) -> None:
         target[head] = value
 
 
+#: Largest config or sweep file read: run keys take a few hundred bytes, and reading a
+#: huge file whole would cost memory before any error could be said.
+CONFIG_FILE_LIMIT = 1 << 20
+
+
+class _NotAName(yaml.YAMLError):
+    """A mapping key that YAML read as something other than a string, or one given twice."""
+
+
 class _YamlLoader(yaml.SafeLoader):
     """YAML 1.1 as PyYAML reads it, except that ``1e-4`` and ``1e30`` are floats (YAML 1.1
-    wants ``1.0e-4``; learning rates are written the short way)."""
+    wants ``1.0e-4``; learning rates are written the short way), and that a key given twice
+    in one mapping or a key that is not a string (``1: 2``) is an error: PyYAML lets the
+    last of two keys win silently, and every key of a run or sweep file is a name."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[str, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<: *defaults`` may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, str):
+                raise _NotAName(f"key {shown(key)} on line {line} is not a name (write it in quotes)")
+            if key in first_line:
+                raise _NotAName(f"key {key!r} is given twice, on line {first_line[key]} and line {line}")
+            first_line[key] = line
+        return super().construct_mapping(node, deep)
 
 
 _YamlLoader.add_implicit_resolver(
@@ -179,12 +204,26 @@ _YamlLoader.add_implicit_resolver(
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """A YAML mapping of run keys; a missing or malformed file is a one-line error."""
+    """A YAML mapping of run keys; a missing, unreadable, oversized, non-UTF-8 or malformed
+    file, a duplicate key or a key that is not a name is a one-line error."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file {str(path)!r} not found")
     try:
-        data = yaml.load(path.read_text(), Loader=_YamlLoader) or {}
+        size = path.stat().st_size
+        if size > CONFIG_FILE_LIMIT:
+            raise UserError(f"config file {str(path)!r} is {size} bytes; a config file is at most "
+                            f"{CONFIG_FILE_LIMIT} bytes")
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise UserError(f"config file {str(path)!r} cannot be read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise UserError(f"config file {str(path)!r} is not UTF-8 text (byte {exc.start}, line {line})") from None
+    try:
+        data = yaml.load(text, Loader=_YamlLoader) or {}
+    except _NotAName as exc:
+        raise UserError(f"config file {str(path)!r}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
@@ -213,7 +252,7 @@ def resolve_config(raw: Mapping[str, Any]) -> RunConfig:
         raise ConfigError(unknown_name_message("key", unknown[0], [*RUN_KEYS, *NESTED_KEYS]))
     for nested in NESTED_KEYS:
         if not isinstance(raw.get(nested, {}), dict):
-            raise ConfigError(f"{nested}: expected a mapping of names to values, got {raw[nested]!r}")
+            raise ConfigError(f"{nested}: expected a mapping of names to values, got {shown(raw[nested])}")
     method_name = RUN_KEYS["method"].validate("method", raw.get("method", RUN_KEYS["method"].default))
     dataset_name = RUN_KEYS["dataset"].validate("dataset", raw.get("dataset", RUN_KEYS["dataset"].default))
     method_cls, dataset_cls = METHODS.get(method_name), DATASETS.get(dataset_name)
@@ -221,17 +260,39 @@ def resolve_config(raw: Mapping[str, Any]) -> RunConfig:
     values = {key: spec.validate(key, layered.get(key, spec.default)) for key, spec in RUN_KEYS.items()}
     values["hparams"] = resolve(method_cls.hparams, layered.get("hparams", {}), "hparams.")
     values["dataset_params"] = resolve(dataset_cls.params, layered.get("dataset_params", {}), "dataset_params.")
+    dataset_cls.check_params(values["dataset_params"])
     check_requirements(method_cls, dataset_cls, values["dataset_params"])
     method_cls.check_config(values["hparams"], dataset_cls, dataset_cls.provides_for(values["dataset_params"]))
     reason = method_cls.unsuited(values["hparams"], dataset_cls, values["dataset_params"])
     if reason and not values["allow_unsuited"]:
         raise Unsuited(f"method {method_name!r} is unsuited to dataset {dataset_name!r}: {reason}; "
                        "set allow_unsuited: true to run it anyway")
+    from debiasbench.models import check_model_name
+
+    check_model_name(values["model"])
+    check_experiment_name(values["experiment"])
     if values["pretrained"] == "imagenet":  # missing weights refuse the job before any job of a sweep starts
         from debiasbench.models import check_imagenet_weights
 
         check_imagenet_weights(values["model"])
     return RunConfig(**values)
+
+
+#: Longest experiment name accepted (MLflow's sqlite store keeps 256 characters).
+EXPERIMENT_NAME_LIMIT = 200
+
+
+def check_experiment_name(name: str) -> None:
+    """A ``ConfigError`` naming the key ``experiment`` for a name MLflow would refuse with
+    a message of its own, or one a listing would mangle: empty, longer than
+    ``EXPERIMENT_NAME_LIMIT`` characters, or holding control characters."""
+    if not name.strip():
+        raise ConfigError("experiment: expected a non-empty name")
+    if len(name) > EXPERIMENT_NAME_LIMIT:
+        raise ConfigError(f"experiment: expected a name of at most {EXPERIMENT_NAME_LIMIT} characters, "
+                          f"got {len(name)}")
+    if any(not c.isprintable() for c in name):
+        raise ConfigError(f"experiment: expected printable characters, got {name!r}")
 
 
 def check_requirements(method_cls: Any, dataset_cls: Any, dataset_params: Mapping[str, Any] | None = None) -> None:

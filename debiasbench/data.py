@@ -280,6 +280,13 @@ class BenchmarkDataset:
         return cls.provides
 
     @classmethod
+    def check_params(cls, params: Mapping[str, Any]) -> None:
+        """Refuse (``ConfigError``) a combination of resolved ``params`` that each declared
+        bound lets through but that cannot be built: a data set larger than this machine's
+        memory, a class index past the number of classes. Called when a config is resolved,
+        so a sweep fails before its first job; by default nothing to check."""
+
+    @classmethod
     def shortcut_in_one_class(cls, params: Mapping[str, Any]) -> bool:
         """True where the shortcut marks one class only (an artifact inserted into an attacked
         class), so that every bias-conflicting sample lies in that class. Methods that

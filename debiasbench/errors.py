@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import reprlib
+
+#: Longest error line the CLI prints: a value of a hostile file (a YAML alias bomb expands
+#: to millions of items) must not become a message of megabytes.
+MESSAGE_LIMIT = 1000
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 80, 80
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 6
+
 
 class UserError(Exception):
     """Bad input: a name, a value or a file the user supplied. Never shown as a traceback."""
@@ -38,3 +48,15 @@ def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
     if len(ordered) > 30:
         listed += f", ... ({len(ordered) - 30} more)"
     return f"unknown {kind} {name!r}{hint} known: {listed}"
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` cut to a few items and levels: how a user's value is quoted in an
+    error, so that quoting a huge or deeply nested value costs nothing."""
+    return _SHORT.repr(value)
+
+
+def one_line(message: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``message`` on one line of at most ``limit`` characters (what the CLI prints)."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= limit else text[:limit - 25] + f" ... ({len(text) - limit + 25} more characters)"

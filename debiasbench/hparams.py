@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from debiasbench.errors import ConfigError, unknown_name_message
+from debiasbench.errors import ConfigError, shown, unknown_name_message
 
 
 @dataclass(frozen=True)
@@ -109,13 +109,13 @@ class HParam:
         expected = self.value_type
         converted = _coerce(value, expected)
         if converted is _INVALID:
-            raise ConfigError(f"{key}: expected {self.describe()}, got {value!r}")
+            raise ConfigError(f"{key}: expected {self.describe()}, got {shown(value)}")
         if self.choices is not None and converted not in self.choices:
-            raise ConfigError(f"{key}: expected {self.describe()}, got {value!r}")
+            raise ConfigError(f"{key}: expected {self.describe()}, got {shown(value)}")
         if self.low is not None and converted < self.low:
-            raise ConfigError(f"{key}: expected {self.describe()}, got {value!r}")
+            raise ConfigError(f"{key}: expected {self.describe()}, got {shown(value)}")
         if self.high is not None and converted > self.high:
-            raise ConfigError(f"{key}: expected {self.describe()}, got {value!r}")
+            raise ConfigError(f"{key}: expected {self.describe()}, got {shown(value)}")
         return converted
 
 
@@ -137,7 +137,7 @@ class OpenFloat(HParam):
         number = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
         if not (number and value > self.low and (self.high is None or value <= self.high)
                 and (self.allow_inf or math.isfinite(value))):
-            raise ConfigError(f"{key}: expected {self.describe()}, got {value!r}")
+            raise ConfigError(f"{key}: expected {self.describe()}, got {shown(value)}")
         return float(value)
 
 

@@ -18,7 +18,7 @@ import concurrent.futures as futures
 import multiprocessing
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Mapping, Protocol
 
 from debiasbench.config import RunConfig
@@ -29,7 +29,9 @@ from debiasbench.registry import LAUNCHERS
 @dataclass
 class JobResult:
     config: RunConfig
-    status: str  # FINISHED, FAILED or SKIPPED (finished by an earlier sweep)
+    #: FINISHED, FAILED, SKIPPED (finished earlier or meanwhile) or BUSY (another process
+    #: holds its claim; ``run_sweep`` comes back to it)
+    status: str
     metrics: dict[str, float] = field(default_factory=dict)
     reason: str = ""
     seconds: float = 0.0
@@ -44,6 +46,8 @@ class JobContext:
     tags: Mapping[str, str]
     threads: int | None = None
     cwd: str | None = None
+    #: Wait for a job another process has claimed instead of answering BUSY.
+    wait_for_claims: bool = False
 
 
 #: Trackers of this process by store, experiment and run tags (a process may serve several sweeps).
@@ -51,7 +55,10 @@ _TRACKERS: dict[tuple[str, str, tuple[tuple[str, str], ...]], Any] = {}
 
 
 def execute_job(config: RunConfig, context: JobContext) -> JobResult:
-    """Run one job unless it finished meanwhile; never raises for a failed run."""
+    """Run one job unless it finished meanwhile; never raises for a failed run. A job
+    another process has claimed (``debiasbench.claims``) is BUSY, or with the context's
+    ``wait_for_claims`` waited for, then run or, finished meanwhile, SKIPPED."""
+    from debiasbench.claims import JobBusy
     from debiasbench.runner import run
     from debiasbench.tracking import Tracker
 
@@ -73,10 +80,13 @@ def execute_job(config: RunConfig, context: JobContext) -> JobResult:
     done = tracker.finished_run(config.run_key())
     if done is not None:
         return JobResult(config, "SKIPPED", dict(done.data.metrics))
-    tracker.end_stale_runs(config.run_key())
     began = time.perf_counter()
     try:
-        result = run(config, tracker)
+        result = run(config, tracker, wait=context.wait_for_claims, skip_finished=True)
+        if not result.ran:
+            return JobResult(config, "SKIPPED", result.metrics)
+    except JobBusy:
+        return JobResult(config, "BUSY")
     except (RunFailed, UserError) as exc:
         reason = getattr(exc, "reason", str(exc))
     except Exception as exc:  # recorded as FAILED by the tracker; the sweep goes on
@@ -121,7 +131,7 @@ class ProcessPool:
 
     def __call__(self, jobs: list[RunConfig], context: JobContext) -> Iterator[JobResult]:
         threads = context.threads or max(1, (os.cpu_count() or 1) // self.workers)
-        context = JobContext(context.tracking_uri, context.tags, threads, context.cwd)
+        context = replace(context, threads=threads)
         suspects: list[RunConfig] = []
         yield from self._run(jobs, context, self.workers, suspects)
         for config in suspects:
@@ -186,7 +196,7 @@ class RayTasks:
                      configure_logging=False)
         try:
             threads = context.threads or max(1, int(self.cpus_per_run))
-            context = JobContext(context.tracking_uri, context.tags, threads, context.cwd)
+            context = replace(context, threads=threads)
             task = ray.remote(execute_job).options(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run,
                                                    max_retries=1)
             pending = {task.remote(config, context): config for config in jobs}

@@ -740,6 +740,17 @@ def _timm_imagenet(name: str, num_classes: int, in_channels: int) -> tuple[nn.Mo
 # --------------------------------------------------------------------------- build + load
 
 
+def check_model_name(arch: str) -> None:
+    """A ``UserError`` unless ``arch`` names a registered builder or a model timm knows:
+    checked when a config is resolved, so a sweep with a misspelt model fails before its
+    first job instead of after the others trained."""
+    if arch.startswith(TIMM_PREFIX):
+        _check_timm_name(arch[len(TIMM_PREFIX):])
+    elif arch not in MODELS:
+        known = [*MODELS.names(), f"{TIMM_PREFIX}<name>"]
+        raise UserError(unknown_name_message("model", arch, known))
+
+
 def build_model(
     arch: str,
     num_classes: int,

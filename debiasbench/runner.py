@@ -8,6 +8,7 @@ atomic checkpoints (a killed run resumes from its last epoch) and logging.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import random
 import shutil
@@ -17,7 +18,7 @@ import time
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import ContextManager, Mapping
+from typing import Any, ContextManager, Mapping
 
 import numpy as np
 import torch
@@ -25,10 +26,11 @@ from torch import nn
 
 from debiasbench import checkpoints
 from debiasbench.base_model import MODEL_ARTIFACT, resolve_base_checkpoint
+from debiasbench.claims import Claim, JobBusy
 from debiasbench.class_weights import class_weights
 from debiasbench.config import RunConfig
 from debiasbench.data import BenchmarkDataset, DeviceLoader, eval_batch_for
-from debiasbench.errors import RunFailed, UserError
+from debiasbench.errors import RunFailed, UserError, one_line
 from debiasbench.evaluate import VALIDATION_PREFIX, evaluate
 from debiasbench.method import Method, RunContext
 from debiasbench.models import LatentModel, build_model
@@ -38,11 +40,17 @@ from debiasbench.training_step import (  # noqa: F401  (make_optimizer, make_sch
     NONFINITE_CHECK_EVERY, TrainingStep, autocast_for, make_optimizer, make_schedule)
 
 
+#: Folder of ``checkpoint_dir`` where checkpoints that could not be resumed from are kept.
+UNUSABLE_FOLDER = "unusable"
+
+
 @dataclass
 class RunResult:
     run_id: str
     run_key: str
     metrics: dict[str, float]
+    #: False where ``run(skip_finished=True)`` found the job finished by another process.
+    ran: bool = True
 
 
 def resolve_device(name: str) -> torch.device:
@@ -244,22 +252,46 @@ class Trainer:
 
     def resume(self, training: Training) -> int:
         """Continue from the last epoch a killed run of the same config checkpointed; the
-        epoch to start from."""
+        epoch to start from.
+
+        A checkpoint that cannot be resumed from (truncated, empty, another run's or another
+        version's) is set aside, renamed beside itself, and the run starts from scratch with
+        a one-line note: left in place it would fail this run and every rerun after it."""
         path = self.checkpoint_dir / "last.pt"
         if training.step is None or not path.exists():
             return 0
-        state = checkpoints.load(path, self.device)
         assert training.ctx.streams is not None
-        self.model.load_state_dict(state["model"])
-        training.step.load_state_dict(state["step"])
-        training.ctx.streams.load_state_dict(state["streams"])
-        training.method.load_state_dict(state.get("method", {}))
-        torch.set_rng_state(state["torch_rng"].cpu())
-        if self.device.type == "cuda" and "cuda_rng" in state:  # dropout on the GPU draws from it
-            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
-        self.best = state["best"]
-        self.tracked.set_tags({"debiasbench.resumed_from_epoch": state["epoch"]})
-        return int(state["epoch"])
+        before: dict[str, Any] = {"model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                  "step": copy.deepcopy(training.step.state_dict()),
+                  "streams": training.ctx.streams.state_dict(), "method": training.method.state_dict(),
+                  "torch_rng": torch.get_rng_state()}
+        try:
+            state = checkpoints.load(path, self.device)
+            self.model.load_state_dict(state["model"])
+            training.step.load_state_dict(state["step"])
+            training.ctx.streams.load_state_dict(state["streams"])
+            training.method.load_state_dict(state.get("method", {}))
+            torch.set_rng_state(state["torch_rng"].cpu())
+            if self.device.type == "cuda" and "cuda_rng" in state:  # dropout on the GPU draws from it
+                torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
+            epoch, best = int(state["epoch"]), state["best"]
+            if not 0 < epoch <= self.config.epochs or not (best is None or isinstance(best, float)):
+                raise ValueError(f"epoch {epoch} of {self.config.epochs}")
+        except Exception as exc:  # whatever the bytes are, the run must not depend on them
+            self.model.load_state_dict(before["model"])
+            training.step.load_state_dict(before["step"])
+            training.ctx.streams.load_state_dict(before["streams"])
+            training.method.load_state_dict(before["method"])
+            torch.set_rng_state(before["torch_rng"])
+            kept = checkpoints.set_aside(path, Path(self.config.checkpoint_dir) / UNUSABLE_FOLDER,
+                                         self.config.run_key())
+            (self.checkpoint_dir / "best.pt").unlink(missing_ok=True)
+            _note(f"checkpoint {path} cannot be resumed from ({type(exc).__name__}: "
+                  f"{one_line(str(exc), 200)}); kept as {kept}; the run starts from scratch")
+            return 0
+        self.best = best
+        self.tracked.set_tags({"debiasbench.resumed_from_epoch": epoch})
+        return epoch
 
     def select(self) -> None:
         """Load the best checkpoint where selection is ``best``; else keep the last weights."""
@@ -331,13 +363,40 @@ def _note(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def run(config: RunConfig, tracker: Tracker, progress: bool | None = None) -> RunResult:
+def run(config: RunConfig, tracker: Tracker, progress: bool | None = None, *,
+        wait: bool = False, skip_finished: bool = False) -> RunResult:
     """Train and evaluate one configuration; the outcome is recorded in ``tracker``.
 
-    The dataset and the model are built before the tracked run starts, so a missing data
-    file or an unknown latent layer is a plain error and leaves nothing in the store. A
-    correction first finds (or trains) its vanilla base run.
+    The job is claimed first (``debiasbench.claims``): where another process holds the
+    claim, ``JobBusy`` is raised, or with ``wait`` the call waits for it. With
+    ``skip_finished``, a job that has a FINISHED run once the claim is held is not run
+    again: that run's result is returned, with ``ran`` False. Runs of the job still
+    RUNNING in the store once the claim is held were killed before they could say so
+    (no live process holds their claim): they are marked KILLED.
     """
+    key = config.run_key()
+    claim = Claim(config.checkpoint_dir, key)
+    if not claim.acquire(wait):
+        raise JobBusy(f"another process (pid {claim.holder() or 'unknown'}) is running this job "
+                      f"(run key {key}) with checkpoints in {config.checkpoint_dir!r}: wait for it to end")
+    try:
+        done = tracker.finished_run(key) if skip_finished else None
+        if done is not None:
+            return RunResult(run_id=done.info.run_id, run_key=key, metrics=dict(done.data.metrics), ran=False)
+        stale = tracker.end_stale_runs(key)
+        if stale:
+            _note(f"{stale} earlier run{'s' if stale > 1 else ''} of this job stayed RUNNING after "
+                  "its process was killed: marked KILLED")
+        return _run_claimed(config, tracker, progress)
+    finally:
+        claim.release()
+
+
+def _run_claimed(config: RunConfig, tracker: Tracker, progress: bool | None) -> RunResult:
+    """``run`` once the job is claimed. The dataset and the model are built before the
+    tracked run starts, so a missing data file or an unknown latent layer is a plain error
+    and leaves nothing in the store. A correction first finds (or trains) its vanilla base
+    run."""
     device = resolve_device(config.device)
     dataset = build_dataset(config)
     placement = dataset.place(device, config.data_placement)
@@ -351,7 +410,8 @@ def run(config: RunConfig, tracker: Tracker, progress: bool | None = None) -> Ru
     try:
         if METHODS.get(config.method).starts_from_vanilla:
             initial_state, base_run_id = resolve_base_checkpoint(
-                config, tracker, train=lambda base: run(base, tracker, progress), log=_note)
+                config, tracker, log=_note,
+                train=lambda base: run(base, tracker, progress, wait=True, skip_finished=True))
             base_folder = initial_state.parent
             model.net.load_state_dict(checkpoints.load(initial_state, device), strict=True)
             seed_everything(config.seed, config.deterministic)  # same state whether the base was trained now or not

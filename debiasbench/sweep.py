@@ -18,11 +18,15 @@ value and a list is drawn from as a choice. Every seed of a trial shares its hpa
 so model selection can average a setting over seeds.
 
 A job whose run key already has a FINISHED run in the store is skipped; a failing job is
-recorded as FAILED and the sweep goes on (see ``launchers``).
+recorded as FAILED and the sweep goes on (see ``launchers``). Several sweeps may run on
+one store at once: each job is claimed before it runs (``debiasbench.claims``), a sweep
+leaves jobs another one holds for last and then waits for them, so every job runs once
+and every sweep still prints the whole table.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import random
@@ -32,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from debiasbench.config import RunConfig, assign, flatten, load_config_file, merge, resolve_config
-from debiasbench.errors import ConfigError, Unsuited, unknown_name_message
+from debiasbench.errors import ConfigError, Unsuited, shown, unknown_name_message
 from debiasbench.launchers import JobContext, JobResult, Launcher, sequential
 
 SWEEP_KEYS = ("methods", "datasets", "models", "seeds", "overrides", "grid", "hparams", "n_trials",
@@ -40,17 +44,39 @@ SWEEP_KEYS = ("methods", "datasets", "models", "seeds", "overrides", "grid", "hp
 
 
 def _as_list(data: dict[str, Any], key: str, default: list[Any] | None) -> list[Any]:
+    """``data[key]`` as a non-empty list (a single value is a list of one): an empty list
+    would leave a sweep of no job, which reads as success."""
     value = data.get(key, default)
     if value is None:
         raise ConfigError(f"{key}: required, a list of names")
-    return value if isinstance(value, list) else [value]
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise ConfigError(f"{key}: an empty list leaves no job")
+    return items
+
+
+def _names(data: dict[str, Any], key: str, default: list[Any] | None) -> list[str]:
+    """``data[key]`` as a non-empty list of names (``methods``, ``models``)."""
+    items = _as_list(data, key, default)
+    for item in items:
+        if not isinstance(item, str) or not item:
+            raise ConfigError(f"{key}: expected a list of names, got {shown(item)}")
+    return items
+
+
+def _seeds(data: dict[str, Any]) -> list[int]:
+    items = _as_list(data, "seeds", [0])
+    for item in items:
+        if not isinstance(item, int) or isinstance(item, bool) or item < 0:
+            raise ConfigError(f"seeds: expected a list of integers >= 0, got {shown(item)}")
+    return items
 
 
 def _grid(axes: dict[str, Any], where: str) -> list[dict[str, Any]]:
     """Every combination of ``axes`` (a list is an axis, a scalar one fixed value) as
     nested run-config layers; ``where`` names the section in errors."""
     if not isinstance(axes, dict):
-        raise ConfigError(f"{where}: expected a mapping of keys to values or lists, got {axes!r}")
+        raise ConfigError(f"{where}: expected a mapping of keys to values or lists, got {shown(axes)}")
     keys = list(axes)
     values = [v if isinstance(v, list) else [v] for v in axes.values()]
     for key, options in zip(keys, values):
@@ -70,13 +96,13 @@ def _dataset_entry(item: Any) -> tuple[str, dict[str, Any]]:
         name, params = next(iter(item.items()))
         if isinstance(name, str) and isinstance(params, dict):
             return name, params
-    raise ConfigError(f"datasets: expected a name or {{name: {{param: value}}}}, got {item!r}")
+    raise ConfigError(f"datasets: expected a name or {{name: {{param: value}}}}, got {shown(item)}")
 
 
 def _count(data: dict[str, Any], key: str, default: int | None, low: int = 1) -> int | None:
     value = data.get(key, default)
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
-        raise ConfigError(f"{key}: expected an integer >= {low}, got {value!r}")
+        raise ConfigError(f"{key}: expected an integer >= {low}, got {shown(value)}")
     return value
 
 
@@ -92,7 +118,7 @@ def random_trials(method: str, given: dict[str, Any], fixed_keys: set[str], n_tr
     from debiasbench.registry import METHODS
 
     if not isinstance(given, dict):
-        raise ConfigError(f"hparams.{method}: expected a mapping of keys to values or lists, got {given!r}")
+        raise ConfigError(f"hparams.{method}: expected a mapping of keys to values or lists, got {shown(given)}")
     declared = METHODS.get(method).hparams
     spaces = {f"hparams.{name}": spec.space for name, spec in declared.items() if spec.space is not None}
     spaces.update({key: spec.space for key, spec in RUN_KEYS.items()
@@ -139,11 +165,11 @@ def load_sweep(path: str | Path, skipped: list[str] | None = None) -> list[RunCo
         raise ConfigError(unknown_name_message("sweep key", unknown[0], list(SWEEP_KEYS)))
     overrides = data.get("overrides") or {}
     if not isinstance(overrides, dict):
-        raise ConfigError(f"overrides: expected a mapping of run keys, got {overrides!r}")
-    methods = _as_list(data, "methods", None)
+        raise ConfigError(f"overrides: expected a mapping of run keys, got {shown(overrides)}")
+    methods = _names(data, "methods", None)
     per_method = data.get("hparams") or {}
     if not isinstance(per_method, dict):
-        raise ConfigError(f"hparams: expected a mapping of method names to hparams, got {per_method!r}")
+        raise ConfigError(f"hparams: expected a mapping of method names to hparams, got {shown(per_method)}")
     stray = [name for name in per_method if name not in methods]
     if stray:
         raise ConfigError(unknown_name_message("hparams method (not in methods)", stray[0], methods))
@@ -159,12 +185,13 @@ def load_sweep(path: str | Path, skipped: list[str] | None = None) -> list[RunCo
         method_grids = {m: random_trials(m, per_method.get(m) or {}, fixed_keys, n_trials, trial_seed)
                         for m in methods}
     datasets = dict(_dataset_entry(item) for item in _as_list(data, "datasets", None))
-    grid = itertools.product(methods, datasets, _as_list(data, "models", ["small_cnn"]), _as_list(data, "seeds", [0]))
+    seeds = _seeds(data)
+    grid = itertools.product(methods, datasets, _names(data, "models", ["small_cnn"]), seeds)
     jobs: dict[str, RunConfig] = {}
     for method, dataset, model, seed in grid:
         missing = missing_requirements(method, dataset)
         if missing:
-            if skipped is not None and seed == data.get("seeds", [0])[0] and missing not in skipped:
+            if skipped is not None and seed == seeds[0] and missing not in skipped:
                 skipped.append(missing)
             continue
         for layer in shared:
@@ -225,9 +252,19 @@ def run_sweep(jobs: list[RunConfig], tracking_uri: str | None,
     progress = Progress(len(bases) + len(todo), log)
     context = JobContext(uri, dict(tags or {}), cwd=os.getcwd())
     for stage in (bases, todo):
+        busy: list[RunConfig] = []
         for result in launcher(stage, context):
+            if result.status == "BUSY":
+                busy.append(result.config)
+                continue
             results[result.config.run_key()] = result
             progress.update(result)
+        if busy:  # claimed by another sweep: come back once this sweep's own work is done
+            plural = "s are" if len(busy) != 1 else " is"
+            log(f"{len(busy)} job{plural} being run by another process: waiting for them")
+            for result in launcher(busy, dataclasses.replace(context, wait_for_claims=True)):
+                results[result.config.run_key()] = result
+                progress.update(result)
     return [results[config.run_key()] for config in jobs]
 
 

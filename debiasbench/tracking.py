@@ -73,27 +73,57 @@ class TrackedRun:
 
 
 class Tracker:
-    """Opens runs in one experiment of one tracking store."""
+    """Opens runs in one experiment of one tracking store.
+
+    Creating a ``Tracker`` checks what can be checked without writing (an sqlite file or
+    folder this process cannot write is a one-line error at once) and opens nothing: the
+    store is opened, created where it does not exist, on first use. A command that refuses
+    its input after this point (a missing data file) so leaves no store behind.
+    """
 
     def __init__(self, tracking_uri: str | None = None, experiment: str = "debiasbench",
                  tags: Mapping[str, str] | None = None):
         """``tags`` go on every run this tracker opens (a sweep's command and file)."""
         import mlflow
-        from mlflow.tracking import MlflowClient
 
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         for noisy in ("alembic", "mlflow"):  # store creation logs at INFO; runs print their own
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
         self.uri = tracking_uri or mlflow.get_tracking_uri()
+        self.experiment = experiment
         self.tags = dict(tags or {})
+        check_store_writable(self.uri)
+        self._client: Any = None
+        self._experiment_id: str | None = None
+
+    @property
+    def client(self) -> Any:
+        """The ``MlflowClient`` of the store, opened (and the store created) on first use."""
+        if self._client is None:
+            self._open()
+        return self._client
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            self._open()
+        assert self._experiment_id is not None
+        return self._experiment_id
+
+    def _open(self) -> None:
+        from mlflow.tracking import MlflowClient
+
         try:
-            self.client = MlflowClient(self.uri)
-            found = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = (found.experiment_id if found else self.client.create_experiment(
-                experiment, artifact_location=artifact_location(self.uri, experiment)))
+            prepare_store(self.uri)
+            client = MlflowClient(self.uri)
+            self._experiment_id = get_or_create_experiment(client, self.experiment,
+                                                           artifact_location(self.uri, self.experiment))
+        except UserError:
+            raise
         except Exception as exc:  # unreachable server, unwritable sqlite file, bad URI
             raise UserError(f"tracking store {self.uri!r} cannot be used: {_first_line(exc)}") from None
+        self._client = client
 
     @contextmanager
     def start(self, config: RunConfig, tags: Mapping[str, Any] | None = None) -> Iterator[TrackedRun]:
@@ -162,14 +192,103 @@ class Tracker:
 
     def end_stale_runs(self, run_key: str) -> int:
         """Mark KILLED the runs of ``run_key`` still RUNNING: their process was killed
-        (SIGKILL, power loss) before it could say so; the job is about to run again.
-        Two sweeps running the same job at the same moment would misread each other,
-        so one store takes one sweep of a file at a time."""
+        (SIGKILL, power loss) before it could say so; the job is about to run again. Called
+        by the holder of the job's claim only (``runner.run``), so no live process can be
+        running one of them."""
         stale = self.search(f"tags.`{RUN_KEY_TAG}` = '{run_key}' and attributes.status = 'RUNNING'")
         for run in stale:
             self._end(TrackedRun(self.client, run.info.run_id), "KILLED",
                       "interrupted: the process ended without closing the run; its job ran again")
         return len(stale)
+
+
+def get_or_create_experiment(client: Any, name: str, location: str | None, attempts: int = 5) -> str:
+    """The id of experiment ``name``, created if missing. Two processes creating it at
+    once (two sweeps on a fresh store or server) both get the one that exists: the loser
+    of the race reads the winner's instead of failing on RESOURCE_ALREADY_EXISTS."""
+    for attempt in range(attempts):
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                raise UserError(f"experiment {name!r} was deleted in the tracking store: restore it "
+                                "(mlflow experiments restore) or choose another name (run key experiment)")
+            return str(found.experiment_id)
+        try:
+            return str(client.create_experiment(name, artifact_location=location))
+        except Exception as exc:
+            text = str(exc)
+            if "RESOURCE_ALREADY_EXISTS" not in text and "UNIQUE constraint" not in text:
+                raise
+            time.sleep(0.05 * (attempt + 1))  # another process created it meanwhile: read it
+    raise UserError(f"experiment {name!r} could neither be found nor created")
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of an ``sqlite:///`` URI (None for other stores and in-memory)."""
+    if not uri.startswith("sqlite:///") or uri.endswith(":memory:"):
+        return None
+    return Path(uri[len("sqlite:///"):].split("?")[0]).expanduser()
+
+
+def check_store_writable(uri: str) -> None:
+    """One line, at once, for an sqlite store this process cannot write (a read-only file,
+    a folder on a read-only filesystem, a missing folder): MLflow would otherwise retry for
+    minutes or print its tracebacks. Other stores are checked when first opened."""
+    path = sqlite_path(uri)
+    if path is None:
+        return
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise UserError(f"tracking store {uri!r}: {str(path)!r} is a folder, not an sqlite file")
+    if not folder.is_dir():
+        raise UserError(f"tracking store {uri!r}: folder {str(folder)!r} does not exist")
+    # sqlite writes a journal beside the file, so the folder must be writable too.
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"tracking store {uri!r}: folder {str(folder)!r} is not writable "
+                        "(a read-only filesystem or permissions); choose another --tracking-uri")
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise UserError(f"tracking store {uri!r}: file {str(path)!r} is not writable; "
+                        "choose another --tracking-uri")
+
+
+def prepare_store(uri: str) -> None:
+    """Create an sqlite store that does not exist yet, whole or not at all, one process at
+    a time: MLflow builds its schema in many steps (migrations), so two processes starting
+    on one fresh file race (``table _alembic_tmp_experiments already exists``), and a
+    creation cut short (a full disk, a kill) leaves a file MLflow cannot open again.
+
+    Under an exclusive lock on ``<file>.lock``, the schema is built in a temporary file
+    beside the store and renamed onto it when complete; a process that waited on the lock
+    finds the store made. Other stores (servers, file stores) are left to MLflow."""
+    path = sqlite_path(uri)
+    if path is None or path.exists():
+        return
+    import fcntl
+
+    from mlflow.tracking import MlflowClient
+
+    with open(f"{path}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if path.exists():
+                return
+            temporary = path.with_name(f".{path.name}.{os.getpid()}.creating")
+            try:
+                MlflowClient(f"sqlite:///{temporary.resolve()}").search_experiments(max_results=1)
+                with open(temporary, "rb+") as handle:
+                    os.fsync(handle.fileno())
+                os.replace(temporary, path)
+            except OSError as exc:
+                raise UserError(f"tracking store {uri!r} could not be created ({exc.strerror or exc})") from None
+            except Exception as exc:
+                text = _first_line(exc)
+                if "full" in text.lower():
+                    text += f": free space in {str(path.parent)!r}"
+                raise UserError(f"tracking store {uri!r} could not be created ({text})") from None
+            finally:
+                temporary.unlink(missing_ok=True)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def search_all(client: Any, experiment_id: str, filter_string: str = "") -> list[Any]:

@@ -25,7 +25,7 @@ def test_set_overrides_parse_yaml_scalars_into_nested_keys():
 
 @pytest.mark.parametrize("raw,expected", [
     ({"epoch": 3}, "unknown key 'epoch'; did you mean 'epochs'?"),
-    ({"seed": "abc"}, "seed: expected an integer >= 0, got 'abc'"),
+    ({"seed": "abc"}, "seed: expected an integer in [0, 4294967295], got 'abc'"),
     ({"lr": -1.0}, "lr: expected a float >= 0.0"),
     ({"optimizer": "rmsprop"}, "optimizer: expected one of 'sgd', 'adam', 'adamw'"),
     ({"dataset_params": {"bias_ratio": 1.5}}, "dataset_params.bias_ratio: expected a float in [0.0, 1.0]"),

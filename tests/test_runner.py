@@ -40,10 +40,10 @@ def test_vanilla_learns_the_colour_shortcut_on_colored_digits(tracker):
     assert metrics["test_worst_group_acc"] <= metrics["test_unbiased_acc"] <= metrics["test_biased_acc"]
 
 
-def test_search_runs_returns_the_run_with_the_contract_metric_names(tracker, tracking_uri):
+def test_search_runs_returns_the_run_with_the_contract_metric_names(tracker, tracking_uri, monkeypatch):
     config = tiny()
     result = run(config, tracker, progress=False)
-    mlflow.set_tracking_uri(tracking_uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)  # undone after the test, unlike set_tracking_uri
     runs = mlflow.search_runs(experiment_names=["tests"])
     row = runs[runs.run_id == result.run_id].iloc[0]
     for name in ("test_acc", "test_clean_acc", "test_biased_acc", "test_worst_group_acc",
