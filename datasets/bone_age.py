@@ -53,6 +53,7 @@ class BoneAge(ImageFileDataset):
         images = self.require(root / IMAGES)
         bounds = ["0", *(f"{e:g}" for e in edges), "inf"]
         classes = [f"{low}-{high} months" for low, high in zip(bounds, bounds[1:])]
-        labels = np.searchsorted(np.array(edges), frame["boneage"].to_numpy(dtype=np.float64), side="right")
+        ages = self.numbers(frame, "boneage", root / CSV, integer=False)
+        labels = np.searchsorted(np.array(edges), ages, side="right")
         return ImageTable(paths=[images / f"{i}.png" for i in frame["id"].astype(str)], labels=labels,
                           classes=classes, splits=np.full(len(frame), UNASSIGNED, dtype=object))

@@ -73,7 +73,7 @@ class CelebA(ImageFileDataset):
         images = self.require(root / IMAGES)
         return ImageTable(
             paths=[images / f for f in files],
-            labels=(frame[self.p["target"]].to_numpy() > 0).astype(np.int64),
-            bias=(frame[self.p["bias"]].to_numpy() > 0).astype(np.int64), num_bias=2,
+            labels=(self.numbers(frame, self.p["target"], path) > 0).astype(np.int64),
+            bias=(self.numbers(frame, self.p["bias"], path) > 0).astype(np.int64), num_bias=2,
             splits=np.array([SPLIT_CODES[codes[f]] for f in files], dtype=object),
             classes=[f"not {self.p['target']}", self.p["target"]])

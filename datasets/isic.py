@@ -36,7 +36,7 @@ class ISIC(ImageFileDataset):
 
     def read_table(self, root: Path) -> ImageTable:
         frame = self.read_csv(root / CSV, ("image", *CLASSES))
-        onehot = frame[list(CLASSES)].to_numpy(dtype=np.float64)
+        onehot = np.stack([self.numbers(frame, c, root / CSV, integer=False) for c in CLASSES], axis=1)
         keep = onehot.max(1) > 0
         if not keep.any():
             raise UserError(f"{self.name}: '{root / CSV}' marks no image with one of {', '.join(CLASSES)}; "

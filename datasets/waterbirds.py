@@ -34,12 +34,12 @@ class Waterbirds(ImageFileDataset):
         folder = root if (root / "metadata.csv").exists() else root / FOLDER
         csv = folder / "metadata.csv"
         frame = self.read_csv(csv, COLUMNS)
-        codes = frame["split"].to_numpy()
+        codes = self.numbers(frame, "split", csv)
         bad = ~np.isin(codes, list(SPLIT_CODES))
         if bad.any():
             raise UserError(f"{self.name}: '{csv}' has split {codes[bad][0]!r}; expected 0 (train), 1 (val) "
                             f"or 2 (test) (layout: {self.layout})")
         return ImageTable(paths=[folder / f for f in frame["img_filename"].astype(str)],
-                          labels=frame["y"].to_numpy(dtype=np.int64), classes=["landbird", "waterbird"],
-                          bias=frame["place"].to_numpy(dtype=np.int64), num_bias=2,
+                          labels=self.numbers(frame, "y", csv), classes=["landbird", "waterbird"],
+                          bias=self.numbers(frame, "place", csv), num_bias=2,
                           splits=np.array([SPLIT_CODES[int(c)] for c in codes], dtype=object))

@@ -156,11 +156,12 @@ def leaderboard(
 ) -> None:
     """Select hparams under each rule, average over seeds, rank, and write results.csv,
     summary.csv, README.md and index.html."""
-    from debiasbench.leaderboard import (add_verdict, build_info, finished_once, read_notes, runs_frame,
-                                         summary_metrics, write_leaderboard)
+    from debiasbench.leaderboard import (add_verdict, build_info, check_output_folder, finished_once, read_notes,
+                                         runs_frame, summary_metrics, write_leaderboard)
     from debiasbench.report import leaderboard_table
     from debiasbench.selection import RULES, check_selection_metric, metric_rule, select_rules
 
+    check_output_folder(out_dir)
     unknown = [r for r in rules or () if r not in RULES]
     if unknown:
         raise UserError(f"--rule {unknown[0]!r} is not a rule; rules: {', '.join(RULES)}")

@@ -19,6 +19,7 @@ group-balanced subset (``*_clean``); without either (ISIC, Bone Age, a plain fol
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
@@ -98,6 +99,7 @@ class ImageFileDataset(BenchmarkDataset):
         self.provides = type(self).provides_for(p)
         self.root = self.check_root()
         table = self.read_table(self.root)
+        self.check_inside_root(table)
         self.check_labels(table)
         self.classes = list(table.classes)
         self.num_classes = len(self.classes)
@@ -191,6 +193,38 @@ class ImageFileDataset(BenchmarkDataset):
             raise UserError(f"{self.name}: '{path}' has no column {missing[0]!r}; expected columns "
                             f"{', '.join(columns)} (layout: {self.layout})")
         return frame
+
+    def numbers(self, frame: Any, column: str, path: Path, integer: bool = True) -> np.ndarray:
+        """``frame[column]`` as int64 (or float64 without ``integer``): a value that is not
+        such a number (``bird``, an empty cell, ``1.5`` for an integer) is one line naming
+        the file, its row and the value, not a pandas error or a garbage label."""
+        import pandas as pd
+
+        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values)
+        if integer:
+            bad |= values != np.round(values)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raw = frame[column].iloc[row]
+            shown_value = "an empty cell" if pd.isna(raw) else repr(str(raw)[:40])
+            kind = "an integer" if integer else "a number"
+            raise UserError(f"{self.name}: column {column!r} of '{path}' holds {shown_value} in data row "
+                            f"{row + 1}; expected {kind} (layout: {self.layout})")
+        return values.astype(np.int64) if integer else values
+
+    def check_inside_root(self, table: ImageTable) -> None:
+        """Refuse a table whose image path leaves the dataset root (``../../x.jpg``,
+        ``/etc/passwd``): a listed file is read, and a CSV must not reach files the user
+        never pointed at. Checked on the path as written (normalised, not resolved), so a
+        root whose image folder is a symbolic link to another disk still works."""
+        root = os.path.normpath(os.path.abspath(self.root))
+        prefix = root.rstrip(os.sep) + os.sep
+        for row, path in enumerate(table.paths):
+            full = os.path.normpath(os.path.abspath(path))
+            if not full.startswith(prefix):
+                raise UserError(f"{self.name}: image path of data row {row + 1} ('{path}') leaves the dataset root "
+                                f"'{root}'; expected layout: {self.layout}")
 
     def check_labels(self, table: ImageTable) -> None:
         """Labels in [0, classes), bias in [-1, num_bias): a file's bad value, not a crash later."""

@@ -335,9 +335,30 @@ def sentence(text: str) -> str:
 
 
 def _md(text: Any) -> str:
-    """A table cell: pipes and HTML (which Markdown renderers would run) escaped."""
-    return (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            .replace("|", "\\|").replace("\n", " "))
+    """Text in Markdown, shown as written: HTML (which renderers would run) as entities,
+    and the characters that would start code, emphasis, links or a table cell
+    backslash-escaped (not ``_``: inside a word, as in names, it never starts emphasis);
+    on one line."""
+    text = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = re.sub(r"([\\`*\[\]|])", r"\\\1", text)
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+def _fence(text: str) -> list[str]:
+    """``text`` as a fenced code block whose fence is longer than any run of backticks in
+    it, so nothing in the text (a file name holding a fence) can close the block early."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence, text, fence]
+
+
+def _code(text: str) -> str:
+    """``text`` as inline code, delimited by more backticks than any run inside it."""
+    text = " ".join(str(text).split())
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    ticks = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{ticks}{pad}{text}{pad}{ticks}"
 
 
 def _cell(mean: float, se: float, rank: float = math.nan) -> str:
@@ -350,7 +371,7 @@ def _verdict_lines(frame: pd.DataFrame) -> list[str]:
     lines = []
     for v in verdicts(frame):
         where = f" ({_md(v['group'])})" if v["group"] else ""
-        lines.append(f"**Verdict{where}** under rule `{v['rule']}`, {_md(v['selected_by'])}:")
+        lines.append(f"**Verdict{where}** under rule {_code(v['rule'])}, {_md(v['selected_by'])}:")
         lines.append("")
         if v["axes"]:
             x, y = v["axes"]
@@ -371,9 +392,9 @@ def markdown(summary: pd.DataFrame, info: dict[str, str], metrics: tuple[str, ..
              "- selection rules (one table per dataset and rule; hyper-parameters chosen per method, model "
              "and setting):", *(f"  - {_md(r)}" for r in rules),
              f"- seeds: {info['seeds']} (mean ± standard error over seeds; n = seeds of the selected setting)",
-             f"- tracking store: `{info.get('tracking_store') or store_label(info.get('tracking_uri', ''))}`",
+             f"- tracking store: {_code(info.get('tracking_store') or store_label(info.get('tracking_uri', '')))}",
              f"- {RANKS_TEXT}", "",
-             "Produced by:", "", "```", public_text(info["command"]), "```", ""]
+             "Produced by:", "", *_fence(public_text(info["command"])), ""]
     if summary.empty:
         return "\n".join([*lines, "No rule selected any result.", ""])
     for dataset, frame in summary.groupby("dataset", sort=False):
@@ -383,7 +404,7 @@ def markdown(summary: pd.DataFrame, info: dict[str, str], metrics: tuple[str, ..
             first = rows.iloc[0]
             oracle = bool(first.get("oracle", False))
             note = str(first.get("selection_note", "") or "")
-            lines += [f"### {'ORACLE — ' if oracle else ''}rule `{_md(rule)}`, selected on "
+            lines += [f"### {'ORACLE — ' if oracle else ''}rule {_code(str(rule))}, selected on "
                       f"{_md(first['selection_metric'])}", "", f"{_md(first['selected_by'])}."
                       + (f" {_md(sentence(note))}." if note else "")
                       + (" Hyper-parameters chosen on test data: an upper bound, not a result." if oracle else ""), ""]
@@ -415,6 +436,21 @@ def read_notes(path: Path | None) -> str:
         raise UserError(f"--notes: cannot read '{path}' ({type(exc).__name__})") from None
 
 
+def check_output_folder(out: Path) -> None:
+    """One line at once, before any work, for an ``--out`` that cannot take the files: a
+    path that is a file, or a folder (or the nearest existing parent of a new one) this
+    process cannot write, a read-only filesystem included."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out: '{out}' is a file, not a folder")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"--out: '{existing}' is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out: folder '{existing}' is not writable (a read-only filesystem or permissions)")
+
+
 def write_leaderboard(runs: pd.DataFrame, summary: pd.DataFrame, info: dict[str, str],
                       metrics: tuple[str, ...], out: Path) -> list[Path]:
     """The four files under ``out``, each renamed into place only once all are written;
@@ -423,7 +459,7 @@ def write_leaderboard(runs: pd.DataFrame, summary: pd.DataFrame, info: dict[str,
 
     runs = public_frame(runs)
     summary = public_frame(summary, ("setting", "hparams"))
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_folder(out)
     texts = {
         "results.csv": runs.to_csv(index=False),
         "summary.csv": summary.to_csv(index=False),
@@ -432,11 +468,16 @@ def write_leaderboard(runs: pd.DataFrame, summary: pd.DataFrame, info: dict[str,
     }
     staged: list[tuple[Path, Path]] = []
     try:
+        out.mkdir(parents=True, exist_ok=True)
         for name, text in texts.items():
             handle, temp_name = tempfile.mkstemp(prefix=f".{name}.", dir=out)
             staged.append((Path(temp_name), out / name))
             with os.fdopen(handle, "w", encoding="utf-8") as file:
                 file.write(text)
+    except OSError as exc:
+        for temp, _ in staged:
+            temp.unlink(missing_ok=True)
+        raise UserError(f"--out: cannot write the leaderboard to '{out}' ({exc.strerror or exc})") from None
     except BaseException:
         for temp, _ in staged:
             temp.unlink(missing_ok=True)

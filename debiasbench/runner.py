@@ -383,10 +383,6 @@ def run(config: RunConfig, tracker: Tracker, progress: bool | None = None, *,
         done = tracker.finished_run(key) if skip_finished else None
         if done is not None:
             return RunResult(run_id=done.info.run_id, run_key=key, metrics=dict(done.data.metrics), ran=False)
-        stale = tracker.end_stale_runs(key)
-        if stale:
-            _note(f"{stale} earlier run{'s' if stale > 1 else ''} of this job stayed RUNNING after "
-                  "its process was killed: marked KILLED")
         return _run_claimed(config, tracker, progress)
     finally:
         claim.release()
@@ -417,6 +413,10 @@ def _run_claimed(config: RunConfig, tracker: Tracker, progress: bool | None) -> 
             seed_everything(config.seed, config.deterministic)  # same state whether the base was trained now or not
         tags = {"debiasbench.data_placement": placement,
                 **({"debiasbench.base_run_id": base_run_id} if base_run_id else {})}
+        stale = tracker.end_stale_runs(config.run_key())  # this process holds the job's claim
+        if stale:
+            _note(f"{stale} earlier run{'s' if stale > 1 else ''} of this job stayed RUNNING after "
+                  "its process was killed: marked KILLED")
         with tracker.start(config, tags) as tracked:
             trainer = Trainer(config, dataset, model, tracked, device, progress)
             metrics = trainer.train()

@@ -54,7 +54,7 @@ def test_a_failure_while_writing_leaves_no_cache_file(tmp_path, monkeypatch):
     assert os.listdir(tmp_path / "cache") == []
     monkeypatch.setattr(image_cache, "decode", real_decode)
     assert load_images(paths, 16, tmp_path / "cache").shape[0] == 6
-    assert [p.suffix for p in (tmp_path / "cache").iterdir()] == [".npy"]
+    assert sorted(p.suffix for p in (tmp_path / "cache").iterdir()) == [".crc", ".npy"]
 
 
 def test_key_changes_with_image_size_files_and_their_contents(tmp_path):
