@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     an unknown option) is one line and exit 2, in the format of every other error,
     instead of typer's framed box; no arguments or ``--help`` print the help."""
     try:
-        code = app(args=argv, standalone_mode=False)
+        code = app(args=argv, prog_name="debiasbench", standalone_mode=False)
     except typer.TyperException as exc:  # typer's (vendored click's) usage errors
         ctx = getattr(exc, "ctx", None)
         if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:

@@ -9,7 +9,7 @@ import reprlib
 MESSAGE_LIMIT = 1000
 
 _SHORT = reprlib.Repr()
-_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 80, 80
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 2, 80, 80
 _SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 6
 
 
@@ -59,4 +59,7 @@ def shown(value: object) -> str:
 def one_line(message: str, limit: int = MESSAGE_LIMIT) -> str:
     """``message`` on one line of at most ``limit`` characters (what the CLI prints)."""
     text = " ".join(str(message).split())
-    return text if len(text) <= limit else text[:limit - 25] + f" ... ({len(text) - limit + 25} more characters)"
+    if len(text) <= limit:
+        return text
+    suffix = f" ... ({len(text)} characters in all)"
+    return text[:limit - len(suffix)] + suffix

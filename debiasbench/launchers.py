@@ -185,18 +185,19 @@ class RayTasks:
         self.gpus_per_run = gpus_per_run
 
     def __call__(self, jobs: list[RunConfig], context: JobContext) -> Iterator[JobResult]:
+        address = os.environ.get("RAY_ADDRESS") or None
+        check_ray_address(address)  # before Ray is imported: it reads RAY_AUTH_MODE then
         try:
             import ray
         except ImportError:
             raise UserError("launcher 'ray' needs Ray: pip install 'ray>=2.9'") from None
         started_here = not ray.is_initialized()
         if started_here:
-            address = os.environ.get("RAY_ADDRESS") or None
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+            connect_ray(ray, address)
         try:
             threads = context.threads or max(1, int(self.cpus_per_run))
             context = replace(context, threads=threads)
+            check_server_reachable_from_tasks(ray, context.tracking_uri)
             task = ray.remote(execute_job).options(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run,
                                                    max_retries=1)
             pending = {task.remote(config, context): config for config in jobs}
@@ -210,6 +211,90 @@ class RayTasks:
         finally:
             if started_here:
                 ray.shutdown()
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of ``host:port`` or ``scheme://host:port[/...]``; None otherwise
+    (``auto``, ``local``)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname or port is None:
+        return None
+    return parts.hostname, port
+
+
+def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def ray_token_available() -> bool:
+    """Whether this machine holds a Ray auth token (``RAY_AUTH_TOKEN``, the file named by
+    ``RAY_AUTH_TOKEN_PATH``, or ``~/.ray/auth_token``, where ``ray start`` writes it)."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
+    return os.path.isfile(path)
+
+
+def check_ray_address(address: str | None) -> None:
+    """Before joining the cluster at ``address`` (``RAY_ADDRESS``), and before Ray is
+    imported: an address nothing answers at is one line naming it, at once (Ray itself
+    retries for a minute, then raises a traceback). A head started by ``ray start``
+    requires its auth token (Ray 2.5x writes it to ``~/.ray/auth_token``), which a driver
+    only sends with ``RAY_AUTH_MODE=token``, read when Ray is imported: where the token is
+    on this machine and the mode is unset, it is set, so joining a cluster started here,
+    on loopback included, works."""
+    if address is None:
+        return
+    target = _host_port(address)
+    if target is not None and not _reachable(*target):
+        raise UserError(f"RAY_ADDRESS {address!r}: no Ray cluster answers at {target[0]}:{target[1]}; "
+                        "start one (ray start --head) or unset RAY_ADDRESS to start Ray here")
+    if "RAY_AUTH_MODE" not in os.environ and ray_token_available():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def connect_ray(ray: Any, address: str | None) -> None:
+    """Join the cluster at ``address`` (checked by ``check_ray_address``), or start Ray
+    here without one; a cluster that refuses is one line."""
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    except ConnectionError as exc:
+        raise UserError(f"RAY_ADDRESS {address!r}: cannot join the Ray cluster ({str(exc).splitlines()[0]})") from None
+
+
+def _probe(host: str, port: int) -> bool:
+    return _reachable(host, port)
+
+
+def check_server_reachable_from_tasks(ray: Any, tracking_uri: str) -> None:
+    """A tracking server must be reachable from the tasks, not only from this process (a
+    sweep given ``http://127.0.0.1:5000`` on a cluster would log nowhere): one probe task
+    connects to it first, and a failure is one line naming the address."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(tracking_uri)
+    if not parts.hostname:
+        return
+    target = (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    port = target[1]
+    probe = ray.remote(_probe).options(num_cpus=0)
+    if not ray.get(probe.remote(target[0], port)):
+        raise UserError(f"tracking server {tracking_uri!r} is not reachable from the Ray cluster's workers; "
+                        "give --tracking-uri an address every node can reach")
 
 
 @dataclass(frozen=True)

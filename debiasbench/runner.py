@@ -367,32 +367,15 @@ def run(config: RunConfig, tracker: Tracker, progress: bool | None = None, *,
         wait: bool = False, skip_finished: bool = False) -> RunResult:
     """Train and evaluate one configuration; the outcome is recorded in ``tracker``.
 
-    The job is claimed first (``debiasbench.claims``): where another process holds the
+    The dataset and the model are built first, so a missing data file or an unknown
+    latent layer is a plain error that leaves nothing behind: no store, no claim, no run.
+    Then the job is claimed (``debiasbench.claims``): where another process holds the
     claim, ``JobBusy`` is raised, or with ``wait`` the call waits for it. With
     ``skip_finished``, a job that has a FINISHED run once the claim is held is not run
     again: that run's result is returned, with ``ran`` False. Runs of the job still
     RUNNING in the store once the claim is held were killed before they could say so
     (no live process holds their claim): they are marked KILLED.
     """
-    key = config.run_key()
-    claim = Claim(config.checkpoint_dir, key)
-    if not claim.acquire(wait):
-        raise JobBusy(f"another process (pid {claim.holder() or 'unknown'}) is running this job "
-                      f"(run key {key}) with checkpoints in {config.checkpoint_dir!r}: wait for it to end")
-    try:
-        done = tracker.finished_run(key) if skip_finished else None
-        if done is not None:
-            return RunResult(run_id=done.info.run_id, run_key=key, metrics=dict(done.data.metrics), ran=False)
-        return _run_claimed(config, tracker, progress)
-    finally:
-        claim.release()
-
-
-def _run_claimed(config: RunConfig, tracker: Tracker, progress: bool | None) -> RunResult:
-    """``run`` once the job is claimed. The dataset and the model are built before the
-    tracked run starts, so a missing data file or an unknown latent layer is a plain error
-    and leaves nothing in the store. A correction first finds (or trains) its vanilla base
-    run."""
     device = resolve_device(config.device)
     dataset = build_dataset(config)
     placement = dataset.place(device, config.data_placement)
@@ -402,6 +385,24 @@ def _run_claimed(config: RunConfig, tracker: Tracker, progress: bool | None) -> 
             split.channels_last = True
     progress = show_progress() if progress is None else progress
     model = build_run_model(config, dataset, device)
+    key = config.run_key()
+    claim = Claim(config.checkpoint_dir, key)
+    if not claim.acquire(wait):
+        raise JobBusy(f"another process (pid {claim.holder() or 'unknown'}) is running this job "
+                      f"(run key {key}) with checkpoints in {config.checkpoint_dir!r}: wait for it to end")
+    try:
+        done = tracker.finished_run(key) if skip_finished else None
+        if done is not None:
+            return RunResult(run_id=done.info.run_id, run_key=key, metrics=dict(done.data.metrics), ran=False)
+        return _train_claimed(config, tracker, progress, device, dataset, placement, model)
+    finally:
+        claim.release()
+
+
+def _train_claimed(config: RunConfig, tracker: Tracker, progress: bool, device: torch.device,
+                   dataset: BenchmarkDataset, placement: str, model: LatentModel) -> RunResult:
+    """``run`` once the job is claimed: a correction first finds (or trains) its vanilla
+    base run; stale runs of the job are ended; the tracked run trains and evaluates."""
     base_folder, base_run_id = None, None
     try:
         if METHODS.get(config.method).starts_from_vanilla:

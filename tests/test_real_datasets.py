@@ -96,7 +96,46 @@ def drop_place_column(root):
     return csv
 
 
+def edit_csv_cell(csv, row, column, value):
+    """Set one cell of a comma-separated file (``row`` counts data rows from 0)."""
+    lines = csv.read_text().splitlines()
+    header = lines[0].split(",")
+    cells = lines[row + 1].split(",")
+    cells[header.index(column)] = value
+    lines[row + 1] = ",".join(cells)
+    csv.write_text("\n".join(lines) + "\n")
+    return csv
+
+
+def waterbirds_cell(column, value, row=2):
+    return lambda root: edit_csv_cell(root / "waterbird_complete95_forest2water2" / "metadata.csv", row, column, value)
+
+
+def isic_cell(column, value, row=2):
+    return lambda root: edit_csv_cell(root / "ISIC_2019_Training_GroundTruth.csv", row, column, value)
+
+
+def decompression_bomb(root):
+    """An ISIC image whose header claims far more pixels than PIL will decode."""
+    from PIL import Image
+
+    path = root / "ISIC_2019_Training_Input" / "ISIC_0000004.jpg"
+    Image.new("1", (20000, 20000)).save(path.with_suffix(".png"), optimize=True)
+    path.with_suffix(".png").rename(path)
+    return path
+
+
 @pytest.mark.parametrize("name,breaks,expected", [
+    ("isic", isic_cell("NV", "abc"), ["column 'NV'", "ISIC_2019_Training_GroundTruth.csv", "holds 'abc' in data row 3",
+                                      "expected a number"]),
+    ("waterbirds", waterbirds_cell("y", "bird"), ["column 'y'", "metadata.csv", "holds 'bird' in data row 3",
+                                                   "expected an integer"]),
+    ("waterbirds", waterbirds_cell("y", ""), ["column 'y'", "metadata.csv", "holds an empty cell in data row 3"]),
+    ("isic", decompression_bomb, ["cannot read image", "ISIC_0000004.jpg", "DecompressionBombError"]),
+    ("waterbirds", waterbirds_cell("img_filename", "../../../outside.jpg"),
+     ["image path of data row 3", "outside.jpg", "leaves the dataset root"]),
+    ("waterbirds", waterbirds_cell("img_filename", "/etc/passwd"),
+     ["image path of data row 3 ('/etc/passwd') leaves the dataset root"]),
     ("celeba", lambda root: root / "nowhere", ["folder", "nowhere' not found", "list_attr_celeba.txt"]),
     ("isic", lambda root: (root / "ISIC_2019_Training_GroundTruth.csv").unlink() or root,
      ["ISIC_2019_Training_GroundTruth.csv' not found", "columns image, MEL"]),

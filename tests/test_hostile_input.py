@@ -1,0 +1,146 @@
+"""Bad input is one line on stderr, exit code 2, before anything is written: no traceback,
+no store, no run. Each case is a file or a command line a clumsy or hostile user wrote."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from debiasbench import resources
+from debiasbench.cli import main
+from debiasbench.errors import MESSAGE_LIMIT
+
+SWEEP_OK = "methods: [vanilla]\ndatasets: [colored_digits]\n"
+
+ALIAS_BOMB = """\
+lr:
+  - &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+  - &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+  - &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+  - &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+  - &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+  - &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+  - [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+"""
+
+
+def refuse(tmp_path: Path, capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """Run ``debiasbench argv`` in ``tmp_path`` against a store there; assert exit 2, one
+    line on stderr and no store, claim or checkpoint written; the line."""
+    store = tmp_path / "store.db"
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, "--tracking-uri", f"sqlite:///{store}"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    assert not store.exists() and not (tmp_path / "mlflow.db").exists()
+    assert not (tmp_path / ".debiasbench").exists()
+    return lines[0]
+
+
+@pytest.fixture
+def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+def write(folder: Path, name: str, content: str | bytes) -> str:
+    path = folder / name
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return str(path)
+
+
+def test_a_yaml_key_that_is_not_a_name_is_refused_with_its_line(here, capsys):
+    line = refuse(here, capsys, "run", "-c", write(here, "run.yaml", "epochs: 1\n1: 2\n"))
+    assert "key 1 on line 2 is not a name" in line
+
+
+def test_a_config_file_that_is_not_utf8_is_refused(here, capsys):
+    line = refuse(here, capsys, "run", "-c", write(here, "run.yaml", b"epochs: 1\nexperiment: \xff\xfe\n"))
+    assert "is not UTF-8 text" in line and "line 2" in line
+
+
+def test_a_sweep_whose_methods_hold_a_list_is_refused(here, capsys):
+    line = refuse(here, capsys, "sweep", write(here, "s.yaml", "methods: [[vanilla]]\ndatasets: [colored_digits]\n"))
+    assert "methods: expected a list of names, got ['vanilla']" in line
+
+
+@pytest.mark.parametrize("command,content", [
+    ("run", "epochs: 1\nlr: 0.1\nepochs: 2\n"),
+    ("sweep", SWEEP_OK + "overrides: {epochs: 1}\nmethods: [jtt]\n"),
+    ("sweep", SWEEP_OK + "overrides:\n  epochs: 1\n  epochs: 2\n"),
+])
+def test_duplicate_yaml_keys_are_refused_naming_the_key_and_both_lines(here, capsys, command, content):
+    path = write(here, "f.yaml", content)
+    line = refuse(here, capsys, command, *(["-c", path] if command == "run" else [path]))
+    assert "is given twice, on line" in line
+    assert ("'epochs'" in line) if "epochs: 2" in content else ("'methods'" in line)
+
+
+@pytest.mark.parametrize("content,key", [
+    ("methods: []\ndatasets: [colored_digits]\n", "methods"),
+    ("methods: [vanilla]\ndatasets: []\n", "datasets"),
+    (SWEEP_OK + "models: []\n", "models"),
+    (SWEEP_OK + "seeds: []\n", "seeds"),
+])
+def test_an_empty_list_of_a_sweep_is_refused_instead_of_an_empty_table(here, capsys, content, key):
+    line = refuse(here, capsys, "sweep", write(here, "s.yaml", content))
+    assert line == f"error: {key}: an empty list leaves no job"
+
+
+def test_a_misspelt_model_fails_the_sweep_before_any_job_runs(here, capsys):
+    line = refuse(here, capsys, "sweep", write(here, "s.yaml", SWEEP_OK + "models: [small_cnn, resnet19]\n"))
+    assert "unknown model 'resnet19'; did you mean 'resnet18'?" in line
+
+
+def test_a_yaml_alias_bomb_gives_a_short_line_quickly(here, capsys):
+    line = refuse(here, capsys, "run", "-c", write(here, "bomb.yaml", ALIAS_BOMB))
+    assert line.startswith("error: lr: expected a float")
+    assert len(line) <= len("error: ") + MESSAGE_LIMIT
+
+
+def test_sizes_have_an_upper_bound(here, capsys):
+    line = refuse(here, capsys, "run", "-d", "synthetic_artifacts", "--set", f"dataset_params.n_train={10**9}")
+    assert line == "error: dataset_params.n_train: expected an integer in [10, 1000000], got 1000000000"
+    line = refuse(here, capsys, "run", "--set", f"epochs={10**9}")
+    assert line.startswith("error: epochs: expected an integer in [0, 100000]")
+
+
+def test_sizes_within_bounds_are_checked_against_the_memory_there_is(here, capsys, monkeypatch):
+    monkeypatch.setattr(resources, "available_memory", lambda: 2**30)
+    line = refuse(here, capsys, "run", "-d", "synthetic_artifacts", "--set", "dataset_params.n_train=900000")
+    assert "needs 34.4 GiB of memory and this machine has 1.0 GiB available" in line
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("''", "experiment: expected a non-empty name"),
+    ("x" * 600, "experiment: expected a name of at most 200 characters, got 600"),
+])
+def test_an_unusable_experiment_name_names_the_key(here, capsys, name, expected):
+    assert refuse(here, capsys, "run", "--set", f"experiment={name}") == f"error: {expected}"
+
+
+def test_a_bad_command_line_option_is_one_line_not_a_usage_box(here, capsys):
+    line = refuse(here, capsys, "sweep", write(here, "s.yaml", SWEEP_OK), "--workers", "abc")
+    assert line.startswith("error: Invalid value for '--workers'")
+    assert line.endswith("(see 'debiasbench sweep --help')")
+    assert refuse(here, capsys, "run", "--bogus").startswith("error: No such option: --bogus")
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "-m", "vanila"],
+    ["run", "--set", "lr=abc"],
+    ["run", "-c", "missing.yaml"],
+    ["run", "-d", "isic", "--set", "dataset_params.root=nowhere"],
+    ["run", "-d", "waterbirds", "--set", "dataset_params.root=."],
+    ["run", "-d", "colored_mnist", "--set", "dataset_params.root=nowhere"],
+    ["run", "--model", "timm:no_such_net"],
+    ["run", "-d", "synthetic_artifacts", "--set", "dataset_params.attacked_class=9"],
+    ["sweep", "missing.yaml"],
+])
+def test_rejected_input_creates_no_store(here, capsys, argv):
+    refuse(here, capsys, *argv)
