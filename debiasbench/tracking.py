@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from pathlib import Path
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
@@ -265,16 +266,15 @@ def prepare_store(uri: str) -> None:
         return
     import fcntl
 
-    from mlflow.tracking import MlflowClient
-
     with open(f"{path}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             if path.exists():
                 return
-            temporary = path.with_name(f".{path.name}.{os.getpid()}.creating")
+            # A new name per attempt: MLflow keeps per-URI state in the process.
+            temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.creating")
             try:
-                MlflowClient(f"sqlite:///{temporary.resolve()}").search_experiments(max_results=1)
+                _build_sqlite_schema(f"sqlite:///{temporary.resolve()}", path.parent)
                 with open(temporary, "rb+") as handle:
                     os.fsync(handle.fileno())
                 os.replace(temporary, path)
@@ -289,6 +289,20 @@ def prepare_store(uri: str) -> None:
                 temporary.unlink(missing_ok=True)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build_sqlite_schema(uri: str, folder: Path) -> None:
+    """MLflow's tables in the new sqlite file at ``uri``; its connections are closed after,
+    so a failed attempt holds no deleted file open (whose space a full disk would keep)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    try:
+        SqlAlchemyStore(uri, (folder / "mlruns").as_uri())
+    finally:
+        engines = getattr(SqlAlchemyStore, "_engine_map", {})
+        engine = engines.pop(uri, None)
+        if engine is not None:
+            engine.dispose()
 
 
 def search_all(client: Any, experiment_id: str, filter_string: str = "") -> list[Any]:

@@ -36,3 +36,48 @@ def register():
             return overrides.enter_context(registry.override(cls))
 
         yield add
+
+
+class Tmpfs:
+    """A small tmpfs mounted for one test: a disk that fills up, or turns read-only."""
+
+    def __init__(self, path: Path, size: str):
+        import subprocess
+
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True,
+                       capture_output=True)
+
+    def remount(self, options: str) -> None:
+        import subprocess
+
+        subprocess.run(["mount", "-o", f"remount,{options}", str(self.path)], check=True, capture_output=True)
+
+    def unmount(self) -> None:
+        import subprocess
+
+        subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path):
+    """``tmpfs(size)`` mounts a tmpfs of ``size`` (e.g. "1m") under the test's folder and
+    unmounts it afterwards; the test is skipped where this process may not mount (not
+    root, or a container without the right), as a full or read-only disk cannot be made
+    otherwise."""
+    import subprocess
+
+    mounted: list[Tmpfs] = []
+
+    def mount(size: str) -> Tmpfs:
+        try:
+            fs = Tmpfs(tmp_path / f"tmpfs{len(mounted)}", size)
+        except (subprocess.CalledProcessError, FileNotFoundError, PermissionError):
+            pytest.skip("needs to mount a tmpfs (root with CAP_SYS_ADMIN)")
+        mounted.append(fs)
+        return fs
+
+    yield mount
+    for fs in mounted:
+        fs.unmount()
