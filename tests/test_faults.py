@@ -16,7 +16,6 @@ import pytest
 import torch
 from PIL import Image
 
-from debiasbench import image_cache
 from debiasbench.cli import main
 from debiasbench.errors import UserError
 from debiasbench.image_cache import checksum_path, load_images
