@@ -182,7 +182,7 @@ def test_a_store_created_on_a_full_disk_is_not_left_broken(tmpfs, tmp_path):
     filler.write_bytes(b"\0" * (1024 * 1024 - 64 * 1024))  # 64 KiB left: less than a new store needs
     uri = f"sqlite:///{disk.path}/mlflow.db"
     with pytest.raises(UserError, match="could not be created"):
-        Tracker(uri, "tests").experiment_id
+        Tracker(uri, "tests").search()
     assert not (disk.path / "mlflow.db").exists()
     assert [p.name for p in disk.path.iterdir() if not p.name.startswith(("filler", "mlflow.db.lock"))] == []
     filler.unlink()  # space freed: the store is created whole
