@@ -233,8 +233,12 @@ def sqlite_path(uri: str) -> Path | None:
 
 def check_store_writable(uri: str) -> None:
     """One line, at once, for an sqlite store this process cannot write (a read-only file,
-    a folder on a read-only filesystem, a missing folder): MLflow would otherwise retry for
-    minutes or print its tracebacks. Other stores are checked when first opened."""
+    a folder on a read-only filesystem, a missing folder) or a tracking server nothing
+    answers at: MLflow would otherwise retry for minutes or print its tracebacks. Other
+    stores are checked when first opened."""
+    if uri.startswith(("http://", "https://")):
+        check_server_answers(uri)
+        return
     path = sqlite_path(uri)
     if path is None:
         return
@@ -250,6 +254,26 @@ def check_store_writable(uri: str) -> None:
     if path.exists() and not os.access(path, os.R_OK | os.W_OK):
         raise UserError(f"tracking store {uri!r}: file {str(path)!r} is not writable; "
                         "choose another --tracking-uri")
+
+
+def check_server_answers(uri: str, timeout: float = 5.0) -> None:
+    """A ``UserError`` naming ``uri`` when no server accepts a connection at its host and
+    port within ``timeout`` seconds (MLflow's own client retries for about two minutes)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise UserError(f"tracking store {uri!r}: not a valid address") from None
+    if not parts.hostname:
+        raise UserError(f"tracking store {uri!r}: not a valid address")
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        raise UserError(f"tracking store {uri!r}: no server answers at {parts.hostname}:{port} "
+                        f"({exc.strerror or type(exc).__name__})") from None
 
 
 def prepare_store(uri: str) -> None:

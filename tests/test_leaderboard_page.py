@@ -332,3 +332,4 @@ def test_the_published_page_rows_match_summary_csv_end_to_end(browser, tmp_path:
     assert page.evaluate("typeof window.__pwned") == "undefined"
     assert len(page.query_selector_all("img.plot.pareto")) == 1
     context.close()
+
