@@ -77,7 +77,7 @@ def empty_store(tmp_path_factory):
     from debiasbench.tracking import Tracker
 
     folder = tmp_path_factory.mktemp("store")
-    Tracker(f"sqlite:///{folder / 'empty.db'}", "debiasbench")
+    Tracker(f"sqlite:///{folder / 'empty.db'}", "debiasbench").search()  # the store is made on first use
     return folder / "empty.db"
 
 
