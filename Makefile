@@ -32,8 +32,12 @@ $(MNIST_RAW)/t10k-labels-idx1-ubyte.gz: | $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/debiasbench sweep benchmarks/demo.yaml
 
+# One worker process per core (at most TEST_WORKERS), each test file on one worker so
+# that a file's module fixtures (trained models) are built once; TEST_WORKERS=0 runs in
+# this process.
+TEST_WORKERS ?= 4
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n auto --maxprocesses $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 # ruff (ruff.toml) and mypy (mypy.ini) over the code and the tests; fails on any finding.
 # mypy checks the package as installed, methods/ and datasets/ inside it, through a tree

@@ -124,7 +124,8 @@ def test_dfr_runs_end_to_end_through_the_command_line_from_a_vanilla_base(tracki
 
 @pytest.mark.parametrize("model", [
     "small_cnn", "resnet18", "efficientnet_b0", "timm:resnet18",
-    pytest.param("vgg16", marks=pytest.mark.slow),
+    # vgg16 (138M parameters, minutes on a CPU): its latent layer and LRP rules are covered by
+    # test_corrections_architectures; tests/test_gpu.py runs this method on it under make gpu-check.
 ])
 def test_groupdro_and_dfr_run_on_the_architecture(tracker, model):
     small = {**SMALL_IMAGES, "n_val": 32}  # DFR's balanced halves need validation samples

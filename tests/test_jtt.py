@@ -125,7 +125,8 @@ def test_jtt_runs_from_the_command_line_and_logs_the_error_set(tracking_uri, mod
 
 @pytest.mark.parametrize("model", [
     "small_cnn", "resnet18", "efficientnet_b0", "timm:resnet18",
-    pytest.param("vgg16", marks=pytest.mark.slow),
+    # vgg16 (138M parameters, minutes on a CPU): its latent layer and LRP rules are covered by
+    # test_corrections_architectures; tests/test_gpu.py runs this method on it under make gpu-check.
 ])
 def test_jtt_runs_on_the_architecture(tracker, model):
     config = tiny_config(method="jtt", model=model, epochs=1, batch_size=16, dataset_params=SMALL_IMAGES,

@@ -17,13 +17,11 @@ METHODS = {
 
 @pytest.mark.parametrize("model", [
     "small_cnn", "mlp", "resnet18", "efficientnet_b0", "timm:resnet18",
-    pytest.param("vgg16", marks=pytest.mark.slow),
+    # vgg16 (138M parameters, minutes on a CPU): its latent layer and LRP rules are covered by
+    # test_corrections_architectures; tests/test_gpu.py runs this method on it under make gpu-check.
 ])
 def test_gradient_alignment_and_pgd_run_on_the_architecture(tracker, model):
-    # vgg16's 138M parameters make the every-parameter vmap path one sample per chunk:
-    # a minute on a CPU for nothing the other architectures do not already show.
-    methods = {k: v for k, v in METHODS.items() if not (model == "vgg16" and k == "pgd-all-params")}
-    for label, hparams in methods.items():
+    for label, hparams in METHODS.items():
         config = tiny_config(method=label.split("-")[0], model=model, epochs=1, batch_size=16,
                              dataset_params=SMALL_IMAGES, hparams=hparams, log_model=False)
         result = run(config, tracker, progress=False)
