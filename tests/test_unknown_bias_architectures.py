@@ -27,5 +27,5 @@ def test_gradient_alignment_and_pgd_run_on_the_architecture(tracker, model):
         result = run(config, tracker, progress=False)
         assert 0.0 <= result.metrics["test_conflicting_acc"] <= 1.0, label
     stored = tracker.client.search_runs([tracker.experiment_id])
-    assert {r.info.status for r in stored} == {"FINISHED"} and len(stored) == len(methods)
+    assert {r.info.status for r in stored} == {"FINISHED"} and len(stored) == len(METHODS)
     assert all("mining_precision" in r.data.metrics or "pgd_conflicting_mass" in r.data.metrics for r in stored)

@@ -7,10 +7,9 @@ worker) or ``debiasbench run`` (every time)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
-
-import os
 
 import pytest
 import torch
