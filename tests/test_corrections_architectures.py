@@ -16,18 +16,18 @@ def tiny_run(tracker, method: str, model: str):
     return run(config, tracker, progress=False)
 
 
-@pytest.mark.parametrize("model,explanation", [
-    ("small_cnn", "lrp"),
-    ("mlp", "lrp"),  # a 2-D [N, 100] latent
-    ("resnet18", "lrp"),
-    ("efficientnet_b0", "input_x_gradient"),
+@pytest.mark.parametrize("model,explanation,corrections", [
+    ("small_cnn", "lrp", CORRECTIONS),
+    ("mlp", "lrp", CORRECTIONS),  # a 2-D [N, 100] latent
+    ("resnet18", "lrp", CORRECTIONS),
+    ("efficientnet_b0", "input_x_gradient", CORRECTIONS),
     # vgg16 (138M parameters, minutes on a CPU): RR-ClArC alone covers its latent layer, the
     # latent gradient and its LRP rules here; tests/test_gpu.py runs every correction on it
     # under make gpu-check.
-    pytest.param("vgg16", "lrp", marks=pytest.mark.slow),
+    pytest.param("vgg16", "lrp", ("rrclarc",), marks=pytest.mark.slow),
 ])
-def test_every_correction_runs_on_the_architecture(tracker, model, explanation):
-    for method in CORRECTIONS if model != "vgg16" else ("rrclarc",):
+def test_every_correction_runs_on_the_architecture(tracker, model, explanation, corrections):
+    for method in corrections:
         result = tiny_run(tracker, method, model)
         assert 0.0 <= result.metrics["artifact_relevance"] <= 1.0
         assert "test_biased_acc" in result.metrics and "tcav_score" in result.metrics

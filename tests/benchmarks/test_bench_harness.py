@@ -83,10 +83,10 @@ def empty_store(tmp_path_factory):
 
 
 def _sweep_with(launcher_name: str, empty_store, tmp_path, benchmark, **options) -> None:
-    import shutil
-
     if benchmark.disabled:  # make test: tests/test_launchers.py runs every launcher end to end
         pytest.skip("a measurement only: make bench runs it")
+
+    import shutil
 
     from debiasbench.launchers import make_launcher
     from debiasbench.sweep import load_sweep, run_sweep
