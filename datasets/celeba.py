@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from debiasbench.errors import UserError
-from debiasbench.hparams import HParam
-from debiasbench.image_dataset import ImageFileDataset, ImageTable, image_params
+from debiasbench.core.errors import UserError
+from debiasbench.core.hparams import HParam
+from debiasbench.data.image_files import ImageFileDataset, ImageTable, image_params
 
 ATTRIBUTES = "list_attr_celeba.txt"
 PARTITION = "list_eval_partition.txt"
@@ -48,7 +48,7 @@ class CelebA(ImageFileDataset):
 
     def read_table(self, root: Path) -> ImageTable:
         if self.p["target"] == self.p["bias"]:
-            from debiasbench.errors import ConfigError
+            from debiasbench.core.errors import ConfigError
 
             raise ConfigError(f"dataset_params.bias: expected an attribute other than the target "
                               f"{self.p['target']!r}, got {self.p['bias']!r}")

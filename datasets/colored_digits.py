@@ -24,8 +24,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from debiasbench.data import BenchmarkDataset, Split
-from debiasbench.hparams import HParam
+from debiasbench.data.dataset import BenchmarkDataset, Split
+from debiasbench.core.hparams import HParam
 
 #: Ten well separated stroke colours, one per digit (the colour "aligned" with digit k).
 PALETTE = torch.tensor([

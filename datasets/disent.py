@@ -52,9 +52,9 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from debiasbench.datasets.image_folder import EXTENSIONS
-from debiasbench.errors import UserError
-from debiasbench.hparams import HParam
-from debiasbench.image_dataset import ImageFileDataset, ImageTable, image_params
+from debiasbench.core.errors import UserError
+from debiasbench.core.hparams import HParam
+from debiasbench.data.image_files import ImageFileDataset, ImageTable, image_params
 
 #: ``<idx>_<label>_<bias>``: the authors read the last two ``_`` fields (data/util.py line 62).
 FILE_NAME = re.compile(r".+_(\d+)_(\d+)", re.ASCII)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from debiasbench.errors import UserError
-from debiasbench.hparams import HParam
-from debiasbench.image_dataset import TRAINVAL, UNASSIGNED, ImageFileDataset, ImageTable, image_params
+from debiasbench.core.errors import UserError
+from debiasbench.core.hparams import HParam
+from debiasbench.data.image_files import TRAINVAL, UNASSIGNED, ImageFileDataset, ImageTable, image_params
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from debiasbench.errors import UserError
-from debiasbench.image_dataset import UNASSIGNED, ImageFileDataset, ImageTable, image_params
+from debiasbench.core.errors import UserError
+from debiasbench.data.image_files import UNASSIGNED, ImageFileDataset, ImageTable, image_params
 
 CSV = "ISIC_2019_Training_GroundTruth.csv"
 IMAGES = "ISIC_2019_Training_Input"

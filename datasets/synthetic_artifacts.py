@@ -8,7 +8,7 @@ artifact, ``test_biased`` every test image with it (same images, same positions)
 accuracy drop between the two views is the model's reliance on the artifact.
 The bias attribute is "has the artifact" (0 / 1); masks are exact per-sample pixel sets.
 
-``artifact`` picks the kind (see ``debiasbench.artifacts``): ``patch`` (a ``patch_size``
+``artifact`` picks the kind (see ``debiasbench.data.artifacts``): ``patch`` (a ``patch_size``
 square of ``patch_color``, the default), ``lsb`` (a fixed bit pattern in the least
 significant bit of every pixel), ``brightness`` (the image moved ``artifact_strength``,
 default 0.3, towards white), ``timestamp`` (a date / time stamp in ``artifact_color``,
@@ -26,12 +26,12 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from debiasbench.artifacts import ALL_COLORS, COLORS, KINDS, quantize
-from debiasbench.data import BenchmarkDataset, Split
-from debiasbench.errors import ConfigError
-from debiasbench.hparams import HParam
-from debiasbench.injection import make_artifact
-from debiasbench.resources import check_memory
+from debiasbench.data.artifacts import ALL_COLORS, COLORS, KINDS, quantize
+from debiasbench.data.dataset import BenchmarkDataset, Split
+from debiasbench.core.errors import ConfigError
+from debiasbench.core.hparams import HParam
+from debiasbench.data.injection import make_artifact
+from debiasbench.core.resources import check_memory
 
 #: Most samples of one generated split: a bound before the memory check, so that a typo
 #: (``n_train: 10**9``) is refused by name.

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from debiasbench.errors import UserError
-from debiasbench.image_dataset import ImageFileDataset, ImageTable, image_params
+from debiasbench.core.errors import UserError
+from debiasbench.data.image_files import ImageFileDataset, ImageTable, image_params
 
 FOLDER = "waterbird_complete95_forest2water2"
 COLUMNS = ("img_id", "img_filename", "y", "split", "place")

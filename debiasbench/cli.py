@@ -16,7 +16,7 @@ from typing import Any, Callable
 import typer
 from rich.console import Console
 
-from debiasbench.errors import UserError, one_line
+from debiasbench.core.errors import UserError, one_line
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark methods that unlearn a model's shortcuts.")
@@ -67,10 +67,10 @@ def run(
     tracking_uri: str | None = TrackingOption,
 ) -> None:
     """Train and evaluate one method on one dataset; print its metrics."""
-    from debiasbench.config import load_config_file, merge, parse_overrides, resolve_config
-    from debiasbench.report import metrics_table
-    from debiasbench.runner import run as run_one
-    from debiasbench.tracking import Tracker
+    from debiasbench.contract.config import load_config_file, merge, parse_overrides, resolve_config
+    from debiasbench.report.tables import metrics_table
+    from debiasbench.run.runner import run as run_one
+    from debiasbench.track.store import Tracker
 
     flags = parse_overrides(f"{k}={v}" for k, v in
                             {"method": method, "dataset": dataset, "model": model, "seed": seed}.items()
@@ -86,7 +86,7 @@ def run(
 def _run_reporting_failure(run_one: Callable, config: Any, tracker: Any) -> Any:
     """A run that fails after it started is already FAILED in the store with its reason:
     say why in one line and exit 1 (the traceback only with DEBIASBENCH_DEBUG=1)."""
-    from debiasbench.errors import RunFailed
+    from debiasbench.core.errors import RunFailed
 
     try:
         return run_one(config, tracker)
@@ -109,7 +109,7 @@ def sweep(
     tracking_uri: str | None = TrackingOption,
     dry_run: bool = typer.Option(False, "--dry-run", help="print the jobs, run nothing"),
     launcher: str = typer.Option("local", "--launcher", help="local, ray, or a plugin's (entry-point group "
-                                 "debiasbench.launchers)"),
+                                 "debiasbench.sweep.launchers)"),
     workers: int = typer.Option(1, "--workers", "-j", help="local: parallel worker processes"),
     cpus_per_run: float = typer.Option(1.0, "--cpus-per-run", help="ray: CPUs per run (fractions allowed)"),
     gpus_per_run: float = typer.Option(0.0, "--gpus-per-run", help="ray: GPUs per run (0.25 = four runs share one)"),
@@ -118,9 +118,9 @@ def sweep(
 
     Started again after a crash or a kill, it runs only what is missing.
     """
-    from debiasbench.launchers import make_launcher
-    from debiasbench.report import jobs_table, results_table, summary_table
-    from debiasbench.sweep import load_sweep, run_sweep
+    from debiasbench.sweep.launchers import make_launcher
+    from debiasbench.report.tables import jobs_table, results_table, summary_table
+    from debiasbench.sweep.driver import load_sweep, run_sweep
 
     skipped: list[str] = []
     jobs = load_sweep(file, skipped)
@@ -156,10 +156,11 @@ def leaderboard(
 ) -> None:
     """Select hparams under each rule, average over seeds, rank, and write results.csv,
     summary.csv, README.md and index.html."""
-    from debiasbench.leaderboard import (add_verdict, build_info, check_output_folder, finished_once, read_notes,
-                                         runs_frame, summary_metrics, write_leaderboard)
-    from debiasbench.report import leaderboard_table
-    from debiasbench.selection import RULES, check_selection_metric, metric_rule, select_rules
+    from debiasbench.report.leaderboard import (add_verdict, build_info, finished_once, read_notes, runs_frame,
+                                                summary_metrics)
+    from debiasbench.report.publish import check_output_folder, write_leaderboard
+    from debiasbench.report.tables import leaderboard_table
+    from debiasbench.report.selection import RULES, check_selection_metric, metric_rule, select_rules
 
     check_output_folder(out_dir)
     unknown = [r for r in rules or () if r not in RULES]
@@ -196,8 +197,8 @@ def leaderboard(
 @user_errors
 def methods() -> None:
     """List methods: requirements and hyper-parameters with defaults."""
-    from debiasbench.registry import METHODS
-    from debiasbench.report import plugin_listing
+    from debiasbench.core.registry import METHODS
+    from debiasbench.report.tables import plugin_listing
 
     print(plugin_listing("method", METHODS, lambda cls: cls.hparams, lambda cls: cls.requires))
 
@@ -206,8 +207,8 @@ def methods() -> None:
 @user_errors
 def datasets() -> None:
     """List datasets: what they provide and their parameters with defaults."""
-    from debiasbench.registry import DATASETS
-    from debiasbench.report import plugin_listing
+    from debiasbench.core.registry import DATASETS
+    from debiasbench.report.tables import plugin_listing
 
     print(plugin_listing("dataset", DATASETS, lambda cls: cls.params, lambda cls: cls.provides))
 
@@ -216,8 +217,8 @@ def datasets() -> None:
 @user_errors
 def models() -> None:
     """List architectures (--model): each registered builder and what it builds."""
-    from debiasbench.models import TIMM_PREFIX
-    from debiasbench.registry import MODELS
+    from debiasbench.models.networks import TIMM_PREFIX
+    from debiasbench.core.registry import MODELS
 
     lines = [f"{name}: {_summary(builder)}" for name, builder in MODELS.items()]
     lines += [f"{name}: failed to load: {reason}" for name, reason in MODELS.broken().items()]

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from debiasbench.clarc import ClArCMethod, shift_to_length
-from debiasbench.method import Batch
-from debiasbench.models import LatentModel
+from debiasbench.methods.clarc import ClArCMethod, shift_to_length
+from debiasbench.contract.method import Batch
+from debiasbench.models.networks import LatentModel
 
 
 class AClArC(ClArCMethod):

@@ -55,12 +55,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from debiasbench.data import Split, input_batches
-from debiasbench.errors import RunFailed, UserError
-from debiasbench.hparams import HParam, IntUniform
-from debiasbench.method import Batch, Method, RunContext
-from debiasbench.models import LatentModel, eval_mode
-from debiasbench.per_sample_grad import last_linear_name
+from debiasbench.data.dataset import Split, input_batches
+from debiasbench.core.errors import RunFailed, UserError
+from debiasbench.core.hparams import HParam, IntUniform
+from debiasbench.contract.method import Batch, Method, RunContext
+from debiasbench.models.networks import LatentModel, eval_mode
+from debiasbench.train.per_sample_grad import last_linear_name
 
 #: The paper's grid of inverse L1 strengths.
 C_GRID: tuple[float, ...] = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)

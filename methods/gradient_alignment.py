@@ -7,7 +7,7 @@ GA re-weights every mini-batch so the summed contributions of bias-conflicting (
 samples and BA samples stand in the ratio ``gamma``: BC weight 1, BA weight
 ``sum_BC(1 - p_y) / (gamma * sum_BA(1 - p_y))`` (``p_y`` detached), then all weights are
 rescaled to mean 1. BC samples come from the dataset's bias labels or from peer-picking
-mining (``debiasbench.mining``); ``bias_source=auto`` uses the labels where the dataset has
+mining (``debiasbench.train.mining``); ``bias_source=auto`` uses the labels where the dataset has
 them.
 
 Paper vs the authors' code (bwbwzhao/Combating-Unknown-Bias), as hparams:
@@ -47,11 +47,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from debiasbench.errors import ConfigError
-from debiasbench.hparams import Choice, HParam, IntUniform, LogUniform, Uniform
-from debiasbench.method import Batch, Method, RunContext
-from debiasbench.mining import mine_conflicting, precision_recall
-from debiasbench.models import LatentModel
+from debiasbench.core.errors import ConfigError
+from debiasbench.core.hparams import Choice, HParam, IntUniform, LogUniform, Uniform
+from debiasbench.contract.method import Batch, Method, RunContext
+from debiasbench.train.mining import mine_conflicting, precision_recall
+from debiasbench.models.networks import LatentModel
 
 _EPS = 1e-12
 

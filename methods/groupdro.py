@@ -34,11 +34,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from debiasbench.errors import UserError
-from debiasbench.hparams import Choice, HParam, LogUniform
-from debiasbench.method import Batch, Method, RunContext
-from debiasbench.samplers import ImportanceSampler
-from debiasbench.models import LatentModel
+from debiasbench.core.errors import UserError
+from debiasbench.core.hparams import Choice, HParam, LogUniform
+from debiasbench.contract.method import Batch, Method, RunContext
+from debiasbench.train.samplers import ImportanceSampler
+from debiasbench.models.networks import LatentModel
 
 
 def group_losses(per_sample: Tensor, groups: Tensor, num_groups: int) -> tuple[Tensor, Tensor]:

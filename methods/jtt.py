@@ -36,13 +36,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from debiasbench.auxiliary import fresh_model, predict_proba, train_model
-from debiasbench.data import Split
-from debiasbench.hparams import Choice, HParam, IntUniform
-from debiasbench.method import Batch, Method, RunContext
-from debiasbench.mining import precision_recall
-from debiasbench.models import LatentModel
-from debiasbench.training_step import TrainingStep
+from debiasbench.train.auxiliary import fresh_model, predict_proba, train_model
+from debiasbench.data.dataset import Split
+from debiasbench.core.hparams import Choice, HParam, IntUniform
+from debiasbench.contract.method import Batch, Method, RunContext
+from debiasbench.train.mining import precision_recall
+from debiasbench.models.networks import LatentModel
+from debiasbench.train.step import TrainingStep
 
 #: Seed offsets of the identification model's initialisation and of its shuffling.
 ID_INIT, ID_ORDER = "jtt.identifier_init", "jtt.identifier_order"

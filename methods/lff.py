@@ -49,12 +49,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from debiasbench.auxiliary import fresh_model
-from debiasbench.hparams import HParam, OpenFloat, Uniform
-from debiasbench.losses import generalized_cross_entropy
-from debiasbench.method import Batch, Method, RunContext
-from debiasbench.models import LatentModel
-from debiasbench.training_step import TrainingStep
+from debiasbench.train.auxiliary import fresh_model
+from debiasbench.core.hparams import HParam, OpenFloat, Uniform
+from debiasbench.train.losses import generalized_cross_entropy
+from debiasbench.contract.method import Batch, Method, RunContext
+from debiasbench.models.networks import LatentModel
+from debiasbench.train.step import TrainingStep
 
 #: Random stream of the biased model's initialisation.
 BIASED_INIT = "lff.biased_init"

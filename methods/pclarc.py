@@ -42,10 +42,10 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from debiasbench.clarc import ClArCMethod, shift_to_length
-from debiasbench.hparams import HParam
-from debiasbench.method import Batch
-from debiasbench.models import LatentModel
+from debiasbench.methods.clarc import ClArCMethod, shift_to_length
+from debiasbench.core.hparams import HParam
+from debiasbench.contract.method import Batch
+from debiasbench.models.networks import LatentModel
 
 
 class ProjectedModel(LatentModel):

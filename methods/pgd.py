@@ -42,14 +42,14 @@ import time
 import torch
 from torch import Tensor
 
-from debiasbench.auxiliary import fresh_model, predict_proba, train_model
-from debiasbench.hparams import Choice, HParam, IntUniform, OpenFloat, Uniform
-from debiasbench.losses import generalized_cross_entropy
-from debiasbench.method import Batch, Method, RunContext
-from debiasbench.models import LatentModel
-from debiasbench.per_sample_grad import per_sample_grad_norms
-from debiasbench.samplers import ImportanceSampler
-from debiasbench.training_step import TrainingStep
+from debiasbench.train.auxiliary import fresh_model, predict_proba, train_model
+from debiasbench.core.hparams import Choice, HParam, IntUniform, OpenFloat, Uniform
+from debiasbench.train.losses import generalized_cross_entropy
+from debiasbench.contract.method import Batch, Method, RunContext
+from debiasbench.models.networks import LatentModel
+from debiasbench.train.per_sample_grad import per_sample_grad_norms
+from debiasbench.train.samplers import ImportanceSampler
+from debiasbench.train.step import TrainingStep
 
 #: Random streams of the biased model's initialisation and of its training order.
 BIASED_INIT, BIASED_ORDER = "pgd.biased_init", "pgd.biased_order"

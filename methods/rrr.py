@@ -42,7 +42,7 @@ artifact-free sample as 0 (there only a minority of training images carries the 
 at lambda 1 the logged penalty stays small). The sweep draws from 1e-2 ... 1e7, which covers the authors' grid and
 the former Ross range.
 
-Fine-tuning follows the other ClArC corrections (``debiasbench.clarc.ClArCMethod``): the
+Fine-tuning follows the other ClArC corrections (``debiasbench.methods.clarc.ClArCMethod``): the
 authors freeze every conv and BatchNorm (``base_correction_method.py:108-129``).
 """
 
@@ -52,10 +52,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from debiasbench.clarc import ClArCMethod
-from debiasbench.hparams import HParam, LogUniform
-from debiasbench.method import Batch
-from debiasbench.models import LatentModel
+from debiasbench.methods.clarc import ClArCMethod
+from debiasbench.core.hparams import HParam, LogUniform
+from debiasbench.contract.method import Batch
+from debiasbench.models.networks import LatentModel
 
 OBJECTIVES = ("rrclarc", "ross")
 #: ``lambda`` when the run leaves it null (see the module docstring).

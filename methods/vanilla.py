@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from debiasbench.method import Batch, Method
-from debiasbench.models import LatentModel
+from debiasbench.contract.method import Batch, Method
+from debiasbench.models.networks import LatentModel
 
 
 class Vanilla(Method):

@@ -23,7 +23,7 @@ def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 @pytest.fixture
 def tracker(tracking_uri: str):
-    from debiasbench.tracking import Tracker
+    from debiasbench.track.store import Tracker
 
     return Tracker(tracking_uri, "tests")
 

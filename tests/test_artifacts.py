@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from debiasbench.artifacts import ALL_COLORS, KINDS, Lsb, Timestamp, make_injector, quantize
-from debiasbench.errors import ConfigError
-from debiasbench.hparams import resolve
-from debiasbench.registry import DATASETS
+from debiasbench.data.artifacts import ALL_COLORS, KINDS, Lsb, Timestamp, make_injector, quantize
+from debiasbench.core.errors import ConfigError
+from debiasbench.core.hparams import resolve
+from debiasbench.core.registry import DATASETS
 
 POSITIONED = ("patch", "timestamp")  # kinds drawn at a random position per image by default
 

@@ -14,14 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from debiasbench import checkpoints
-from debiasbench.base_model import base_config
-from debiasbench.config import resolve_config
-from debiasbench.method import Batch
+from debiasbench.run import checkpoints
+from debiasbench.run.base_model import base_config
+from debiasbench.contract.config import resolve_config
+from debiasbench.contract.method import Batch
 from debiasbench.methods.pclarc import PClArC
 from debiasbench.methods.rrclarc import RRClArC
 from debiasbench.methods.rrr import RRR
-from debiasbench.runner import run
+from debiasbench.run.runner import run
 from debiasbench.testing import tiny_config
 from test_clarc_maths import (DTYPE, H, K, N, W, assert_close, assert_same_parameter_gradients, fake_dataset,
                               hand_head, hand_latent, hand_shift, ids, latent_model, linear_layer, make_batch, make_ctx,

@@ -24,12 +24,12 @@ import numpy as np
 import pytest
 import torch
 
-from debiasbench import mining as mining_module
-from debiasbench.auxiliary import fresh_model
-from debiasbench.config import resolve_config
+from debiasbench.train import mining as mining_module
+from debiasbench.train.auxiliary import fresh_model
+from debiasbench.contract.config import resolve_config
 from debiasbench.datasets.colored_digits import ColoredDigits
-from debiasbench.losses import generalized_cross_entropy
-from debiasbench.method import RunContext
+from debiasbench.train.losses import generalized_cross_entropy
+from debiasbench.contract.method import RunContext
 from debiasbench.methods import dfr as dfr_module
 from debiasbench.methods import gradient_alignment as ga_module
 from debiasbench.methods.dfr import C_GRID, DFR, balanced_subset, feature_moments, last_layer_inputs, standardiser
@@ -37,9 +37,9 @@ from debiasbench.methods.gradient_alignment import GradientAlignment
 from debiasbench.methods.jtt import JTT, UpsampleSampler, error_set_weights
 from debiasbench.methods.lff import LfF
 from debiasbench.methods.pgd import BIASED_INIT, PGD
-from debiasbench.models import LatentModel
-from debiasbench.mining import MiningResult, mine_conflicting
-from debiasbench.runner import build_dataset, build_run_model
+from debiasbench.models.networks import LatentModel
+from debiasbench.train.mining import MiningResult, mine_conflicting
+from debiasbench.run.runner import build_dataset, build_run_model
 from debiasbench.testing import one_thread, tiny_config
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from debiasbench.cav import (
+from debiasbench.evaluation.cav import (
     CAV_KINDS,
     cav_alignment,
     fit_artifact_cav,
@@ -19,10 +19,10 @@ from debiasbench.cav import (
     pool_activations,
     tcav_score,
 )
-from debiasbench.data import BenchmarkDataset
-from debiasbench.hparams import resolve
-from debiasbench.models import LatentModel, build_model
-from debiasbench.registry import DATASETS
+from debiasbench.data.dataset import BenchmarkDataset
+from debiasbench.core.hparams import resolve
+from debiasbench.models.networks import LatentModel, build_model
+from debiasbench.core.registry import DATASETS
 from debiasbench.testing import TINY_SYNTHETIC
 
 

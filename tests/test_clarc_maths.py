@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from debiasbench.randomness import derive_seed
-from debiasbench.clarc import ClArCMethod, project_length, shift_to_length
-from debiasbench.config import resolve_config
-from debiasbench.method import Batch, RunContext
-from debiasbench.models import LatentModel, build_model
+from debiasbench.core.randomness import derive_seed
+from debiasbench.methods.clarc import ClArCMethod, project_length, shift_to_length
+from debiasbench.contract.config import resolve_config
+from debiasbench.contract.method import Batch, RunContext
+from debiasbench.models.networks import LatentModel, build_model
 from debiasbench.methods.aclarc import AClArC
 from debiasbench.methods.pclarc import PClArC, ProjectedModel
 from debiasbench.methods.rrclarc import RRClArC

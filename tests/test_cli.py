@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from debiasbench.cli import app
-from debiasbench.method import Method
-from debiasbench.registry import METHODS
+from debiasbench.contract.method import Method
+from debiasbench.core.registry import METHODS
 
 TINY = ["--set", "dataset_params.n_train=100", "--set", "dataset_params.n_val=40",
         "--set", "dataset_params.n_test=40", "--set", "dataset_params.image_size=16",
@@ -86,7 +86,7 @@ def test_methods_and_datasets_list_requirements_and_parameters():
 
 
 def test_models_lists_each_builder_with_its_summary_and_the_timm_prefix_without_building():
-    from debiasbench.registry import MODELS
+    from debiasbench.core.registry import MODELS
 
     def never_built(num_classes: int, in_channels: int = 3):
         """A test network that must not be built
@@ -106,12 +106,12 @@ def test_models_lists_each_builder_with_its_summary_and_the_timm_prefix_without_
 def test_models_shows_a_plugin_that_fails_to_load_as_broken(monkeypatch):
     from importlib.metadata import EntryPoint
 
-    from debiasbench.registry import Registry
+    from debiasbench.core.registry import Registry
 
     broken = EntryPoint(name="lost_net", value="no_such_module_xyz:net", group="debiasbench.models")
-    good = EntryPoint(name="small_cnn", value="debiasbench.models:small_cnn", group="debiasbench.models")
-    monkeypatch.setattr("debiasbench.registry.entry_points", lambda group: [broken, good])
-    monkeypatch.setattr("debiasbench.registry.MODELS", Registry("model", "debiasbench.models"))
+    good = EntryPoint(name="small_cnn", value="debiasbench.models.networks:small_cnn", group="debiasbench.models")
+    monkeypatch.setattr("debiasbench.core.registry.entry_points", lambda group: [broken, good])
+    monkeypatch.setattr("debiasbench.core.registry.MODELS", Registry("model", "debiasbench.models"))
     result = invoke(["models"])
     assert result.exit_code == 0, result.output
     assert "lost_net: failed to load: ModuleNotFoundError: No module named 'no_such_module_xyz'" in result.output
@@ -159,7 +159,7 @@ def test_correction_bad_input_is_one_line_and_exit_code_2(args, message, trackin
 
 
 def test_latent_layer_typo_trains_nothing_and_records_nothing(tracking_uri):
-    from debiasbench.tracking import Tracker
+    from debiasbench.track.store import Tracker
 
     result = invoke(["run", "--method", "rrclarc", "--dataset", "synthetic_artifacts",
                      "--set", "latent_layer=block9", "--tracking-uri", tracking_uri, *TINY])

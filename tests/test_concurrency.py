@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from debiasbench.claims import Claim, JobBusy
-from debiasbench.launchers import JobContext, execute_job
-from debiasbench.runner import run
+from debiasbench.run.claims import Claim, JobBusy
+from debiasbench.sweep.launchers import JobContext, execute_job
+from debiasbench.run.runner import run
 from debiasbench.testing import tiny_config
-from debiasbench.tracking import RUN_KEY_TAG, Tracker, get_or_create_experiment
+from debiasbench.track.store import RUN_KEY_TAG, Tracker, get_or_create_experiment
 
 TINY = "{synthetic_artifacts: {n_train: 40, n_val: 20, n_test: 20, image_size: 16, patch_size: 3}}"
 
@@ -49,7 +49,7 @@ def test_creating_an_experiment_another_process_just_created_gets_that_one():
 
 def test_processes_opening_one_fresh_sqlite_store_at_once_all_succeed(tmp_path):
     uri = f"sqlite:///{tmp_path / 'fresh.db'}"
-    script = ("import sys; from debiasbench.tracking import Tracker; "
+    script = ("import sys; from debiasbench.track.store import Tracker; "
               "t = Tracker(sys.argv[1], 'shared'); print(t.experiment_id, len(t.search()))")
     procs = [subprocess.Popen([sys.executable, "-c", script, uri], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(4)]

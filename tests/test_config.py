@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from debiasbench.config import parse_overrides, resolve_config
-from debiasbench.errors import ConfigError, UserError
-from debiasbench.method import Method
-from debiasbench.registry import METHODS
+from debiasbench.contract.config import parse_overrides, resolve_config
+from debiasbench.core.errors import ConfigError, UserError
+from debiasbench.contract.method import Method
+from debiasbench.core.registry import METHODS
 
 
 def test_defaults_layer_dataset_then_method_then_user():

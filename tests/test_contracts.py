@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from debiasbench.data import BenchmarkDataset, Split
-from debiasbench.errors import UserError
-from debiasbench.hparams import HParam, Uniform
-from debiasbench.method import Method
-from debiasbench.registry import DATASETS, METHODS
-from debiasbench.contracts import CHECK_EXPERIMENT
+from debiasbench.data.dataset import BenchmarkDataset, Split
+from debiasbench.core.errors import UserError
+from debiasbench.core.hparams import HParam, Uniform
+from debiasbench.contract.method import Method
+from debiasbench.core.registry import DATASETS, METHODS
+from debiasbench.testing.contracts import CHECK_EXPERIMENT
 from debiasbench.testing import TINY_PARAMS, check_dataset, check_method
 
 #: Methods whose check takes more than a few seconds on a 2-core CPU.

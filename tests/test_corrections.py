@@ -6,13 +6,13 @@ import pytest
 import torch
 from mlflow.entities import Run
 
-from debiasbench.base_model import base_config
-from debiasbench.cav import cav_alignment, fit_artifact_cav, latent_activations
-from debiasbench.config import resolve_config
-from debiasbench.errors import RunFailed, UserError
-from debiasbench.runner import build_dataset, run
+from debiasbench.run.base_model import base_config
+from debiasbench.evaluation.cav import cav_alignment, fit_artifact_cav, latent_activations
+from debiasbench.contract.config import resolve_config
+from debiasbench.core.errors import RunFailed, UserError
+from debiasbench.run.runner import build_dataset, run
 from debiasbench.testing import tiny_config
-from debiasbench.tracking import FAILURE_TAG, Tracker
+from debiasbench.track.store import FAILURE_TAG, Tracker
 
 BASE_TAG = "debiasbench.base_run_id"
 
@@ -52,7 +52,7 @@ def test_explicit_base_run_of_another_seed_is_refused(tracker):
 
 
 def test_head_only_correction_keeps_frozen_batchnorm_statistics(tracker):
-    from debiasbench import checkpoints
+    from debiasbench.run import checkpoints
 
     config = tiny_config(method="rrclarc", epochs=2)
     corrected = run(config, tracker, progress=False)
@@ -106,8 +106,8 @@ def test_rrclarc_moves_relevance_off_the_artifact_and_keeps_clean_accuracy(paper
 def test_pattern_cav_is_closer_to_the_true_artifact_direction_than_every_solver(paper_runs):
     """The paper's point: regression / SVM directions diverge from the artifact's. The CAVs
     are fitted as the authors fit them (their samples, their svm / ridge / lasso / logistic)."""
-    from debiasbench import checkpoints
-    from debiasbench.models import build_model
+    from debiasbench.run import checkpoints
+    from debiasbench.models.networks import build_model
 
     _, _, tracker = paper_runs
     (vanilla,) = runs_by_method(tracker)["vanilla"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from debiasbench.runner import run
+from debiasbench.run.runner import run
 from debiasbench.testing import SMALL_IMAGES, tiny_config
 
 CORRECTIONS = ("rrclarc", "aclarc", "pclarc", "rrr")

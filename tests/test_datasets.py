@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from debiasbench.hparams import resolve
-from debiasbench.registry import DATASETS
+from debiasbench.core.hparams import resolve
+from debiasbench.core.registry import DATASETS
 
 from debiasbench.testing import TINY_SYNTHETIC
 

@@ -10,10 +10,10 @@ import dataclasses
 
 import pytest
 
-from debiasbench.config import resolve_config
-from debiasbench.errors import Unsuited
-from debiasbench.runner import run
-from debiasbench.sweep import load_sweep
+from debiasbench.contract.config import resolve_config
+from debiasbench.core.errors import Unsuited
+from debiasbench.run.runner import run
+from debiasbench.sweep.driver import load_sweep
 from debiasbench.testing import one_thread
 
 
@@ -48,7 +48,7 @@ def test_gradient_alignment_is_refused_where_one_class_holds_every_conflicting_s
 
 
 def test_a_real_dataset_with_an_injected_artifact_is_unsuited_to_gradient_alignment_and_natural_bias_is_not():
-    from debiasbench.registry import DATASETS, METHODS
+    from debiasbench.core.registry import DATASETS, METHODS
 
     ga, isic, celeba = METHODS.get("gradient_alignment"), DATASETS.get("isic"), DATASETS.get("celeba")
     assert ga.unsuited({}, isic, {"artifact": "patch"})

@@ -11,11 +11,11 @@ import torch
 from typer.testing import CliRunner
 
 from debiasbench.cli import app
-from debiasbench.method import RunContext
+from debiasbench.contract.method import RunContext
 from debiasbench.methods import dfr as dfr_module
 from debiasbench.methods.dfr import (C_GRID, DFR, balanced_subset, fit_l1_logistic, group_weights,
                                      last_layer_inputs)
-from debiasbench.runner import build_dataset, build_run_model, run
+from debiasbench.run.runner import build_dataset, build_run_model, run
 from debiasbench.testing import SMALL_IMAGES, tiny_config
 
 

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 import real_layouts
 from debiasbench.cli import app
-from debiasbench.errors import UserError
-from debiasbench.hparams import resolve
-from debiasbench.registry import DATASETS
+from debiasbench.core.errors import UserError
+from debiasbench.core.hparams import resolve
+from debiasbench.core.registry import DATASETS
 from debiasbench.testing import check_dataset
 
 #: Conflicting training images (label, bias) per ratio folder of the fixture.
@@ -182,7 +182,7 @@ def test_the_datasets_are_listed_with_their_params():
 
 @pytest.mark.parametrize("name", ["cmnist", "cifar10c"])
 def test_a_run_through_the_cli_logs_conflicting_accuracy(name, tmp_path, tracking_uri):
-    from debiasbench.tracking import Tracker
+    from debiasbench.track.store import Tracker
 
     root = disent_tree(tmp_path / "data", name)
     result = CliRunner().invoke(app, ["run", "--method", "vanilla", "--dataset", name, "--tracking-uri", tracking_uri,

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from debiasbench.errors import UserError
-from debiasbench.explain import (
+from debiasbench.core.errors import UserError
+from debiasbench.evaluation.relevance import (
     EXPLANATION_METHODS,
     LRP_CANONIZERS,
     artifact_relevance,
@@ -20,7 +20,7 @@ from debiasbench.explain import (
     heatmap_grid,
     input_relevance,
 )
-from debiasbench.models import LatentModel, Normalization, build_model
+from debiasbench.models.networks import LatentModel, Normalization, build_model
 
 LRP_ARCHS = ["small_cnn", "resnet18", pytest.param("vgg16", marks=pytest.mark.slow)]
 HEAD = {"small_cnn": "fc", "resnet18": "fc", "vgg16": "classifier.6"}
@@ -363,7 +363,7 @@ def test_heatmap_grid_writes_a_readable_png_with_one_row_per_sample(tmp_path: Pa
 
 
 def test_heatmap_relevance_is_red_for_the_class_blue_against_it_and_white_at_zero() -> None:
-    from debiasbench.heatmaps import relevance_colors
+    from debiasbench.evaluation.heatmaps import relevance_colors
 
     colors = relevance_colors(torch.tensor([[2.0, -2.0, 0.0, 1.0]]))
     torch.testing.assert_close(colors[0, :3], torch.tensor([[1.0, 0, 0], [0, 0, 1.0], [1.0, 1.0, 1.0]]))
@@ -388,7 +388,7 @@ def test_heatmap_grid_draws_every_mask_pixel_as_a_sharp_block(tmp_path: Path) ->
 
 def test_lrp_explains_the_latent_edit_of_a_wrapped_model():
     """A method's eval_model (P-ClArC) edits the latent in forward: LRP must see that edit."""
-    from debiasbench.models import LatentModel, build_model
+    from debiasbench.models.networks import LatentModel, build_model
 
     class Silenced(LatentModel):
         def forward(self, x):

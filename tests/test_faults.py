@@ -17,11 +17,11 @@ import torch
 from PIL import Image
 
 from debiasbench.cli import main
-from debiasbench.errors import UserError
-from debiasbench.image_cache import checksum_path, load_images
-from debiasbench.runner import UNUSABLE_FOLDER, run
+from debiasbench.core.errors import UserError
+from debiasbench.data.image_cache import checksum_path, load_images
+from debiasbench.run.runner import UNUSABLE_FOLDER, run
 from debiasbench.testing import one_thread, tiny_config, without_timing
-from debiasbench.tracking import FAILURE_TAG, RUN_KEY_TAG, Tracker
+from debiasbench.track.store import FAILURE_TAG, RUN_KEY_TAG, Tracker
 
 
 def images(folder: Path, n: int = 12) -> list[Path]:
@@ -169,7 +169,7 @@ def test_an_existing_store_that_became_read_only_is_one_line(tmpfs, capsys, monk
     monkeypatch.chdir(tmp_path)
     disk = tmpfs("4m")
     uri = f"sqlite:///{disk.path}/mlflow.db"
-    subprocess.run([sys.executable, "-c", "import sys; from debiasbench.tracking import Tracker; "
+    subprocess.run([sys.executable, "-c", "import sys; from debiasbench.track.store import Tracker; "
                     "Tracker(sys.argv[1], 'tests').experiment_id", uri], check=True)  # no file left open here
     disk.remount("ro")
     line, _ = refused(capsys, *TINY_RUN, "--tracking-uri", uri)

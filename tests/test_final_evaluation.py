@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from debiasbench.evaluate import VALIDATION_PREFIX, evaluate
-from debiasbench.runner import build_dataset, build_run_model
+from debiasbench.evaluation.metrics import VALIDATION_PREFIX, evaluate
+from debiasbench.run.runner import build_dataset, build_run_model
 from debiasbench.testing import tiny_config
 
 
@@ -55,9 +55,9 @@ def test_reusing_the_validation_predicts_only_the_other_views(dataset_and_model)
 
 @pytest.mark.parametrize("selection", ["last", "best"])
 def test_a_runs_final_validation_metrics_are_those_of_its_final_weights(tracker, tmp_path, selection):
-    from debiasbench import checkpoints
-    from debiasbench.base_model import MODEL_ARTIFACT
-    from debiasbench.runner import run
+    from debiasbench.run import checkpoints
+    from debiasbench.run.base_model import MODEL_ARTIFACT
+    from debiasbench.run.runner import run
 
     config = tiny_config(selection=selection, epochs=3, lr=0.003)
     result = run(config, tracker, progress=False)
@@ -71,6 +71,6 @@ def test_a_runs_final_validation_metrics_are_those_of_its_final_weights(tracker,
 
 
 def eval_batch_for_tiny(dataset) -> int:
-    from debiasbench.data import eval_batch_for
+    from debiasbench.data.dataset import eval_batch_for
 
     return eval_batch_for(None, dataset.sample_shape)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import real_layouts
-from debiasbench.config import resolve_config
-from debiasbench.registry import METHODS
-from debiasbench.runner import run
+from debiasbench.contract.config import resolve_config
+from debiasbench.core.registry import METHODS
+from debiasbench.run.runner import run
 from debiasbench.testing import crash_resume_and_rerun, crashing_once, without_timing
 
 pytestmark = [pytest.mark.gpu,

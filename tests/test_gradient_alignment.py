@@ -11,15 +11,15 @@ import torch
 from typer.testing import CliRunner
 
 from debiasbench.cli import app
-from debiasbench.config import resolve_config
+from debiasbench.contract.config import resolve_config
 from debiasbench.datasets.colored_digits import ColoredDigits
-from debiasbench.errors import ConfigError
-from debiasbench.method import RunContext
+from debiasbench.core.errors import ConfigError
+from debiasbench.contract.method import RunContext
 from debiasbench.methods.gradient_alignment import GradientAlignment, StratifiedSampler, alignment_weights
-from debiasbench.mining import class_normalised, mine_conflicting, peer_weights, precision_recall
-from debiasbench.models import LatentModel
-from debiasbench.registry import DATASETS
-from debiasbench.runner import run
+from debiasbench.train.mining import class_normalised, mine_conflicting, peer_weights, precision_recall
+from debiasbench.models.networks import LatentModel
+from debiasbench.core.registry import DATASETS
+from debiasbench.run.runner import run
 from debiasbench.testing import crash_resume_and_rerun, crashing_once, one_thread, tiny_config, without_timing
 
 
@@ -229,7 +229,7 @@ CrashingGA = crashing_once(GradientAlignment, "test_crashing_ga", at_step=25)
 
 
 def test_a_resumed_run_keeps_the_smoothed_sums_and_ends_as_if_never_stopped(tracker, register):
-    from debiasbench.registry import METHODS
+    from debiasbench.core.registry import METHODS
 
     register(METHODS, CrashingGA)
     config = resolve_config({"method": CrashingGA.name, "dataset": "colored_digits", "device": "cpu",

@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from debiasbench.cli import app
-from debiasbench.config import resolve_config
+from debiasbench.contract.config import resolve_config
 from debiasbench.datasets.colored_digits import ColoredDigits
-from debiasbench.method import Batch, RunContext
+from debiasbench.contract.method import Batch, RunContext
 from debiasbench.methods.groupdro import GroupDRO, group_losses, update_group_weights
-from debiasbench.registry import DATASETS, METHODS
-from debiasbench.runner import build_dataset, build_run_model
+from debiasbench.core.registry import DATASETS, METHODS
+from debiasbench.run.runner import build_dataset, build_run_model
 from debiasbench.testing import crash_resume_and_rerun, crashing_once, one_thread, tiny_config, without_timing
 
 

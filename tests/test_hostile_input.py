@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from debiasbench import resources
+from debiasbench.core import resources
 from debiasbench.cli import main
-from debiasbench.errors import MESSAGE_LIMIT
+from debiasbench.core.errors import MESSAGE_LIMIT
 
 SWEEP_OK = "methods: [vanilla]\ndatasets: [colored_digits]\n"
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from debiasbench import image_cache
-from debiasbench.image_cache import ImageReadError, cache_key, load_images
+from debiasbench.data import image_cache
+from debiasbench.data.image_cache import ImageReadError, cache_key, load_images
 
 
 def write(folder, n=6, size=(30, 20)):

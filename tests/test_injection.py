@@ -6,11 +6,11 @@ import pytest
 import torch
 
 import real_layouts
-from debiasbench.artifacts import make_injector
-from debiasbench.errors import ConfigError
-from debiasbench.hparams import resolve
-from debiasbench.injection import injected_splits
-from debiasbench.registry import DATASETS
+from debiasbench.data.artifacts import make_injector
+from debiasbench.core.errors import ConfigError
+from debiasbench.core.hparams import resolve
+from debiasbench.data.injection import injected_splits
+from debiasbench.core.registry import DATASETS
 
 
 def make(**params):

@@ -11,13 +11,13 @@ from torch import nn
 from typer.testing import CliRunner
 
 from debiasbench.cli import app
-from debiasbench.config import resolve_config
-from debiasbench.data import DeviceLoader
-from debiasbench.errors import ConfigError
-from debiasbench.method import Batch, RunContext
+from debiasbench.contract.config import resolve_config
+from debiasbench.data.dataset import DeviceLoader
+from debiasbench.core.errors import ConfigError
+from debiasbench.contract.method import Batch, RunContext
 from debiasbench.methods.jtt import JTT, UpsampleSampler, error_set_weights, misclassified
-from debiasbench.mining import precision_recall
-from debiasbench.runner import build_dataset, build_run_model, run
+from debiasbench.train.mining import precision_recall
+from debiasbench.run.runner import build_dataset, build_run_model, run
 from debiasbench.testing import SMALL_IMAGES, tiny_config
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -113,7 +113,7 @@ def test_jtt_runs_from_the_command_line_and_logs_the_error_set(tracking_uri, mod
         "--set", "device=cpu", "--set", "epochs=1", "--set", "log_model=false",
         "--set", "dataset_params.image_size=8", "--set", "hparams.id_epochs=1", "--set", f"hparams.mode={mode}"])
     assert result.exit_code == 0, result.output
-    from debiasbench.tracking import Tracker
+    from debiasbench.track.store import Tracker
 
     tracker = Tracker(tracking_uri, "debiasbench")
     (stored,) = tracker.client.search_runs([tracker.experiment_id])

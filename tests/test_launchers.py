@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from debiasbench.launchers import make_launcher
-from debiasbench.errors import ConfigError
-from debiasbench.sweep import load_sweep, run_sweep
-from debiasbench.tracking import RUN_KEY_TAG
+from debiasbench.sweep.launchers import make_launcher
+from debiasbench.core.errors import ConfigError
+from debiasbench.sweep.driver import load_sweep, run_sweep
+from debiasbench.track.store import RUN_KEY_TAG
 
 TINY = "{n_train: 100, n_val: 40, n_test: 40, image_size: 16, patch_size: 3}"
 
@@ -149,7 +149,7 @@ def test_ray_launcher_runs_a_small_sweep_on_this_machine_into_the_store(tmp_path
 
 def die_on_seed_1(config, context):
     """A job runner whose worker process dies (like a kill or the OOM killer) on seed 1."""
-    from debiasbench.launchers import JobResult
+    from debiasbench.sweep.launchers import JobResult
 
     if config.seed == 1:
         os._exit(137)
@@ -158,7 +158,7 @@ def die_on_seed_1(config, context):
 
 
 def test_a_worker_that_dies_fails_only_its_own_job(tmp_path, tracking_uri):
-    from debiasbench.launchers import JobContext, ProcessPool
+    from debiasbench.sweep.launchers import JobContext, ProcessPool
 
     jobs = load_sweep(sweep_file(tmp_path, "methods: [vanilla]\nseeds: [0, 1, 2, 3]\n"))
     results = list(ProcessPool(2, execute=die_on_seed_1)(jobs, JobContext(tracking_uri, {})))
@@ -169,7 +169,7 @@ def test_a_worker_that_dies_fails_only_its_own_job(tmp_path, tracking_uri):
 
 
 def test_a_worker_that_cannot_see_the_sqlite_store_fails_instead_of_creating_one(tmp_path):
-    from debiasbench.launchers import JobContext, execute_job
+    from debiasbench.sweep.launchers import JobContext, execute_job
 
     job = load_sweep(sweep_file(tmp_path, "methods: [vanilla]\n"))[0]
     elsewhere = tmp_path / "on-another-node" / "mlflow.db"

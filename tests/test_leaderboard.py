@@ -16,12 +16,12 @@ import pytest
 from typer.testing import CliRunner
 
 from debiasbench.cli import app
-from debiasbench.errors import UserError
-from debiasbench.leaderboard import (add_verdict, finished_once, pareto_front, public_text, runs_frame,
+from debiasbench.core.errors import UserError
+from debiasbench.report.leaderboard import (add_verdict, finished_once, pareto_front, public_text, runs_frame,
                                      store_label, tie_ranks)
-from debiasbench.report import leaderboard_table
-from debiasbench.selection import RULES, metric_rule, select, select_by_rule, select_rules
-from debiasbench.tracking import FAILURE_TAG, RUN_KEY_TAG
+from debiasbench.report.tables import leaderboard_table
+from debiasbench.report.selection import RULES, metric_rule, select, select_by_rule, select_rules
+from debiasbench.track.store import FAILURE_TAG, RUN_KEY_TAG
 
 SCRIPT = "<script>alert(1)</script>"
 MACHINE_DIRS = ("/tmp", "/home", "/root", "/work")

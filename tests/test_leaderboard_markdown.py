@@ -9,7 +9,7 @@ import re
 import pandas as pd
 from markdown_it import MarkdownIt
 
-from debiasbench.leaderboard import add_verdict, markdown
+from debiasbench.report.leaderboard import add_verdict, markdown
 
 METRICS = ("test_acc", "test_clean_acc", "test_biased_acc", "val_acc")
 

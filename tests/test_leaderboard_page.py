@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from debiasbench.leaderboard import add_verdict
-from debiasbench.leaderboard_page import render_page
+from debiasbench.report.leaderboard import add_verdict
+from debiasbench.report.page import render_page
 
 try:
     from playwright.sync_api import sync_playwright
@@ -291,7 +291,7 @@ def test_the_published_page_rows_match_summary_csv_end_to_end(browser, tmp_path:
     from typer.testing import CliRunner
 
     from debiasbench.cli import app
-    from debiasbench.tracking import RUN_KEY_TAG
+    from debiasbench.track.store import RUN_KEY_TAG
 
     client = MlflowClient(tracking_uri)
     experiment = client.create_experiment("debiasbench")

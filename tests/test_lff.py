@@ -10,13 +10,13 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from debiasbench.cli import app
-from debiasbench.config import resolve_config
-from debiasbench.data import BenchmarkDataset, Split
-from debiasbench.errors import ConfigError
-from debiasbench.losses import generalized_cross_entropy
-from debiasbench.method import RunContext
+from debiasbench.contract.config import resolve_config
+from debiasbench.data.dataset import BenchmarkDataset, Split
+from debiasbench.core.errors import ConfigError
+from debiasbench.train.losses import generalized_cross_entropy
+from debiasbench.contract.method import RunContext
 from debiasbench.methods.lff import LfF, LossEMA, relative_difficulty
-from debiasbench.runner import build_run_model, run
+from debiasbench.run.runner import build_run_model, run
 from debiasbench.testing import SMALL_IMAGES, crash_resume_and_rerun, crashing_once, tiny_config, without_timing
 
 
@@ -136,7 +136,7 @@ CrashingLfF = crashing_once(LfF, "test_crashing_lff", at_step=25)
 
 
 def test_a_resumed_run_keeps_the_biased_model_and_averages_and_ends_as_if_never_stopped(tracker, register):
-    from debiasbench.registry import METHODS
+    from debiasbench.core.registry import METHODS
 
     register(METHODS, CrashingLfF)
     config = resolve_config({"method": CrashingLfF.name, "dataset": "colored_digits", "device": "cpu",
@@ -153,7 +153,7 @@ def test_lff_runs_from_the_command_line(tracking_uri):
         "--set", "device=cpu", "--set", "epochs=1", "--set", "log_model=false",
         "--set", "dataset_params.image_size=8", "--set", "hparams.normalise=none"])
     assert result.exit_code == 0, result.output
-    from debiasbench.tracking import Tracker
+    from debiasbench.track.store import Tracker
 
     tracker = Tracker(tracking_uri, "debiasbench")
     (stored,) = tracker.client.search_runs([tracker.experiment_id])

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from debiasbench.losses import generalized_cross_entropy
+from debiasbench.train.losses import generalized_cross_entropy
 
 
 def test_gce_equals_the_formula():

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from debiasbench.errors import UserError
-from debiasbench.models import LatentModel, build_model
-from debiasbench.registry import MODELS
+from debiasbench.core.errors import UserError
+from debiasbench.models.networks import LatentModel, build_model
+from debiasbench.core.registry import MODELS
 
 ARCHS = [
     "small_cnn",

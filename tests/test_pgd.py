@@ -11,15 +11,15 @@ import torch
 from typer.testing import CliRunner
 
 from debiasbench.cli import app
-from debiasbench.config import resolve_config
-from debiasbench.data import DeviceLoader
-from debiasbench.errors import ConfigError
-from debiasbench.method import RunContext
+from debiasbench.contract.config import resolve_config
+from debiasbench.data.dataset import DeviceLoader
+from debiasbench.core.errors import ConfigError
+from debiasbench.contract.method import RunContext
 from debiasbench.methods.pgd import PGD
-from debiasbench.samplers import ImportanceSampler
-from debiasbench.models import build_model
-from debiasbench.per_sample_grad import loop_grad_norms, per_sample_grad_norms
-from debiasbench.runner import build_dataset, build_run_model, run
+from debiasbench.train.samplers import ImportanceSampler
+from debiasbench.models.networks import build_model
+from debiasbench.train.per_sample_grad import loop_grad_norms, per_sample_grad_norms
+from debiasbench.run.runner import build_dataset, build_run_model, run
 from debiasbench.testing import tiny_config
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -19,9 +19,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from debiasbench import models
-from debiasbench.errors import UserError
-from debiasbench.models import (
+from debiasbench.models import networks as models
+from debiasbench.core.errors import UserError
+from debiasbench.models.networks import (
     NORMALIZATION_ATTRIBUTE,
     LatentModel,
     build_model,
@@ -507,7 +507,7 @@ def test_cli_run_with_imagenet_weights_trains_and_evaluates(
 
 
 def test_lrp_of_an_imagenet_resnet18_is_conservative_on_images_in_0_1(imagenet_resnet18: LatentModel) -> None:
-    from debiasbench.explain import input_relevance
+    from debiasbench.evaluation.relevance import input_relevance
 
     model = imagenet_resnet18
     with torch.no_grad():  # bias-free, so relevance must sum to the logit (explain tests say why)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from debiasbench.randomness import RandomStreams, derive_seed
+from debiasbench.core.randomness import RandomStreams, derive_seed
 
 
 def test_a_stream_seed_depends_on_the_run_seed_and_the_name_only():

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 import real_layouts
 from debiasbench.cli import app
-from debiasbench.hparams import resolve
-from debiasbench.registry import DATASETS
+from debiasbench.core.hparams import resolve
+from debiasbench.core.registry import DATASETS
 
 TINY = ["--set", "dataset_params.image_size=16", "--set", "epochs=1", "--set", "device=cpu",
         "--set", "batch_size=8"]
@@ -30,7 +30,7 @@ def invoke(args):
 
 
 def runs_in(tracking_uri: str):
-    from debiasbench.tracking import Tracker
+    from debiasbench.track.store import Tracker
 
     tracker = Tracker(tracking_uri, "debiasbench")
     return tracker.client.search_runs([tracker.experiment_id])
@@ -69,8 +69,8 @@ def test_a_method_needing_artifacts_is_refused_without_an_injected_artifact(tmp_
 
 
 def test_method_hparam_checks_see_what_an_injected_artifact_provides(tmp_path):
-    from debiasbench.config import resolve_config
-    from debiasbench.errors import ConfigError
+    from debiasbench.contract.config import resolve_config
+    from debiasbench.core.errors import ConfigError
 
     root = real_layouts.isic(tmp_path / "data")
     base = {"method": "gradient_alignment", "dataset": "isic",

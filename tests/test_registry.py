@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from debiasbench.errors import UserError
-from debiasbench.registry import DATASETS, LAUNCHERS, METHODS, MODELS, DuplicateRegistrationWarning, Registry
+from debiasbench.core.errors import UserError
+from debiasbench.core.registry import DATASETS, LAUNCHERS, METHODS, MODELS, DuplicateRegistrationWarning, Registry
 
 
 def test_builtins_are_registered_through_entry_points():
@@ -30,7 +30,7 @@ def test_unknown_name_lists_known_names_and_suggests_the_closest():
 def test_third_party_entry_point_is_found(monkeypatch):
     fake = EntryPoint(name="plugin_method", value="debiasbench.methods.vanilla:Vanilla",
                       group="debiasbench.methods")
-    monkeypatch.setattr("debiasbench.registry.entry_points",
+    monkeypatch.setattr("debiasbench.core.registry.entry_points",
                         lambda group: [fake] if group == "debiasbench.methods" else [])
     registry: Registry[Any] = Registry("method", "debiasbench.methods")
     from debiasbench.methods.vanilla import Vanilla
@@ -41,7 +41,7 @@ def test_third_party_entry_point_is_found(monkeypatch):
 def test_broken_plugin_is_reported_by_name_and_does_not_hide_others(monkeypatch):
     broken = EntryPoint(name="broken", value="no_such_module_xyz:Thing", group="g")
     good = EntryPoint(name="good", value="debiasbench.methods.vanilla:Vanilla", group="g")
-    monkeypatch.setattr("debiasbench.registry.entry_points", lambda group: [broken, good])
+    monkeypatch.setattr("debiasbench.core.registry.entry_points", lambda group: [broken, good])
     registry: Registry[Any] = Registry("method", "g")
     assert registry.names() == ["good"]
     assert "broken" in registry.broken()
@@ -128,7 +128,7 @@ def test_override_uses_the_class_name_attribute_and_loads_entry_points_first(mon
     from debiasbench.methods.vanilla import Vanilla
 
     plugin = EntryPoint(name="vanilla", value="debiasbench.methods.vanilla:Vanilla", group="g")
-    monkeypatch.setattr("debiasbench.registry.entry_points", lambda group: [plugin])
+    monkeypatch.setattr("debiasbench.core.registry.entry_points", lambda group: [plugin])
     registry: Registry[Any] = Registry("method", "g")
 
     class Replacement:
@@ -143,7 +143,7 @@ def test_entry_point_under_a_taken_name_warns_and_keeps_the_registered_object(mo
     from debiasbench.methods.vanilla import Vanilla
 
     clash = EntryPoint(name="net", value="debiasbench.methods.vanilla:Vanilla", group="g")
-    monkeypatch.setattr("debiasbench.registry.entry_points", lambda group: [clash])
+    monkeypatch.setattr("debiasbench.core.registry.entry_points", lambda group: [clash])
     registry: Registry[Any] = Registry("model", "g")
     registry.register(first, name="net")
     with pytest.warns(DuplicateRegistrationWarning) as caught:
@@ -156,7 +156,7 @@ def test_entry_point_under_a_taken_name_warns_and_keeps_the_registered_object(mo
 
 def test_entry_point_naming_the_object_already_registered_is_silent(monkeypatch):
     same = EntryPoint(name="vanilla", value="debiasbench.methods.vanilla:Vanilla", group="g")
-    monkeypatch.setattr("debiasbench.registry.entry_points", lambda group: [same])
+    monkeypatch.setattr("debiasbench.core.registry.entry_points", lambda group: [same])
     from debiasbench.methods.vanilla import Vanilla
 
     registry: Registry[Any] = Registry("method", "g")
@@ -187,7 +187,7 @@ def test_a_plugin_entry_point_never_displaces_a_builtin_whatever_the_discovery_o
 
     plugin = point("vanilla", "debiasbench.methods.jtt:JTT", "someones-plugin")
     builtin = point("vanilla", "debiasbench.methods.vanilla:Vanilla", "debiasbench")
-    monkeypatch.setattr("debiasbench.registry.entry_points", lambda group: [plugin, builtin])
+    monkeypatch.setattr("debiasbench.core.registry.entry_points", lambda group: [plugin, builtin])
     from debiasbench.methods.vanilla import Vanilla
 
     registry: Registry[Any] = Registry("method", "g")
@@ -206,7 +206,7 @@ def test_builtin_models_and_launchers_are_declared_as_entry_points():
 
 
 def test_launchers_are_looked_up_in_their_registry():
-    from debiasbench.launchers import ProcessPool, RayTasks, make_launcher, sequential
+    from debiasbench.sweep.launchers import ProcessPool, RayTasks, make_launcher, sequential
 
     assert make_launcher("local") is sequential
     pool = make_launcher("local", workers=3)
@@ -216,7 +216,7 @@ def test_launchers_are_looked_up_in_their_registry():
 
 
 def test_a_launcher_registered_by_a_plugin_gets_the_checked_options():
-    from debiasbench.launchers import LauncherOptions, make_launcher
+    from debiasbench.sweep.launchers import LauncherOptions, make_launcher
 
     seen: list[LauncherOptions] = []
 
@@ -230,8 +230,8 @@ def test_a_launcher_registered_by_a_plugin_gets_the_checked_options():
 
 
 def test_unknown_launcher_is_one_line_with_a_suggestion_and_the_known_names():
-    from debiasbench.errors import ConfigError
-    from debiasbench.launchers import make_launcher
+    from debiasbench.core.errors import ConfigError
+    from debiasbench.sweep.launchers import make_launcher
 
     with pytest.raises(ConfigError) as info:
         make_launcher("locl")

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from debiasbench.registry import METHODS
-from debiasbench.runner import run
+from debiasbench.core.registry import METHODS
+from debiasbench.run.runner import run
 from debiasbench.testing import crashing_once, one_thread, tiny_config, without_timing
-from debiasbench.tracking import Tracker
+from debiasbench.track.store import Tracker
 
 
 @pytest.mark.slow

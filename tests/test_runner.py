@@ -9,13 +9,13 @@ import mlflow
 import pytest
 import torch
 
-from debiasbench import checkpoints
-from debiasbench.config import resolve_config
-from debiasbench.errors import RunFailed
-from debiasbench.method import Method
-from debiasbench.registry import METHODS
-from debiasbench.runner import run
-from debiasbench.tracking import FAILURE_TAG, RUN_KEY_TAG, Tracker
+from debiasbench.run import checkpoints
+from debiasbench.contract.config import resolve_config
+from debiasbench.core.errors import RunFailed
+from debiasbench.contract.method import Method
+from debiasbench.core.registry import METHODS
+from debiasbench.run.runner import run
+from debiasbench.track.store import FAILURE_TAG, RUN_KEY_TAG, Tracker
 
 from debiasbench.methods.vanilla import Vanilla
 from debiasbench.testing import crashing_once, tiny_config, without_timing

@@ -1,4 +1,4 @@
-"""Mean ± standard error over seeds (``debiasbench.stats``): the numbers and how they read."""
+"""Mean ± standard error over seeds (``debiasbench.core.stats``): the numbers and how they read."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from debiasbench.stats import MISSING, format_mean_se, mean_se, mean_se_parts
+from debiasbench.core.stats import MISSING, format_mean_se, mean_se, mean_se_parts
 
 BOARD = Path(__file__).resolve().parent.parent / "leaderboard"
 

@@ -14,14 +14,14 @@ import pytest
 import torch
 
 import real_layouts
-from debiasbench.data import Loader, Split
-from debiasbench.evaluate import eval_batch_for, explain_batch_for, relevance_sample
-from debiasbench.hparams import resolve
-from debiasbench.image_cache import load_images, open_images
-from debiasbench.injection import make_artifact
-from debiasbench.pixels import CachedPixels, ImageStore, choose_placement
-from debiasbench.registry import DATASETS, METHODS
-from debiasbench.samplers import ImportanceSampler
+from debiasbench.data.dataset import Loader, Split
+from debiasbench.evaluation.metrics import eval_batch_for, explain_batch_for, relevance_sample
+from debiasbench.core.hparams import resolve
+from debiasbench.data.image_cache import load_images, open_images
+from debiasbench.data.injection import make_artifact
+from debiasbench.data.pixels import CachedPixels, ImageStore, choose_placement
+from debiasbench.core.registry import DATASETS, METHODS
+from debiasbench.train.samplers import ImportanceSampler
 
 KINDS: dict[str, dict[str, object]] = {"patch": {}, "lsb": {}, "brightness": {}, "tint": {}, "timestamp": {}}
 
@@ -38,7 +38,7 @@ def folder(tmp_path_factory) -> Path:
 
 def reference_splits(data, root: Path, params: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """(x, mask) of every split and view as earlier versions built them: float copies."""
-    from debiasbench.image_dataset import SPLITS
+    from debiasbench.data.image_files import SPLITS
 
     table = data.read_table(root)
     rows = data.assign_splits(table)
@@ -187,8 +187,8 @@ def test_a_split_refuses_pixels_and_tensors_at_once():
 
 @pytest.mark.parametrize("method", sorted(METHODS.names()))
 def test_every_method_runs_end_to_end_on_streamed_images(folder, tracker, tmp_path, method):
-    from debiasbench.config import resolve_config
-    from debiasbench.runner import run
+    from debiasbench.contract.config import resolve_config
+    from debiasbench.run.runner import run
     from debiasbench.testing import one_thread
 
     config = resolve_config({
@@ -210,7 +210,7 @@ def test_the_cli_streams_when_asked_and_records_the_placement(folder, tracking_u
     from typer.testing import CliRunner
 
     from debiasbench.cli import app
-    from debiasbench.tracking import Tracker
+    from debiasbench.track.store import Tracker
 
     result = CliRunner().invoke(app, [
         "run", "--method", "rrr", "--dataset", "image_folder", "--tracking-uri", tracking_uri,

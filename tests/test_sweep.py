@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from debiasbench.cli import app
-from debiasbench.errors import ConfigError
-from debiasbench.report import variant_labels
-from debiasbench.sweep import load_sweep
+from debiasbench.core.errors import ConfigError
+from debiasbench.report.tables import variant_labels
+from debiasbench.sweep.driver import load_sweep
 
 TINY_DATA = "{n_train: 100, n_val: 40, n_test: 40, image_size: 16, patch_size: 3}"
 
@@ -126,7 +126,7 @@ def test_random_search_gives_the_same_jobs_from_the_same_file_twice(tmp_path):
 
 
 def test_random_search_trial_zero_is_the_defaults_and_draws_stay_in_the_declared_spaces(tmp_path):
-    from debiasbench.registry import METHODS
+    from debiasbench.core.registry import METHODS
 
     jobs = load_sweep(write(tmp_path, RANDOM_SEARCH))
     rrclarc = [j for j in jobs if j.method == "rrclarc" and j.seed == 0]

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from debiasbench.runner import run
+from debiasbench.run.runner import run
 from debiasbench.testing import tiny_config
-from debiasbench.log_buffer import (MAX_ENTITIES_PER_BATCH, MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH,
+from debiasbench.track.log_buffer import (MAX_ENTITIES_PER_BATCH, MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH,
                                     LogBuffer, ParamChanged)
-from debiasbench.tracking import FAILURE_TAG, Tracker, artifact_location
+from debiasbench.track.store import FAILURE_TAG, Tracker, artifact_location
 
 
 def test_an_sqlite_stores_artifacts_lie_beside_the_database_whatever_the_working_directory(

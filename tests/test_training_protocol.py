@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-from debiasbench.base_model import base_config
-from debiasbench.class_weights import inverse_frequency
-from debiasbench.config import resolve_config
-from debiasbench.registry import DATASETS, METHODS
-from debiasbench.runner import run
+from debiasbench.run.base_model import base_config
+from debiasbench.train.class_weights import inverse_frequency
+from debiasbench.contract.config import resolve_config
+from debiasbench.core.registry import DATASETS, METHODS
+from debiasbench.run.runner import run
 from debiasbench.testing import tiny_config
 
 from debiasbench.datasets.synthetic_artifacts import SyntheticArtifacts
@@ -113,16 +113,16 @@ def test_the_runner_applies_the_datasets_augmentation_only_when_augment_is_on(tr
 
 
 def test_the_evaluation_run_keys_offer_exactly_the_rules_the_evaluation_implements():
-    from debiasbench.config import RUN_KEYS
-    from debiasbench.evaluate import TCAV_POPULATIONS
-    from debiasbench.explain import ARTIFACT_REGIONS
+    from debiasbench.contract.config import RUN_KEYS
+    from debiasbench.evaluation.metrics import TCAV_POPULATIONS
+    from debiasbench.evaluation.relevance import ARTIFACT_REGIONS
 
     assert RUN_KEYS["relevance_mask"].choices == ARTIFACT_REGIONS
     assert RUN_KEYS["tcav_population"].choices == TCAV_POPULATIONS
 
 
 def test_a_run_scores_relevance_and_tcav_by_its_run_keys_and_its_cav_samples_rule(tracker):
-    from debiasbench.runner import run as run_once
+    from debiasbench.run.runner import run as run_once
 
     default = run_once(tiny_config(method="rrclarc", epochs=1), tracker, progress=False)
     literal = run_once(tiny_config(method="rrclarc", epochs=1, relevance_mask="dilate",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from debiasbench.errors import RunFailed
+from debiasbench.core.errors import RunFailed
 from debiasbench.testing import tiny_config
-from debiasbench.training_step import NONFINITE_CHECK_EVERY, TrainingStep
+from debiasbench.train.step import NONFINITE_CHECK_EVERY, TrainingStep
 
 
 def _model_and_step(**config_overrides):

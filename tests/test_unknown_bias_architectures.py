@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from debiasbench.runner import run
+from debiasbench.run.runner import run
 from debiasbench.testing import SMALL_IMAGES, tiny_config
 
 METHODS = {

@@ -43,8 +43,8 @@ def random_jpegs():
 
 @pytest.fixture(scope="session")
 def colored_digits():
-    from debiasbench.hparams import resolve
-    from debiasbench.registry import DATASETS
+    from debiasbench.core.hparams import resolve
+    from debiasbench.core.registry import DATASETS
 
     cls = DATASETS.get("colored_digits")
     return cls(**resolve(cls.params, {}, ""))
@@ -59,10 +59,10 @@ def method_on_digits(colored_digits):
     small_cnn seeded 0, not yet prepared."""
     import torch
 
-    from debiasbench.config import resolve_config
-    from debiasbench.method import RunContext
-    from debiasbench.models import build_model
-    from debiasbench.registry import METHODS
+    from debiasbench.contract.config import resolve_config
+    from debiasbench.contract.method import RunContext
+    from debiasbench.models.networks import build_model
+    from debiasbench.core.registry import METHODS
 
     def make(method_name: str, hparams: dict | None = None):
         torch.manual_seed(0)
@@ -81,7 +81,7 @@ def method_step(colored_digits, method_on_digits):
     prepared method on the same first batch of 64 coloured digits, for step-time ratios."""
     import torch
 
-    from debiasbench.data import DeviceLoader
+    from debiasbench.data.dataset import DeviceLoader
 
     def make(method_name: str, hparams: dict | None = None):
         method, ctx = method_on_digits(method_name, hparams)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from debiasbench.data import DeviceLoader
+from debiasbench.data.dataset import DeviceLoader
 
 
 @pytest.mark.benchmark(group="groupdro-step")

@@ -18,12 +18,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from debiasbench.cav import CAV_KINDS, fit_cav
-from debiasbench.config import resolve_config
-from debiasbench.data import DeviceLoader
-from debiasbench.method import RunContext
-from debiasbench.models import build_model
-from debiasbench.registry import METHODS
+from debiasbench.evaluation.cav import CAV_KINDS, fit_cav
+from debiasbench.contract.config import resolve_config
+from debiasbench.data.dataset import DeviceLoader
+from debiasbench.contract.method import RunContext
+from debiasbench.models.networks import build_model
+from debiasbench.core.registry import METHODS
 
 BATCH = 64
 
@@ -33,8 +33,8 @@ BATCH = 64
 
 @pytest.fixture(scope="module")
 def synthetic_artifacts():
-    from debiasbench.hparams import resolve
-    from debiasbench.registry import DATASETS
+    from debiasbench.core.hparams import resolve
+    from debiasbench.core.registry import DATASETS
 
     cls = DATASETS.get("synthetic_artifacts")
     return cls(**resolve(cls.params, {"n_train": 256, "n_val": 20, "n_test": 20}, ""))

@@ -14,10 +14,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from debiasbench.data import Loader, Split
-from debiasbench.image_cache import read_store
-from debiasbench.models import build_model
-from debiasbench.pixels import CachedPixels
+from debiasbench.data.dataset import Loader, Split
+from debiasbench.data.image_cache import read_store
+from debiasbench.models.networks import build_model
+from debiasbench.data.pixels import CachedPixels
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

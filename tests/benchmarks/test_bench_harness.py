@@ -15,9 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from debiasbench.data import DeviceLoader
-from debiasbench.models import build_model
-from debiasbench.runner import build_dataset, run
+from debiasbench.data.dataset import DeviceLoader
+from debiasbench.models.networks import build_model
+from debiasbench.run.runner import build_dataset, run
 from debiasbench.testing import TINY_SYNTHETIC, tiny_config
 
 
@@ -75,7 +75,7 @@ overrides: {epochs: 1, device: cpu, log_model: false, dataset_params: {n_train: 
 
 @pytest.fixture(scope="module")
 def empty_store(tmp_path_factory):
-    from debiasbench.tracking import Tracker
+    from debiasbench.track.store import Tracker
 
     folder = tmp_path_factory.mktemp("store")
     Tracker(f"sqlite:///{folder / 'empty.db'}", "debiasbench").search()  # the store is made on first use
@@ -88,8 +88,8 @@ def _sweep_with(launcher_name: str, empty_store, tmp_path, benchmark, **options)
 
     import shutil
 
-    from debiasbench.launchers import make_launcher
-    from debiasbench.sweep import load_sweep, run_sweep
+    from debiasbench.sweep.launchers import make_launcher
+    from debiasbench.sweep.driver import load_sweep, run_sweep
 
     (tmp_path / "sweep.yaml").write_text(SWEEP)
     jobs = load_sweep(tmp_path / "sweep.yaml")

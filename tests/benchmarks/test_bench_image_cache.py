@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from debiasbench.data import Split
-from debiasbench.image_cache import decode, open_images
-from debiasbench.pixels import CachedPixels
+from debiasbench.data.dataset import Split
+from debiasbench.data.image_cache import decode, open_images
+from debiasbench.data.pixels import CachedPixels
 
 N, SIZE = 200, 64
 

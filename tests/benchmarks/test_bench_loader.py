@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from debiasbench.data import DeviceLoader
-from debiasbench.models import build_model
+from debiasbench.data.dataset import DeviceLoader
+from debiasbench.models.networks import build_model
 
 BATCH = 64
 

@@ -20,12 +20,12 @@ import pytest
 import torch
 from torch import Tensor
 
-from debiasbench.config import resolve_config
-from debiasbench.data import DeviceLoader
-from debiasbench.method import RunContext
-from debiasbench.models import LatentModel, build_model
-from debiasbench.per_sample_grad import loop_grad_norms, per_sample_grad_norms
-from debiasbench.registry import METHODS
+from debiasbench.contract.config import resolve_config
+from debiasbench.data.dataset import DeviceLoader
+from debiasbench.contract.method import RunContext
+from debiasbench.models.networks import LatentModel, build_model
+from debiasbench.train.per_sample_grad import loop_grad_norms, per_sample_grad_norms
+from debiasbench.core.registry import METHODS
 
 N, P = 256, 0.7
 

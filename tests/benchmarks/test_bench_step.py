@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from debiasbench.config import resolve_config
-from debiasbench.data import DeviceLoader
-from debiasbench.method import RunContext
-from debiasbench.models import build_model
-from debiasbench.registry import METHODS
+from debiasbench.contract.config import resolve_config
+from debiasbench.data.dataset import DeviceLoader
+from debiasbench.contract.method import RunContext
+from debiasbench.models.networks import build_model
+from debiasbench.core.registry import METHODS
 
 BATCH = 64
 

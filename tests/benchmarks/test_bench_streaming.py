@@ -4,7 +4,7 @@
 and step in every member (on the GPU when there is one, else the CPU). ``baseline``: a
 ``torch.utils.data.DataLoader`` with 2 worker processes (pinned memory on CUDA) reading
 rows of the same cache file, each batch converted to float on the device. ``streamed``:
-``debiasbench.data.Loader`` reading rows from the file in background threads;
+``debiasbench.data.dataset.Loader`` reading rows from the file in background threads;
 ``resident``: the same loader with the uint8 images on the device. Target: streamed
 at most 1.0x the baseline; the resident / streamed ratio is what keeping the images on
 the device buys. On a CPU the epoch is the model's steps, whose time varies between
@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from debiasbench.data import Loader, Split
-from debiasbench.image_cache import read_store, write_cache
-from debiasbench.models import build_model
-from debiasbench.pixels import CachedPixels
+from debiasbench.data.dataset import Loader, Split
+from debiasbench.data.image_cache import read_store, write_cache
+from debiasbench.models.networks import build_model
+from debiasbench.data.pixels import CachedPixels
 
 N, SIZE, BATCH = 512, 64, 64
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")

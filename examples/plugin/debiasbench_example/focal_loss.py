@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from debiasbench.hparams import Uniform
-from debiasbench.method import Batch, HParam, Method
-from debiasbench.models import LatentModel
+from debiasbench.core.hparams import Uniform
+from debiasbench.contract.method import Batch, HParam, Method
+from debiasbench.models.networks import LatentModel
 
 
 def focal_loss(logits: Tensor, target: Tensor, gamma: float) -> tuple[Tensor, Tensor]:

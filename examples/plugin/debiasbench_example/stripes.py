@@ -17,8 +17,8 @@ import math
 import torch
 from torch import Tensor
 
-from debiasbench.data import BenchmarkDataset, Split
-from debiasbench.hparams import HParam
+from debiasbench.data.dataset import BenchmarkDataset, Split
+from debiasbench.core.hparams import HParam
 
 #: Direction along which the stripes alternate, per class.
 ORIENTATIONS = torch.tensor([[1.0, 0.0], [0.0, 1.0], [math.sqrt(0.5), math.sqrt(0.5)],

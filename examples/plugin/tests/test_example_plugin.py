@@ -27,7 +27,7 @@ def test_method_keeps_the_contract_end_to_end_on_the_dataset():
 
 
 def test_method_trains_the_plugin_architecture_end_to_end():
-    from debiasbench.registry import MODELS
+    from debiasbench.core.registry import MODELS
 
     with MODELS.override(stripe_cnn, name="stripe_cnn"):  # what the entry point does once installed
         metrics = check_method(FocalLoss, dataset=ColoredStripes, dataset_params=TINY, model="stripe_cnn")
@@ -35,7 +35,7 @@ def test_method_trains_the_plugin_architecture_end_to_end():
 
 
 def test_architecture_takes_any_image_size_and_exposes_its_latent_layer():
-    from debiasbench.models import LatentModel
+    from debiasbench.models.networks import LatentModel
 
     net, latent = stripe_cnn(num_classes=3, in_channels=3)
     model = LatentModel(net, latent, num_classes=3)
@@ -80,7 +80,7 @@ def test_installed_entry_points_name_the_classes_and_the_builder():
         distribution("debiasbench-example-plugin")
     except PackageNotFoundError:
         pytest.skip("not installed: pip install -e examples/plugin")
-    from debiasbench.registry import DATASETS, METHODS, MODELS
+    from debiasbench.core.registry import DATASETS, METHODS, MODELS
 
     assert METHODS.get("focal_loss") is FocalLoss
     assert DATASETS.get("colored_stripes") is ColoredStripes

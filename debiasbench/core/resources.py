@@ -1,0 +1,36 @@
+"""What this machine has: memory available now, for checks made before anything is built."""
+
+from __future__ import annotations
+
+import os
+
+from debiasbench.core.errors import ConfigError
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``, else the
+    free physical pages); None where neither can be read."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(needed: int, what: str) -> None:
+    """A ``ConfigError`` when ``what`` would need more than the memory available now:
+    one line with both figures, instead of a process killed by the kernel mid-build."""
+    available = available_memory()
+    if available is not None and needed > available:
+        raise ConfigError(f"{what} needs {_gib(needed)} of memory and this machine has {_gib(available)} "
+                          "available; choose smaller sizes")
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**28 else f"{n / 2**20:.0f} MiB"

@@ -1,0 +1,251 @@
+"""Decode image files once: every image resized, centre-cropped and stored in one uint8 .npy.
+
+Real datasets are tens of thousands of JPEGs or PNGs; decoding them is what makes a run
+slow, not the model. The first run decodes each file once (shorter side resized to
+``image_size``, then a centre crop to ``image_size`` x ``image_size``: the evaluation
+transform) into a single uint8 array [N, 3, S, S] stored as a ``.npy`` file; later runs
+read rows of that file (``debiasbench.data.pixels.ImageStore``) and never open an image again.
+Rows are written and read with positioned file I/O, not a memory map, so neither
+building nor reading the cache makes the process's memory grow with the dataset.
+
+The file name is a hash of the file list, each file's size and modification time and
+``image_size``, so a changed, added or removed image or another size is a new cache and
+never a stale one. It is written to a temporary name and renamed when complete, so a
+killed run never leaves a half-written cache behind (rename is atomic on one filesystem).
+Its space is reserved before the first row is written, so a full disk is one line naming
+the folder and the bytes needed, not a failure halfway through.
+
+Beside it, ``<cache>.crc`` holds the CRC-32 of every row, written before the cache is
+renamed into place. Opening a cache checks its header, its size and the checksums of
+``VERIFIED_ROWS`` rows spread over the file (milliseconds, whatever the size); a cache
+that fails (truncated, zero bytes, garbled, overwritten by other bytes) is removed and
+rebuilt with a one-line note, instead of failing every later run or feeding it other
+pixels.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import sys
+import tempfile
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from debiasbench.core.atomic import atomic_file
+from debiasbench.core.errors import UserError
+from debiasbench.data.pixels import ImageStore
+
+#: Name of the cache folder made inside a dataset's root when no ``cache_dir`` is given.
+CACHE_FOLDER = ".debiasbench_cache"
+#: Bumped when the decoding or the file format changes, so caches written by an older
+#: version are not reused (2: row checksums beside the cache).
+FORMAT_VERSION = 2
+#: Rows whose checksum is verified when a cache is opened (spread evenly, first and last included).
+VERIFIED_ROWS = 64
+
+
+class ImageReadError(UserError):
+    """An image file that is missing or cannot be decoded; ``path`` names it."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"cannot read image '{path}' ({reason})")
+        self.path = path
+
+
+def cache_key(paths: Sequence[Path], image_size: int) -> str:
+    """Hash of the file list, their sizes and modification times, and the output size."""
+    digest = hashlib.sha256(f"v{FORMAT_VERSION} size={image_size}\n".encode())
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError as exc:
+            raise ImageReadError(Path(path), exc.strerror or "not found") from None
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def decode(path: Path, image_size: int) -> np.ndarray:
+    """[3, S, S] uint8: RGB, shorter side resized to ``image_size``, centre crop."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            # JPEG: let the decoder downscale by a power of two first (much faster, and
+            # never below the requested size, so the resize below still sees enough pixels).
+            image.draft("RGB", (image_size, image_size))
+            image = image.convert("RGB")
+            width, height = image.size
+            scale = image_size / min(width, height)
+            size = (max(image_size, round(width * scale)), max(image_size, round(height * scale)))
+            image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)
+            left, top = (size[0] - image_size) // 2, (size[1] - image_size) // 2
+            image = image.crop((left, top, left + image_size, top + image_size))
+            pixels = np.asarray(image, dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # PIL's errors for bad files
+        raise ImageReadError(Path(path), f"{type(exc).__name__}: {exc}") from None
+    return pixels.transpose(2, 0, 1)
+
+
+def load_images(paths: Sequence[Path], image_size: int, cache_dir: Path,
+                workers: int | None = None) -> np.ndarray:
+    """[N, 3, S, S] uint8 (read-only memory map) of ``paths``, decoded at most once.
+
+    A convenience for small data and tests; datasets use ``open_images``, which reads rows.
+    """
+    store = open_images(paths, image_size, cache_dir, workers)
+    return np.load(store.path, mmap_mode="r")
+
+
+def open_images(paths: Sequence[Path], image_size: int, cache_dir: Path,
+                workers: int | None = None) -> ImageStore:
+    """The image cache of ``paths`` as an ``ImageStore``, decoding it first on a miss or
+    where the cache found is damaged.
+
+    ``workers`` threads decode in parallel on a cache miss (PIL releases the GIL while
+    decoding); default: the CPU count, at most 8.
+    """
+    paths = [Path(p) for p in paths]
+    key = cache_key(paths, image_size)
+    target = Path(cache_dir) / f"images-{key}-{len(paths)}x{image_size}.npy"
+    shape = (len(paths), 3, image_size, image_size)
+    if target.exists():
+        damage = check_cache(target, shape)
+        if damage is None:
+            return read_store(target)
+        print(f"image cache '{target}' is damaged ({damage}): rebuilding it", file=sys.stderr)
+        for stale in (target, checksum_path(target)):
+            stale.unlink(missing_ok=True)
+    write_cache(paths, image_size, target, workers)
+    return read_store(target)
+
+
+def checksum_path(cache: Path) -> Path:
+    """The file of per-row CRC-32s beside ``cache``."""
+    return cache.with_name(cache.name + ".crc")
+
+
+def verified_rows(n: int) -> np.ndarray:
+    """The rows whose checksums ``check_cache`` verifies: ``VERIFIED_ROWS`` spread over ``n``."""
+    return np.unique(np.linspace(0, n - 1, num=min(n, VERIFIED_ROWS)).round().astype(np.int64)) if n else \
+        np.zeros(0, dtype=np.int64)
+
+
+def check_cache(path: Path, shape: tuple[int, ...]) -> str | None:
+    """Why the cache at ``path`` cannot be used (None if it can): a header that does not
+    describe a uint8 array of ``shape``, a size other than the header's, a missing or short
+    checksum file, or a verified row whose checksum differs."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            found, fortran, dtype = read_header(handle)
+            offset = handle.tell()
+        size = os.path.getsize(path)
+    except (OSError, ValueError, EOFError, SyntaxError) as exc:
+        return f"unreadable header: {type(exc).__name__}"
+    if fortran or dtype != np.uint8 or tuple(found) != tuple(shape):
+        return f"header says {dtype} {tuple(found)}, expected uint8 {tuple(shape)}"
+    row_bytes = int(np.prod(shape[1:]))
+    expected = offset + shape[0] * row_bytes
+    if size != expected:
+        return f"{size} bytes, expected {expected}"
+    try:
+        sums = np.fromfile(checksum_path(path), dtype="<u4")
+    except (OSError, ValueError):
+        return "its checksum file is missing"
+    if len(sums) != shape[0]:
+        return "its checksum file does not match"
+    with open(path, "rb") as handle:
+        fd = handle.fileno()
+        for row in verified_rows(shape[0]):
+            data = os.pread(fd, row_bytes, offset + int(row) * row_bytes)
+            if zlib.crc32(data) != int(sums[row]):
+                return f"row {int(row)} differs from its checksum"
+    return None
+
+
+def read_store(path: Path) -> ImageStore:
+    """The ``ImageStore`` of a uint8 ``.npy`` file (its header gives shape and data offset)."""
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read_header(handle)
+        offset = handle.tell()
+    if fortran or dtype != np.uint8 or len(shape) != 4:
+        raise UserError(f"image cache '{path}' is not a uint8 [N, C, S, S] array; delete it to rebuild")
+    return ImageStore(path, shape, offset)
+
+
+def write_cache(paths: list[Path], image_size: int, target: Path, workers: int | None) -> None:
+    """Decode ``paths`` into ``target`` and its checksums: temporary files, reserved whole
+    before the first row is written, renamed when complete (the checksums first)."""
+    shape = (len(paths), 3, image_size, image_size)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{target.stem}-", suffix=".npy.tmp", dir=target.parent)
+        os.close(handle)
+    except OSError as exc:
+        raise UserError(f"cannot write the image cache in '{target.parent}' ({exc.strerror}): "
+                        f"set dataset_params.cache_dir to a writable folder") from None
+    row_bytes = 3 * image_size * image_size
+    sums = np.zeros(len(paths), dtype="<u4")
+    needed = 0
+    try:
+        with open(temporary, "r+b") as file:
+            np.lib.format.write_array_header_2_0(
+                file, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                       "fortran_order": False, "shape": shape})
+            offset = file.tell()
+            file.flush()
+            fd = file.fileno()
+            needed = offset + len(paths) * row_bytes + sums.nbytes
+            reserve(fd, offset + len(paths) * row_bytes)
+
+            def fill(i: int) -> None:
+                pixels = np.ascontiguousarray(decode(paths[i], image_size)).tobytes()
+                sums[i] = zlib.crc32(pixels)
+                if os.pwrite(fd, pixels, offset + i * row_bytes) != row_bytes:
+                    raise OSError(errno.EIO, f"short write to the image cache '{temporary}'")
+
+            pool = ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1))
+            try:
+                for _ in pool.map(fill, range(len(paths))):  # re-raises the first error
+                    pass
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)  # a bad file stops the rest
+            file.flush()
+            os.fsync(fd)
+        with atomic_file(checksum_path(target)) as stream:
+            stream.write(sums.tobytes())
+        os.replace(temporary, target)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(f"no space left for the image cache in '{target.parent}': it needs {needed} bytes "
+                            f"({needed / 2**30:.2f} GiB); free space there or set dataset_params.cache_dir "
+                            "to a folder with room") from None
+        raise
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def reserve(fd: int, size: int) -> None:
+    """Give the file ``size`` bytes of real disk blocks now (``posix_fallocate``), so that
+    a full disk fails here with ENOSPC rather than in the middle of writing; where the
+    filesystem cannot allocate ahead, the file is only extended (sparse)."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+        os.ftruncate(fd, size)
+    except AttributeError:  # no posix_fallocate on this platform
+        os.ftruncate(fd, size)

@@ -1,0 +1,71 @@
+"""The vanilla checkpoint a post-hoc correction starts from.
+
+Corrections (the ClArC family, RRR) fine-tune a model trained with plain ERM on the same
+dataset, dataset parameters, architecture and seed. That model is looked up in the
+tracking store by the run key of its config, trained first when it is missing, or taken
+from ``base_run`` (an MLflow run id) after checking that it matches — a correction never
+starts silently from a model of another dataset, architecture or seed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from debiasbench.contract.config import RunConfig, resolve_config
+from debiasbench.core.errors import UserError
+
+MODEL_ARTIFACT = "model.pt"
+
+#: Config keys the base model must share with the correction that starts from it.
+MATCHING_KEYS = ("dataset", "model", "seed", "pretrained", "class_weights")
+
+
+def base_config(config: RunConfig) -> RunConfig:
+    """The vanilla run a correction of ``config`` starts from (training keys at their defaults,
+    except the cross-entropy's ``class_weights``, which the base shares with its correction)."""
+    return resolve_config({
+        "method": "vanilla", "dataset": config.dataset, "dataset_params": dict(config.dataset_params),
+        "model": config.model, "seed": config.seed, "device": config.device,
+        "experiment": config.experiment, "checkpoint_dir": config.checkpoint_dir,
+        "pretrained": config.pretrained, "data_placement": config.data_placement,
+        "class_weights": config.class_weights,
+    })
+
+
+def check_matches(config: RunConfig, run: Any) -> None:
+    """Refuse a base run whose dataset, parameters, model or seed differ from ``config``'s."""
+    params = run.data.params
+    expected = {key: str(getattr(config, key)) for key in MATCHING_KEYS}
+    expected.update({f"dataset_params.{k}": str(v) for k, v in config.dataset_params.items()})
+    for key, value in expected.items():
+        if params.get(key) != value:
+            raise UserError(f"base_run {run.info.run_id}: {key} is {params.get(key)!r}, "
+                            f"this run needs {value!r}")
+
+
+def resolve_base_checkpoint(config: RunConfig, tracker: Any,
+                            train: Callable[[RunConfig], Any], log: Callable[[str], None]) -> tuple[Path, str]:
+    """Local path of the base model's weights and the id of the run that produced them."""
+    if config.base_run:
+        run = tracker.get_run(config.base_run)
+        if run.info.status != "FINISHED":
+            raise UserError(f"base_run {config.base_run}: status is {run.info.status}, not FINISHED")
+        check_matches(config, run)
+    else:
+        vanilla = base_config(config)
+        run = tracker.finished_run(vanilla.run_key())
+        if run is None:
+            log(f"no vanilla {config.model} on {config.dataset} (seed {config.seed}) in the store: training it first")
+            train(vanilla)
+            run = tracker.finished_run(vanilla.run_key())
+    folder = Path(tempfile.mkdtemp(prefix="debiasbench-base-"))
+    try:
+        path = tracker.download(run.info.run_id, MODEL_ARTIFACT, folder)
+    except Exception:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise UserError(f"run {run.info.run_id} has no {MODEL_ARTIFACT} artifact "
+                        f"(was it run with log_model=false?)") from None
+    return Path(path), run.info.run_id

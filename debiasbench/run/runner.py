@@ -1,0 +1,429 @@
+"""One run: seed, build, prepare the method, train, select, evaluate, log.
+
+The runner owns everything methods should not re-solve: devices, seeds, the optimiser
+and schedule, bf16 autocast on CUDA, gradient clipping, divergence checks, per-epoch
+atomic checkpoints (a killed run resumes from its last epoch) and logging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import Any, ContextManager, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from debiasbench.run import checkpoints
+from debiasbench.run.base_model import MODEL_ARTIFACT, resolve_base_checkpoint
+from debiasbench.run.claims import Claim, JobBusy
+from debiasbench.train.class_weights import class_weights
+from debiasbench.contract.config import RunConfig
+from debiasbench.data.dataset import BenchmarkDataset, DeviceLoader, eval_batch_for
+from debiasbench.core.errors import RunFailed, UserError, one_line
+from debiasbench.evaluation.metrics import VALIDATION_PREFIX, evaluate
+from debiasbench.contract.method import Method, RunContext
+from debiasbench.models.networks import LatentModel, build_model
+from debiasbench.core.registry import DATASETS, METHODS
+from debiasbench.track.store import TrackedRun, Tracker
+from debiasbench.train.step import (  # noqa: F401  (make_optimizer, make_schedule: public here too)
+    NONFINITE_CHECK_EVERY, TrainingStep, autocast_for, make_optimizer, make_schedule)
+
+
+#: Folder of ``checkpoint_dir`` where checkpoints that could not be resumed from are kept.
+UNUSABLE_FOLDER = "unusable"
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_key: str
+    metrics: dict[str, float]
+    #: False where ``run(skip_finished=True)`` found the job finished by another process.
+    ran: bool = True
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device: 'cuda' requested but no CUDA device is available; use auto or cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+def build_dataset(config: RunConfig) -> BenchmarkDataset:
+    return DATASETS.get(config.dataset)(**config.dataset_params)
+
+
+def build_run_model(config: RunConfig, dataset: BenchmarkDataset, device: torch.device) -> LatentModel:
+    """The seeded model of a run (building it also validates the architecture and latent layer)."""
+    seed_everything(config.seed, config.deterministic)
+    model = build_model(config.model, dataset.num_classes, config.latent_layer, config.pretrained,
+                        input_shape=dataset.sample_shape)
+    model = model.to(device)
+    if device.type == "cuda" and config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def show_progress() -> bool:
+    """A progress bar for a human at a terminal; silent in CI and when piped."""
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+@dataclass
+class Training:
+    """What the epoch loop works with: the method, its context, the loader and the step
+    (None where the method trains nothing, e.g. a projection applied at test time)."""
+
+    method: Method
+    ctx: RunContext
+    loader: DeviceLoader
+    step: TrainingStep | None
+
+
+class Trainer:
+    """The training loop of one run; built by ``run``. ``train`` reads as its steps."""
+
+    def __init__(self, config: RunConfig, dataset: BenchmarkDataset, model: LatentModel,
+                 tracked: TrackedRun, device: torch.device, progress: bool):
+        self.config = config
+        self.model = model
+        self.dataset = dataset
+        self.tracked = tracked
+        self.device = device
+        self.progress = progress
+        self.checkpoint_dir = Path(config.checkpoint_dir) / config.run_key()
+        #: What ``prepare`` logs (mining precision, ...) is a result of the run too.
+        self.prepared: dict[str, float] = {}
+        self.train_seconds = 0.0
+        self.samples = 0
+        self.best: float | None = None
+        #: The validation metrics of the weights ``select`` keeps, where this process
+        #: measured them: the final evaluation does not predict those views again.
+        self.selected_validation: dict[str, float] | None = None
+
+    def autocast(self) -> ContextManager:
+        return autocast_for(self.device, self.config.amp)
+
+    def train(self) -> dict[str, float]:
+        """Prepare the method, freeze what it does not train, run the epochs, select the
+        checkpoint, evaluate, explain and log; the final metrics."""
+        method, ctx = self.build()
+        self.prepare(method, ctx)
+        params = self.freeze(method)
+        training = self.training(method, ctx, params)
+        start_epoch = self.resume(training)
+        for epoch in range(start_epoch, self.config.epochs if training.step else 0):
+            self.run_epoch(training, epoch)
+        self.select()
+        final_model = method.eval_model(self.model)
+        metrics = {**self.prepared, **self.final_evaluation(final_model)}
+        metrics.update(self.explain(final_model))
+        if self.config.log_model:
+            self.log_model(self.model)
+        metrics["train_seconds"] = self.train_seconds
+        metrics["samples_per_second"] = self.samples / self.train_seconds if self.train_seconds > 0 else 0.0
+        return metrics
+
+    def build(self) -> tuple[Method, RunContext]:
+        """The method and its context: the run's streams, class weights and logging."""
+        generator = torch.Generator(device=self.device).manual_seed(self.config.seed)
+        weights = class_weights(self.config.class_weights, self.dataset.splits["train"].y,
+                                self.dataset.num_classes)
+        ctx = RunContext(config=self.config, dataset=self.dataset, model=self.model, device=self.device,
+                         generator=generator, log_metrics=self.tracked.log_metrics, note=_note,
+                         class_weights=None if weights is None else weights.to(self.device))
+        return METHODS.get(self.config.method)(self.config.hparams, ctx), ctx
+
+    def prepare(self, method: Method, ctx: RunContext) -> None:
+        """The method's preparation (CAVs, auxiliary models, mining), timed; what it logs is
+        kept as final metrics too."""
+        def log_prepared(values: Mapping[str, float]) -> None:
+            self.prepared.update({k: float(v) for k, v in values.items()})
+            self.tracked.log_metrics(values)
+
+        ctx.log_metrics = log_prepared
+        began = time.perf_counter()
+        method.prepare(ctx)
+        self.synchronize()
+        self.prepared["prepare_seconds"] = time.perf_counter() - began
+        ctx.log_metrics = self.tracked.log_metrics
+
+    def freeze(self, method: Method) -> list[nn.Parameter]:
+        """Switch off gradients of what the method does not train; the trained parameters."""
+        trainable = {id(p) for p in method.trainable_parameters(self.model)}
+        for p in self.model.parameters():
+            p.requires_grad_(id(p) in trainable)
+        return [p for p in self.model.parameters() if id(p) in trainable]
+
+    def training(self, method: Method, ctx: RunContext, params: list[nn.Parameter]) -> Training:
+        """The loader of the method's sampling (and the dataset's augmentation) and the step."""
+        loader = DeviceLoader(self.dataset.splits["train"], self.config.batch_size, ctx.generator,
+                              sampler=method.sampler(ctx),
+                              augment=self.dataset.augment if self.config.augment else None)
+        step = (TrainingStep.from_config(self.config, params, self.config.epochs * len(loader), self.device)
+                if params else None)
+        return Training(method, ctx, loader, step)
+
+    def run_epoch(self, training: Training, epoch: int) -> None:
+        """Train one epoch, validate, log the curves, keep the best and the last checkpoint."""
+        began = time.perf_counter()
+        train_logs = self.train_epoch(training, epoch)
+        self.synchronize()
+        self.train_seconds += time.perf_counter() - began
+        val = evaluate(training.method.eval_model(self.model), self.dataset, self.config.eval_batch_size,
+                       prefixes=(VALIDATION_PREFIX,), autocast=self.autocast, facts=False)
+        self.tracked.log_metrics({f"epoch/{k}": v for k, v in {**train_logs, **val}.items()}, step=epoch + 1)
+        if self.config.selection == "best":
+            self.keep_if_best(val)
+        else:
+            self.selected_validation = val
+        self.save_last(training, epoch)
+
+    def train_epoch(self, training: Training, epoch: int) -> dict[str, float]:
+        """One pass over the loader; the mean of each logged value over the epoch's steps."""
+        model, method, step = self.model, training.method, training.step
+        assert step is not None
+        model.train()
+        keep_frozen_norms_in_eval(model)
+        step.phase = f"in epoch {epoch + 1}"
+        totals: dict[str, torch.Tensor] = {}  # tensors stay on the device until the epoch ends
+        numbers: dict[str, float] = {}  # Python numbers a method logs are summed on the host
+        steps = 0
+        with _progress(self.progress, len(training.loader), f"epoch {epoch + 1}/{self.config.epochs}") as advance:
+            for batch in training.loader:
+                steps += 1
+                with step.autocast():
+                    loss, logs = method.loss(model, batch)
+                step.update(loss)
+                for key, value in {"loss": loss, **logs}.items():
+                    if isinstance(value, torch.Tensor):
+                        value = value.detach().float()
+                        totals[key] = totals[key] + value if key in totals else value
+                    else:
+                        numbers[key] = numbers.get(key, 0.0) + float(value)
+                self.samples += len(batch)
+                advance()
+        step.check_finite()
+        values = torch.stack(list(totals.values())).cpu().tolist() if totals else []
+        sums = {**dict(zip(totals, values)), **numbers}
+        return {f"train_{k}": v / max(steps, 1) for k, v in sums.items()}
+
+    def keep_if_best(self, val: Mapping[str, float]) -> None:
+        """Save the model as ``best.pt`` when the selection metric improved."""
+        metric = self.config.selection_metric
+        if metric not in val:
+            raise RunFailed(f"selection_metric {metric!r} is undefined on "
+                            f"{self.config.dataset}'s validation split; defined: {', '.join(sorted(val))}")
+        if self.best is None or val[metric] > self.best:
+            self.best = val[metric]
+            self.selected_validation = dict(val)
+            checkpoints.save_atomic({"model": self.model.state_dict()}, self.checkpoint_dir / "best.pt")
+
+    def save_last(self, training: Training, epoch: int) -> None:
+        """Everything a resumed run needs to end as an uninterrupted one: weights, optimiser
+        and schedule, every random stream (CUDA generators included) and the method's state."""
+        assert training.step is not None and training.ctx.streams is not None
+        state = {"model": self.model.state_dict(), "step": training.step.state_dict(), "epoch": epoch + 1,
+                 "best": self.best, "streams": training.ctx.streams.state_dict(),
+                 "torch_rng": torch.get_rng_state(),
+                 **({"cuda_rng": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {}),
+                 "method": training.method.state_dict()}
+        checkpoints.save_atomic(state, self.checkpoint_dir / "last.pt")
+
+    def resume(self, training: Training) -> int:
+        """Continue from the last epoch a killed run of the same config checkpointed; the
+        epoch to start from.
+
+        A checkpoint that cannot be resumed from (truncated, empty, another run's or another
+        version's) is set aside, renamed beside itself, and the run starts from scratch with
+        a one-line note: left in place it would fail this run and every rerun after it."""
+        path = self.checkpoint_dir / "last.pt"
+        if training.step is None or not path.exists():
+            return 0
+        assert training.ctx.streams is not None
+        before: dict[str, Any] = {"model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                  "step": copy.deepcopy(training.step.state_dict()),
+                  "streams": training.ctx.streams.state_dict(), "method": training.method.state_dict(),
+                  "torch_rng": torch.get_rng_state()}
+        try:
+            state = checkpoints.load(path, self.device)
+            self.model.load_state_dict(state["model"])
+            training.step.load_state_dict(state["step"])
+            training.ctx.streams.load_state_dict(state["streams"])
+            training.method.load_state_dict(state.get("method", {}))
+            torch.set_rng_state(state["torch_rng"].cpu())
+            if self.device.type == "cuda" and "cuda_rng" in state:  # dropout on the GPU draws from it
+                torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
+            epoch, best = int(state["epoch"]), state["best"]
+            if not 0 < epoch <= self.config.epochs or not (best is None or isinstance(best, float)):
+                raise ValueError(f"epoch {epoch} of {self.config.epochs}")
+        except Exception as exc:  # whatever the bytes are, the run must not depend on them
+            self.model.load_state_dict(before["model"])
+            training.step.load_state_dict(before["step"])
+            training.ctx.streams.load_state_dict(before["streams"])
+            training.method.load_state_dict(before["method"])
+            torch.set_rng_state(before["torch_rng"])
+            kept = checkpoints.set_aside(path, Path(self.config.checkpoint_dir) / UNUSABLE_FOLDER,
+                                         self.config.run_key())
+            (self.checkpoint_dir / "best.pt").unlink(missing_ok=True)
+            _note(f"checkpoint {path} cannot be resumed from ({type(exc).__name__}: "
+                  f"{one_line(str(exc), 200)}); kept as {kept}; the run starts from scratch")
+            return 0
+        self.best = best
+        self.tracked.set_tags({"debiasbench.resumed_from_epoch": epoch})
+        return epoch
+
+    def select(self) -> None:
+        """Load the best checkpoint where selection is ``best``; else keep the last weights."""
+        best = self.checkpoint_dir / "best.pt"
+        if self.config.selection == "best" and best.exists():
+            self.model.load_state_dict(checkpoints.load(best, self.device)["model"])
+
+    def final_evaluation(self, model: nn.Module) -> dict[str, float]:
+        """Every split and view of the dataset, with the group facts (the validation views
+        from the selected epoch's validation, where this process ran it)."""
+        return evaluate(model, self.dataset, self.config.eval_batch_size, autocast=self.autocast,
+                        validation=self.selected_validation)
+
+    def synchronize(self) -> None:
+        """Wait for the device, so that wall-clock timings cover the work."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def explain(self, model: nn.Module) -> dict[str, float]:
+        """Artifact relevance, TCAV and CAV alignment where the dataset has artifact masks;
+        the heatmap picture as an artifact where the run logs artifacts (``log_model``)."""
+        from debiasbench.evaluation.metrics import artifact_metrics
+
+        if not isinstance(model, LatentModel):
+            return {}
+        with tempfile.TemporaryDirectory() as folder:
+            heatmaps = Path(folder) / "heatmaps.png" if self.config.log_model else None
+            cav_kind = self.config.hparams.get("cav_kind", "pattern")
+            metrics, params = artifact_metrics(
+                model, self.dataset, self.config.eval_batch_size, heatmaps, cav_kind,
+                relevance_mask=self.config.relevance_mask, tcav_population=self.config.tcav_population,
+                cav_samples=self.config.hparams.get("cav_samples", "predicted"))
+            if heatmaps is not None and heatmaps.exists():
+                self.tracked.log_artifact(heatmaps)
+        if params:
+            self.tracked.log_params(params)
+        return metrics
+
+    def log_model(self, model: LatentModel) -> None:
+        """The final weights as ``model.pt`` (corrections start from a vanilla run's)."""
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / MODEL_ARTIFACT
+            checkpoints.save_atomic(model.net.state_dict(), path)
+            self.tracked.log_artifact(path)
+
+
+def keep_frozen_norms_in_eval(model: nn.Module) -> None:
+    """Frozen normalisation layers keep their running statistics, as frozen layers should
+    (corrections that fine-tune only the head must not drift the backbone's BatchNorm)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._NormBase) and not any(
+                p.requires_grad for p in module.parameters(recurse=False)):
+            module.eval()
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int, label: str):
+    if not enabled:
+        yield lambda: None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield partial(bar.advance, task)
+
+
+def _note(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def run(config: RunConfig, tracker: Tracker, progress: bool | None = None, *,
+        wait: bool = False, skip_finished: bool = False) -> RunResult:
+    """Train and evaluate one configuration; the outcome is recorded in ``tracker``.
+
+    The dataset and the model are built first, so a missing data file or an unknown
+    latent layer is a plain error that leaves nothing behind: no store, no claim, no run.
+    Then the job is claimed (``debiasbench.run.claims``): where another process holds the
+    claim, ``JobBusy`` is raised, or with ``wait`` the call waits for it. With
+    ``skip_finished``, a job that has a FINISHED run once the claim is held is not run
+    again: that run's result is returned, with ``ran`` False. Runs of the job still
+    RUNNING in the store once the claim is held were killed before they could say so
+    (no live process holds their claim): they are marked KILLED.
+    """
+    device = resolve_device(config.device)
+    dataset = build_dataset(config)
+    placement = dataset.place(device, config.data_placement)
+    config = replace(config, eval_batch_size=eval_batch_for(config.eval_batch_size, dataset.sample_shape))
+    if device.type == "cuda" and config.channels_last:
+        for split in (*dataset.splits.values(), *dataset.views.values()):
+            split.channels_last = True
+    progress = show_progress() if progress is None else progress
+    model = build_run_model(config, dataset, device)
+    key = config.run_key()
+    claim = Claim(config.checkpoint_dir, key)
+    if not claim.acquire(wait):
+        raise JobBusy(f"another process (pid {claim.holder() or 'unknown'}) is running this job "
+                      f"(run key {key}) with checkpoints in {config.checkpoint_dir!r}: wait for it to end")
+    try:
+        done = tracker.finished_run(key) if skip_finished else None
+        if done is not None:
+            return RunResult(run_id=done.info.run_id, run_key=key, metrics=dict(done.data.metrics), ran=False)
+        return _train_claimed(config, tracker, progress, device, dataset, placement, model)
+    finally:
+        claim.release()
+
+
+def _train_claimed(config: RunConfig, tracker: Tracker, progress: bool, device: torch.device,
+                   dataset: BenchmarkDataset, placement: str, model: LatentModel) -> RunResult:
+    """``run`` once the job is claimed: a correction first finds (or trains) its vanilla
+    base run; stale runs of the job are ended; the tracked run trains and evaluates."""
+    base_folder, base_run_id = None, None
+    try:
+        if METHODS.get(config.method).starts_from_vanilla:
+            initial_state, base_run_id = resolve_base_checkpoint(
+                config, tracker, log=_note,
+                train=lambda base: run(base, tracker, progress, wait=True, skip_finished=True))
+            base_folder = initial_state.parent
+            model.net.load_state_dict(checkpoints.load(initial_state, device), strict=True)
+            seed_everything(config.seed, config.deterministic)  # same state whether the base was trained now or not
+        tags = {"debiasbench.data_placement": placement,
+                **({"debiasbench.base_run_id": base_run_id} if base_run_id else {})}
+        stale = tracker.end_stale_runs(config.run_key())  # this process holds the job's claim
+        if stale:
+            _note(f"{stale} earlier run{'s' if stale > 1 else ''} of this job stayed RUNNING after "
+                  "its process was killed: marked KILLED")
+        with tracker.start(config, tags) as tracked:
+            trainer = Trainer(config, dataset, model, tracked, device, progress)
+            metrics = trainer.train()
+            tracked.log_metrics(metrics, step=config.epochs)
+    finally:
+        if base_folder is not None:
+            shutil.rmtree(base_folder, ignore_errors=True)
+    shutil.rmtree(trainer.checkpoint_dir, ignore_errors=True)
+    return RunResult(run_id=tracked.run_id, run_key=config.run_key(), metrics=metrics)

@@ -1,0 +1,324 @@
+"""Sweeps: methods x datasets x models x seeds (x grids), run one after another, resumable.
+
+A sweep file lists names (a dataset may carry its own parameters:
+``{colored_digits: {image_size: 8}}``), shared ``overrides`` (any run key), an optional shared ``grid``
+(dotted run keys mapped to lists of values: every combination is a job, e.g.
+``dataset_params.bias_ratio: [0.99, 0.995]``) and optional per-method ``hparams``
+(``{method: {hparam: value or list}}``; a list is a grid axis of that method only, a
+scalar fixes the value for that method). Every job is resolved and validated before the
+first one runs, so a typo fails in a second, not after an hour.
+
+Random search instead of grids (DomainBed's protocol): ``n_trials: N`` gives every
+method N hparam settings, trial 0 its defaults and trials 1..N-1 draws from the search
+spaces its hparams declare, plus learning rate and weight decay; draws are seeded by
+``trial_seed``, the method name and the trial number, so the same file always gives the
+same jobs and adding a method leaves the others' draws alone. Under ``n_trials`` a
+scalar in ``hparams.<method>`` (or a run key in ``overrides`` / ``grid``) fixes that
+value and a list is drawn from as a choice. Every seed of a trial shares its hparams,
+so model selection can average a setting over seeds.
+
+A job whose run key already has a FINISHED run in the store is skipped; a failing job is
+recorded as FAILED and the sweep goes on (see ``launchers``). Several sweeps may run on
+one store at once: each job is claimed before it runs (``debiasbench.run.claims``), a sweep
+leaves jobs another one holds for last and then waits for them, so every job runs once
+and every sweep still prints the whole table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import random
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from debiasbench.contract.config import RunConfig, assign, flatten, load_config_file, merge, resolve_config
+from debiasbench.core.errors import ConfigError, Unsuited, shown, unknown_name_message
+from debiasbench.sweep.launchers import JobContext, JobResult, Launcher, sequential
+
+SWEEP_KEYS = ("methods", "datasets", "models", "seeds", "overrides", "grid", "hparams", "n_trials",
+              "trial_seed")
+
+
+def _as_list(data: dict[str, Any], key: str, default: list[Any] | None) -> list[Any]:
+    """``data[key]`` as a non-empty list (a single value is a list of one): an empty list
+    would leave a sweep of no job, which reads as success."""
+    value = data.get(key, default)
+    if value is None:
+        raise ConfigError(f"{key}: required, a list of names")
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise ConfigError(f"{key}: an empty list leaves no job")
+    return items
+
+
+def _names(data: dict[str, Any], key: str, default: list[Any] | None) -> list[str]:
+    """``data[key]`` as a non-empty list of names (``methods``, ``models``)."""
+    items = _as_list(data, key, default)
+    for item in items:
+        if not isinstance(item, str) or not item:
+            raise ConfigError(f"{key}: expected a list of names, got {shown(item)}")
+    return items
+
+
+def _seeds(data: dict[str, Any]) -> list[int]:
+    items = _as_list(data, "seeds", [0])
+    for item in items:
+        if not isinstance(item, int) or isinstance(item, bool) or item < 0:
+            raise ConfigError(f"seeds: expected a list of integers >= 0, got {shown(item)}")
+    return items
+
+
+def _grid(axes: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """Every combination of ``axes`` (a list is an axis, a scalar one fixed value) as
+    nested run-config layers; ``where`` names the section in errors."""
+    if not isinstance(axes, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys to values or lists, got {shown(axes)}")
+    keys = list(axes)
+    values = [v if isinstance(v, list) else [v] for v in axes.values()]
+    for key, options in zip(keys, values):
+        if not options:
+            raise ConfigError(f"{where}.{key}: an empty list leaves no job")
+    return [{"hparams": dict(zip(keys, combination))} if where.startswith("hparams.")
+            else _nest(dict(zip(keys, combination)))
+            for combination in itertools.product(*values)]
+
+
+def _dataset_entry(item: Any) -> tuple[str, dict[str, Any]]:
+    """A ``datasets`` entry: a name, or ``{name: {param: value}}`` for parameters of that
+    dataset only (e.g. a smaller image size for one of them)."""
+    if isinstance(item, str):
+        return item, {}
+    if isinstance(item, dict) and len(item) == 1:
+        name, params = next(iter(item.items()))
+        if isinstance(name, str) and isinstance(params, dict):
+            return name, params
+    raise ConfigError(f"datasets: expected a name or {{name: {{param: value}}}}, got {shown(item)}")
+
+
+def _count(data: dict[str, Any], key: str, default: int | None, low: int = 1) -> int | None:
+    value = data.get(key, default)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+        raise ConfigError(f"{key}: expected an integer >= {low}, got {shown(value)}")
+    return value
+
+
+def random_trials(method: str, given: dict[str, Any], fixed_keys: set[str], n_trials: int,
+                  trial_seed: int) -> list[dict[str, Any]]:
+    """``n_trials`` run-config layers for ``method``: trial 0 its defaults (the first
+    value of a restricting list), the others
+    drawn from the declared search spaces (floats kept to 3 significant digits so labels
+    stay readable). ``given`` fixes (scalar) or restricts (list) the method's hparams;
+    run keys in ``fixed_keys`` are not drawn."""
+    from debiasbench.contract.config import RUN_KEYS
+    from debiasbench.core.hparams import Choice
+    from debiasbench.core.registry import METHODS
+
+    if not isinstance(given, dict):
+        raise ConfigError(f"hparams.{method}: expected a mapping of keys to values or lists, got {shown(given)}")
+    declared = METHODS.get(method).hparams
+    spaces = {f"hparams.{name}": spec.space for name, spec in declared.items() if spec.space is not None}
+    spaces.update({key: spec.space for key, spec in RUN_KEYS.items()
+                   if spec.space is not None and key not in fixed_keys})
+    fixed = {f"hparams.{k}": v for k, v in given.items() if not isinstance(v, list)}
+    for name, options in given.items():
+        if isinstance(options, list):
+            if not options:
+                raise ConfigError(f"hparams.{method}.{name}: an empty list leaves no job")
+            spaces[f"hparams.{name}"] = Choice(options)
+    for key in fixed:
+        spaces.pop(key, None)
+    first_choices = {f"hparams.{k}": v[0] for k, v in given.items() if isinstance(v, list)}
+    trials = [_nest({**fixed, **first_choices})]
+    for trial in range(1, n_trials):
+        rng = random.Random(f"{trial_seed}:{method}:{trial}")
+        drawn = {key: _readable(spaces[key].sample(rng)) for key in sorted(spaces)}
+        trials.append(_nest({**fixed, **drawn}))
+    return trials
+
+
+def _readable(value: Any) -> Any:
+    return float(f"{value:.3g}") if isinstance(value, float) and math.isfinite(value) else value
+
+
+def _nest(dotted: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in dotted.items():
+        assign(out, key, value)
+    return out
+
+
+def load_sweep(path: str | Path, skipped: list[str] | None = None) -> list[RunConfig]:
+    """The validated, de-duplicated jobs of a sweep file, in file order.
+
+    A method x dataset pair where the dataset lacks what the method requires (RRR on a
+    dataset without masks), or that the method's own assumptions exclude
+    (``Method.unsuited``, unless ``allow_unsuited`` is set), is not a job; its reason is
+    appended to ``skipped``.
+    """
+    data = load_config_file(path)
+    unknown = sorted(set(data) - set(SWEEP_KEYS))
+    if unknown:
+        raise ConfigError(unknown_name_message("sweep key", unknown[0], list(SWEEP_KEYS)))
+    overrides = data.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"overrides: expected a mapping of run keys, got {shown(overrides)}")
+    methods = _names(data, "methods", None)
+    per_method = data.get("hparams") or {}
+    if not isinstance(per_method, dict):
+        raise ConfigError(f"hparams: expected a mapping of method names to hparams, got {shown(per_method)}")
+    stray = [name for name in per_method if name not in methods]
+    if stray:
+        raise ConfigError(unknown_name_message("hparams method (not in methods)", stray[0], methods))
+    shared = _grid(data.get("grid") or {}, "grid")
+    n_trials = _count(data, "n_trials", None)
+    if n_trials is None:
+        if "trial_seed" in data:
+            raise ConfigError("trial_seed: only used with n_trials (random search)")
+        method_grids = {m: _grid(per_method.get(m) or {}, f"hparams.{m}") for m in methods}
+    else:
+        fixed_keys = set(flatten(overrides)) | set(data.get("grid") or {})
+        trial_seed = _count(data, "trial_seed", 0, low=0) or 0
+        method_grids = {m: random_trials(m, per_method.get(m) or {}, fixed_keys, n_trials, trial_seed)
+                        for m in methods}
+    datasets = dict(_dataset_entry(item) for item in _as_list(data, "datasets", None))
+    seeds = _seeds(data)
+    grid = itertools.product(methods, datasets, _names(data, "models", ["small_cnn"]), seeds)
+    jobs: dict[str, RunConfig] = {}
+    for method, dataset, model, seed in grid:
+        missing = missing_requirements(method, dataset)
+        if missing:
+            if skipped is not None and seed == seeds[0] and missing not in skipped:
+                skipped.append(missing)
+            continue
+        for layer in shared:
+            for candidate in method_grids[method]:
+                try:
+                    config = resolve_config(merge(overrides, {"dataset_params": datasets[dataset]}, layer,
+                                                  candidate, {"method": method, "dataset": dataset,
+                                                              "model": model, "seed": seed}))
+                except Unsuited as exc:  # the method's own assumptions exclude the pair: not a job
+                    if skipped is not None and str(exc) not in skipped:
+                        skipped.append(str(exc))
+                    continue
+                jobs.setdefault(config.run_key(), config)
+    return list(jobs.values())
+
+
+def missing_requirements(method: str, dataset: str) -> str:
+    """Why ``method`` cannot run on ``dataset`` ("" when it can)."""
+    from debiasbench.contract.config import check_requirements
+    from debiasbench.core.registry import DATASETS, METHODS
+
+    try:
+        check_requirements(METHODS.get(method), DATASETS.get(dataset))
+    except ConfigError as exc:
+        return str(exc)
+    return ""
+
+
+def run_sweep(jobs: list[RunConfig], tracking_uri: str | None,
+              log: Callable[[str], None] = print, launcher: Launcher = sequential,
+              tags: Mapping[str, str] | None = None) -> list[JobResult]:
+    """Run the jobs not finished yet with ``launcher``; one failure never stops the rest.
+
+    The store and its experiments are created here, before any worker starts (two
+    processes creating one sqlite store at once can fail). Results come back in job
+    order; ``log`` gets one progress line per job as it ends.
+    """
+    from debiasbench.track.store import Tracker, absolute_tracking_uri
+
+    uri = absolute_tracking_uri(tracking_uri)
+    finished: dict[tuple[str, str], Any] = {}
+    for experiment in dict.fromkeys(config.experiment for config in jobs):
+        finished.update({(experiment, key): run for key, run in Tracker(uri, experiment).finished_runs().items()})
+    results: dict[str, JobResult] = {}
+    todo = []
+    for config in jobs:
+        done = finished.get((config.experiment, config.run_key()))
+        if done is not None:
+            results[config.run_key()] = JobResult(config, "SKIPPED", dict(done.data.metrics))
+        else:
+            todo.append(config)
+    if results:
+        log(f"{len(results)} of {len(jobs)} jobs finished earlier: skipped")
+    bases, todo = base_models_first(todo, finished)
+    if bases:
+        plural = "s" if len(bases) != 1 else ""
+        log(f"training {len(bases)} vanilla base model{plural} first (corrections start from them)")
+    progress = Progress(len(bases) + len(todo), log)
+    context = JobContext(uri, dict(tags or {}), cwd=os.getcwd())
+    for stage in (bases, todo):
+        busy: list[RunConfig] = []
+        for result in launcher(stage, context):
+            if result.status == "BUSY":
+                busy.append(result.config)
+                continue
+            results[result.config.run_key()] = result
+            progress.update(result)
+        if busy:  # claimed by another sweep: come back once this sweep's own work is done
+            plural = "s are" if len(busy) != 1 else " is"
+            log(f"{len(busy)} job{plural} being run by another process: waiting for them")
+            for result in launcher(busy, dataclasses.replace(context, wait_for_claims=True)):
+                results[result.config.run_key()] = result
+                progress.update(result)
+    return [results[config.run_key()] for config in jobs]
+
+
+def base_models_first(todo: list[RunConfig],
+                      finished: dict[tuple[str, str], Any]) -> tuple[list[RunConfig], list[RunConfig]]:
+    """Split ``todo`` into the missing vanilla models that corrections start from and the
+    rest. Run in that order, two parallel corrections never train the same base model
+    twice, and a vanilla job of the sweep is never run beside its own copy."""
+    from debiasbench.run.base_model import base_config
+    from debiasbench.core.registry import METHODS
+
+    bases: dict[str, RunConfig] = {}
+    for config in todo:
+        if config.base_run is None and METHODS.get(config.method).starts_from_vanilla:
+            base = base_config(config)
+            if (base.experiment, base.run_key()) not in finished:
+                bases.setdefault(base.run_key(), base)
+    rest = [config for config in todo if config.run_key() not in bases]
+    return list(bases.values()), rest
+
+
+class Progress:
+    """One line per ended job: what ended, then done / failed / left and an ETA from the
+    mean pace so far (which counts parallel workers for what they are)."""
+
+    def __init__(self, total: int, log: Callable[[str], None]):
+        self.total, self.log = total, log
+        self.done = self.failed = 0
+        self.began = time.perf_counter()
+
+    def update(self, result: JobResult) -> None:
+        c = result.config
+        if result.status == "FAILED":
+            self.failed += 1
+            outcome = f"FAILED: {result.reason}"
+        elif result.status == "SKIPPED":
+            self.done += 1
+            outcome = "finished meanwhile, skipped"
+        else:
+            self.done += 1
+            outcome = f"finished in {result.seconds:.0f}s"
+        ended = self.done + self.failed
+        left = self.total - ended
+        eta = (time.perf_counter() - self.began) / ended * left
+        self.log(f"[{self.done} done · {self.failed} failed · {left} left · ETA {_duration(eta)}] "
+                 f"{c.method} on {c.dataset} ({c.model}, seed {c.seed}): {outcome}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"

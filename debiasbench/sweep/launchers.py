@@ -1,0 +1,339 @@
+"""Where a sweep's jobs run: this process, N worker processes, or a Ray cluster.
+
+Every launcher runs the same ``execute_job`` and yields ``JobResult``s as jobs end, so
+resuming, failure handling and progress are written once (``sweep.run_sweep``). A job
+that raises is FAILED and the others go on; a worker process that dies (killed, out of
+memory) fails only the job it ran. Local workers die with the sweep (SIGKILL included),
+so a sweep started again never races a leftover worker for the same job.
+
+Launchers are looked up by name in ``LAUNCHERS`` (``debiasbench.core.registry``), filled like
+every registry from an entry-point group, ``debiasbench.launchers``: a package adds one
+(a batch scheduler, say) by declaring a factory ``(LauncherOptions) -> Launcher`` there,
+and ``debiasbench sweep --launcher <name>`` finds it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterator, Mapping, Protocol
+
+from debiasbench.contract.config import RunConfig
+from debiasbench.core.errors import RunFailed, UserError
+from debiasbench.core.registry import LAUNCHERS
+
+
+@dataclass
+class JobResult:
+    config: RunConfig
+    #: FINISHED, FAILED, SKIPPED (finished earlier or meanwhile) or BUSY (another process
+    #: holds its claim; ``run_sweep`` comes back to it)
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a worker needs besides the config: the store (absolute URI), run tags, the
+    torch threads it may use and the sweep's working directory (relative paths)."""
+
+    tracking_uri: str
+    tags: Mapping[str, str]
+    threads: int | None = None
+    cwd: str | None = None
+    #: Wait for a job another process has claimed instead of answering BUSY.
+    wait_for_claims: bool = False
+
+
+#: Trackers of this process by store, experiment and run tags (a process may serve several sweeps).
+_TRACKERS: dict[tuple[str, str, tuple[tuple[str, str], ...]], Any] = {}
+
+
+def execute_job(config: RunConfig, context: JobContext) -> JobResult:
+    """Run one job unless it finished meanwhile; never raises for a failed run. A job
+    another process has claimed (``debiasbench.run.claims``) is BUSY, or with the context's
+    ``wait_for_claims`` waited for, then run or, finished meanwhile, SKIPPED."""
+    from debiasbench.run.claims import JobBusy
+    from debiasbench.run.runner import run
+    from debiasbench.track.store import Tracker
+
+    if context.cwd and os.path.isdir(context.cwd) and os.getcwd() != context.cwd:
+        os.chdir(context.cwd)
+    if context.threads:
+        import torch
+
+        torch.set_num_threads(context.threads)
+    store_file = context.tracking_uri.removeprefix("sqlite:///")
+    if context.tracking_uri.startswith("sqlite:///") and not os.path.isfile(store_file):
+        # The sweep created it before any worker started: this worker is on another machine,
+        # and a fresh store here would hide its runs from everyone else.
+        return JobResult(config, "FAILED", reason=f"tracking store {store_file} is not on this worker's "
+                         "machine: on a cluster use a tracking server (--tracking-uri http://...)")
+    key = (context.tracking_uri, config.experiment, tuple(sorted(context.tags.items())))
+    tracker = _TRACKERS.get(key) or _TRACKERS.setdefault(
+        key, Tracker(context.tracking_uri, config.experiment, tags=context.tags))
+    done = tracker.finished_run(config.run_key())
+    if done is not None:
+        return JobResult(config, "SKIPPED", dict(done.data.metrics))
+    began = time.perf_counter()
+    try:
+        result = run(config, tracker, wait=context.wait_for_claims, skip_finished=True)
+        if not result.ran:
+            return JobResult(config, "SKIPPED", result.metrics)
+    except JobBusy:
+        return JobResult(config, "BUSY")
+    except (RunFailed, UserError) as exc:
+        reason = getattr(exc, "reason", str(exc))
+    except Exception as exc:  # recorded as FAILED by the tracker; the sweep goes on
+        reason = f"{type(exc).__name__}: {exc}"
+    else:
+        return JobResult(config, "FINISHED", result.metrics, seconds=time.perf_counter() - began)
+    return JobResult(config, "FAILED", reason=reason, seconds=time.perf_counter() - began)
+
+
+class Launcher(Protocol):
+    def __call__(self, jobs: list[RunConfig], context: JobContext) -> Iterator[JobResult]:
+        """Run ``jobs``; yield each result as its job ends (any order)."""
+
+
+def sequential(jobs: list[RunConfig], context: JobContext) -> Iterator[JobResult]:
+    """In this process, one job after another."""
+    for config in jobs:
+        yield execute_job(config, context)
+
+
+def _die_with_parent() -> None:
+    """Worker initializer: on Linux, the kernel kills this worker when the sweep dies."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class ProcessPool:
+    """``workers`` spawned processes, each given ``cpu_count // workers`` torch threads.
+
+    At most ``workers`` jobs are in flight, so a worker that dies (which breaks the whole
+    pool in ``concurrent.futures``) can only have hit those; they are suspects, run again
+    one at a time in a pool of their own at the end, where a death names its job FAILED."""
+
+    def __init__(self, workers: int, execute: Callable[[RunConfig, JobContext], JobResult] = execute_job):
+        self.workers = workers
+        self.execute = execute  # a module-level function (workers import it by name)
+
+    def __call__(self, jobs: list[RunConfig], context: JobContext) -> Iterator[JobResult]:
+        threads = context.threads or max(1, (os.cpu_count() or 1) // self.workers)
+        context = replace(context, threads=threads)
+        suspects: list[RunConfig] = []
+        yield from self._run(jobs, context, self.workers, suspects)
+        for config in suspects:
+            alone: list[RunConfig] = []
+            yield from self._run([config], context, 1, alone)
+            for dead in alone:
+                yield JobResult(dead, "FAILED", reason="its worker process died (killed, or out of memory)")
+
+    def _run(self, jobs: list[RunConfig], context: JobContext, workers: int,
+             suspects: list[RunConfig]) -> Iterator[JobResult]:
+        queue = list(reversed(jobs))
+        while queue:
+            pool = futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                               initializer=_die_with_parent)
+            in_flight: dict[futures.Future, RunConfig] = {}
+            try:
+                broken = False
+                while (queue or in_flight) and not broken:
+                    while queue and len(in_flight) < workers:
+                        config = queue.pop()
+                        in_flight[pool.submit(self.execute, config, context)] = config
+                    done, _ = futures.wait(in_flight, return_when=futures.FIRST_COMPLETED)
+                    for future in done:
+                        config = in_flight.pop(future)
+                        try:
+                            yield future.result()
+                        except futures.process.BrokenProcessPool:
+                            broken = True
+                            suspects.append(config)
+                if broken:  # every job still in flight died with the pool: a new one takes the queue
+                    suspects.extend(in_flight.values())
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            else:
+                pool.shutdown(wait=not broken, cancel_futures=broken)
+
+
+class RayTasks:
+    """One Ray task per job with ``num_cpus`` / ``num_gpus`` (fractions share a device).
+
+    Connects to the cluster at ``RAY_ADDRESS`` when it is set, else starts Ray on this
+    machine (and stops it afterwards). Workers need debiasbench (and any plugin)
+    installed and a tracking store they can reach: a server URI on a cluster (a job on a
+    node without the sweep's sqlite file fails saying so, instead of logging to a new
+    file there). Each task logs its own run, as it would to a server; on one machine
+    several processes share an sqlite store (checked with 6 processes writing at once)."""
+
+    def __init__(self, cpus_per_run: float = 1.0, gpus_per_run: float = 0.0):
+        self.cpus_per_run = cpus_per_run
+        self.gpus_per_run = gpus_per_run
+
+    def __call__(self, jobs: list[RunConfig], context: JobContext) -> Iterator[JobResult]:
+        address = os.environ.get("RAY_ADDRESS") or None
+        check_ray_address(address)  # before Ray is imported: it reads RAY_AUTH_MODE then
+        try:
+            import ray
+        except ImportError:
+            raise UserError("launcher 'ray' needs Ray: pip install 'ray>=2.9'") from None
+        started_here = not ray.is_initialized()
+        if started_here:
+            connect_ray(ray, address)
+        try:
+            threads = context.threads or max(1, int(self.cpus_per_run))
+            context = replace(context, threads=threads)
+            check_server_reachable_from_tasks(ray, context.tracking_uri)
+            task = ray.remote(execute_job).options(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run,
+                                                   max_retries=1)
+            pending = {task.remote(config, context): config for config in jobs}
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                config = pending.pop(ready[0])
+                try:
+                    yield ray.get(ready[0])
+                except ray.exceptions.RayError as exc:  # the worker died twice
+                    yield JobResult(config, "FAILED", reason=f"Ray task failed: {str(exc).splitlines()[0]}")
+        finally:
+            if started_here:
+                ray.shutdown()
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of ``host:port`` or ``scheme://host:port[/...]``; None otherwise
+    (``auto``, ``local``)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname or port is None:
+        return None
+    return parts.hostname, port
+
+
+def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def ray_token_available() -> bool:
+    """Whether this machine holds a Ray auth token (``RAY_AUTH_TOKEN``, the file named by
+    ``RAY_AUTH_TOKEN_PATH``, or ``~/.ray/auth_token``, where ``ray start`` writes it)."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
+    return os.path.isfile(path)
+
+
+def check_ray_address(address: str | None) -> None:
+    """Before joining the cluster at ``address`` (``RAY_ADDRESS``), and before Ray is
+    imported: an address nothing answers at is one line naming it, at once (Ray itself
+    retries for a minute, then raises a traceback). A head started by ``ray start``
+    requires its auth token (Ray 2.5x writes it to ``~/.ray/auth_token``), which a driver
+    only sends with ``RAY_AUTH_MODE=token``, read when Ray is imported: where the token is
+    on this machine and the mode is unset, it is set, so joining a cluster started here,
+    on loopback included, works."""
+    if address is None:
+        return
+    target = _host_port(address)
+    if target is not None and not _reachable(*target):
+        raise UserError(f"RAY_ADDRESS {address!r}: no Ray cluster answers at {target[0]}:{target[1]}; "
+                        "start one (ray start --head) or unset RAY_ADDRESS to start Ray here")
+    if "RAY_AUTH_MODE" not in os.environ and ray_token_available():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def connect_ray(ray: Any, address: str | None) -> None:
+    """Join the cluster at ``address`` (checked by ``check_ray_address``), or start Ray
+    here without one; a cluster that refuses is one line."""
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    except ConnectionError as exc:
+        raise UserError(f"RAY_ADDRESS {address!r}: cannot join the Ray cluster ({str(exc).splitlines()[0]})") from None
+
+
+def _probe(host: str, port: int) -> bool:
+    return _reachable(host, port)
+
+
+def check_server_reachable_from_tasks(ray: Any, tracking_uri: str) -> None:
+    """A tracking server must be reachable from the tasks, not only from this process (a
+    sweep given ``http://127.0.0.1:5000`` on a cluster would log nowhere): one probe task
+    connects to it first, and a failure is one line naming the address."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(tracking_uri)
+    if not parts.hostname:
+        return
+    target = (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    port = target[1]
+    probe = ray.remote(_probe).options(num_cpus=0)
+    if not ray.get(probe.remote(target[0], port)):
+        raise UserError(f"tracking server {tracking_uri!r} is not reachable from the Ray cluster's workers; "
+                        "give --tracking-uri an address every node can reach")
+
+
+@dataclass(frozen=True)
+class LauncherOptions:
+    """The command line's launcher settings, checked; each launcher reads those it uses."""
+
+    workers: int = 1  # local: parallel worker processes
+    cpus_per_run: float = 1.0  # ray: CPUs per task (fractions allowed)
+    gpus_per_run: float = 0.0  # ray: GPUs per task (0.25: four tasks share one)
+
+
+@LAUNCHERS.register(name="local")
+def local_launcher(options: LauncherOptions) -> Launcher:
+    """This process, or ``--workers`` spawned worker processes on this machine."""
+    return sequential if options.workers == 1 else ProcessPool(options.workers)
+
+
+@LAUNCHERS.register(name="ray")
+def ray_launcher(options: LauncherOptions) -> Launcher:
+    """One Ray task per job, on RAY_ADDRESS's cluster or a Ray started here."""
+    return RayTasks(options.cpus_per_run, options.gpus_per_run)
+
+
+def make_launcher(name: str, workers: int = 1, cpus_per_run: float = 1.0,
+                  gpus_per_run: float = 0.0) -> Launcher:
+    """The launcher registered as ``name`` in ``LAUNCHERS`` (the built-ins ``local`` and
+    ``ray``, or a plugin's from the ``debiasbench.launchers`` entry-point group); unknown
+    names and bad numbers are one-line user errors."""
+    from debiasbench.core.errors import ConfigError, unknown_name_message
+
+    if name not in LAUNCHERS:
+        broken = LAUNCHERS.broken().get(name)
+        if broken is not None:
+            raise ConfigError(f"launcher {name!r} failed to load: {broken}")
+        raise ConfigError(unknown_name_message("launcher", name, LAUNCHERS.names()))
+    if workers < 1:
+        raise ConfigError(f"--workers: expected an integer >= 1, got {workers}")
+    if not cpus_per_run > 0:
+        raise ConfigError(f"--cpus-per-run: expected a number > 0, got {cpus_per_run}")
+    if not gpus_per_run >= 0:
+        raise ConfigError(f"--gpus-per-run: expected a number >= 0, got {gpus_per_run}")
+    return LAUNCHERS.get(name)(LauncherOptions(workers, cpus_per_run, gpus_per_run))

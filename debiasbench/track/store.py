@@ -1,0 +1,374 @@
+"""MLflow logging of runs: params, metrics, tags, the resolved config, the outcome.
+
+The store is MLflow's: ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else MLflow's
+own default (an sqlite file ``mlflow.db`` in the working directory). A run that raises
+ends as FAILED (or KILLED on Ctrl-C) with the reason in the tag ``debiasbench.failure``,
+so a crashed run never looks finished and a sweep can find and rerun it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
+
+from debiasbench.contract.config import RunConfig
+from debiasbench.core.errors import RunFailed, UserError
+from debiasbench.track.log_buffer import LogBuffer
+
+RUN_KEY_TAG = "debiasbench.run_key"
+FAILURE_TAG = "debiasbench.failure"
+#: Seconds a run's metrics, params and tags may wait in memory before they are written
+#: (``TrackedRun``): live enough for a long run's curves, one write for a tiny run.
+FLUSH_INTERVAL = 30.0
+
+
+class TrackedRun:
+    """Handle of one active MLflow run.
+
+    Metrics, params and tags wait in memory (``LogBuffer``) and are written together:
+    when ``flush`` is called, at the first call after ``flush_interval`` seconds since the
+    last write, and when the run ends however it ends (``Tracker.start`` flushes before it
+    marks the run FINISHED, FAILED or KILLED). A tiny run so writes them in one batch. A
+    process killed outright (SIGKILL, power loss) keeps only what was written: the run's
+    key tag and ``config.yaml`` from its start, and what was logged up to its last flush,
+    at most ``flush_interval`` seconds (or one epoch, where an epoch takes longer) before
+    it died. Artifacts are written at once.
+    """
+
+    def __init__(self, client: Any, run_id: str, flush_interval: float = FLUSH_INTERVAL):
+        self.client = client
+        self.run_id = run_id
+        self.flush_interval = flush_interval
+        self.pending = LogBuffer()
+        self._flushed_at = time.monotonic()
+
+    def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), folder)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self.pending.add_metrics(metrics, int(time.time() * 1000), step or 0)
+        self._flush_if_due()
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self.pending.add_params(params)
+        self._flush_if_due()
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self.pending.add_tags(tags)
+        self._flush_if_due()
+
+    def flush(self) -> None:
+        """Write everything logged so far, in as few ``log_batch`` calls as MLflow allows."""
+        self._flushed_at = time.monotonic()
+        for batch in self.pending.take():
+            self.client.log_batch(self.run_id, metrics=batch.metrics, params=batch.params, tags=batch.tags)
+
+    def _flush_if_due(self) -> None:
+        if time.monotonic() - self._flushed_at >= self.flush_interval:
+            self.flush()
+
+
+class Tracker:
+    """Opens runs in one experiment of one tracking store.
+
+    Creating a ``Tracker`` checks what can be checked without writing (an sqlite file or
+    folder this process cannot write is a one-line error at once) and opens nothing: the
+    store is opened, created where it does not exist, on first use. A command that refuses
+    its input after this point (a missing data file) so leaves no store behind.
+    """
+
+    def __init__(self, tracking_uri: str | None = None, experiment: str = "debiasbench",
+                 tags: Mapping[str, str] | None = None):
+        """``tags`` go on every run this tracker opens (a sweep's command and file)."""
+        import mlflow
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        for noisy in ("alembic", "mlflow"):  # store creation logs at INFO; runs print their own
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+        self.uri = tracking_uri or mlflow.get_tracking_uri()
+        self.experiment = experiment
+        self.tags = dict(tags or {})
+        check_store_writable(self.uri)
+        self._client: Any = None
+        self._experiment_id: str | None = None
+
+    @property
+    def client(self) -> Any:
+        """The ``MlflowClient`` of the store, opened (and the store created) on first use."""
+        if self._client is None:
+            self._open()
+        return self._client
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            self._open()
+        assert self._experiment_id is not None
+        return self._experiment_id
+
+    def _open(self) -> None:
+        from mlflow.tracking import MlflowClient
+
+        try:
+            prepare_store(self.uri)
+            client = MlflowClient(self.uri)
+            self._experiment_id = get_or_create_experiment(client, self.experiment,
+                                                           artifact_location(self.uri, self.experiment))
+        except UserError:
+            raise
+        except Exception as exc:  # unreachable server, unwritable sqlite file, bad URI
+            raise UserError(f"tracking store {self.uri!r} cannot be used: {_first_line(exc)}") from None
+        self._client = client
+
+    @contextmanager
+    def start(self, config: RunConfig, tags: Mapping[str, Any] | None = None) -> Iterator[TrackedRun]:
+        """A run that ends FINISHED, or FAILED / KILLED with the reason, whatever happens;
+        what it logged is written before it ends (see ``TrackedRun`` for a killed process).
+        ``tags`` known before the run starts are created with it (no write of their own)."""
+        name = f"{config.method}-{config.dataset}-{config.model}-s{config.seed}"
+        run = self.client.create_run(self.experiment_id, run_name=name, tags={
+            **self.tags, **{k: str(v) for k, v in (tags or {}).items()}, RUN_KEY_TAG: config.run_key()})
+        tracked = TrackedRun(self.client, run.info.run_id)
+        try:
+            tracked.log_params(config.flat())
+            self.client.log_dict(tracked.run_id, config.to_dict(), "config.yaml")
+            yield tracked
+            tracked.flush()
+        except KeyboardInterrupt:
+            self._end(tracked, "KILLED", "interrupted by the user")
+            raise
+        except RunFailed as exc:
+            self._end(tracked, "FAILED", exc.reason)
+            raise
+        except BaseException as exc:
+            self._end(tracked, "FAILED", f"{type(exc).__name__}: {_first_line(exc)}")
+            raise
+        else:
+            self.client.set_terminated(tracked.run_id, "FINISHED")
+
+    def _end(self, tracked: TrackedRun, status: str, reason: str) -> None:
+        """Write what the run logged (what cannot be written is given up: the failure must
+        still be recorded), then the reason and the status."""
+        from mlflow.entities import RunTag
+
+        try:
+            tracked.flush()
+        except Exception as exc:
+            reason = f"{reason} (its last metrics could not be written: {_first_line(exc)})"
+        self.client.log_batch(tracked.run_id, tags=[RunTag(FAILURE_TAG, reason[:5000])])
+        self.client.set_terminated(tracked.run_id, status)
+
+    def get_run(self, run_id: str) -> Any:
+        try:
+            return self.client.get_run(run_id)
+        except Exception:
+            raise UserError(f"run {run_id!r} not found in tracking store {self.uri!r}") from None
+
+    def download(self, run_id: str, artifact: str, folder: str | Path) -> str:
+        """Local copy of one artifact of a run."""
+        return self.client.download_artifacts(run_id, artifact, str(folder))
+
+    def finished_run(self, run_key: str) -> Any | None:
+        """The FINISHED run with this run key, if any (sweeps skip those jobs)."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}' and attributes.status = 'FINISHED'",
+            max_results=1)
+        return runs[0] if runs else None
+
+    def finished_runs(self) -> dict[str, Any]:
+        """Every FINISHED run of the experiment by run key, in one paged query."""
+        runs = self.search(filter_string="attributes.status = 'FINISHED'")
+        return {run.data.tags[RUN_KEY_TAG]: run for run in runs if RUN_KEY_TAG in run.data.tags}
+
+    def search(self, filter_string: str = "") -> list[Any]:
+        """Every run of the experiment matching ``filter_string``."""
+        return search_all(self.client, self.experiment_id, filter_string)
+
+    def end_stale_runs(self, run_key: str) -> int:
+        """Mark KILLED the runs of ``run_key`` still RUNNING: their process was killed
+        (SIGKILL, power loss) before it could say so; the job is about to run again. Called
+        by the holder of the job's claim only (``runner.run``), so no live process can be
+        running one of them."""
+        stale = self.search(f"tags.`{RUN_KEY_TAG}` = '{run_key}' and attributes.status = 'RUNNING'")
+        for run in stale:
+            self._end(TrackedRun(self.client, run.info.run_id), "KILLED",
+                      "interrupted: the process ended without closing the run; its job ran again")
+        return len(stale)
+
+
+def get_or_create_experiment(client: Any, name: str, location: str | None, attempts: int = 5) -> str:
+    """The id of experiment ``name``, created if missing. Two processes creating it at
+    once (two sweeps on a fresh store or server) both get the one that exists: the loser
+    of the race reads the winner's instead of failing on RESOURCE_ALREADY_EXISTS."""
+    for attempt in range(attempts):
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                raise UserError(f"experiment {name!r} was deleted in the tracking store: restore it "
+                                "(mlflow experiments restore) or choose another name (run key experiment)")
+            return str(found.experiment_id)
+        try:
+            return str(client.create_experiment(name, artifact_location=location))
+        except Exception as exc:
+            text = str(exc)
+            if "RESOURCE_ALREADY_EXISTS" not in text and "UNIQUE constraint" not in text:
+                raise
+            time.sleep(0.05 * (attempt + 1))  # another process created it meanwhile: read it
+    raise UserError(f"experiment {name!r} could neither be found nor created")
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of an ``sqlite:///`` URI (None for other stores and in-memory)."""
+    if not uri.startswith("sqlite:///") or uri.endswith(":memory:"):
+        return None
+    return Path(uri[len("sqlite:///"):].split("?")[0]).expanduser()
+
+
+def check_store_writable(uri: str) -> None:
+    """One line, at once, for an sqlite store this process cannot write (a read-only file,
+    a folder on a read-only filesystem, a missing folder) or a tracking server nothing
+    answers at: MLflow would otherwise retry for minutes or print its tracebacks. Other
+    stores are checked when first opened."""
+    if uri.startswith(("http://", "https://")):
+        check_server_answers(uri)
+        return
+    path = sqlite_path(uri)
+    if path is None:
+        return
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise UserError(f"tracking store {uri!r}: {str(path)!r} is a folder, not an sqlite file")
+    if not folder.is_dir():
+        raise UserError(f"tracking store {uri!r}: folder {str(folder)!r} does not exist")
+    # sqlite writes a journal beside the file, so the folder must be writable too.
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"tracking store {uri!r}: folder {str(folder)!r} is not writable "
+                        "(a read-only filesystem or permissions); choose another --tracking-uri")
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise UserError(f"tracking store {uri!r}: file {str(path)!r} is not writable; "
+                        "choose another --tracking-uri")
+
+
+def check_server_answers(uri: str, timeout: float = 5.0) -> None:
+    """A ``UserError`` naming ``uri`` when no server accepts a connection at its host and
+    port within ``timeout`` seconds (MLflow's own client retries for about two minutes)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise UserError(f"tracking store {uri!r}: not a valid address") from None
+    if not parts.hostname:
+        raise UserError(f"tracking store {uri!r}: not a valid address")
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        raise UserError(f"tracking store {uri!r}: no server answers at {parts.hostname}:{port} "
+                        f"({exc.strerror or type(exc).__name__})") from None
+
+
+def prepare_store(uri: str) -> None:
+    """Create an sqlite store that does not exist yet, whole or not at all, one process at
+    a time: MLflow builds its schema in many steps (migrations), so two processes starting
+    on one fresh file race (``table _alembic_tmp_experiments already exists``), and a
+    creation cut short (a full disk, a kill) leaves a file MLflow cannot open again.
+
+    Under an exclusive lock on ``<file>.lock``, the schema is built in a temporary file
+    beside the store and renamed onto it when complete; a process that waited on the lock
+    finds the store made. Other stores (servers, file stores) are left to MLflow."""
+    path = sqlite_path(uri)
+    if path is None or path.exists():
+        return
+    import fcntl
+
+    with open(f"{path}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if path.exists():
+                return
+            # A new name per attempt: MLflow keeps per-URI state in the process.
+            temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.creating")
+            try:
+                _build_sqlite_schema(f"sqlite:///{temporary.resolve()}", path.parent)
+                with open(temporary, "rb+") as handle:
+                    os.fsync(handle.fileno())
+                os.replace(temporary, path)
+            except OSError as exc:
+                raise UserError(f"tracking store {uri!r} could not be created ({exc.strerror or exc})") from None
+            except Exception as exc:
+                text = _first_line(exc)
+                if "full" in text.lower():
+                    text += f": free space in {str(path.parent)!r}"
+                raise UserError(f"tracking store {uri!r} could not be created ({text})") from None
+            finally:
+                temporary.unlink(missing_ok=True)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build_sqlite_schema(uri: str, folder: Path) -> None:
+    """MLflow's tables in the new sqlite file at ``uri``; its connections are closed after,
+    so a failed attempt holds no deleted file open (whose space a full disk would keep)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    try:
+        SqlAlchemyStore(uri, (folder / "mlruns").as_uri())
+    finally:
+        engines = getattr(SqlAlchemyStore, "_engine_map", {})
+        engine = engines.pop(uri, None)
+        if engine is not None:
+            engine.dispose()
+
+
+def search_all(client: Any, experiment_id: str, filter_string: str = "") -> list[Any]:
+    """Every matching run of one experiment: MLflow returns at most a page per call, and
+    stopping at the first page would silently drop runs."""
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000,
+                                  page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def absolute_tracking_uri(uri: str | None) -> str:
+    """``uri`` (or MLflow's default) with a relative sqlite or file path made absolute,
+    so worker processes in other directories write to the same store."""
+    import mlflow
+
+    uri = uri or mlflow.get_tracking_uri()
+    for scheme in ("sqlite:///", "file://"):
+        if uri.startswith(scheme) and not uri.startswith(scheme + "/"):
+            return scheme + str(Path(uri[len(scheme):]).resolve())
+    if "://" not in uri:  # a plain path is a file store
+        return str(Path(uri).resolve())
+    return uri
+
+
+def artifact_location(tracking_uri: str, experiment: str) -> str | None:
+    """Where a new experiment of an sqlite store keeps its artifacts: ``mlruns/`` beside
+    the database file. MLflow's own default is ``./mlruns`` of whatever directory the
+    experiment happened to be created from, which scatters one store's artifacts over
+    every working directory it was used in. None (MLflow decides) for other stores."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    database = Path(tracking_uri[len("sqlite:///"):]).expanduser().resolve()
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in experiment) or "experiment"
+    return (database.parent / "mlruns" / slug).as_uri()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
