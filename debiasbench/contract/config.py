@@ -45,16 +45,18 @@ class RunConfig:
     dataset: str = _key("colored_digits", help="dataset name (see `debiasbench datasets`)")
     model: str = _key("small_cnn", help="architecture: small_cnn, mlp, resnet18, vgg16, efficientnet_b0, timm:<name>")
     seed: int = _key(0, low=0, high=2**32 - 1, help="seed of initialisation, shuffling and the method's randomness")
-    epochs: int = _key(10, low=0, high=100_000)
-    batch_size: int = _key(64, low=1, high=1_000_000)
+    epochs: int = _key(10, low=0, high=100_000, help="training epochs of the run's model (0: none, e.g. a post-hoc "
+                                                     "correction that only refits or projects)")
+    batch_size: int = _key(64, low=1, high=1_000_000, help="training batch size")
     eval_batch_size: int | None = _key(None, type=int, low=1, high=1_000_000,
                                        help="evaluation batch; null: 512 images of 32x32 pixels, "
                                             "proportionally fewer for larger images (10 at 224 px)")
-    lr: float = _key(1e-3, LogUniform(1e-4, 1e-2), low=0.0)
-    optimizer: str = _key("adam", choices=("sgd", "adam", "adamw"))
+    lr: float = _key(1e-3, LogUniform(1e-4, 1e-2), low=0.0, help="learning rate (the schedule's peak)")
+    optimizer: str = _key("adam", choices=("sgd", "adam", "adamw"), help="optimiser of the run's model")
     momentum: float = _key(0.9, low=0.0, high=1.0, help="SGD momentum")
-    weight_decay: float = _key(0.0, LogUniform(1e-6, 1e-2), low=0.0)
-    schedule: str = _key("cosine", choices=("constant", "cosine"))
+    weight_decay: float = _key(0.0, LogUniform(1e-6, 1e-2), low=0.0, help="the optimiser's weight decay")
+    schedule: str = _key("cosine", choices=("constant", "cosine"),
+                         help="learning-rate schedule, stepped per step over the whole run")
     grad_clip: float = _key(1.0, low=0.0, help="max gradient norm; 0 disables clipping")
     class_weights: str = _key("none", choices=CLASS_WEIGHTS,
                               help="cross-entropy class weights of every method: none, or "
@@ -65,7 +67,7 @@ class RunConfig:
     allow_unsuited: bool = _key(False, help="run a method on a dataset its own assumptions exclude (e.g. "
                                             "gradient_alignment where one class holds every conflicting "
                                             "sample); refused otherwise, and left out of sweeps")
-    device: str = _key("auto", choices=("auto", "cpu", "cuda"))
+    device: str = _key("auto", choices=("auto", "cpu", "cuda"), help="auto: CUDA when present, else the CPU")
     amp: bool = _key(True, help="bf16 autocast on CUDA (ignored on the CPU)")
     channels_last: bool = _key(True, help="channels_last memory format on CUDA")
     data_placement: str = _key("auto", choices=("auto", "device", "stream"),
@@ -73,9 +75,13 @@ class RunConfig:
                                     "read from the image cache; auto: on the device when they take at most "
                                     "a quarter of the GPU's free memory (512 MiB on the CPU)")
     deterministic: bool = _key(False, help="deterministic kernels (slower on CUDA)")
-    latent_layer: str | None = _key(None, type=str, help="module name; default per architecture")
+    latent_layer: str | None = _key(None, type=str,
+                                    help="module name of the latent layer CAVs read and edit; null: the "
+                                         "architecture's (layer4 for resnet18, features.28 for vgg16, features.8 "
+                                         "for efficientnet_b0, block3 for small_cnn, feature for mlp)")
     pretrained: str | None = _key(None, type=str, help="imagenet (the library's ImageNet weights from its local "
-                                                       "cache; see README) or a local path of initial weights")
+                                                       "cache; see the docs' Models page) or a local path of "
+                                                       "initial weights")
     relevance_mask: str = _key("blur", choices=("blur", "blur_fixed", "dilate"),
                                help="artifact_relevance's region: the mask blurred (Gaussian 41 px, sigma 8 "
                                     "at 224 px, scaled with the image side; blur_fixed: unscaled) and kept "
