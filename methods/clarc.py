@@ -19,6 +19,7 @@ from typing import Iterable
 import torch
 from torch import Tensor, nn
 
+from debiasbench.evaluation.explanation import ArtifactCav
 from debiasbench.evaluation.cav import (CAV_KINDS, CAV_SAMPLES, NoPredictedGroup, artifact_cav_samples, fit_cav,
                              pool_activations)
 from debiasbench.core.errors import RunFailed
@@ -64,7 +65,7 @@ class ClArCMethod(Method):
     instead; the run says so on stderr and logs ``cav_samples_fallback`` = 1 (else 0).
     Fine-tuning defaults: 10 epochs as in the authors' setup; they use SGD (momentum 0.9,
     lr 1e-4) for VGG / ResNet and Adam for EfficientNet. On the small built-in datasets
-    Adam at lr 1e-3 corrects without costing clean accuracy (README, "Results"), so it is
+    Adam at lr 1e-3 corrects without costing clean accuracy (docs/results.md), so it is
     the default here; set ``optimizer``/``lr`` to reproduce theirs.
     """
 
@@ -85,6 +86,10 @@ class ClArCMethod(Method):
     cav: Tensor
     clean_length: Tensor
     artifact_length: Tensor
+
+    def artifact_cav(self) -> ArtifactCav:
+        """The explanation phase fits the CAV the correction was trained with."""
+        return ArtifactCav(kind=self.hp["cav_kind"], samples=self.hp["cav_samples"])
 
     def prepare(self, ctx: RunContext) -> None:
         """Fit the CAV and the clean / artifact mean lengths on the attacked class's

@@ -29,7 +29,7 @@ authors' ``RRR_ExpLogSum`` (frederikpahde/rrclarc@222d917
 channels), which was this benchmark's RRR before. Its penalty is a squared gradient norm
 whose scale follows the model and the inputs: for the vanilla small_cnn of
 ``synthetic_artifacts`` it is far above the cosine, in another measured setting far below
-it (see README, "Measurements behind the defaults"). Hence a lambda default per objective.
+it (see docs/methods.md, "Measurements behind the defaults"). Hence a lambda default per objective.
 
 ``lambda`` defaults to null: 100 for ``rrclarc``, 10 for ``ross`` (the former default). The
 authors give no default for ``RRR_ExpLogSum``, only a grid (0.05 ... 1e7 for ISIC, CelebA
@@ -37,7 +37,7 @@ and ImageNet, 5e-4 ... 1e7 for Bone Age: the ``RRR_ExpLogSum`` loop of
 ``config_files/config_generator_correcting_*.py``). 100 is in it and is where the objective
 starts to act on ``synthetic_artifacts``: lambda 1 and 10 end where the vanilla model is,
 100 corrects it (biased accuracy up and artifact relevance down, at a small cost in clean
-accuracy; see README, "Measurements behind the defaults"). The batch mean counts every
+accuracy; see docs/methods.md, "Measurements behind the defaults"). The batch mean counts every
 artifact-free sample as 0 (there only a minority of training images carries the patch, so
 at lambda 1 the logged penalty stays small). The sweep draws from 1e-2 ... 1e7, which covers the authors' grid and
 the former Ross range.
@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from debiasbench.evaluation.explanation import ArtifactCav
 from debiasbench.methods.clarc import ClArCMethod
 from debiasbench.core.hparams import HParam, LogUniform
 from debiasbench.contract.method import Batch
@@ -97,6 +98,10 @@ class RRR(ClArCMethod):
 
     def prepare(self, ctx) -> None:
         """RRR needs no CAV."""
+
+    def artifact_cav(self) -> ArtifactCav:
+        """RRR trains without a CAV: the evaluation fits the default one."""
+        return ArtifactCav()
 
     @property
     def weight(self) -> float:

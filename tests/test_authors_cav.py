@@ -32,7 +32,7 @@ from debiasbench.methods.clarc import ClArCMethod
 from debiasbench.contract.config import resolve_config
 from debiasbench.data.dataset import BenchmarkDataset, Split
 from debiasbench.core.errors import RunFailed
-from debiasbench.evaluation.metrics import artifact_metrics, tcav_sample
+from debiasbench.evaluation.explanation import artifact_metrics, tcav_sample
 from debiasbench.evaluation.relevance import artifact_region, artifact_relevance, blur_scale, gaussian_blur
 from debiasbench.core.hparams import resolve
 from debiasbench.contract.method import RunContext

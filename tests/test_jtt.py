@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from debiasbench.cli import app
 from debiasbench.contract.config import resolve_config
-from debiasbench.data.dataset import DeviceLoader
+from debiasbench.data.dataset import Loader
 from debiasbench.core.errors import ConfigError
 from debiasbench.contract.method import Batch, RunContext
 from debiasbench.methods.jtt import JTT, UpsampleSampler, error_set_weights, misclassified
@@ -88,7 +88,7 @@ def test_prepare_takes_the_identification_models_mistakes_as_the_error_set_and_l
     assert sampler is not None
     counts = torch.bincount(sampler.indices(0, ctx.generator), minlength=len(train))
     assert torch.equal(counts, torch.where(method.error_set, 8, 1))
-    loader = DeviceLoader(train, 64, ctx.generator, sampler=sampler)
+    loader = Loader(train, 64, ctx.generator, sampler=sampler)
     assert sum(len(b) for b in loader) == len(train) + 7 * int(method.error_set.sum())
 
 

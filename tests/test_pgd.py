@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from debiasbench.cli import app
 from debiasbench.contract.config import resolve_config
-from debiasbench.data.dataset import DeviceLoader
+from debiasbench.data.dataset import Loader
 from debiasbench.core.errors import ConfigError
 from debiasbench.contract.method import RunContext
 from debiasbench.methods.pgd import PGD
@@ -113,7 +113,7 @@ def test_prepare_makes_probabilities_proportional_to_the_biased_models_grad_norm
     assert all(torch.equal(v, initial[k]) for k, v in ctx.model.state_dict().items())  # init=scratch
     assert 0.0 <= logged["pgd_conflicting_mass"] <= 1.0 and "pgd_effective_sample_share" in logged
     sampler = method.sampler(ctx)
-    loader = DeviceLoader(train, 32, ctx.generator, sampler=sampler)
+    loader = Loader(train, 32, ctx.generator, sampler=sampler)
     assert len(sampler) == len(train) and sum(len(b) for b in loader) == len(train)
 
 

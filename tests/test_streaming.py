@@ -15,7 +15,8 @@ import torch
 
 import real_layouts
 from debiasbench.data.dataset import Loader, Split
-from debiasbench.evaluation.metrics import eval_batch_for, explain_batch_for, relevance_sample
+from debiasbench.data.dataset import eval_batch_for
+from debiasbench.evaluation.explanation import explain_batch_for, relevance_sample
 from debiasbench.core.hparams import resolve
 from debiasbench.data.image_cache import load_images, open_images
 from debiasbench.data.injection import make_artifact

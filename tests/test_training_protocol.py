@@ -114,7 +114,7 @@ def test_the_runner_applies_the_datasets_augmentation_only_when_augment_is_on(tr
 
 def test_the_evaluation_run_keys_offer_exactly_the_rules_the_evaluation_implements():
     from debiasbench.contract.config import RUN_KEYS
-    from debiasbench.evaluation.metrics import TCAV_POPULATIONS
+    from debiasbench.evaluation.explanation import TCAV_POPULATIONS
     from debiasbench.evaluation.relevance import ARTIFACT_REGIONS
 
     assert RUN_KEYS["relevance_mask"].choices == ARTIFACT_REGIONS

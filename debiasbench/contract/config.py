@@ -49,7 +49,7 @@ class RunConfig:
                                                      "correction that only refits or projects)")
     batch_size: int = _key(64, low=1, high=1_000_000, help="training batch size")
     eval_batch_size: int | None = _key(None, type=int, low=1, high=1_000_000,
-                                       help="evaluation batch; null: 512 images of 32x32 pixels, "
+                                       help="evaluation batch; null: 512 images of 32x32 pixels (64 on the CPU), "
                                             "proportionally fewer for larger images (10 at 224 px)")
     lr: float = _key(1e-3, LogUniform(1e-4, 1e-2), low=0.0, help="learning rate (the schedule's peak)")
     optimizer: str = _key("adam", choices=("sgd", "adam", "adamw"), help="optimiser of the run's model")
@@ -89,11 +89,18 @@ class RunConfig:
     tcav_population: str = _key("all_classes", choices=("all_classes", "attacked_class"),
                                 help="tcav_score's samples: the biased test samples of every class (the "
                                      "RR-ClArC authors') or of the attacked class only")
+    explain_samples: int = _key(512, low=1, high=1_000_000,
+                                help="test images the explanation phase explains (a seeded sample, the same for "
+                                     "every method): artifact_relevance (with its standard error "
+                                     "artifact_relevance_se), tcav_score and cav_alignment")
     base_run: str | None = _key(None, type=str, help="MLflow run id of the vanilla model a correction starts "
                                                      "from; default: found or trained")
     log_model: bool = _key(True, help="log the final weights as the artifact model.pt and the heatmap "
                                       "picture heatmaps.png")
     selection: str = _key("last", choices=("last", "best"), help="checkpoint evaluated at the end")
+    val_curves: bool = _key(False, help="validate after every epoch for the curves (epoch/val_*); else only "
+                                        "where selection needs it: every epoch with selection=best, the last "
+                                        "epoch with selection=last")
     selection_metric: str = _key("val_acc", choices=VALIDATION_METRICS,
                                  help="validation metric maximised when selection=best")
     experiment: str = _key("debiasbench", help="MLflow experiment name")
@@ -103,7 +110,10 @@ class RunConfig:
 
     #: Keys that change where or how fast a run happens, not its result.
     NON_SEMANTIC = ("device", "experiment", "checkpoint_dir", "eval_batch_size", "log_model", "data_placement",
-                    "allow_unsuited")
+                    "allow_unsuited", "val_curves")
+    #: Keys added after runs were stored, left out of the run key at their default so that
+    #: those runs keep their keys (a sweep still finds them finished).
+    ADDED_LATER = {"explain_samples": 512}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,7 +124,8 @@ class RunConfig:
 
     def run_key(self) -> str:
         """Hash of everything that determines the result; sweeps use it to skip finished runs."""
-        semantic = {k: v for k, v in self.to_dict().items() if k not in self.NON_SEMANTIC}
+        semantic = {k: v for k, v in self.to_dict().items()
+                    if k not in self.NON_SEMANTIC and not (k in self.ADDED_LATER and v == self.ADDED_LATER[k])}
         text = json.dumps(semantic, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

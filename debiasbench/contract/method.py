@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from debiasbench.data.dataset import CAPABILITIES, Batch, BenchmarkDataset, Sampler
 from debiasbench.core.hparams import HParam
 from debiasbench.core.randomness import RandomStreams
+from debiasbench.evaluation.explanation import ArtifactCav
 
 if TYPE_CHECKING:
     from debiasbench.contract.config import RunConfig
@@ -166,3 +167,9 @@ class Method:
     def eval_model(self, model: LatentModel) -> nn.Module:
         """The model evaluated at test time (P-ClArC projects activations here)."""
         return model
+
+    def artifact_cav(self) -> ArtifactCav:
+        """The CAV the explanation phase fits to score ``tcav_score`` and ``cav_alignment``
+        (``debiasbench.evaluation.explanation``). The default for every method; a family
+        that trains with a CAV of its own kind (ClArC) evaluates with that kind."""
+        return ArtifactCav()

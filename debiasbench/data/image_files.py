@@ -28,11 +28,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from debiasbench.data.dataset import Batch, BenchmarkDataset, Split
+from debiasbench.data.dataset import CAPABILITIES, Batch, BenchmarkDataset, Split
 from debiasbench.core.errors import ConfigError, UserError
 from debiasbench.core.hparams import HParam
 from debiasbench.data.image_cache import CACHE_FOLDER, ImageReadError, open_images
-from debiasbench.data.injection import ARTIFACT_PARAMS, ARTIFACT_PROVIDES, injected_splits, injects, make_artifact
+from debiasbench.data.injection import ARTIFACT_PARAMS, injected_splits, injects, make_artifact
 from debiasbench.data.pixels import CachedPixels, ImageStore
 
 SPLITS = ("train", "val", "test")
@@ -86,7 +86,7 @@ class ImageFileDataset(BenchmarkDataset):
 
     @classmethod
     def provides_for(cls, params: Mapping[str, Any]) -> frozenset[str]:
-        return cls.provides | ARTIFACT_PROVIDES if injects(params) else cls.provides
+        return cls.provides | CAPABILITIES if injects(params) else cls.provides
 
     @classmethod
     def shortcut_in_one_class(cls, params: Mapping[str, Any]) -> bool:

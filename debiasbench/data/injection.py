@@ -29,9 +29,6 @@ from debiasbench.core.errors import ConfigError
 from debiasbench.core.hparams import HParam
 from debiasbench.data.pixels import InjectedPixels, Injection, Pixels, TensorPixels
 
-#: What a dataset provides once an artifact is injected.
-ARTIFACT_PROVIDES = CAPABILITIES
-
 #: The dataset params of artifact injection, shared by every image-file dataset.
 ARTIFACT_PARAMS: dict[str, HParam] = {
     "artifact": HParam("none", choices=("none", *KINDS),

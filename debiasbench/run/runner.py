@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, ContextManager, Mapping
+from typing import Any, ContextManager, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -29,17 +29,21 @@ from debiasbench.run.base_model import MODEL_ARTIFACT, resolve_base_checkpoint
 from debiasbench.run.claims import Claim, JobBusy
 from debiasbench.train.class_weights import class_weights
 from debiasbench.contract.config import RunConfig
-from debiasbench.data.dataset import BenchmarkDataset, DeviceLoader, eval_batch_for
+from debiasbench.data.dataset import BenchmarkDataset, Loader, eval_batch_for
 from debiasbench.core.errors import RunFailed, UserError, one_line
-from debiasbench.evaluation.metrics import VALIDATION_PREFIX, evaluate
+from debiasbench.evaluation.explanation import ArtifactCav, artifact_metrics
+from debiasbench.evaluation.metrics import evaluate, validation_views
 from debiasbench.contract.method import Method, RunContext
 from debiasbench.models.networks import LatentModel, build_model
 from debiasbench.core.registry import DATASETS, METHODS
 from debiasbench.track.store import TrackedRun, Tracker
-from debiasbench.train.step import (  # noqa: F401  (make_optimizer, make_schedule: public here too)
-    NONFINITE_CHECK_EVERY, TrainingStep, autocast_for, make_optimizer, make_schedule)
+from debiasbench.train.step import TrainingStep, autocast_for
 
 
+#: Prefix of the metrics that time a run's phases besides training and preparation (not
+#: ``validate_seconds``: names starting with ``val_`` / ``test_`` are validation and test
+#: metrics to the leaderboard).
+PHASE_SECONDS = "seconds/"
 #: Folder of ``checkpoint_dir`` where checkpoints that could not be resumed from are kept.
 UNUSABLE_FOLDER = "unusable"
 
@@ -96,7 +100,7 @@ class Training:
 
     method: Method
     ctx: RunContext
-    loader: DeviceLoader
+    loader: Loader
     step: TrainingStep | None
 
 
@@ -115,6 +119,8 @@ class Trainer:
         #: What ``prepare`` logs (mining precision, ...) is a result of the run too.
         self.prepared: dict[str, float] = {}
         self.train_seconds = 0.0
+        #: Seconds of each phase besides training and preparation (``<phase>_seconds``).
+        self.seconds = {"validate": 0.0, "test": 0.0, "explain": 0.0}  # PHASE_SECONDS + name
         self.samples = 0
         self.best: float | None = None
         #: The validation metrics of the weights ``select`` keeps, where this process
@@ -126,7 +132,10 @@ class Trainer:
 
     def train(self) -> dict[str, float]:
         """Prepare the method, freeze what it does not train, run the epochs, select the
-        checkpoint, evaluate, explain and log; the final metrics."""
+        checkpoint, evaluate, explain and log; the final metrics, with the seconds of each
+        phase: ``prepare_seconds``, ``train_seconds`` and ``seconds/validate``,
+        ``seconds/test``, ``seconds/explain``, ``seconds/tracking`` (the store's writes
+        until then)."""
         method, ctx = self.build()
         self.prepare(method, ctx)
         params = self.freeze(method)
@@ -136,13 +145,25 @@ class Trainer:
             self.run_epoch(training, epoch)
         self.select()
         final_model = method.eval_model(self.model)
-        metrics = {**self.prepared, **self.final_evaluation(final_model)}
-        metrics.update(self.explain(final_model))
+        with self.phase("test"):
+            metrics = {**self.prepared, **self.final_evaluation(final_model)}
+        with self.phase("explain"):
+            metrics.update(self.explain(final_model, method.artifact_cav()))
         if self.config.log_model:
             self.log_model(self.model)
         metrics["train_seconds"] = self.train_seconds
         metrics["samples_per_second"] = self.samples / self.train_seconds if self.train_seconds > 0 else 0.0
+        metrics.update({f"{PHASE_SECONDS}{name}": seconds for name, seconds in self.seconds.items()})
+        metrics[f"{PHASE_SECONDS}tracking"] = self.tracked.seconds
         return metrics
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Add the wall-clock seconds of the block (the device synchronised) to ``name``'s."""
+        began = time.perf_counter()
+        yield
+        self.synchronize()
+        self.seconds[name] += time.perf_counter() - began
 
     def build(self) -> tuple[Method, RunContext]:
         """The method and its context: the run's streams, class weights and logging."""
@@ -177,7 +198,7 @@ class Trainer:
 
     def training(self, method: Method, ctx: RunContext, params: list[nn.Parameter]) -> Training:
         """The loader of the method's sampling (and the dataset's augmentation) and the step."""
-        loader = DeviceLoader(self.dataset.splits["train"], self.config.batch_size, ctx.generator,
+        loader = Loader(self.dataset.splits["train"], self.config.batch_size, ctx.generator,
                               sampler=method.sampler(ctx),
                               augment=self.dataset.augment if self.config.augment else None)
         step = (TrainingStep.from_config(self.config, params, self.config.epochs * len(loader), self.device)
@@ -185,13 +206,23 @@ class Trainer:
         return Training(method, ctx, loader, step)
 
     def run_epoch(self, training: Training, epoch: int) -> None:
-        """Train one epoch, validate, log the curves, keep the best and the last checkpoint."""
+        """Train one epoch, validate, log the curves, keep the best and the last checkpoint.
+
+        An epoch is validated where model selection needs it (every epoch with
+        ``selection=best``, the last one with ``last``) or ``val_curves`` asks for every
+        epoch, on the views selection reads (``validation_views``): the natural validation
+        split, plus the clean or biased view where ``selection_metric`` is measured on one.
+        The final evaluation predicts the other views once, for the weights it evaluates."""
         began = time.perf_counter()
         train_logs = self.train_epoch(training, epoch)
         self.synchronize()
         self.train_seconds += time.perf_counter() - began
-        val = evaluate(training.method.eval_model(self.model), self.dataset, self.config.eval_batch_size,
-                       prefixes=(VALIDATION_PREFIX,), autocast=self.autocast, facts=False)
+        val: dict[str, float] = {}
+        if self.config.val_curves or self.config.selection == "best" or epoch + 1 == self.config.epochs:
+            with self.phase("validate"):
+                val = evaluate(training.method.eval_model(self.model), self.dataset, self.config.eval_batch_size,
+                               views=validation_views(self.config.selection_metric), autocast=self.autocast,
+                               facts=False)
         self.tracked.log_metrics({f"epoch/{k}": v for k, v in {**train_logs, **val}.items()}, step=epoch + 1)
         if self.config.selection == "best":
             self.keep_if_best(val)
@@ -310,20 +341,18 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def explain(self, model: nn.Module) -> dict[str, float]:
-        """Artifact relevance, TCAV and CAV alignment where the dataset has artifact masks;
-        the heatmap picture as an artifact where the run logs artifacts (``log_model``)."""
-        from debiasbench.evaluation.metrics import artifact_metrics
-
+    def explain(self, model: nn.Module, cav: ArtifactCav) -> dict[str, float]:
+        """Artifact relevance, TCAV and CAV alignment where the dataset has artifact masks
+        (``debiasbench.evaluation.explanation``, the CAV the method asks for); the heatmap
+        picture as an artifact where the run logs artifacts (``log_model``)."""
         if not isinstance(model, LatentModel):
             return {}
         with tempfile.TemporaryDirectory() as folder:
             heatmaps = Path(folder) / "heatmaps.png" if self.config.log_model else None
-            cav_kind = self.config.hparams.get("cav_kind", "pattern")
             metrics, params = artifact_metrics(
-                model, self.dataset, self.config.eval_batch_size, heatmaps, cav_kind,
-                relevance_mask=self.config.relevance_mask, tcav_population=self.config.tcav_population,
-                cav_samples=self.config.hparams.get("cav_samples", "predicted"))
+                model, self.dataset, self.config.eval_batch_size, heatmaps, cav.kind,
+                sample_size=self.config.explain_samples, relevance_mask=self.config.relevance_mask,
+                tcav_population=self.config.tcav_population, cav_samples=cav.samples)
             if heatmaps is not None and heatmaps.exists():
                 self.tracked.log_artifact(heatmaps)
         if params:
@@ -379,7 +408,7 @@ def run(config: RunConfig, tracker: Tracker, progress: bool | None = None, *,
     device = resolve_device(config.device)
     dataset = build_dataset(config)
     placement = dataset.place(device, config.data_placement)
-    config = replace(config, eval_batch_size=eval_batch_for(config.eval_batch_size, dataset.sample_shape))
+    config = replace(config, eval_batch_size=eval_batch_for(config.eval_batch_size, dataset.sample_shape, device))
     if device.type == "cuda" and config.channels_last:
         for split in (*dataset.splits.values(), *dataset.views.values()):
             split.channels_last = True

@@ -46,9 +46,13 @@ class TrackedRun:
         self.flush_interval = flush_interval
         self.pending = LogBuffer()
         self._flushed_at = time.monotonic()
+        #: Seconds spent writing to the store so far (the run's ``tracking_seconds``).
+        self.seconds = 0.0
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
+        began = time.perf_counter()
         self.client.log_artifact(self.run_id, str(path), folder)
+        self.seconds += time.perf_counter() - began
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         self.pending.add_metrics(metrics, int(time.time() * 1000), step or 0)
@@ -65,8 +69,10 @@ class TrackedRun:
     def flush(self) -> None:
         """Write everything logged so far, in as few ``log_batch`` calls as MLflow allows."""
         self._flushed_at = time.monotonic()
+        began = time.perf_counter()
         for batch in self.pending.take():
             self.client.log_batch(self.run_id, metrics=batch.metrics, params=batch.params, tags=batch.tags)
+        self.seconds += time.perf_counter() - began
 
     def _flush_if_due(self) -> None:
         if time.monotonic() - self._flushed_at >= self.flush_interval:

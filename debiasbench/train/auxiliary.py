@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from debiasbench.data.dataset import DeviceLoader, Sampler, Split, input_batches
+from debiasbench.data.dataset import Loader, Sampler, Split, input_batches
 from debiasbench.contract.method import Batch, RunContext
 from debiasbench.models.networks import LatentModel, build_model, eval_mode
 from debiasbench.train.step import TrainingStep
@@ -38,7 +38,7 @@ def train_model(model: LatentModel, split: Split, loss_fn: Callable[[LatentModel
                 sampler: Sampler | None = None) -> LatentModel:
     """Train ``model`` on ``split`` with ``loss_fn`` through ``step`` (which holds its
     optimiser, schedule and clipping); returns it in eval mode."""
-    loader = DeviceLoader(split, batch_size, generator, sampler=sampler)
+    loader = Loader(split, batch_size, generator, sampler=sampler)
     model.train()
     for epoch in range(epochs):
         step.phase = f"in epoch {epoch + 1}"

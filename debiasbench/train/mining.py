@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from debiasbench.train.auxiliary import fresh_model, predict_proba
-from debiasbench.data.dataset import DeviceLoader
+from debiasbench.data.dataset import Loader
 from debiasbench.train.losses import generalized_cross_entropy
 from debiasbench.contract.method import RunContext
 from debiasbench.train.step import TrainingStep
@@ -86,7 +86,7 @@ def mine_conflicting(ctx: RunContext, epochs: int, eta: float = 0.5, tau: float 
     peers = [fresh_model(ctx, f"{streams}.peer{i}_init") for i in (0, 1)]
     steps = [TrainingStep(m.parameters(), torch.optim.Adam(m.parameters(), lr=ctx.config.lr), device=ctx.device,
                           what=f"mining peer {i}'s loss") for i, m in enumerate(peers)]
-    loader = DeviceLoader(train, ctx.config.batch_size, ctx.stream(f"{streams}.order"))
+    loader = Loader(train, ctx.config.batch_size, ctx.stream(f"{streams}.order"))
     confidence_sum = torch.zeros(len(train), device=train.y.device)
     for epoch in range(epochs):
         for model in peers:

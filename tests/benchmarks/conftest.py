@@ -81,14 +81,14 @@ def method_step(colored_digits, method_on_digits):
     prepared method on the same first batch of 64 coloured digits, for step-time ratios."""
     import torch
 
-    from debiasbench.data.dataset import DeviceLoader
+    from debiasbench.data.dataset import Loader
 
     def make(method_name: str, hparams: dict | None = None):
         method, ctx = method_on_digits(method_name, hparams)
         method.prepare(ctx)
         model = ctx.model.train()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-        batch = next(iter(DeviceLoader(colored_digits.splits["train"], BATCH, torch.Generator().manual_seed(0))))
+        batch = next(iter(Loader(colored_digits.splits["train"], BATCH, torch.Generator().manual_seed(0))))
 
         def step():
             optimizer.zero_grad(set_to_none=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from debiasbench.data.dataset import DeviceLoader
+from debiasbench.data.dataset import Loader
 
 
 @pytest.mark.benchmark(group="groupdro-step")
@@ -31,7 +31,7 @@ def test_step_groupdro(benchmark, method_step):
 def test_epoch_baseline_vanilla(benchmark, colored_digits, method_on_digits):
     method, ctx = method_on_digits("vanilla")
     optimizer = torch.optim.Adam(ctx.model.parameters(), lr=1e-3)
-    loader = DeviceLoader(colored_digits.splits["train"], 64, ctx.generator)
+    loader = Loader(colored_digits.splits["train"], 64, ctx.generator)
 
     def epoch():
         ctx.model.train()

@@ -20,7 +20,7 @@ import torch
 
 from debiasbench.evaluation.cav import CAV_KINDS, fit_cav
 from debiasbench.contract.config import resolve_config
-from debiasbench.data.dataset import DeviceLoader
+from debiasbench.data.dataset import Loader
 from debiasbench.contract.method import RunContext
 from debiasbench.models.networks import build_model
 from debiasbench.core.registry import METHODS
@@ -42,7 +42,7 @@ def synthetic_artifacts():
 
 @pytest.fixture(scope="module")
 def batch(synthetic_artifacts):
-    loader = DeviceLoader(synthetic_artifacts.splits["train"], BATCH, torch.Generator().manual_seed(0))
+    loader = Loader(synthetic_artifacts.splits["train"], BATCH, torch.Generator().manual_seed(0))
     first = next(iter(loader))
     assert len(first) == BATCH and first.mask is not None
     return first

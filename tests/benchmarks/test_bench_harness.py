@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from debiasbench.data.dataset import DeviceLoader
+from debiasbench.data.dataset import Loader
 from debiasbench.models.networks import build_model
 from debiasbench.run.runner import build_dataset, run
 from debiasbench.testing import TINY_SYNTHETIC, tiny_config
@@ -36,7 +36,7 @@ def test_run_baseline_bare_training_loop(benchmark, config):
         model = build_model(config.model, dataset.num_classes)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         for _ in range(config.epochs):
-            for batch in DeviceLoader(train, config.batch_size, torch.Generator().manual_seed(0)):
+            for batch in Loader(train, config.batch_size, torch.Generator().manual_seed(0)):
                 optimizer.zero_grad(set_to_none=True)
                 F.cross_entropy(model(batch.x), batch.y).backward()
                 optimizer.step()

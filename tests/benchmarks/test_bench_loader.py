@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from debiasbench.data.dataset import DeviceLoader
+from debiasbench.data.dataset import Loader
 from debiasbench.models.networks import build_model
 
 BATCH = 64
@@ -40,7 +40,7 @@ def test_iterate_baseline_plain_slicing(benchmark, colored_digits):
 @pytest.mark.benchmark(group="loader-iterate")
 def test_iterate_device_loader(benchmark, colored_digits):
     split = colored_digits.splits["train"]
-    loader = DeviceLoader(split, BATCH, torch.Generator().manual_seed(0))
+    loader = Loader(split, BATCH, torch.Generator().manual_seed(0))
     assert benchmark(lambda: consume(loader_batches(loader))) == len(split)
 
 
@@ -68,6 +68,6 @@ def test_epoch_baseline_plain_slicing(benchmark, colored_digits, model_and_optim
 @pytest.mark.benchmark(group="loader-epoch")
 def test_epoch_device_loader(benchmark, colored_digits, model_and_optimizer):
     split = colored_digits.splits["train"]
-    loader = DeviceLoader(split, BATCH, torch.Generator().manual_seed(0))
+    loader = Loader(split, BATCH, torch.Generator().manual_seed(0))
     benchmark.pedantic(lambda: train_epoch(loader_batches(loader), *model_and_optimizer),
                        rounds=12, warmup_rounds=2)

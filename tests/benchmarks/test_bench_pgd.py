@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from debiasbench.contract.config import resolve_config
-from debiasbench.data.dataset import DeviceLoader
+from debiasbench.data.dataset import Loader
 from debiasbench.contract.method import RunContext
 from debiasbench.models.networks import LatentModel, build_model
 from debiasbench.train.per_sample_grad import loop_grad_norms, per_sample_grad_norms
@@ -129,7 +129,7 @@ def test_epoch_baseline_vanilla(benchmark, colored_digits):
     ctx = RunContext(config=config, dataset=colored_digits, model=net, device=torch.device("cpu"),
                      generator=torch.Generator().manual_seed(0))
     method = METHODS.get("vanilla")(config.hparams, ctx)
-    loader = DeviceLoader(colored_digits.splits["train"], 64, ctx.generator)
+    loader = Loader(colored_digits.splits["train"], 64, ctx.generator)
 
     def epoch():
         net.train()

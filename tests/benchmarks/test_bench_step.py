@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from debiasbench.contract.config import resolve_config
-from debiasbench.data.dataset import DeviceLoader
+from debiasbench.data.dataset import Loader
 from debiasbench.contract.method import RunContext
 from debiasbench.models.networks import build_model
 from debiasbench.core.registry import METHODS
@@ -21,7 +21,7 @@ def setup(colored_digits):
     torch.manual_seed(0)
     model = build_model("small_cnn", 10)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loader = DeviceLoader(colored_digits.splits["train"], BATCH, torch.Generator().manual_seed(0))
+    loader = Loader(colored_digits.splits["train"], BATCH, torch.Generator().manual_seed(0))
     batch = next(iter(loader))
     config = resolve_config({"device": "cpu"})
     ctx = RunContext(config=config, dataset=colored_digits, model=model, device=torch.device("cpu"),
