@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # where one exists). Override e.g. TORCH="torch==2.9.1 torchvision==0.24.1" on aarch64.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test lint bench bench-memory gpu-check install clean mnist
+.PHONY: demo test lint docs bench bench-memory gpu-check install clean mnist
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,16 @@ LINT_PATHS := debiasbench methods datasets tests tools
 lint: $(VENV)/.installed
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/python tools/typecheck.py debiasbench tests tools
+
+# The documentation site (mkdocs.yml, docs/) built strictly into build/site: a broken link,
+# a missing anchor or an API page that cannot be collected fails. The docs extra is
+# installed into the virtual environment on first use (and again when pyproject.toml changes).
+$(VENV)/.docs-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m pytest tests/benchmarks --benchmark-enable --benchmark-columns=median,iqr,rounds

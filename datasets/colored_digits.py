@@ -49,8 +49,10 @@ class ColoredDigits(BenchmarkDataset):
                                  help="the same share for val only (null: bias_ratio; 0.1 = random colours)"),
         "image_size": HParam(8, low=8, high=224,
                              help="side in pixels (8: the digits' own resolution; larger sizes upscale)"),
-        "val_fraction": HParam(0.2, low=0.05, high=0.5),
-        "test_fraction": HParam(0.2, low=0.05, high=0.5),
+        "val_fraction": HParam(0.2, low=0.05, high=0.5,
+                               help="share of the 1,797 digits held out for validation (stratified)"),
+        "test_fraction": HParam(0.2, low=0.05, high=0.5,
+                                help="share of the 1,797 digits held out for testing (stratified)"),
         "seed": HParam(0, low=0, help="seed of the split and colouring (fixed across run seeds)"),
     }
     train_defaults = {"epochs": 10, "batch_size": 64, "lr": 1e-3}

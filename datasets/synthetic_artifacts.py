@@ -79,9 +79,10 @@ class SyntheticArtifacts(BenchmarkDataset):
     params = {
         "num_classes": HParam(4, low=2, high=len(SHAPES), help="number of shape classes"),
         "image_size": HParam(32, low=16, high=256, help="side of the square images"),
-        "n_train": HParam(2000, low=10, high=MAX_SAMPLES),
-        "n_val": HParam(500, low=10, high=MAX_SAMPLES),
-        "n_test": HParam(1000, low=10, high=MAX_SAMPLES),
+        "n_train": HParam(2000, low=10, high=MAX_SAMPLES, help="training images generated"),
+        "n_val": HParam(500, low=10, high=MAX_SAMPLES, help="validation images generated"),
+        "n_test": HParam(1000, low=10, high=MAX_SAMPLES,
+                         help="test images generated (each test view shows the same images)"),
         "attacked_class": HParam(0, low=0, help="class whose samples may carry the artifact"),
         "p": HParam(0.5, low=0.0, high=1.0, help="artifact probability in the attacked class"),
         "artifact": HParam("patch", choices=tuple(KINDS), help="artifact kind"),

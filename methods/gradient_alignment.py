@@ -21,12 +21,12 @@ Paper vs the authors' code (bwbwzhao/Combating-Unknown-Bias), as hparams:
   checked. Per-class sums of a 64-sample batch holding one or two BC samples are mostly
   empty, and smoothing keeps them defined. Default 0.9: on colored_digits ``class`` with
   smoothing scores best on conflicting and unbiased accuracy, ahead of ``class`` without
-  it and of the code's ``batch`` without it (see README, "Measurements behind the
+  it and of the code's ``batch`` without it (see docs/methods.md, "Measurements behind the
   defaults").
 - ``sampling``: the code draws every batch with ``int(share_BC * B) + 1`` BC samples (the
   natural proportion, and never none); ``uniform`` shuffles as vanilla does, so at
   ``bias_ratio`` 0.99 most batches hold no BC sample. Default ``stratified`` (the code;
-  ``uniform`` scores well below it on colored_digits, see README, "Measurements behind
+  ``uniform`` scores well below it on colored_digits, see docs/methods.md, "Measurements behind
   the defaults").
 - ``gamma``: 1.6 as the code uses on Colored MNIST / Corrupted CIFAR-10 (1.0 on
   Waterbirds / CelebA).
@@ -35,7 +35,7 @@ Paper vs the authors' code (bwbwzhao/Combating-Unknown-Bias), as hparams:
   dataset); the score is the average over all of them (``det_peer.py:193-195``, read back
   by ``debiasing/main_ecsga.py:96``). It was 10 here before. On colored_digits 10 and 50
   epochs mine the same conflicting digits, with the same test accuracy; 50 follows the
-  code at the cost of a much longer ``prepare`` and run (see README,
+  code at the cost of a much longer ``prepare`` and run (see docs/methods.md,
   "Measurements behind the defaults").
 The code selects the best epoch on the unbiased test split; here selection is the
 runner's (validation only).

@@ -22,12 +22,12 @@ vanilla shuffle and multiplies each sample's cross-entropy by its weight
 which is the same objective in expectation with epochs as long as vanilla's and fewer
 repeated samples per batch. Before this followed the code, the error set was drawn
 ``upweight`` times (20, not 21). Upsampling is the default because it gains more than loss
-weighting on colored_digits (both beat vanilla; see README, "Measurements behind the
+weighting on colored_digits (both beat vanilla; see docs/methods.md, "Measurements behind the
 defaults"): with loss weighting a batch holds about one error sample with a large weight,
 and Adam's normalisation blunts the rare large gradients.
 ``id_epochs`` matters: too few leave the identification model underfit, with a large,
 imprecise error set and a lower conflicting accuracy; enough of them and the error set
-holds the conflicting digits only (see README, "Measurements behind the defaults").
+holds the conflicting digits only (see docs/methods.md, "Measurements behind the defaults").
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ code trains with Adam (``config.py:37-39``), which absorbs the factor; with
 ``optimizer=sgd`` here it is a ``q`` times smaller step for the biased model.
 
 On colored_digits the gain is small: with short training LfF ties vanilla, with longer
-training and smaller batches it is ahead on every seed (see README, "Measurements behind
+training and smaller batches it is ahead on every seed (see docs/methods.md, "Measurements behind
 the defaults"). With so few conflicting digits both models fit the colour at about the
 same pace, so aligned samples keep weights close to those of conflicting ones (the
 paper's Colored MNIST has 60,000 digits and trains 100 epochs).

@@ -26,7 +26,7 @@ Paper versus the authors' code (sumyeongahn/PGD), and what is the default here:
   (``trainer/learner.py:64-93``), at a constant lr and unclipped: the code's step decay
   (x0.1 every 40 epochs) is constant over the first 40 epochs and it clips nothing. The
   run's cosine schedule is not applied to it: on unknown_bias_digits it cut both the
-  conflicting digits' sampling mass and their test accuracy (see README, "Measurements
+  conflicting digits' sampling mass and their test accuracy (see docs/methods.md, "Measurements
   behind the defaults"). Under the run's default Adam this is the Adam biased model this
   project trained before (whatever the run's optimiser); with ``optimizer=sgd`` it is
   the code's SGD;

@@ -27,7 +27,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from debiasbench.contract.config import NESTED_KEYS, RUN_KEYS
+from debiasbench.contract.config import NESTED_KEYS, RUN_KEYS, RunConfig
 from debiasbench.core.hparams import Choice, HParam, IntUniform, LogUniform, Uniform
 from debiasbench.core.registry import BUILTIN_DISTRIBUTION
 from debiasbench.data.image_files import ImageFileDataset, image_params
@@ -137,7 +137,7 @@ def config_keys() -> str:
     """The run keys: declared default, allowed values, search space, help, and the
     datasets and methods that change the default."""
     datasets, methods = builtins("debiasbench.datasets"), builtins("debiasbench.methods")
-    rows = [[f"`{key}`", code(spec.default), allowed(spec), searched(spec), cell(spec.help),
+    rows = [[f"`{key}`", code(spec.default), allowed(spec), searched(spec), described(key, spec),
              set_by(key, spec.default, datasets, methods)] for key, spec in RUN_KEYS.items()]
     where = {"dataset_params": "the dataset's parameters (see [Datasets](datasets.md))",
              "hparams": "the method's hyper-parameters (see [Methods](methods.md))"}
@@ -145,6 +145,15 @@ def config_keys() -> str:
     rows += [[f"`{key}.<name>`", f"declared by {owner[key]}", f"declared by {owner[key]}",
               f"declared by {owner[key]}", where[key], "-"] for key in NESTED_KEYS]
     return table(["key", "default", "allowed", "searched", "description", "default changed"], rows)
+
+
+def described(key: str, spec: HParam) -> str:
+    """A run key's help, and whether it is left out of the run key (``NON_SEMANTIC``:
+    keys that change where or how fast a run happens, not its result)."""
+    text = cell(spec.help)
+    if key in RunConfig.NON_SEMANTIC:
+        text += " Not part of the run key."
+    return text
 
 
 def needs(cls: Any) -> str:
