@@ -55,6 +55,15 @@ def test_write_then_check_finds_nothing_stale(tmp_path: Path) -> None:
         assert (tmp_path / page).read_text(encoding="utf-8") == (ROOT / "docs" / page).read_text(encoding="utf-8")
 
 
+def test_a_page_without_its_markers_is_named(tmp_path: Path) -> None:
+    for other, _ in docs_tables.BLOCKS.values():
+        (tmp_path / other).write_text((ROOT / "docs" / other).read_text(encoding="utf-8"), encoding="utf-8")
+    page, _ = docs_tables.BLOCKS["methods"]
+    (tmp_path / page).write_text("# Methods\n", encoding="utf-8")
+    with pytest.raises(docs_tables.MissingBlock, match=f"docs/{page}: no block"):
+        docs_tables.write(tmp_path)
+
+
 def test_generated_tables_name_every_builtin_method_and_dataset() -> None:
     methods, datasets = docs_tables.render("methods"), docs_tables.render("datasets")
     for name in docs_tables.builtins("debiasbench.methods"):

@@ -246,11 +246,22 @@ def _pattern(name: str) -> re.Pattern[str]:
     return re.compile(re.escape(START.format(name=name)) + r"\n(.*?)" + re.escape(END), re.S)
 
 
+class MissingBlock(Exception):
+    """A page, or the markers of a block in it, is not where ``BLOCKS`` says."""
+
+
+def read_page(docs: Path, page: str) -> str:
+    path = docs / page
+    if not path.is_file():
+        raise MissingBlock(f"docs/{page} not found (it holds generated tables)")
+    return path.read_text(encoding="utf-8")
+
+
 def committed(text: str, name: str, page: str) -> str:
-    """The body of block ``name`` in a page's text; a missing marker is an error."""
+    """The body of block ``name`` in a page's text; missing markers are an error."""
     match = _pattern(name).search(text)
     if match is None:
-        raise SystemExit(f"docs/{page}: no block {START.format(name=name)} ... {END}")
+        raise MissingBlock(f"docs/{page}: no block {START.format(name=name)} ... {END}")
     return match.group(1)
 
 
@@ -263,7 +274,7 @@ def stale(docs: Path = DOCS) -> list[str]:
     """``docs/PAGE (block NAME)`` for every block whose committed body is not the rendering."""
     out = []
     for name, (page, _) in BLOCKS.items():
-        if committed((docs / page).read_text(encoding="utf-8"), name, page) != render(name):
+        if committed(read_page(docs, page), name, page) != render(name):
             out.append(f"docs/{page} (block {name})")
     return out
 
@@ -273,7 +284,7 @@ def write(docs: Path = DOCS) -> list[str]:
     changed = []
     for name, (page, _) in BLOCKS.items():
         path = docs / page
-        text = path.read_text(encoding="utf-8")
+        text = read_page(docs, page)
         committed(text, name, page)
         match = _pattern(name).search(text)
         assert match is not None
@@ -291,6 +302,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", action="store_true", help="rewrite the blocks in docs/")
     parser.add_argument("--check", action="store_true", help="exit 1 if a committed block is stale")
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except MissingBlock as exc:
+        print(f"docs_tables: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.write:
         for page in write():
             print(f"rewrote {page}")
