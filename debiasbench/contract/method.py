@@ -71,6 +71,10 @@ class RunContext:
         return self.streams.init(name)
 
 
+#: The method whose trained model a correction (``starts_from_vanilla``) starts from.
+BASE_METHOD = "vanilla"
+
+
 class Method:
     """Base class of every method. Subclasses set ``name`` and override ``loss``.
 

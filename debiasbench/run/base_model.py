@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from debiasbench.contract.config import RunConfig, resolve_config
+from debiasbench.contract.method import BASE_METHOD
 from debiasbench.core.errors import UserError
 
 MODEL_ARTIFACT = "model.pt"
@@ -27,7 +28,7 @@ def base_config(config: RunConfig) -> RunConfig:
     """The vanilla run a correction of ``config`` starts from (training keys at their defaults,
     except the cross-entropy's ``class_weights``, which the base shares with its correction)."""
     return resolve_config({
-        "method": "vanilla", "dataset": config.dataset, "dataset_params": dict(config.dataset_params),
+        "method": BASE_METHOD, "dataset": config.dataset, "dataset_params": dict(config.dataset_params),
         "model": config.model, "seed": config.seed, "device": config.device,
         "experiment": config.experiment, "checkpoint_dir": config.checkpoint_dir,
         "pretrained": config.pretrained, "data_placement": config.data_placement,

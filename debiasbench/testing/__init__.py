@@ -14,6 +14,7 @@ import torch
 from debiasbench.contract.config import RunConfig, merge, resolve_config
 from debiasbench.testing.contracts import TINY_PARAMS, check_dataset, check_method
 from debiasbench.contract.method import Method
+from debiasbench.run.runner import PHASE_SECONDS
 
 if TYPE_CHECKING:
     from debiasbench.run.runner import RunResult
@@ -89,13 +90,14 @@ def tiny_config(**overrides: Any) -> RunConfig:
     return resolve_config(merge(base, overrides))
 
 
-#: Metrics that measure time, not the result: left out when two runs are compared.
+#: Metrics that measure time, not the result: left out when two runs are compared (and
+#: every phase's ``seconds/<phase>``).
 TIMING_METRICS = frozenset({"train_seconds", "samples_per_second", "prepare_seconds", "pgd_score_seconds"})
 
 
 def without_timing(metrics: Mapping[str, float]) -> dict[str, float]:
     """``metrics`` without the timings, for "same config, same result" comparisons."""
-    return {k: v for k, v in metrics.items() if k not in TIMING_METRICS}
+    return {k: v for k, v in metrics.items() if k not in TIMING_METRICS and not k.startswith(PHASE_SECONDS)}
 
 
 def crashing_once(base: type[Method], name: str, at_step: int) -> type[Method]:
