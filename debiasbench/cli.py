@@ -109,7 +109,7 @@ def sweep(
     tracking_uri: str | None = TrackingOption,
     dry_run: bool = typer.Option(False, "--dry-run", help="print the jobs, run nothing"),
     launcher: str = typer.Option("local", "--launcher", help="local, ray, or a plugin's (entry-point group "
-                                 "debiasbench.sweep.launchers)"),
+                                 "debiasbench.launchers)"),
     workers: int = typer.Option(1, "--workers", "-j", help="local: parallel worker processes"),
     cpus_per_run: float = typer.Option(1.0, "--cpus-per-run", help="ray: CPUs per run (fractions allowed)"),
     gpus_per_run: float = typer.Option(0.0, "--gpus-per-run", help="ray: GPUs per run (0.25 = four runs share one)"),

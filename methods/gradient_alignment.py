@@ -177,7 +177,7 @@ class GradientAlignment(Method):
         if with_bc == 1 < num_classes:
             ctx.note(f"gradient_alignment: bias-conflicting training samples lie in only 1 of "
                      f"{num_classes} classes; GA assumes a shortcut shared by the classes and may collapse "
-                     f"to predicting that class (see the README)")
+                     f"to predicting that class (see docs/methods.md)")
 
     def state_dict(self) -> dict[str, Tensor]:
         return {"running": self.running}

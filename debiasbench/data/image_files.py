@@ -58,7 +58,7 @@ class ImageTable:
 def image_params(image_size: int = 64, val_fraction: float = 0.1, test_fraction: float = 0.2) -> dict[str, HParam]:
     """The params every image-file dataset takes (its own come on top)."""
     return {
-        "root": HParam(None, type=str, help="folder of the downloaded dataset (layout: see the README)"),
+        "root": HParam(None, type=str, help="folder of the downloaded dataset (its layout: docs/datasets.md)"),
         "image_size": HParam(image_size, low=8, high=1024,
                              help="side after resizing the shorter side and centre cropping; "
                                   "cache N*3*S*S bytes"),

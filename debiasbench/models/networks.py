@@ -569,7 +569,7 @@ def _verify_hash(path: Path) -> None:
 
     torch's hub checks this only while downloading; a cached copy is loaded as it is. A
     truncated or replaced file would otherwise train under the name of ImageNet weights.
-    Costs one more read of the file, small next to loading and training it (README,
+    Costs one more read of the file, small next to loading and training it (docs/models.md,
     "ImageNet-pretrained backbones", has the time for VGG-16).
     """
     match = re.search(torch.hub.HASH_REGEX, path.name)
