@@ -217,7 +217,7 @@ def datasets() -> None:
 @user_errors
 def models() -> None:
     """List architectures (--model): each registered builder and what it builds."""
-    from debiasbench.models.networks import TIMM_PREFIX
+    from debiasbench.models.architectures import TIMM_PREFIX
     from debiasbench.core.registry import MODELS
 
     lines = [f"{name}: {_summary(builder)}" for name, builder in MODELS.items()]

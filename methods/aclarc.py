@@ -15,7 +15,7 @@ from torch import Tensor
 
 from debiasbench.methods.clarc import ClArCMethod, shift_to_length
 from debiasbench.contract.method import Batch
-from debiasbench.models.networks import LatentModel
+from debiasbench.models.latent import LatentModel
 
 
 class AClArC(ClArCMethod):

@@ -25,7 +25,7 @@ from debiasbench.evaluation.cav import (CAV_KINDS, CAV_SAMPLES, NoPredictedGroup
 from debiasbench.core.errors import RunFailed
 from debiasbench.core.hparams import Choice, HParam
 from debiasbench.contract.method import Method, RunContext
-from debiasbench.models.networks import LatentModel
+from debiasbench.models.latent import LatentModel
 
 FINETUNE_SCOPES = ("after_latent", "linear", "all")
 

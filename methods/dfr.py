@@ -59,7 +59,7 @@ from debiasbench.data.dataset import Split, input_batches
 from debiasbench.core.errors import RunFailed, UserError
 from debiasbench.core.hparams import HParam, IntUniform
 from debiasbench.contract.method import Batch, Method, RunContext
-from debiasbench.models.networks import LatentModel, eval_mode
+from debiasbench.models.latent import LatentModel, eval_mode
 from debiasbench.train.per_sample_grad import last_linear_name
 
 #: The paper's grid of inverse L1 strengths.

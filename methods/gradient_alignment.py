@@ -51,7 +51,7 @@ from debiasbench.core.errors import ConfigError
 from debiasbench.core.hparams import Choice, HParam, IntUniform, LogUniform, Uniform
 from debiasbench.contract.method import Batch, Method, RunContext
 from debiasbench.train.mining import mine_conflicting, precision_recall
-from debiasbench.models.networks import LatentModel
+from debiasbench.models.latent import LatentModel
 
 _EPS = 1e-12
 

@@ -38,7 +38,7 @@ from debiasbench.core.errors import UserError
 from debiasbench.core.hparams import Choice, HParam, LogUniform
 from debiasbench.contract.method import Batch, Method, RunContext
 from debiasbench.train.samplers import ImportanceSampler
-from debiasbench.models.networks import LatentModel
+from debiasbench.models.latent import LatentModel
 
 
 def group_losses(per_sample: Tensor, groups: Tensor, num_groups: int) -> tuple[Tensor, Tensor]:

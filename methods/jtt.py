@@ -41,7 +41,7 @@ from debiasbench.data.dataset import Split
 from debiasbench.core.hparams import Choice, HParam, IntUniform
 from debiasbench.contract.method import Batch, Method, RunContext
 from debiasbench.train.mining import precision_recall
-from debiasbench.models.networks import LatentModel
+from debiasbench.models.latent import LatentModel
 from debiasbench.train.step import TrainingStep
 
 #: Seed offsets of the identification model's initialisation and of its shuffling.

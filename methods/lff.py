@@ -53,7 +53,7 @@ from debiasbench.train.auxiliary import fresh_model
 from debiasbench.core.hparams import HParam, OpenFloat, Uniform
 from debiasbench.train.losses import generalized_cross_entropy
 from debiasbench.contract.method import Batch, Method, RunContext
-from debiasbench.models.networks import LatentModel
+from debiasbench.models.latent import LatentModel
 from debiasbench.train.step import TrainingStep
 
 #: Random stream of the biased model's initialisation.

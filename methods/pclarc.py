@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from debiasbench.methods.clarc import ClArCMethod, shift_to_length
 from debiasbench.core.hparams import HParam
 from debiasbench.contract.method import Batch
-from debiasbench.models.networks import LatentModel
+from debiasbench.models.latent import LatentModel
 
 
 class ProjectedModel(LatentModel):

@@ -46,7 +46,7 @@ from debiasbench.train.auxiliary import fresh_model, predict_proba, train_model
 from debiasbench.core.hparams import Choice, HParam, IntUniform, OpenFloat, Uniform
 from debiasbench.train.losses import generalized_cross_entropy
 from debiasbench.contract.method import Batch, Method, RunContext
-from debiasbench.models.networks import LatentModel
+from debiasbench.models.latent import LatentModel
 from debiasbench.train.per_sample_grad import per_sample_grad_norms
 from debiasbench.train.samplers import ImportanceSampler
 from debiasbench.train.step import TrainingStep

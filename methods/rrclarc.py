@@ -40,7 +40,7 @@ from torch import Tensor
 from debiasbench.methods.clarc import ClArCMethod
 from debiasbench.core.hparams import Choice, HParam, LogUniform
 from debiasbench.contract.method import Batch
-from debiasbench.models.networks import LatentModel
+from debiasbench.models.latent import LatentModel
 
 TARGETS = ("random_logits", "all_logits", "max_logit", "target_logit", "logprobs", "log_softmax")
 #: Added to the softmax before the log by the authors' ``logprobs`` target (rrc.py:37).

@@ -56,7 +56,7 @@ from debiasbench.evaluation.explanation import ArtifactCav
 from debiasbench.methods.clarc import ClArCMethod
 from debiasbench.core.hparams import HParam, LogUniform
 from debiasbench.contract.method import Batch
-from debiasbench.models.networks import LatentModel
+from debiasbench.models.latent import LatentModel
 
 OBJECTIVES = ("rrclarc", "ross")
 #: ``lambda`` when the run leaves it null (see the module docstring).

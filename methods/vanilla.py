@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from debiasbench.contract.method import Batch, Method
-from debiasbench.models.networks import LatentModel
+from debiasbench.models.latent import LatentModel
 
 
 class Vanilla(Method):

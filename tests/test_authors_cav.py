@@ -36,7 +36,7 @@ from debiasbench.evaluation.explanation import artifact_metrics, tcav_sample
 from debiasbench.evaluation.relevance import artifact_region, artifact_relevance, blur_scale, gaussian_blur
 from debiasbench.core.hparams import resolve
 from debiasbench.contract.method import RunContext
-from debiasbench.models.networks import LatentModel
+from debiasbench.models.latent import LatentModel
 from debiasbench.core.registry import DATASETS
 from debiasbench.testing import TINY_SYNTHETIC
 
@@ -392,7 +392,7 @@ def test_the_tcav_population_is_the_biased_test_view_of_every_class_by_default(t
 
 
 def test_artifact_metrics_score_tcav_on_every_class_with_the_attacked_logit(tiny_data: BenchmarkDataset):
-    from debiasbench.models.networks import build_model
+    from debiasbench.models.build import build_model
 
     torch.manual_seed(0)
     model = build_model("small_cnn", tiny_data.num_classes)
@@ -410,7 +410,7 @@ def test_artifact_metrics_score_tcav_on_every_class_with_the_attacked_logit(tiny
 
 def test_the_evaluation_cav_falls_back_to_every_sample_when_none_is_predicted_as_the_class(
         tiny_data: BenchmarkDataset):
-    from debiasbench.models.networks import build_model
+    from debiasbench.models.build import build_model
 
     torch.manual_seed(0)
     model = build_model("small_cnn", tiny_data.num_classes)

@@ -37,7 +37,7 @@ from debiasbench.methods.gradient_alignment import GradientAlignment
 from debiasbench.methods.jtt import JTT, UpsampleSampler, error_set_weights
 from debiasbench.methods.lff import LfF
 from debiasbench.methods.pgd import BIASED_INIT, PGD
-from debiasbench.models.networks import LatentModel
+from debiasbench.models.latent import LatentModel
 from debiasbench.train.mining import MiningResult, mine_conflicting
 from debiasbench.run.runner import build_dataset, build_run_model
 from debiasbench.testing import one_thread, tiny_config

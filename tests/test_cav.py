@@ -21,7 +21,8 @@ from debiasbench.evaluation.cav import (
 )
 from debiasbench.data.dataset import BenchmarkDataset
 from debiasbench.core.hparams import resolve
-from debiasbench.models.networks import LatentModel, build_model
+from debiasbench.models.build import build_model
+from debiasbench.models.latent import LatentModel
 from debiasbench.core.registry import DATASETS
 from debiasbench.testing import TINY_SYNTHETIC
 

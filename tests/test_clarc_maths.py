@@ -19,7 +19,8 @@ from debiasbench.core.randomness import derive_seed
 from debiasbench.methods.clarc import ClArCMethod, project_length, shift_to_length
 from debiasbench.contract.config import resolve_config
 from debiasbench.contract.method import Batch, RunContext
-from debiasbench.models.networks import LatentModel, build_model
+from debiasbench.models.build import build_model
+from debiasbench.models.latent import LatentModel
 from debiasbench.methods.aclarc import AClArC
 from debiasbench.methods.pclarc import PClArC, ProjectedModel
 from debiasbench.methods.rrclarc import RRClArC

@@ -109,7 +109,7 @@ def test_models_shows_a_plugin_that_fails_to_load_as_broken(monkeypatch):
     from debiasbench.core.registry import Registry
 
     broken = EntryPoint(name="lost_net", value="no_such_module_xyz:net", group="debiasbench.models")
-    good = EntryPoint(name="small_cnn", value="debiasbench.models.networks:small_cnn", group="debiasbench.models")
+    good = EntryPoint(name="small_cnn", value="debiasbench.models.architectures:small_cnn", group="debiasbench.models")
     monkeypatch.setattr("debiasbench.core.registry.entry_points", lambda group: [broken, good])
     monkeypatch.setattr("debiasbench.core.registry.MODELS", Registry("model", "debiasbench.models"))
     result = invoke(["models"])

@@ -107,7 +107,7 @@ def test_pattern_cav_is_closer_to_the_true_artifact_direction_than_every_solver(
     """The paper's point: regression / SVM directions diverge from the artifact's. The CAVs
     are fitted as the authors fit them (their samples, their svm / ridge / lasso / logistic)."""
     from debiasbench.run import checkpoints
-    from debiasbench.models.networks import build_model
+    from debiasbench.models.build import build_model
 
     _, _, tracker = paper_runs
     (vanilla,) = runs_by_method(tracker)["vanilla"]

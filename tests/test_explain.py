@@ -20,7 +20,8 @@ from debiasbench.evaluation.relevance import (
     heatmap_grid,
     input_relevance,
 )
-from debiasbench.models.networks import LatentModel, Normalization, build_model
+from debiasbench.models.build import build_model
+from debiasbench.models.latent import LatentModel, Normalization
 
 LRP_ARCHS = ["small_cnn", "resnet18", pytest.param("vgg16", marks=pytest.mark.slow)]
 HEAD = {"small_cnn": "fc", "resnet18": "fc", "vgg16": "classifier.6"}
@@ -388,7 +389,8 @@ def test_heatmap_grid_draws_every_mask_pixel_as_a_sharp_block(tmp_path: Path) ->
 
 def test_lrp_explains_the_latent_edit_of_a_wrapped_model():
     """A method's eval_model (P-ClArC) edits the latent in forward: LRP must see that edit."""
-    from debiasbench.models.networks import LatentModel, build_model
+    from debiasbench.models.build import build_model
+    from debiasbench.models.latent import LatentModel
 
     class Silenced(LatentModel):
         def forward(self, x):

@@ -17,7 +17,7 @@ from debiasbench.core.errors import ConfigError
 from debiasbench.contract.method import RunContext
 from debiasbench.methods.gradient_alignment import GradientAlignment, StratifiedSampler, alignment_weights
 from debiasbench.train.mining import class_normalised, mine_conflicting, peer_weights, precision_recall
-from debiasbench.models.networks import LatentModel
+from debiasbench.models.latent import LatentModel
 from debiasbench.core.registry import DATASETS
 from debiasbench.run.runner import run
 from debiasbench.testing import crash_resume_and_rerun, crashing_once, one_thread, tiny_config, without_timing

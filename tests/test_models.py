@@ -10,7 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from debiasbench.core.errors import UserError
-from debiasbench.models.networks import LatentModel, build_model
+from debiasbench.models.build import build_model
+from debiasbench.models.latent import LatentModel
 from debiasbench.core.registry import MODELS
 
 ARCHS = [

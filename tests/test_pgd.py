@@ -17,7 +17,7 @@ from debiasbench.core.errors import ConfigError
 from debiasbench.contract.method import RunContext
 from debiasbench.methods.pgd import PGD
 from debiasbench.train.samplers import ImportanceSampler
-from debiasbench.models.networks import build_model
+from debiasbench.models.build import build_model
 from debiasbench.train.per_sample_grad import loop_grad_norms, per_sample_grad_norms
 from debiasbench.run.runner import build_dataset, build_run_model, run
 from debiasbench.testing import tiny_config

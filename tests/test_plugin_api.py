@@ -106,7 +106,7 @@ debiasbench = run_cli  # debiasbench(env, cwd, *args): the command in a new proc
 
 
 DUPLICATE = ("DuplicateRegistrationWarning: model 'small_cnn' registered twice: entry point "
-             "api_probe.nets:impostor_cnn ignored, keeping debiasbench.models.networks:small_cnn")
+             "api_probe.nets:impostor_cnn ignored, keeping debiasbench.models.architectures:small_cnn")
 
 
 def test_models_lists_the_plugin_architecture_and_warns_about_the_reused_name(plugin_env, tmp_path):

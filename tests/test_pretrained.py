@@ -19,15 +19,11 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from debiasbench.models import networks as models
+from debiasbench.models import pretrained as models
 from debiasbench.core.errors import UserError
-from debiasbench.models.networks import (
-    NORMALIZATION_ATTRIBUTE,
-    LatentModel,
-    build_model,
-    check_imagenet_weights,
-    imagenet_weights_file,
-)
+from debiasbench.models.build import build_model
+from debiasbench.models.latent import LatentModel, NORMALIZATION_ATTRIBUTE
+from debiasbench.models.pretrained import check_imagenet_weights, imagenet_weights_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from debiasbench.contract.config import resolve_config
 from debiasbench.data.dataset import Loader
-from debiasbench.models.networks import build_model
+from debiasbench.models.build import build_model
 from debiasbench.run.runner import PHASE_SECONDS, build_dataset, run
 from debiasbench.track.store import Tracker
 

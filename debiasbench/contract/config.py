@@ -284,12 +284,12 @@ def resolve_config(raw: Mapping[str, Any]) -> RunConfig:
     if reason and not values["allow_unsuited"]:
         raise Unsuited(f"method {method_name!r} is unsuited to dataset {dataset_name!r}: {reason}; "
                        "set allow_unsuited: true to run it anyway")
-    from debiasbench.models.networks import check_model_name
+    from debiasbench.models.architectures import check_model_name
 
     check_model_name(values["model"])
     check_experiment_name(values["experiment"])
     if values["pretrained"] == "imagenet":  # missing weights refuse the job before any job of a sweep starts
-        from debiasbench.models.networks import check_imagenet_weights
+        from debiasbench.models.pretrained import check_imagenet_weights
 
         check_imagenet_weights(values["model"])
     return RunConfig(**values)

@@ -22,7 +22,7 @@ from debiasbench.evaluation.explanation import ArtifactCav
 
 if TYPE_CHECKING:
     from debiasbench.contract.config import RunConfig
-    from debiasbench.models.networks import LatentModel
+    from debiasbench.models.latent import LatentModel
 
 # ``Batch`` and ``Sampler`` live with the data (``debiasbench.data.dataset``); they are re-exported
 # here so that a method file needs one import: ``from debiasbench.contract.method import Batch, Method``.

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from debiasbench.data.dataset import Split, eval_batch_for, input_batches
-from debiasbench.models.networks import LatentModel, eval_mode
+from debiasbench.models.latent import LatentModel, eval_mode
 
 __all__ = [
     "CAV_KINDS",

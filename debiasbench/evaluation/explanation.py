@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from debiasbench.data.dataset import BenchmarkDataset, Split
-from debiasbench.models.networks import LatentModel
+from debiasbench.models.latent import LatentModel
 
 
 @dataclass(frozen=True)

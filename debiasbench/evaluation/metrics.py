@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from debiasbench.data.dataset import BenchmarkDataset, Split, input_batches
-from debiasbench.models.networks import eval_mode
+from debiasbench.models.latent import eval_mode
 
 NATURAL_SPLITS = ("val", "test")
 

@@ -47,7 +47,7 @@ from torch.nn import functional as F
 
 from debiasbench.core.errors import UserError, unknown_name_message
 from debiasbench.evaluation.heatmaps import heatmap_grid
-from debiasbench.models.networks import LatentModel, eval_mode
+from debiasbench.models.latent import LatentModel, eval_mode
 
 __all__ = [
     "EXPLANATION_METHODS",

@@ -34,7 +34,8 @@ from debiasbench.core.errors import RunFailed, UserError, one_line
 from debiasbench.evaluation.explanation import ArtifactCav, artifact_metrics
 from debiasbench.evaluation.metrics import evaluate, validation_views
 from debiasbench.contract.method import Method, RunContext
-from debiasbench.models.networks import LatentModel, build_model
+from debiasbench.models.build import build_model
+from debiasbench.models.latent import LatentModel
 from debiasbench.core.registry import DATASETS, METHODS
 from debiasbench.track.store import TrackedRun, Tracker
 from debiasbench.train.step import TrainingStep, autocast_for

@@ -29,7 +29,7 @@ from debiasbench.contract.method import Method, RunContext
 from debiasbench.core.registry import DATASETS, METHODS, Registry
 
 if TYPE_CHECKING:
-    from debiasbench.models.networks import LatentModel
+    from debiasbench.models.latent import LatentModel
 
 #: Experiment of the end-to-end runs.
 CHECK_EXPERIMENT = "contract_checks"
@@ -310,7 +310,7 @@ def _check_refusals(method_cls: type[Method], where: str) -> None:
 
 
 def _check_loss(method_cls: type[Method], config: Any, dataset_cls: type[BenchmarkDataset], where: str) -> None:
-    from debiasbench.models.networks import build_model
+    from debiasbench.models.build import build_model
     from debiasbench.run.runner import seed_everything
 
     full = dataset_cls(**config.dataset_params)

@@ -15,7 +15,8 @@ from torch import Tensor, nn
 
 from debiasbench.data.dataset import Loader, Sampler, Split, input_batches
 from debiasbench.contract.method import Batch, RunContext
-from debiasbench.models.networks import LatentModel, build_model, eval_mode
+from debiasbench.models.build import build_model
+from debiasbench.models.latent import LatentModel, eval_mode
 from debiasbench.train.step import TrainingStep
 
 

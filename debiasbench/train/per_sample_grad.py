@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from debiasbench.data.dataset import Split, xy_batches
-from debiasbench.models.networks import eval_mode
+from debiasbench.models.latent import eval_mode
 
 __all__ = ["per_sample_grad_norms", "last_linear_name", "resolve_param_names", "loop_grad_norms"]
 

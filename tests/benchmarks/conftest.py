@@ -61,7 +61,7 @@ def method_on_digits(colored_digits):
 
     from debiasbench.contract.config import resolve_config
     from debiasbench.contract.method import RunContext
-    from debiasbench.models.networks import build_model
+    from debiasbench.models.build import build_model
     from debiasbench.core.registry import METHODS
 
     def make(method_name: str, hparams: dict | None = None):

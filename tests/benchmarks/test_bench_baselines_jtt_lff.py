@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch.nn.functional as F
 
-from debiasbench.models.networks import build_model
+from debiasbench.models.build import build_model
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -22,7 +22,7 @@ from debiasbench.evaluation.cav import CAV_KINDS, fit_cav
 from debiasbench.contract.config import resolve_config
 from debiasbench.data.dataset import Loader
 from debiasbench.contract.method import RunContext
-from debiasbench.models.networks import build_model
+from debiasbench.models.build import build_model
 from debiasbench.core.registry import METHODS
 
 BATCH = 64

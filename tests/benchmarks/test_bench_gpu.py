@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from debiasbench.data.dataset import Loader, Split
 from debiasbench.data.image_cache import read_store
-from debiasbench.models.networks import build_model
+from debiasbench.models.build import build_model
 from debiasbench.data.pixels import CachedPixels
 
 pytestmark = [pytest.mark.gpu,

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from debiasbench.data.dataset import Loader
-from debiasbench.models.networks import build_model
+from debiasbench.models.build import build_model
 from debiasbench.run.runner import build_dataset, run
 from debiasbench.testing import TINY_SYNTHETIC, tiny_config
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from debiasbench.data.dataset import Loader
-from debiasbench.models.networks import build_model
+from debiasbench.models.build import build_model
 
 BATCH = 64
 

@@ -23,7 +23,8 @@ from torch import Tensor
 from debiasbench.contract.config import resolve_config
 from debiasbench.data.dataset import Loader
 from debiasbench.contract.method import RunContext
-from debiasbench.models.networks import LatentModel, build_model
+from debiasbench.models.build import build_model
+from debiasbench.models.latent import LatentModel
 from debiasbench.train.per_sample_grad import loop_grad_norms, per_sample_grad_norms
 from debiasbench.core.registry import METHODS
 

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from debiasbench.data.dataset import Loader, Split
 from debiasbench.data.image_cache import read_store, write_cache
-from debiasbench.models.networks import build_model
+from debiasbench.models.build import build_model
 from debiasbench.data.pixels import CachedPixels
 
 N, SIZE, BATCH = 512, 64, 64

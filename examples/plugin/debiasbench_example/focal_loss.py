@@ -15,7 +15,7 @@ from torch import Tensor
 
 from debiasbench.core.hparams import Uniform
 from debiasbench.contract.method import Batch, HParam, Method
-from debiasbench.models.networks import LatentModel
+from debiasbench.models.latent import LatentModel
 
 
 def focal_loss(logits: Tensor, target: Tensor, gamma: float) -> tuple[Tensor, Tensor]:

@@ -35,7 +35,7 @@ def test_method_trains_the_plugin_architecture_end_to_end():
 
 
 def test_architecture_takes_any_image_size_and_exposes_its_latent_layer():
-    from debiasbench.models.networks import LatentModel
+    from debiasbench.models.latent import LatentModel
 
     net, latent = stripe_cnn(num_classes=3, in_channels=3)
     model = LatentModel(net, latent, num_classes=3)
