@@ -1,14 +1,18 @@
 """Tiny fixture trees in the real datasets' on-disk layouts: real file names and columns,
 a handful of small generated images (each class a different mean colour, so a model can
-learn something in one epoch)."""
+learn something in one epoch); the DisEnt trees (cmnist, cifar10c) and MNIST's IDX files
+(colored_mnist) likewise. ``fixture_params`` writes the fixture of any registered dataset
+that reads files and returns the parameters that build it."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from debiasbench.data.idx import MNIST_FILES, write_idx
 from debiasbench.datasets.celeba import NAMES
 from debiasbench.datasets.isic import CLASSES as ISIC_CLASSES
 
@@ -117,3 +121,89 @@ def image_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog", "fox"), p
 
 LAYOUTS = {"isic": isic, "celeba": celeba, "waterbirds": waterbirds, "bone_age": bone_age,
            "bffhq": bffhq, "image_folder": image_folder}
+
+
+# --------------------------------------------------------------------------- DisEnt trees
+
+#: Conflicting training images (label, bias) per ratio folder of the fixture.
+#: A conflict's bias value is never a class that has conflicts itself, so on these few images
+#: every bias value's majority class is still its own (``aligned_classes``).
+CONFLICTS = {"1pct": [(3, 5), (7, 1)], "5pct": [(0, 9), (2, 4), (3, 5), (6, 8)]}
+#: Validation and test images (label, bias): aligned ones and two conflicting ones each.
+HELD_OUT = [(0, 0), (1, 1), (2, 2), (4, 4), (5, 2), (8, 3)]
+SIZES = {"cmnist": (28, 28), "cifar10c": (32, 32)}
+
+
+def disent_tree(root: Path, name: str) -> Path:
+    """``<name>/<ratio>/{align,conflict}/<label>/`` for two ratios, each with its own
+    ``valid/`` (flat for cmnist, a folder per label for cifar10c, as the authors read
+    them), and ``<name>/test/<label>/``; images written by ``write_image``."""
+    base, index = root / name, 0
+
+    def write(folder: Path, label: int, bias: int) -> None:
+        nonlocal index
+        write_image(folder / f"{index}_{label}_{bias}.png", label, index, SIZES[name])
+        index += 1
+
+    for ratio, conflicts in CONFLICTS.items():
+        for label in range(10):
+            write(base / ratio / "align" / str(label), label, label)
+        for label, bias in conflicts:
+            write(base / ratio / "conflict" / str(label), label, bias)
+        for label, bias in HELD_OUT:
+            write(base / ratio / "valid" / (str(label) if name == "cifar10c" else ""), label, bias)
+    for label, bias in HELD_OUT:
+        write(base / "test" / str(label), label, bias)
+    return root
+
+
+# --------------------------------------------------------------------------- MNIST IDX files
+
+#: A pixel every fixture digit has at full ink (255): its colour is the stroke colour.
+INK = (14, 14)
+
+
+def fake_digits(n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 28x28 "digits": a class-dependent bar of full ink plus grey noise strokes."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(10, dtype=np.uint8), n_per_class)
+    rng.shuffle(labels)
+    images = (rng.random((len(labels), 28, 28)) < 0.1) * rng.integers(0, 200, (len(labels), 28, 28))
+    images = images.astype(np.uint8)
+    for i, label in enumerate(labels):
+        images[i, 4 + 2 * label:6 + 2 * label, 6:22] = 255
+        images[i, 10:18, INK[1]] = 255
+    return images, labels
+
+
+def write_mnist(folder: Path, n_train: int = 100, n_test: int = 20, gz_train: bool = True,
+                gz_test: bool = False) -> Path:
+    """The four IDX files (train gzip, test plain by default) of fake digits in ``folder``."""
+    arrays = {}
+    arrays["train_images"], arrays["train_labels"] = fake_digits(n_train, seed=0)
+    arrays["test_images"], arrays["test_labels"] = fake_digits(n_test, seed=1)
+    for role, array in arrays.items():
+        gz = gz_train if role.startswith("train") else gz_test
+        write_idx(folder / (MNIST_FILES[role] + (".gz" if gz else "")), array)
+    return folder
+
+
+# --------------------------------------------------------------------------- every dataset
+
+#: Side of the images every file-reading dataset is built at in the contract checks.
+FIXTURE_IMAGE_SIZE = 16
+
+
+def fixture_params(name: str, folder: Path) -> dict[str, Any] | None:
+    """Write the tiny fixture of the registered dataset ``name`` under ``folder`` and return
+    the parameters that build the dataset on it (small images); None for a dataset that
+    reads no files (synthetic_artifacts, colored_digits: ``TINY_PARAMS``) or one without a
+    fixture here."""
+    if name in LAYOUTS:
+        return {"root": str(LAYOUTS[name](folder)), "image_size": FIXTURE_IMAGE_SIZE}
+    if name in SIZES:
+        return {"root": str(disent_tree(folder, name)), "image_size": FIXTURE_IMAGE_SIZE}
+    if name == "colored_mnist":  # 28x28 digits, 10 a class for train (and val), 2 for test
+        write_mnist(folder / "MNIST" / "raw", n_train=10, n_test=2)
+        return {"root": str(folder)}
+    return None

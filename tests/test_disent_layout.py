@@ -11,43 +11,12 @@ import torch
 from typer.testing import CliRunner
 
 import real_layouts
+from real_layouts import CONFLICTS, HELD_OUT, SIZES, disent_tree
 from debiasbench.cli import app
 from debiasbench.core.errors import UserError
 from debiasbench.core.hparams import resolve
 from debiasbench.core.registry import DATASETS
 from debiasbench.testing import check_dataset
-
-#: Conflicting training images (label, bias) per ratio folder of the fixture.
-#: A conflict's bias value is never a class that has conflicts itself, so on these few images
-#: every bias value's majority class is still its own (``aligned_classes``).
-CONFLICTS = {"1pct": [(3, 5), (7, 1)], "5pct": [(0, 9), (2, 4), (3, 5), (6, 8)]}
-#: Validation and test images (label, bias): aligned ones and two conflicting ones each.
-HELD_OUT = [(0, 0), (1, 1), (2, 2), (4, 4), (5, 2), (8, 3)]
-SIZES = {"cmnist": (28, 28), "cifar10c": (32, 32)}
-
-
-def disent_tree(root: Path, name: str) -> Path:
-    """``<name>/<ratio>/{align,conflict}/<label>/`` for two ratios, each with its own
-    ``valid/`` (flat for cmnist, a folder per label for cifar10c, as the authors read
-    them), and ``<name>/test/<label>/``; images written by ``real_layouts.write_image``."""
-    base, index = root / name, 0
-
-    def write(folder: Path, label: int, bias: int) -> None:
-        nonlocal index
-        real_layouts.write_image(folder / f"{index}_{label}_{bias}.png", label, index, SIZES[name])
-        index += 1
-
-    for ratio, conflicts in CONFLICTS.items():
-        for label in range(10):
-            write(base / ratio / "align" / str(label), label, label)
-        for label, bias in conflicts:
-            write(base / ratio / "conflict" / str(label), label, bias)
-        for label, bias in HELD_OUT:
-            write(base / ratio / "valid" / (str(label) if name == "cifar10c" else ""), label, bias)
-    for label, bias in HELD_OUT:
-        write(base / "test" / str(label), label, bias)
-    return root
-
 
 def tree(name: str, root: Path) -> Path:
     return real_layouts.bffhq(root) if name == "bffhq" else disent_tree(root, name)
