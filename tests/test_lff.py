@@ -1,6 +1,7 @@
 """LfF: the moving averages and relative-difficulty weights against a hand computation, the
-biased model's own update, resume, bad input, and runs from the CLI and on every
-architecture (the paper's claim: tests/test_lff_claims.py)."""
+biased model's own update and its state round trip, bad input, and runs from the CLI and on
+every architecture (resuming a run: tests/test_resume.py; the paper's claim:
+tests/test_lff_claims.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from debiasbench.train.losses import generalized_cross_entropy
 from debiasbench.contract.method import RunContext
 from debiasbench.methods.lff import LfF, LossEMA, relative_difficulty
 from debiasbench.run.runner import build_run_model, run
-from debiasbench.testing import SMALL_IMAGES, crash_resume_and_rerun, crashing_once, tiny_config, without_timing
+from debiasbench.testing import SMALL_IMAGES, tiny_config
 
 
 def test_moving_average_starts_at_the_first_loss_then_mixes_with_momentum():
@@ -129,22 +130,6 @@ def test_state_dict_round_trips_the_biased_model_its_optimiser_and_the_moving_av
     assert fresh_step.schedule is not None and step.schedule is not None
     assert fresh_step.optimizer.state_dict()["state"].keys() == step.optimizer.state_dict()["state"].keys()
     assert fresh_step.schedule.last_epoch == step.schedule.last_epoch == 2 and fresh_step.steps == 2
-
-
-#: LfF that raises once inside epoch 2 (17 steps an epoch), like a killed process.
-CrashingLfF = crashing_once(LfF, "test_crashing_lff", at_step=25)
-
-
-def test_a_resumed_run_keeps_the_biased_model_and_averages_and_ends_as_if_never_stopped(tracker, register):
-    from debiasbench.core.registry import METHODS
-
-    register(METHODS, CrashingLfF)
-    config = resolve_config({"method": CrashingLfF.name, "dataset": "colored_digits", "device": "cpu",
-                             "epochs": 3, "log_model": False, "experiment": "tests",
-                             "dataset_params": {"image_size": 8}})
-    resumed, uninterrupted = crash_resume_and_rerun(config, tracker)
-    assert tracker.client.get_run(resumed.run_id).data.tags["debiasbench.resumed_from_epoch"] == "1"
-    assert without_timing(resumed.metrics) == without_timing(uninterrupted.metrics)
 
 
 def test_lff_runs_from_the_command_line(tracking_uri):

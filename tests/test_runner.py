@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-from typing import Protocol, cast
 
 import mlflow
 import pytest
@@ -15,10 +14,9 @@ from debiasbench.core.errors import RunFailed
 from debiasbench.contract.method import Method
 from debiasbench.core.registry import METHODS
 from debiasbench.run.runner import run
-from debiasbench.track.store import FAILURE_TAG, RUN_KEY_TAG, Tracker
+from debiasbench.track.store import FAILURE_TAG, RUN_KEY_TAG
 
-from debiasbench.methods.vanilla import Vanilla
-from debiasbench.testing import crashing_once, tiny_config, without_timing
+from debiasbench.testing import tiny_config, without_timing
 
 tiny = tiny_config
 
@@ -80,31 +78,6 @@ def test_nan_loss_stops_the_run_and_records_it_failed_with_the_reason(tracker, r
     assert stored.info.status == "FAILED"
     assert "non-finite loss" in stored.data.tags[FAILURE_TAG]
     assert "test_acc" not in stored.data.metrics
-
-
-#: Plain cross-entropy that raises once, inside epoch 2 (7 steps an epoch), like a killed process.
-CrashOnce = crashing_once(Vanilla, "test_crash_once", at_step=10)
-
-
-class CrashesOnce(Protocol):
-    """What ``crashing_once`` adds to the class it returns (typed there as ``type[Method]``)."""
-
-    crashed: bool
-
-
-def test_crashed_run_resumes_from_its_last_epoch_and_ends_as_if_never_stopped(tracker, register):
-    register(METHODS, CrashOnce)
-    config = tiny(method="test_crash_once", epochs=3)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        run(config, tracker, progress=False)
-    resumed = run(config, tracker, progress=False)
-    cast(CrashesOnce, CrashOnce).crashed = True
-    uninterrupted = run(tiny(method="test_crash_once", epochs=3), Tracker(tracker.uri, "other"), progress=False)
-    assert without_timing(resumed.metrics) == without_timing(uninterrupted.metrics)
-    runs = {r.info.run_id: r for r in tracker.client.search_runs([tracker.experiment_id])}
-    assert runs[resumed.run_id].data.tags["debiasbench.resumed_from_epoch"] == "1"
-    statuses = sorted(r.info.status for r in runs.values())
-    assert statuses == ["FAILED", "FINISHED"]
 
 
 def test_best_selection_evaluates_the_checkpoint_with_the_best_validation_metric(tracker):
