@@ -51,6 +51,7 @@ from torch import Tensor
 
 from debiasbench.train.auxiliary import fresh_model
 from debiasbench.core.hparams import HParam, OpenFloat, Uniform
+from debiasbench.train.loop import lay_out, run_loader, run_steps
 from debiasbench.train.losses import generalized_cross_entropy
 from debiasbench.contract.method import Batch, Method, RunContext
 from debiasbench.models.latent import LatentModel
@@ -120,10 +121,9 @@ class LfF(Method):
 
     def prepare(self, ctx: RunContext) -> None:
         config, train = ctx.config, ctx.dataset.splits["train"]
-        self.biased_model = fresh_model(ctx, BIASED_INIT).train()
-        if ctx.device.type == "cuda" and config.channels_last:  # as the runner lays out the run's model
-            self.biased_model = self.biased_model.to(memory_format=torch.channels_last)
-        steps = config.epochs * -(-len(train) // config.batch_size)  # the runner's uniform loader
+        # laid out as the run's model; one step per batch of the run's loader (building it draws nothing)
+        self.biased_model = lay_out(fresh_model(ctx, BIASED_INIT).train(), config, ctx.device)
+        steps = run_steps(config, run_loader(config, ctx.dataset, ctx.generator, self.sampler(ctx)))
         # the run's optimiser, schedule and clipping; the forward runs in the run's autocast
         self.biased_step = TrainingStep.from_config(config, self.biased_model.parameters(), steps, ctx.device,
                                                     amp=False, what="biased model's loss")

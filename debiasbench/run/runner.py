@@ -33,11 +33,12 @@ from debiasbench.data.dataset import BenchmarkDataset, Loader, eval_batch_for
 from debiasbench.core.errors import RunFailed, UserError, one_line
 from debiasbench.evaluation.explanation import ArtifactCav, artifact_metrics
 from debiasbench.evaluation.metrics import evaluate, validation_views
-from debiasbench.contract.method import Method, RunContext
+from debiasbench.contract.method import Batch, Method, RunContext
 from debiasbench.models.build import build_model
 from debiasbench.models.latent import LatentModel
 from debiasbench.core.registry import DATASETS, METHODS
 from debiasbench.track.store import TrackedRun, Tracker
+from debiasbench.train.loop import Epoch, keep_frozen_norms_in_eval, lay_out, run_loader, run_steps, train_epochs
 from debiasbench.train.step import TrainingStep, autocast_for
 
 
@@ -83,10 +84,7 @@ def build_run_model(config: RunConfig, dataset: BenchmarkDataset, device: torch.
     seed_everything(config.seed, config.deterministic)
     model = build_model(config.model, dataset.num_classes, config.latent_layer, config.pretrained,
                         input_shape=dataset.sample_shape)
-    model = model.to(device)
-    if device.type == "cuda" and config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    return lay_out(model.to(device), config, device)
 
 
 def show_progress() -> bool:
@@ -142,8 +140,8 @@ class Trainer:
         params = self.freeze(method)
         training = self.training(method, ctx, params)
         start_epoch = self.resume(training)
-        for epoch in range(start_epoch, self.config.epochs if training.step else 0):
-            self.run_epoch(training, epoch)
+        if training.step is not None:
+            self.train_epochs(training, start_epoch)
         self.select()
         final_model = method.eval_model(self.model)
         with self.phase("test"):
@@ -199,66 +197,52 @@ class Trainer:
 
     def training(self, method: Method, ctx: RunContext, params: list[nn.Parameter]) -> Training:
         """The loader of the method's sampling (and the dataset's augmentation) and the step."""
-        loader = Loader(self.dataset.splits["train"], self.config.batch_size, ctx.generator,
-                              sampler=method.sampler(ctx),
-                              augment=self.dataset.augment if self.config.augment else None)
-        step = (TrainingStep.from_config(self.config, params, self.config.epochs * len(loader), self.device)
+        loader = run_loader(self.config, self.dataset, ctx.generator, method.sampler(ctx))
+        step = (TrainingStep.from_config(self.config, params, run_steps(self.config, loader), self.device)
                 if params else None)
         return Training(method, ctx, loader, step)
 
-    def run_epoch(self, training: Training, epoch: int) -> None:
-        """Train one epoch, validate, log the curves, keep the best and the last checkpoint.
+    def train_epochs(self, training: Training, start_epoch: int) -> None:
+        """The epochs from ``start_epoch`` on through the shared loop
+        (``debiasbench.train.loop``): the method's loss per batch, ``end_epoch`` after each."""
+        model, method = self.model, training.method
+        assert training.step is not None
+
+        def batch_loss(batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
+            loss, logs = method.loss(model, batch)
+            return loss, {"loss": loss, **logs}
+
+        train_epochs(training.loader, training.step, batch_loss, self.config.epochs, start=start_epoch,
+                     models=[model], train_mode=keep_frozen_norms_in_eval,
+                     after_epoch=partial(self.end_epoch, training), progress=self.progress)
+
+    def end_epoch(self, training: Training, epoch: Epoch) -> None:
+        """After an epoch's training: validate, log the curves, keep the best and the last
+        checkpoint.
 
         An epoch is validated where model selection needs it (every epoch with
         ``selection=best``, the last one with ``last``) or ``val_curves`` asks for every
         epoch, on the views selection reads (``validation_views``): the natural validation
         split, plus the clean or biased view where ``selection_metric`` is measured on one.
-        The final evaluation predicts the other views once, for the weights it evaluates."""
-        began = time.perf_counter()
-        train_logs = self.train_epoch(training, epoch)
-        self.synchronize()
-        self.train_seconds += time.perf_counter() - began
+        The final evaluation predicts the other views once, for the weights it evaluates.
+        ``epoch.logs`` (the mean of each value the method logged over the epoch's steps)
+        are logged with a ``train_`` prefix."""
+        self.train_seconds += epoch.seconds
+        self.samples += epoch.samples
+        index = epoch.index
+        train_logs = {f"train_{k}": v for k, v in epoch.logs.items()}
         val: dict[str, float] = {}
-        if self.config.val_curves or self.config.selection == "best" or epoch + 1 == self.config.epochs:
+        if self.config.val_curves or self.config.selection == "best" or index + 1 == self.config.epochs:
             with self.phase("validate"):
                 val = evaluate(training.method.eval_model(self.model), self.dataset, self.config.eval_batch_size,
                                views=validation_views(self.config.selection_metric), autocast=self.autocast,
                                facts=False)
-        self.tracked.log_metrics({f"epoch/{k}": v for k, v in {**train_logs, **val}.items()}, step=epoch + 1)
+        self.tracked.log_metrics({f"epoch/{k}": v for k, v in {**train_logs, **val}.items()}, step=index + 1)
         if self.config.selection == "best":
             self.keep_if_best(val)
         else:
             self.selected_validation = val
-        self.save_last(training, epoch)
-
-    def train_epoch(self, training: Training, epoch: int) -> dict[str, float]:
-        """One pass over the loader; the mean of each logged value over the epoch's steps."""
-        model, method, step = self.model, training.method, training.step
-        assert step is not None
-        model.train()
-        keep_frozen_norms_in_eval(model)
-        step.phase = f"in epoch {epoch + 1}"
-        totals: dict[str, torch.Tensor] = {}  # tensors stay on the device until the epoch ends
-        numbers: dict[str, float] = {}  # Python numbers a method logs are summed on the host
-        steps = 0
-        with _progress(self.progress, len(training.loader), f"epoch {epoch + 1}/{self.config.epochs}") as advance:
-            for batch in training.loader:
-                steps += 1
-                with step.autocast():
-                    loss, logs = method.loss(model, batch)
-                step.update(loss)
-                for key, value in {"loss": loss, **logs}.items():
-                    if isinstance(value, torch.Tensor):
-                        value = value.detach().float()
-                        totals[key] = totals[key] + value if key in totals else value
-                    else:
-                        numbers[key] = numbers.get(key, 0.0) + float(value)
-                self.samples += len(batch)
-                advance()
-        step.check_finite()
-        values = torch.stack(list(totals.values())).cpu().tolist() if totals else []
-        sums = {**dict(zip(totals, values)), **numbers}
-        return {f"train_{k}": v / max(steps, 1) for k, v in sums.items()}
+        self.save_last(training, index)
 
     def keep_if_best(self, val: Mapping[str, float]) -> None:
         """Save the model as ``best.pt`` when the selection metric improved."""
@@ -366,27 +350,6 @@ class Trainer:
             path = Path(folder) / MODEL_ARTIFACT
             checkpoints.save_atomic(model.net.state_dict(), path)
             self.tracked.log_artifact(path)
-
-
-def keep_frozen_norms_in_eval(model: nn.Module) -> None:
-    """Frozen normalisation layers keep their running statistics, as frozen layers should
-    (corrections that fine-tune only the head must not drift the backbone's BatchNorm)."""
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._NormBase) and not any(
-                p.requires_grad for p in module.parameters(recurse=False)):
-            module.eval()
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool, total: int, label: str):
-    if not enabled:
-        yield lambda: None
-        return
-    from rich.progress import Progress
-
-    with Progress(transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield partial(bar.advance, task)
 
 
 def _note(message: str) -> None:

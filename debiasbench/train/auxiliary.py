@@ -17,6 +17,7 @@ from debiasbench.data.dataset import Loader, Sampler, Split, input_batches
 from debiasbench.contract.method import Batch, RunContext
 from debiasbench.models.build import build_model
 from debiasbench.models.latent import LatentModel, eval_mode
+from debiasbench.train.loop import train_epochs
 from debiasbench.train.step import TrainingStep
 
 
@@ -38,16 +39,9 @@ def train_model(model: LatentModel, split: Split, loss_fn: Callable[[LatentModel
                 epochs: int, batch_size: int, step: TrainingStep, generator: torch.Generator,
                 sampler: Sampler | None = None) -> LatentModel:
     """Train ``model`` on ``split`` with ``loss_fn`` through ``step`` (which holds its
-    optimiser, schedule and clipping); returns it in eval mode."""
+    optimiser, schedule and clipping) in the shared epoch loop; returns it in eval mode."""
     loader = Loader(split, batch_size, generator, sampler=sampler)
-    model.train()
-    for epoch in range(epochs):
-        step.phase = f"in epoch {epoch + 1}"
-        for batch in loader:
-            with step.autocast():
-                loss = loss_fn(model, batch)
-            step.update(loss)
-        step.check_finite()
+    train_epochs(loader, step, lambda batch: (loss_fn(model, batch), {}), epochs, models=[model])
     return model.eval()
 
 

@@ -29,7 +29,8 @@ from torch import Tensor
 from debiasbench.train.auxiliary import fresh_model, predict_proba
 from debiasbench.data.dataset import Loader
 from debiasbench.train.losses import generalized_cross_entropy
-from debiasbench.contract.method import RunContext
+from debiasbench.contract.method import Batch, RunContext
+from debiasbench.train.loop import Epoch, train_epochs
 from debiasbench.train.step import TrainingStep
 
 __all__ = ["MiningResult", "class_normalised", "peer_weights", "mine_conflicting", "precision_recall"]
@@ -88,21 +89,26 @@ def mine_conflicting(ctx: RunContext, epochs: int, eta: float = 0.5, tau: float 
                           what=f"mining peer {i}'s loss") for i, m in enumerate(peers)]
     loader = Loader(train, ctx.config.batch_size, ctx.stream(f"{streams}.order"))
     confidence_sum = torch.zeros(len(train), device=train.y.device)
-    for epoch in range(epochs):
-        for model in peers:
-            model.train()
-        step_ascent = ascent if epoch > 0 else 0.0
-        for batch in loader:
-            logits = [model(batch.x) for model in peers]
-            losses = [_per_sample_loss(z, batch.y, loss, q) for z in logits]
-            conf = [class_normalised(_true_class_proba(z, batch.y), batch.y, num_classes) for z in logits]
-            weights = (peer_weights(conf[0], conf[1], eta, step_ascent),
-                       peer_weights(conf[1], conf[0], eta, step_ascent))
-            for step, per_sample, w in zip(steps, losses, weights):
-                step.update((w * per_sample).mean())
+    step_ascent = 0.0  # from the second epoch on: ``ascent``
+
+    def batch_loss(batch: Batch) -> tuple[tuple[Tensor, Tensor], dict[str, Tensor]]:
+        """Both peers' weighted losses of the same batch (peer 0's first)."""
+        logits = [model(batch.x) for model in peers]
+        losses = [_per_sample_loss(z, batch.y, loss, q) for z in logits]
+        conf = [class_normalised(_true_class_proba(z, batch.y), batch.y, num_classes) for z in logits]
+        weights = (peer_weights(conf[0], conf[1], eta, step_ascent),
+                   peer_weights(conf[1], conf[0], eta, step_ascent))
+        return ((weights[0] * losses[0]).mean(), (weights[1] * losses[1]).mean()), {}
+
+    def after_epoch(epoch: Epoch) -> None:
+        """The epoch-ensemble: both peers score the whole training split."""
+        nonlocal confidence_sum, step_ascent
         p_y = [predict_proba(m, train, ctx.config.eval_batch_size).gather(1, train.y[:, None]).squeeze(1)
                for m in peers]
         confidence_sum += 0.5 * (p_y[0] + p_y[1])
+        step_ascent = ascent
+
+    train_epochs(loader, steps, batch_loss, epochs, models=peers, after_epoch=after_epoch)
     scores = 1.0 - confidence_sum / max(epochs, 1)
     return MiningResult(conflicting=scores >= tau, scores=scores)
 
