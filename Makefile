@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # where one exists). Override e.g. TORCH="torch==2.9.1 torchvision==0.24.1" on aarch64.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test lint docs bench bench-memory gpu-check install clean mnist
+.PHONY: demo test test-fast lint docs bench bench-memory gpu-check install clean mnist
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,8 +36,15 @@ demo: $(VENV)/.installed
 # that a file's module fixtures (trained models) are built once; TEST_WORKERS=0 runs in
 # this process.
 TEST_WORKERS ?= 4
+TEST_XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n auto --maxprocesses $(TEST_WORKERS) --dist loadfile)
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n auto --maxprocesses $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(TEST_XDIST) $(PYTEST_ARGS)
+
+# The everyday lane, under 3 minutes on 2 cores: the suite without the tests marked slow
+# (large architectures, paper claims, multi-process sweeps, every method resumed) and
+# without tests/benchmarks. `make test` (CI) runs everything.
+test-fast: $(VENV)/.installed
+	$(BIN)/python -m pytest $(TEST_XDIST) -m "not slow" --ignore=tests/benchmarks $(PYTEST_ARGS)
 
 # ruff (ruff.toml) and mypy (mypy.ini) over the code and the tests; fails on any finding.
 # tools/typecheck.py runs mypy on the tree as it is, methods/ and datasets/ under the

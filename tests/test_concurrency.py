@@ -47,6 +47,7 @@ def test_creating_an_experiment_another_process_just_created_gets_that_one():
     assert client.lookups == 2
 
 
+@pytest.mark.slow  # four processes importing mlflow at once: 10 s on 2 cores
 def test_processes_opening_one_fresh_sqlite_store_at_once_all_succeed(tmp_path):
     uri = f"sqlite:///{tmp_path / 'fresh.db'}"
     script = ("import sys; from debiasbench.track.store import Tracker; "

@@ -19,8 +19,8 @@ def tiny_run(tracker, method: str, model: str):
 @pytest.mark.parametrize("model,explanation,corrections", [
     ("small_cnn", "lrp", CORRECTIONS),
     ("mlp", "lrp", CORRECTIONS),  # a 2-D [N, 100] latent
-    ("resnet18", "lrp", CORRECTIONS),
-    ("efficientnet_b0", "input_x_gradient", CORRECTIONS),
+    ("resnet18", "lrp", CORRECTIONS),  # the one torchvision architecture of make test-fast
+    pytest.param("efficientnet_b0", "input_x_gradient", CORRECTIONS, marks=pytest.mark.slow),
     # vgg16 (138M parameters, minutes on a CPU): RR-ClArC alone covers its latent layer, the
     # latent gradient and its LRP rules here; tests/test_gpu.py runs every correction on it
     # under make gpu-check.

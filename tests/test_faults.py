@@ -108,10 +108,11 @@ def checkpoint_of(config) -> Path:
 
 
 @pytest.mark.parametrize("write", [
-    lambda path: path.write_bytes(b""),
-    lambda path: path.write_bytes(b"PK\x03\x04 cut short"),
-    lambda path: torch.save({"model": {"some.other.net": torch.zeros(3)}, "epoch": 1}, path),
-], ids=["zero_bytes", "truncated", "foreign"])
+    pytest.param(lambda path: path.write_bytes(b""), id="zero_bytes"),
+    pytest.param(lambda path: path.write_bytes(b"PK\x03\x04 cut short"), id="truncated", marks=pytest.mark.slow),
+    pytest.param(lambda path: torch.save({"model": {"some.other.net": torch.zeros(3)}, "epoch": 1}, path),
+                 id="foreign", marks=pytest.mark.slow),
+])
 def test_an_unusable_checkpoint_is_set_aside_and_the_run_starts_from_scratch(write, tracker, tmp_path, capsys):
     config = tiny_config(checkpoint_dir=str(tmp_path / "ckpt"))
     with one_thread():

@@ -124,7 +124,9 @@ def test_jtt_runs_from_the_command_line_and_logs_the_error_set(tracking_uri, mod
 
 
 @pytest.mark.parametrize("model", [
-    "small_cnn", "resnet18", "efficientnet_b0", "timm:resnet18",
+    "small_cnn",
+    # torchvision / timm architectures: seconds each on a CPU, so `slow` (make test-fast skips them)
+    *[pytest.param(m, marks=pytest.mark.slow) for m in ("resnet18", "efficientnet_b0", "timm:resnet18")],
     # vgg16 (138M parameters, minutes on a CPU): its latent layer and LRP rules are covered by
     # test_corrections_architectures; tests/test_gpu.py runs this method on it under make gpu-check.
 ])

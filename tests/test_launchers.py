@@ -49,6 +49,7 @@ def runs_by_status(tracking_uri: str) -> dict[str, Counter]:
     return out
 
 
+@pytest.mark.slow  # two worker processes importing torch: 15-20 s on 2 cores
 def test_worker_processes_run_every_job_and_a_failing_run_fails_alone(tmp_path, tracking_uri):
     path = sweep_file(tmp_path, """
         methods: [vanilla]

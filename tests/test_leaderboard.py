@@ -371,6 +371,7 @@ def test_the_leaderboard_shows_every_rule_with_its_metric_ranks_and_oracle_flag(
     assert "bias_annotated" in result.output and "ORACLE" in result.output and "#1" in result.output
 
 
+@pytest.mark.slow  # a store and a leaderboard of its own: seconds on 2 cores
 def test_no_machine_path_reaches_any_written_file(tracking_uri, tmp_path):
     _rules_store(tracking_uri, tmp_path)
     out = tmp_path / "board"
@@ -432,6 +433,7 @@ def test_leaderboard_bad_input_is_one_line_and_exit_code_2(store, tmp_path, args
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow  # a store and a leaderboard of its own: seconds on 2 cores
 def test_select_adds_a_rule_and_rule_chooses_the_built_in_ones(tracking_uri, tmp_path):
     _rules_store(tracking_uri, tmp_path)
     out = tmp_path / "board"
@@ -470,6 +472,7 @@ def test_params_a_run_logs_about_itself_do_not_split_the_seeds_of_one_setting(tr
     assert "eval_cav_samples" not in row["hparams"]
 
 
+@pytest.mark.slow  # a store and a leaderboard of its own: seconds on 2 cores
 def test_notes_appear_under_the_tables_escaped_and_a_missing_notes_file_is_one_line(tracking_uri, tmp_path):
     _rules_store(tracking_uri, tmp_path)
     notes = tmp_path / "notes.md"

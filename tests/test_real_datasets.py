@@ -36,7 +36,13 @@ def runs_in(tracking_uri: str):
     return tracker.client.search_runs([tracker.experiment_id])
 
 
-@pytest.mark.parametrize("name", sorted(real_layouts.LAYOUTS))
+#: Layouts run through the CLI in make test-fast (the rest are slow; every layout's contract
+#: is checked in tests/test_contracts.py): one with natural bias labels, one without.
+CLI_FAST = {"celeba", "image_folder"}
+
+
+@pytest.mark.parametrize("name", [n if n in CLI_FAST else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in sorted(real_layouts.LAYOUTS)])
 def test_each_layout_runs_through_the_cli_and_logs_metrics(name, tmp_path, tracking_uri):
     root = real_layouts.LAYOUTS[name](tmp_path / "data")
     result = invoke(["run", "--method", "vanilla", "--dataset", name, "--tracking-uri", tracking_uri,

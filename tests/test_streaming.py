@@ -186,7 +186,13 @@ def test_a_split_refuses_pixels_and_tensors_at_once():
               conflicting=labels.bool(), pixels=store_pixels)
 
 
-@pytest.mark.parametrize("method", sorted(METHODS.names()))
+#: Methods streamed in make test-fast (the rest are slow): plain training, and RRR, which
+#: reads the streamed artifact masks.
+STREAMED_FAST = {"vanilla", "rrr"}
+
+
+@pytest.mark.parametrize("method", [m if m in STREAMED_FAST else pytest.param(m, marks=pytest.mark.slow)
+                                    for m in sorted(METHODS.names())])
 def test_every_method_runs_end_to_end_on_streamed_images(folder, tracker, tmp_path, method):
     from debiasbench.contract.config import resolve_config
     from debiasbench.run.runner import run
