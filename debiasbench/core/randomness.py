@@ -6,7 +6,8 @@ by name: ``ctx.stream("jtt.identifier_order")``. Its seed is a hash of the run s
 the name, the way a sweep derives trial seeds from ``trial_seed``, the method and the
 trial number. So streams never collide by accident (as hand-picked offsets added to the
 seed did), adding a stream does not shift any other, and the same run key gives the same
-numbers whatever else the method draws.
+numbers whatever else the method draws. Generated datasets name their draws the same way
+from their own ``seed`` parameter (``stream(seed, "colored_digits.val")``).
 
 ``RandomStreams`` remembers every generator it handed out, so a checkpoint can keep their
 states and a resumed run continues each one where the killed run left it.
@@ -21,7 +22,7 @@ from typing import Iterator, Mapping
 import torch
 from torch import Tensor
 
-__all__ = ["RandomStreams", "derive_seed", "seeded"]
+__all__ = ["RandomStreams", "derive_seed", "seeded", "stream"]
 
 
 def derive_seed(seed: int, name: str) -> int:
@@ -30,6 +31,13 @@ def derive_seed(seed: int, name: str) -> int:
     ``random.Random`` hashes a string seed with SHA-512, the same derivation as the
     sweep's trial seeds; the result fits ``torch.Generator.manual_seed``."""
     return random.Random(f"{seed}:{name}").getrandbits(63)
+
+
+def stream(seed: int, name: str, device: torch.device | str = "cpu") -> torch.Generator:
+    """A fresh generator for the stream ``name`` of ``seed`` (``derive_seed``): how code
+    outside a run, such as a generated dataset drawing from ``dataset_params.seed``, names
+    its draws ("colored_digits.val") instead of adding offsets to the seed."""
+    return torch.Generator(device=device).manual_seed(derive_seed(seed, name))
 
 
 @contextlib.contextmanager

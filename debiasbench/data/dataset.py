@@ -267,6 +267,11 @@ class BenchmarkDataset:
     #: Per class; an instance may narrow or widen it for its params (``provides_for``).
     provides: frozenset[str] = frozenset()
     train_defaults: ClassVar[dict[str, Any]] = {}
+    #: Version of the data the class builds from its params: raised when the same params
+    #: give other data (e.g. new random streams). A run records it (the run key
+    #: ``dataset_version``, part of the run key where it is not 1), so runs on the old and
+    #: the new data never share a run key or a leaderboard row.
+    version: ClassVar[int] = 1
 
     num_classes: int
     num_bias: int

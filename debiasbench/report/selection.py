@@ -1,7 +1,7 @@
 """Model selection over a store's runs, as DomainBed and SubpopBench do it, under several rules.
 
 Runs are grouped by method x dataset x model x setting (the dataset parameters, e.g.
-``bias_ratio``: different problems, never pooled). Within a group every distinct
+``bias_ratio``, and the dataset's ``dataset_version``: different problems, never pooled). Within a group every distinct
 combination of the other run keys (hparams, learning rate, ...) is a candidate whose
 seeds are replicates. A *rule* scores every run; the candidate with the highest mean score
 over its seeds is selected, and its test metrics are reported as mean, standard error and n
@@ -31,12 +31,15 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from debiasbench.contract.config import RUN_KEYS, RunConfig
+from debiasbench.contract.config import RECORDED_VERSION, RUN_KEYS, RunConfig
 from debiasbench.core.errors import UserError
 from debiasbench.core.stats import mean_se
 
 IDENTITY = ("method", "dataset", "model")
 SETTING_PREFIX = "params.dataset_params."
+#: The version of the data a run was made on: part of the setting, "1" for runs stored
+#: before versions were recorded (a version other than 1 is always recorded).
+DATASET_VERSION = f"params.{RECORDED_VERSION}"
 #: Run keys that are neither identity, setting nor something a method is tuned by.
 NOT_CANDIDATE = {"seed", *IDENTITY, *RunConfig.NON_SEMANTIC}
 #: The param that sets colored_digits-like validation splits apart from the training bias ratio.
@@ -211,7 +214,7 @@ def check_selection_metric(metric: str, oracle: bool, available: set[str]) -> No
 
 def _param_columns(runs: pd.DataFrame) -> tuple[list[str], list[str]]:
     params = [c for c in runs.columns if c.startswith("params.")]
-    setting = sorted(c for c in params if c.startswith(SETTING_PREFIX))
+    setting = sorted(c for c in params if c.startswith(SETTING_PREFIX) or c == DATASET_VERSION)
     candidate = sorted(c for c in params if _is_run_input(c.removeprefix("params."))
                        and c.removeprefix("params.") not in NOT_CANDIDATE)
     return setting, candidate
@@ -225,7 +228,8 @@ def _is_run_input(key: str) -> bool:
 
 
 def _label(row: pd.Series, columns: list[str], strip: str) -> str:
-    return " ".join(f"{c.removeprefix(strip).removeprefix('hparams.')}={row[c]}" for c in columns)
+    return " ".join(f"{c.removeprefix(strip).removeprefix('params.').removeprefix('hparams.')}={row[c]}"
+                    for c in columns)
 
 
 def _varying(frame: pd.DataFrame, columns: list[str]) -> list[str]:
@@ -258,6 +262,8 @@ def select_by_rule(runs: pd.DataFrame, rule: Rule, metrics: tuple[str, ...] = ()
     """
     setting_cols, candidate_cols = _param_columns(runs)
     runs = runs.copy()
+    if DATASET_VERSION in runs:
+        runs[DATASET_VERSION] = runs[DATASET_VERSION].fillna("1")
     for column in setting_cols + candidate_cols:
         runs[column] = runs[column].astype(str)
     rows = []

@@ -37,10 +37,12 @@ def base_config(config: RunConfig) -> RunConfig:
 
 
 def check_matches(config: RunConfig, run: Any) -> None:
-    """Refuse a base run whose dataset, parameters, model or seed differ from ``config``'s."""
-    params = run.data.params
+    """Refuse a base run whose dataset, parameters, data version, model or seed differ from
+    ``config``'s (a run stored without ``dataset_version`` was made on version 1)."""
+    params = {"dataset_version": "1", **run.data.params}
     expected = {key: str(getattr(config, key)) for key in MATCHING_KEYS}
     expected.update({f"dataset_params.{k}": str(v) for k, v in config.dataset_params.items()})
+    expected["dataset_version"] = str(config.dataset_version)
     for key, value in expected.items():
         if params.get(key) != value:
             raise UserError(f"base_run {run.info.run_id}: {key} is {params.get(key)!r}, "
