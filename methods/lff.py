@@ -22,11 +22,12 @@ cross-entropy weighted by ``q p_y^q``, whose gradient is ``q`` times that of the
 code trains with Adam (``config.py:37-39``), which absorbs the factor; with
 ``optimizer=sgd`` here it is a ``q`` times smaller step for the biased model.
 
-On colored_digits the gain is small: with short training LfF ties vanilla, with longer
-training and smaller batches it is ahead on every seed (see docs/methods.md, "Measurements behind
-the defaults"). With so few conflicting digits both models fit the colour at about the
-same pace, so aligned samples keep weights close to those of conflicting ones (the
-paper's Colored MNIST has 60,000 digits and trains 100 epochs).
+On colored_digits the gain is small: with short training LfF ties vanilla; with longer
+training and smaller batches it was ahead on every seed on version 1 of the data and ties
+on version 2 (see docs/results.md, "JTT and LfF here"). With so few conflicting digits
+both models fit the colour at about the same pace, so aligned samples keep weights close
+to those of conflicting ones (the paper's Colored MNIST has 60,000 digits and trains 100
+epochs).
 
 Why the biased model has its own optimiser, stepped inside ``loss``: the runner builds
 its optimiser from ``trainable_parameters(model)`` filtered to the run model's own

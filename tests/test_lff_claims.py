@@ -29,8 +29,10 @@ def per_seed(tmp_path_factory) -> dict[str, dict[int, dict[str, float]]]:
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(reason="not on colored_digits' data version 2: LfF 0.155 against vanilla's 0.148, +0.003, "
+                          "+0.019, -0.004 per seed (docs/results.md, 2026-12-06); version 1: 0.221 against 0.195, "
+                          "ahead on every seed")
 def test_lff_raises_conflicting_accuracy_over_vanilla_on_every_seed(per_seed):
-    # measured (README, 2026-12-01): 0.221 vs 0.195 (+0.016, +0.044, +0.019 per seed)
     lff, vanilla = per_seed["lff"], per_seed["vanilla"]
     assert all(lff[s]["test_conflicting_acc"] > vanilla[s]["test_conflicting_acc"] for s in vanilla)
     mean = {m: statistics.mean(r["test_conflicting_acc"] for r in runs.values()) for m, runs in per_seed.items()}
