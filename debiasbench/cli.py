@@ -23,6 +23,22 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 err = Console(stderr=True)
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        print(f"debiasbench {version('debiasbench')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="print the installed version and exit"),
+) -> None:
+    """Benchmark methods that unlearn a model's shortcuts."""
+
+
 def out() -> Console:
     """Stdout console; tables are not squeezed to 80 columns when piped or captured."""
     return Console() if sys.stdout.isatty() else Console(width=200)
@@ -50,23 +66,38 @@ def user_errors(command: Callable) -> Callable:
     return wrapper
 
 
-SetOption = typer.Option(None, "--set", help="override a config key: key=value (repeatable)")
-TrackingOption = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+SetOption = typer.Option(None, "--set", metavar="KEY=VALUE", help="override a config key (repeatable)")
+TrackingOption = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI", metavar="URI",
                               help="MLflow tracking URI (default: sqlite file mlflow.db here)")
+
+
+def _default(key: str) -> str:
+    """``(default: x)`` of a run key, from its declaration (so help and code agree)."""
+    from debiasbench.contract.config import RUN_KEYS
+
+    return f"(default: {RUN_KEYS[key].default})"
 
 
 @app.command()
 @user_errors
 def run(
-    method: str | None = typer.Option(None, "--method", "-m", help="method name"),
-    dataset: str | None = typer.Option(None, "--dataset", "-d", help="dataset name"),
-    model: str | None = typer.Option(None, "--model", help="architecture"),
-    seed: str | None = typer.Option(None, "--seed", help="run seed"),
-    config: Path | None = typer.Option(None, "--config", "-c", help="YAML file of run keys"),
+    method: str | None = typer.Option(None, "--method", "-m", metavar="NAME",
+                                      help=f"method name, see `debiasbench methods` {_default('method')}"),
+    dataset: str | None = typer.Option(None, "--dataset", "-d", metavar="NAME",
+                                       help=f"dataset name, see `debiasbench datasets` {_default('dataset')}"),
+    model: str | None = typer.Option(None, "--model", metavar="ARCH", help=f"architecture {_default('model')}"),
+    seed: str | None = typer.Option(None, "--seed", metavar="INTEGER", help=f"run seed {_default('seed')}"),
+    config: Path | None = typer.Option(None, "--config", "-c", metavar="FILE", help="YAML file of run keys"),
     overrides: list[str] | None = SetOption,
     tracking_uri: str | None = TrackingOption,
+    rerun: bool = typer.Option(False, "--rerun", help="train again where the store holds a finished run of this "
+                                                     "configuration (by default its metrics are shown)"),
 ) -> None:
-    """Train and evaluate one method on one dataset; print its metrics."""
+    """Train and evaluate one method on one dataset; print its metrics.
+
+    A configuration the store has already finished (the same run key) is not trained
+    again: its metrics are printed, as a sweep skips it; --rerun trains it anew.
+    """
     from debiasbench.contract.config import load_config_file, merge, parse_overrides, resolve_config
     from debiasbench.report.tables import metrics_table
     from debiasbench.run.runner import run as run_one
@@ -78,9 +109,13 @@ def run(
     raw = merge(load_config_file(config) if config else {}, flags, parse_overrides(overrides or []))
     resolved = resolve_config(raw)
     tracker = Tracker(tracking_uri, resolved.experiment)
-    result = _run_reporting_failure(run_one, resolved, tracker)
+    result = _run_reporting_failure(functools.partial(run_one, skip_finished=not rerun), resolved, tracker)
+    if not result.ran:
+        err.print(f"a finished run of this configuration is in the store (run {result.run_id}, run key "
+                  f"{result.run_key}): its metrics, not trained again; --rerun trains it anew.",
+                  markup=False, highlight=False, soft_wrap=True)
     out().print(metrics_table(resolved, result.metrics))
-    out().print(f"run {result.run_id} logged to {tracker.uri}", highlight=False)
+    out().print(f"run {result.run_id} {'logged to' if result.ran else 'found in'} {tracker.uri}", highlight=False)
 
 
 def _run_reporting_failure(run_one: Callable, config: Any, tracker: Any) -> Any:

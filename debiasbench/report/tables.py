@@ -188,7 +188,8 @@ def plugin_listing(kind: str, registry: Any, declared: Callable[[Any], dict],
     label = "requires" if kind == "method" else "provides"
     blocks = []
     for name, cls in registry.items():
-        lines = [f"{name}: {cls.description}", f"  {label}: {', '.join(sorted(needs(cls))) or '-'}"]
+        lines = [f"{name}: {_without_name(name, cls.description)}",
+                 f"  {label}: {', '.join(sorted(needs(cls))) or '-'}"]
         for param, spec in declared(cls).items():
             help_text = f"  ({spec.help})" if spec.help else ""
             lines.append(f"  {param} = {spec.default!r}  {spec.describe()}{help_text}")
@@ -196,3 +197,12 @@ def plugin_listing(kind: str, registry: Any, declared: Callable[[Any], dict],
     for name, reason in registry.broken().items():
         blocks.append(f"{name}: failed to load: {reason}")
     return "\n\n".join(blocks)
+
+
+def _without_name(name: str, description: str) -> str:
+    """A description that starts with the plugin's own name (``mixup: Mixup: ...``) without
+    that repeat, so the listing names each plugin once."""
+    head, sep, rest = description.partition(":")
+    if sep and head.strip().lower().replace(" ", "_").replace("-", "_") == name.lower():
+        return rest.strip()
+    return description

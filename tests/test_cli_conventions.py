@@ -1,0 +1,72 @@
+"""The command line's conventions: a version, help that shows defaults and readable value
+types, a second `run` of a finished configuration that says so instead of training it
+again, and plugin listings that name each plugin once."""
+from __future__ import annotations
+
+import re
+from importlib.metadata import version
+
+from typer.testing import CliRunner
+
+from debiasbench.cli import app
+from debiasbench.contract.config import RUN_KEYS
+from debiasbench.contract.method import Method
+from debiasbench.core.registry import METHODS
+from debiasbench.report.tables import plugin_listing
+
+TINY = ["--dataset", "synthetic_artifacts", "--set", "dataset_params.n_train=100", "--set", "dataset_params.n_val=40",
+        "--set", "dataset_params.n_test=40", "--set", "dataset_params.image_size=16",
+        "--set", "dataset_params.patch_size=3", "--set", "epochs=1", "--set", "device=cpu",
+        "--set", "log_model=false"]
+
+
+def logged_run_id(output: str) -> str:
+    found = re.search(r"run (\w+) logged to", output)
+    assert found, output
+    return found.group(1)
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "160"})
+
+
+def test_version_prints_the_installed_version():
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"debiasbench {version('debiasbench')}"
+
+
+def test_run_help_shows_the_defaults_and_readable_value_types():
+    text = invoke("run", "--help").output
+    for key in ("method", "dataset", "model", "seed"):
+        assert f"(default: {RUN_KEYS[key].default})" in text
+    assert re.search(r"--seed\s+INTEGER", text) and re.search(r"--set\s+KEY=VALUE", text)
+    assert "<str>" not in text and "<path>" not in text
+
+
+def test_a_second_run_of_a_finished_configuration_is_not_trained_again_unless_asked(tracking_uri):
+    first = invoke("run", "--method", "vanilla", *TINY, "--tracking-uri", tracking_uri)
+    assert first.exit_code == 0, first.output
+    run_id = logged_run_id(first.output)
+    again = invoke("run", "--method", "vanilla", *TINY, "--tracking-uri", tracking_uri)
+    assert again.exit_code == 0, again.output
+    assert f"a finished run of this configuration is in the store (run {run_id}" in again.output
+    assert f"run {run_id} found in" in again.output and "test_acc" in again.output
+    forced = invoke("run", "--method", "vanilla", *TINY, "--tracking-uri", tracking_uri, "--rerun")
+    assert forced.exit_code == 0, forced.output
+    assert "a finished run" not in forced.output
+    assert logged_run_id(forced.output) != run_id
+
+
+class Mixup(Method):
+    name = "mixup_listing_probe"
+    description = "Mixup_listing_probe: convex combinations of inputs and labels."
+
+    def loss(self, model, batch):
+        raise NotImplementedError
+
+
+def test_a_listing_names_a_plugin_once_when_its_description_starts_with_its_name(register):
+    register(METHODS, Mixup)
+    text = plugin_listing("method", METHODS, lambda cls: cls.hparams, lambda cls: cls.requires)
+    assert "mixup_listing_probe: convex combinations of inputs and labels." in text
+    assert "mixup_listing_probe: Mixup_listing_probe" not in text
