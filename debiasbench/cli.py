@@ -188,12 +188,18 @@ def leaderboard(
     experiments: list[str] | None = typer.Option(None, "--experiment", help="only these experiments (repeatable)"),
     notes: Path | None = typer.Option(None, "--notes", help="a text file of paragraphs shown under the tables: "
                                          "what the ranking shows and what it does not"),
+    force: bool = typer.Option(False, "--force", help="replace a leaderboard in --out built from another store"),
 ) -> None:
     """Select hparams under each rule, average over seeds, rank, and write results.csv,
-    summary.csv, README.md and index.html."""
+    summary.csv, README.md and index.html.
+
+    A leaderboard already in --out that was built from runs this store does not hold (the
+    published one, with the demo's store) is not replaced unless --force is given.
+    """
     from debiasbench.report.leaderboard import (add_verdict, build_info, finished_once, read_notes, runs_frame,
                                                 summary_metrics)
-    from debiasbench.report.publish import check_output_folder, write_leaderboard
+    from debiasbench.report.leaderboard import store_label
+    from debiasbench.report.publish import check_output_folder, check_same_source, write_leaderboard
     from debiasbench.report.tables import leaderboard_table
     from debiasbench.report.selection import RULES, check_selection_metric, metric_rule, select_rules
 
@@ -204,6 +210,7 @@ def leaderboard(
     runs, uri = runs_frame(tracking_uri, experiments)
     if runs.empty or not (runs["status"] == "FINISHED").any():
         raise UserError(f"no finished debiasbench runs in {uri!r}: run a sweep first")
+    check_same_source(out_dir, runs, store_label(uri), force)
     finished = finished_once(runs)
     chosen = [RULES[r] for r in dict.fromkeys(rules or RULES)]
     if select_by is not None:

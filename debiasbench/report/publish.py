@@ -33,6 +33,30 @@ def check_output_folder(out: Path) -> None:
         raise UserError(f"--out: folder '{existing}' is not writable (a read-only filesystem or permissions)")
 
 
+def check_same_source(out: Path, runs: pd.DataFrame, store: str, force: bool = False) -> None:
+    """Refuse, in one line, to replace a leaderboard built from another store.
+
+    A leaderboard's ``results.csv`` lists every run it was built from (``run_id``, with
+    each run's sweep file and command among its tags): where ``out`` holds one with runs
+    that are not among ``runs``, it came from another store (or another selection of
+    experiments), and writing over it would silently drop them (a demo's store over the
+    published leaderboard). ``force`` replaces it anyway.
+    """
+    existing = out / "results.csv"
+    if force or not existing.is_file():
+        return
+    try:
+        built_from = set(pd.read_csv(existing, usecols=["run_id"], dtype=str)["run_id"].dropna())
+    except (ValueError, OSError, pd.errors.ParserError):
+        raise UserError(f"--out: '{out}' holds a results.csv that is not a leaderboard's; pass --force to "
+                        "replace it, or choose another --out") from None
+    missing = built_from - set(runs["run_id"].astype(str))
+    if missing:
+        raise UserError(f"--out: '{out}' holds a leaderboard built from another store: {len(missing)} of its "
+                        f"{len(built_from)} runs are not in {store}; pass --force to replace it, or choose "
+                        "another --out")
+
+
 def write_leaderboard(runs: pd.DataFrame, summary: pd.DataFrame, info: dict[str, str],
                       metrics: tuple[str, ...], out: Path) -> list[Path]:
     """The four files under ``out``, each renamed into place only once all are written;
