@@ -16,7 +16,7 @@ from typing import Any, Callable
 import typer
 from rich.console import Console
 
-from debiasbench.core.errors import UserError, one_line
+from debiasbench.core.errors import INTERRUPTED, RunInterrupted, UserError, one_line
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark methods that unlearn a model's shortcuts.")
@@ -59,8 +59,9 @@ def user_errors(command: Callable) -> Callable:
         except UserError as exc:
             print_error(str(exc))
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err.print("interrupted", markup=False)
+        except KeyboardInterrupt as exc:
+            err.print(exc.message if isinstance(exc, RunInterrupted) else INTERRUPTED, markup=False,
+                      highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
 
     return wrapper

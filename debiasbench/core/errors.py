@@ -37,6 +37,22 @@ class RunFailed(Exception):
         self.reason = reason
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run's epochs, saying where it stopped and that a rerun resumes.
+
+    Still a ``KeyboardInterrupt``: the store marks the run KILLED and sweeps stop as for
+    any interrupt; the command line prints the message.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+#: What the command line says on Ctrl-C outside a run's epochs.
+INTERRUPTED = "interrupted; run the same command again to resume (finished epochs are kept as checkpoints)"
+
+
 def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
     """'unknown method 'vanila'; did you mean 'vanilla'? known: a, b' — one line."""
     import difflib

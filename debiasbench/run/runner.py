@@ -30,7 +30,7 @@ from debiasbench.run.claims import Claim, JobBusy
 from debiasbench.train.class_weights import class_weights
 from debiasbench.contract.config import RunConfig
 from debiasbench.data.dataset import BenchmarkDataset, Loader, eval_batch_for
-from debiasbench.core.errors import RunFailed, UserError, one_line
+from debiasbench.core.errors import RunFailed, RunInterrupted, UserError, one_line
 from debiasbench.evaluation.explanation import ArtifactCav, artifact_metrics
 from debiasbench.evaluation.metrics import evaluate, validation_views
 from debiasbench.contract.method import Batch, Method, RunContext
@@ -118,10 +118,12 @@ class Trainer:
         #: What ``prepare`` logs (mining precision, ...) is a result of the run too.
         self.prepared: dict[str, float] = {}
         self.train_seconds = 0.0
-        #: Seconds of each phase besides training and preparation (``<phase>_seconds``).
+        #: Seconds of each phase besides training and preparation (``seconds/<phase>``).
         self.seconds = {"validate": 0.0, "test": 0.0, "explain": 0.0}  # PHASE_SECONDS + name
         self.samples = 0
         self.best: float | None = None
+        #: Epochs trained and checkpointed so far (what a rerun resumes after).
+        self.epochs_done = 0
         #: The validation metrics of the weights ``select`` keeps, where this process
         #: measured them: the final evaluation does not predict those views again.
         self.selected_validation: dict[str, float] | None = None
@@ -212,9 +214,17 @@ class Trainer:
             loss, logs = method.loss(model, batch)
             return loss, {"loss": loss, **logs}
 
-        train_epochs(training.loader, training.step, batch_loss, self.config.epochs, start=start_epoch,
-                     models=[model], train_mode=keep_frozen_norms_in_eval,
-                     after_epoch=partial(self.end_epoch, training), progress=self.progress)
+        self.epochs_done = start_epoch
+        try:
+            train_epochs(training.loader, training.step, batch_loss, self.config.epochs, start=start_epoch,
+                         models=[model], train_mode=keep_frozen_norms_in_eval,
+                         after_epoch=partial(self.end_epoch, training), progress=self.progress)
+        except KeyboardInterrupt:
+            done = self.epochs_done
+            raise RunInterrupted(
+                f"interrupted in epoch {done + 1} of {self.config.epochs}; run the same command again to resume "
+                + (f"after epoch {done} (checkpointed)" if done else "(no epoch had finished: from the start)")
+            ) from None
 
     def end_epoch(self, training: Training, epoch: Epoch) -> None:
         """After an epoch's training: validate, log the curves, keep the best and the last
@@ -230,6 +240,7 @@ class Trainer:
         self.train_seconds += epoch.seconds
         self.samples += epoch.samples
         index = epoch.index
+        self.epochs_done = index + 1
         train_logs = {f"train_{k}": v for k, v in epoch.logs.items()}
         val: dict[str, float] = {}
         if self.config.val_curves or self.config.selection == "best" or index + 1 == self.config.epochs:
