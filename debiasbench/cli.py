@@ -143,7 +143,8 @@ def _run_reporting_failure(run_one: Callable, config: Any, tracker: Any) -> Any:
 def sweep(
     file: Path = typer.Argument(..., help="sweep YAML (see benchmarks/)"),
     tracking_uri: str | None = TrackingOption,
-    dry_run: bool = typer.Option(False, "--dry-run", help="print the jobs, run nothing"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the jobs and which the store has finished; "
+                                                          "run nothing, write nothing"),
     launcher: str = typer.Option("local", "--launcher", help="local, ray, or a plugin's (entry-point group "
                                  "debiasbench.launchers)"),
     workers: int = typer.Option(1, "--workers", "-j", help="local: parallel worker processes"),
@@ -164,7 +165,9 @@ def sweep(
     for reason in skipped:
         err.print(f"not a job: {reason}", markup=False, highlight=False, soft_wrap=True)
     if dry_run:
-        out().print(jobs_table(jobs))
+        from debiasbench.track.store import finished_keys
+
+        out().print(jobs_table(jobs, finished_keys(tracking_uri, {c.experiment for c in jobs})))
         return
     tags = {"debiasbench.sweep_file": str(file), "debiasbench.command": f"debiasbench sweep {file}"}
     results = run_sweep(jobs, tracking_uri, log=lambda line: err.print(line, markup=False, highlight=False),

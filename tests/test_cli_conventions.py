@@ -70,3 +70,28 @@ def test_a_listing_names_a_plugin_once_when_its_description_starts_with_its_name
     text = plugin_listing("method", METHODS, lambda cls: cls.hparams, lambda cls: cls.requires)
     assert "mixup_listing_probe: convex combinations of inputs and labels." in text
     assert "mixup_listing_probe: Mixup_listing_probe" not in text
+
+
+SWEEP = """methods: [vanilla]
+datasets: [{synthetic_artifacts: {n_train: 64, n_val: 32, n_test: 32, image_size: 16, patch_size: 3}}]
+seeds: [0, 1]
+overrides: {epochs: 1, batch_size: 32, device: cpu, log_model: false}
+"""
+
+
+def test_sweep_dry_run_marks_the_jobs_the_store_has_finished_and_writes_nothing(tmp_path):
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(SWEEP)
+    store = tmp_path / "store.db"
+    uri = f"sqlite:///{store}"
+    fresh = invoke("sweep", str(sweep), "--dry-run", "--tracking-uri", uri)
+    assert fresh.exit_code == 0, fresh.output
+    assert "2 jobs, 0 finished, 2 to run" in fresh.output and not store.exists()
+    one = invoke("run", "--method", "vanilla", "--dataset", "synthetic_artifacts", "--seed", "1", "--set",
+                 "dataset_params.n_train=64", "--set", "dataset_params.n_val=32", "--set", "dataset_params.n_test=32",
+                 "--set", "dataset_params.image_size=16", "--set", "dataset_params.patch_size=3", "--set", "epochs=1",
+                 "--set", "batch_size=32", "--set", "device=cpu", "--set", "log_model=false", "--tracking-uri", uri)
+    assert one.exit_code == 0, one.output
+    dry = invoke("sweep", str(sweep), "--dry-run", "--tracking-uri", uri)
+    assert "2 jobs, 1 finished, 1 to run" in dry.output
+    assert dry.output.count("finished") == 2 and "to run" in dry.output

@@ -172,12 +172,20 @@ def leaderboard_table(summary: Any) -> Table:
     return table
 
 
-def jobs_table(jobs: list[RunConfig]) -> Table:
-    table = Table(title=f"{len(jobs)} jobs")
-    for column in ("#", "method", "variant", "dataset", "model", "seed", "run key"):
+def jobs_table(jobs: list[RunConfig], finished: set[str] | None = None) -> Table:
+    """The jobs of a sweep; with ``finished`` (run keys the store has finished) a column
+    says which of them a sweep would skip."""
+    done = finished or set()
+    left = sum(1 for c in jobs if c.run_key() not in done)
+    title = f"{len(jobs)} jobs" if finished is None else f"{len(jobs)} jobs, {len(jobs) - left} finished, {left} to run"
+    table = Table(title=title)
+    for column in ("#", "method", "variant", "dataset", "model", "seed", "run key",
+                   *(("status",) if finished is not None else ())):
         table.add_column(column)
     for number, (c, label) in enumerate(zip(jobs, variant_labels(jobs)), start=1):
-        table.add_row(str(number), c.method, label.replace(" ", "\n"), c.dataset, c.model, str(c.seed), c.run_key())
+        status = (("finished" if c.run_key() in done else "to run"),) if finished is not None else ()
+        table.add_row(str(number), c.method, label.replace(" ", "\n"), c.dataset, c.model, str(c.seed), c.run_key(),
+                      *status)
     return table
 
 

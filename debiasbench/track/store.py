@@ -335,6 +335,29 @@ def _build_sqlite_schema(uri: str, folder: Path) -> None:
             engine.dispose()
 
 
+def finished_keys(tracking_uri: str | None, experiments: set[str]) -> set[str]:
+    """Run keys with a FINISHED run in ``experiments`` of the store, read without writing
+    anything: a store or experiment that does not exist yet has none (``sweep --dry-run``)."""
+    from mlflow.tracking import MlflowClient
+
+    uri = absolute_tracking_uri(tracking_uri)
+    path = sqlite_path(uri)
+    if path is not None and not path.is_file():
+        return set()
+    if uri.startswith(("http://", "https://")):
+        check_server_answers(uri)
+    client = MlflowClient(uri)
+    keys: set[str] = set()
+    for name in experiments:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            continue
+        for run in search_all(client, experiment.experiment_id, "attributes.status = 'FINISHED'"):
+            if RUN_KEY_TAG in run.data.tags:
+                keys.add(run.data.tags[RUN_KEY_TAG])
+    return keys
+
+
 def search_all(client: Any, experiment_id: str, filter_string: str = "") -> list[Any]:
     """Every matching run of one experiment: MLflow returns at most a page per call, and
     stopping at the first page would silently drop runs."""
