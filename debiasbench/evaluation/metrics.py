@@ -116,12 +116,14 @@ def evaluate(model: nn.Module, dataset: BenchmarkDataset, batch_size: int | None
     left out rather than reported as NaN.
     """
     metrics: dict[str, Tensor] = {}
+    reused_views: set[str] = set()
     with eval_mode(model):
         for name, split in dataset.evaluation_views().items():
             if (prefixes is not None and not name.startswith(prefixes)) or (views is not None and name not in views):
                 continue
             full = name in NATURAL_SPLITS
             if validation is not None and f"{name}_acc" in validation:
+                reused_views.add(name)
                 if full and facts:
                     metrics.update(group_facts(name, split, dataset.num_classes, dataset.num_bias))
                 continue
@@ -133,7 +135,5 @@ def evaluate(model: nn.Module, dataset: BenchmarkDataset, batch_size: int | None
     if validation is None:
         return computed
     names = dataset.evaluation_views()
-    reused = {k: v for k, v in validation.items()
-              if _view_of(k, names).startswith(VALIDATION_PREFIX) and (prefixes is None or k.startswith(prefixes))
-              and (views is None or _view_of(k, names) in views)}
+    reused = {k: v for k, v in validation.items() if _view_of(k, names) in reused_views}
     return {**reused, **computed}
