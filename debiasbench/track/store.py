@@ -190,8 +190,7 @@ class Tracker:
 
     def finished_runs(self) -> dict[str, Any]:
         """Every FINISHED run of the experiment by run key, in one paged query."""
-        runs = self.search(filter_string="attributes.status = 'FINISHED'")
-        return {run.data.tags[RUN_KEY_TAG]: run for run in runs if RUN_KEY_TAG in run.data.tags}
+        return finished_by_key(self.client, self.experiment_id)
 
     def search(self, filter_string: str = "") -> list[Any]:
         """Every run of the experiment matching ``filter_string``."""
@@ -350,12 +349,15 @@ def finished_keys(tracking_uri: str | None, experiments: set[str]) -> set[str]:
     keys: set[str] = set()
     for name in experiments:
         experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            continue
-        for run in search_all(client, experiment.experiment_id, "attributes.status = 'FINISHED'"):
-            if RUN_KEY_TAG in run.data.tags:
-                keys.add(run.data.tags[RUN_KEY_TAG])
+        if experiment is not None:
+            keys.update(finished_by_key(client, experiment.experiment_id))
     return keys
+
+
+def finished_by_key(client: Any, experiment_id: str) -> dict[str, Any]:
+    """Every FINISHED run of an experiment by its run key, in one paged query."""
+    runs = search_all(client, experiment_id, "attributes.status = 'FINISHED'")
+    return {run.data.tags[RUN_KEY_TAG]: run for run in runs if RUN_KEY_TAG in run.data.tags}
 
 
 def search_all(client: Any, experiment_id: str, filter_string: str = "") -> list[Any]:
