@@ -18,12 +18,10 @@ import tempfile
 import time
 
 import torch
-import torch.nn.functional as F
 
 from debiasbench.contract.config import resolve_config
-from debiasbench.data.dataset import Loader
-from debiasbench.models.build import build_model
 from debiasbench.run.runner import PHASE_SECONDS, build_dataset, run
+from debiasbench.testing import bare_training_loop
 from debiasbench.track.store import Tracker
 
 PARAMS = {"n_train": 2000, "n_val": 500, "n_test": 1000, "image_size": 32}
@@ -31,18 +29,10 @@ PHASES = ("validate", "test", "explain", "tracking")
 
 
 def bare_loop(config) -> float:
-    """Seconds of the training alone: the same data, model, optimiser and batches."""
+    """Seconds of the training alone (``bare_training_loop``) over the same data."""
     dataset = build_dataset(config)
-    train = dataset.splits["train"]
-    torch.manual_seed(config.seed)
-    model = build_model(config.model, dataset.num_classes)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     began = time.perf_counter()
-    for _ in range(config.epochs):
-        for batch in Loader(train, config.batch_size, torch.Generator().manual_seed(0)):
-            optimizer.zero_grad(set_to_none=True)
-            F.cross_entropy(model(batch.x), batch.y).backward()
-            optimizer.step()
+    bare_training_loop(config, dataset)
     return time.perf_counter() - began
 
 

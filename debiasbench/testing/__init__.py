@@ -21,9 +21,9 @@ if TYPE_CHECKING:
     from debiasbench.sweep.launchers import JobResult
     from debiasbench.track.store import Tracker
 
-__all__ = ["SMALL_IMAGES", "TINY_PARAMS", "TINY_SYNTHETIC", "TIMING_METRICS", "check_dataset", "check_method",
-           "claim_variant", "crash_resume_and_rerun", "crashing_once", "one_thread", "run_sweep_file", "tiny_config",
-           "without_timing"]
+__all__ = ["SMALL_IMAGES", "TINY_PARAMS", "TINY_SYNTHETIC", "TIMING_METRICS", "bare_training_loop", "check_dataset",
+           "check_method", "claim_variant", "crash_resume_and_rerun", "crashing_once", "one_thread", "run_sweep_file",
+           "tiny_config", "without_timing"]
 
 #: synthetic_artifacts small enough for an end-to-end run in about a second on a CPU.
 TINY_SYNTHETIC: dict[str, Any] = TINY_PARAMS["synthetic_artifacts"]
@@ -88,6 +88,25 @@ def tiny_config(**overrides: Any) -> RunConfig:
     base = {"dataset": "synthetic_artifacts", "dataset_params": dict(TINY_SYNTHETIC), "epochs": 2,
             "batch_size": 32, "device": "cpu", "experiment": "tests", "allow_unsuited": True}
     return resolve_config(merge(base, overrides))
+
+
+def bare_training_loop(config: RunConfig, dataset: Any) -> None:
+    """The baseline a run's cost is measured against: plain PyTorch training of the run's
+    model on ``dataset``'s training split (the same batches, Adam at the run's ``lr``), no
+    method, evaluation, tracking or checkpoints (``tests/benchmarks``, ``tools/measure_phases.py``)."""
+    import torch.nn.functional as F
+
+    from debiasbench.data.dataset import Loader
+    from debiasbench.models.build import build_model
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, dataset.num_classes)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    for _ in range(config.epochs):
+        for batch in Loader(dataset.splits["train"], config.batch_size, torch.Generator().manual_seed(0)):
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(model(batch.x), batch.y).backward()
+            optimizer.step()
 
 
 #: Metrics that measure time, not the result: left out when two runs are compared (and

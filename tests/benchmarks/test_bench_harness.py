@@ -12,13 +12,9 @@ import subprocess
 import sys
 
 import pytest
-import torch
-import torch.nn.functional as F
 
-from debiasbench.data.dataset import Loader
-from debiasbench.models.build import build_model
 from debiasbench.run.runner import build_dataset, run
-from debiasbench.testing import TINY_SYNTHETIC, tiny_config
+from debiasbench.testing import TINY_SYNTHETIC, bare_training_loop, tiny_config
 
 
 @pytest.fixture
@@ -29,19 +25,7 @@ def config():
 @pytest.mark.benchmark(group="harness_per_run")
 def test_run_baseline_bare_training_loop(benchmark, config):
     dataset = build_dataset(config)
-    train = dataset.splits["train"]
-
-    def train_only():
-        torch.manual_seed(0)
-        model = build_model(config.model, dataset.num_classes)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-        for _ in range(config.epochs):
-            for batch in Loader(train, config.batch_size, torch.Generator().manual_seed(0)):
-                optimizer.zero_grad(set_to_none=True)
-                F.cross_entropy(model(batch.x), batch.y).backward()
-                optimizer.step()
-
-    benchmark.pedantic(train_only, rounds=5, warmup_rounds=1)
+    benchmark.pedantic(lambda: bare_training_loop(config, dataset), rounds=5, warmup_rounds=1)
 
 
 @pytest.mark.benchmark(group="harness_per_run")
