@@ -3,9 +3,10 @@ other, and continued where a checkpoint left them."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from debiasbench.core.randomness import RandomStreams, derive_seed
+from debiasbench.core.randomness import RandomStreams, RepeatedInitWarning, derive_seed
 
 
 def test_a_stream_seed_depends_on_the_run_seed_and_the_name_only():
@@ -48,7 +49,7 @@ def test_init_blocks_draw_from_their_stream_and_leave_the_global_state_alone():
     before = torch.get_rng_state()
     with streams.init("model_a"):
         a = torch.nn.Linear(4, 4).weight.detach().clone()
-    with streams.init("model_a"):
+    with pytest.warns(RepeatedInitWarning), streams.init("model_a"):  # the same draws again, as it says
         again = torch.nn.Linear(4, 4).weight.detach().clone()
     with streams.init("model_b"):
         b = torch.nn.Linear(4, 4).weight.detach().clone()

@@ -35,11 +35,16 @@ class RunContext:
 
     Randomness: ``generator`` is the runner's training-order stream. Every other random
     draw of a method comes from a stream named for its purpose: ``ctx.stream(name)`` for a
-    ``torch.Generator``, ``with ctx.init(name):`` around code that draws from torch's
-    global generator (building a model). Each stream's seed is derived from the run seed
-    by hashing its name (``debiasbench.core.randomness``), and every stream handed out is kept
-    in the run's checkpoints, so a resumed run ends as an uninterrupted one. Prefix names
-    with the method's name (``"jtt.identifier_init"``) so that shared helpers never meet.
+    ``torch.Generator`` that advances with every draw (``generator=`` of ``torch.rand``,
+    ``randperm``, ...); ``with ctx.random(name):`` (or ``ctx.sample(name, distribution)``)
+    around code that draws from torch's global generator and takes none
+    (``torch.distributions``), new draws on every entry, for per-step randomness; ``with
+    ctx.init(name):`` around one-off initialisation (building a model), the same draws on
+    every entry, which is why entering it again while the run's steps run raises. Each
+    stream's seed is derived from the run seed by hashing its name
+    (``debiasbench.core.randomness``), and every stream handed out is kept in the run's
+    checkpoints, so a resumed run ends as an uninterrupted one. Prefix names with the
+    method's name (``"jtt.identifier_init"``) so that shared helpers never meet.
     """
 
     config: RunConfig
@@ -66,9 +71,28 @@ class RunContext:
         return self.streams.get(name, device)
 
     def init(self, name: str) -> contextlib.AbstractContextManager[None]:
-        """A block whose draws from torch's global generator come from stream ``name``."""
+        """A block whose draws from torch's global generator come from stream ``name``'s
+        seed: the same on every entry, for one-off initialisation (an auxiliary model's
+        weights). Not for per-step draws: entered again during training it raises
+        ``debiasbench.core.randomness.RepeatedInitError``; use ``random`` there."""
         assert self.streams is not None
         return self.streams.init(name)
+
+    def random(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """A block whose draws from torch's global generator are new on every entry and
+        reproducible: seeded from the next draw of stream ``name`` (checkpointed, so a
+        resumed run draws what the uninterrupted one drew); the global state is restored
+        afterwards. For per-step randomness from code that takes no generator, e.g.
+        ``torch.distributions``."""
+        assert self.streams is not None
+        return self.streams.random(name)
+
+    def sample(self, name: str, distribution: torch.distributions.Distribution,
+               shape: tuple[int, ...] = ()) -> Tensor:
+        """``distribution.sample(shape)`` drawn inside ``random(name)``: a new draw per call,
+        e.g. ``ctx.sample("mixup.lambda", Beta(0.2, 0.2))`` once per step."""
+        with self.random(name):
+            return distribution.sample(torch.Size(shape))
 
 
 #: The method whose trained model a correction (``starts_from_vanilla``) starts from.

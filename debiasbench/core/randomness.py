@@ -11,18 +11,31 @@ from their own ``seed`` parameter (``stream(seed, "colored_digits.val")``).
 
 ``RandomStreams`` remembers every generator it handed out, so a checkpoint can keep their
 states and a resumed run continues each one where the killed run left it.
+
+Two ways to make code that draws from torch's global generator (module initialisation,
+``torch.distributions``, which take no generator) reproducible, for two purposes:
+
+- ``init(name)``: every entry draws the same numbers (the stream's seed). For one-off
+  initialisation: an auxiliary model built twice is built alike. Entered again while the
+  run's steps run (``stepping``) it raises ``RepeatedInitError``; elsewhere a repeated
+  entry warns (``RepeatedInitWarning``): per-step draws inside it would repeat every step.
+- ``random(name)``: every entry draws new numbers. The block's seed is the next draw of
+  the CPU stream ``name``, which advances and is checkpointed, so the draws differ per
+  step, repeat across identical runs and continue after a resume. For per-step draws
+  (a mixing weight from ``Beta``, dropout masks of one's own).
 """
 
 from __future__ import annotations
 
 import contextlib
 import random
+import warnings
 from typing import Iterator, Mapping
 
 import torch
 from torch import Tensor
 
-__all__ = ["RandomStreams", "derive_seed", "seeded", "stream"]
+__all__ = ["RandomStreams", "RepeatedInitError", "RepeatedInitWarning", "derive_seed", "seeded", "stream"]
 
 
 def derive_seed(seed: int, name: str) -> int:
@@ -51,6 +64,22 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
+class RepeatedInitError(RuntimeError):
+    """``init(name)`` entered again while the run's steps run: it would draw the same
+    numbers at every step."""
+
+
+class RepeatedInitWarning(UserWarning):
+    """``init(name)`` entered again outside the steps: the block draws what it drew before."""
+
+
+def _repeated_init(name: str) -> str:
+    return (f"init({name!r}) entered again: it draws the same numbers on every entry (one-off "
+            f"initialisation); for draws that must differ per step use random({name!r}) around code "
+            f"that uses torch's global generator (torch.distributions) or pass stream({name!r}) "
+            "as generator=")
+
+
 class RandomStreams:
     """The named generators of one run (see the module docstring).
 
@@ -67,6 +96,8 @@ class RandomStreams:
         self.device = device
         self._streams: dict[str, torch.Generator] = {
             self.TRAIN: train if train is not None else torch.Generator(device=device).manual_seed(seed)}
+        self._inits: set[str] = set()
+        self._stepping = False
 
     def get(self, name: str, device: torch.device | str | None = None) -> torch.Generator:
         """The generator named ``name`` (the same object on every call), on the run's
@@ -78,8 +109,31 @@ class RandomStreams:
         return self._streams[key]
 
     def init(self, name: str) -> contextlib.AbstractContextManager[None]:
-        """A block whose global-RNG draws (weight initialisation) come from stream ``name``."""
+        """A block whose global-RNG draws (weight initialisation) come from stream ``name``:
+        the same draws on every entry. A repeated entry raises ``RepeatedInitError`` while
+        ``stepping``, and warns (``RepeatedInitWarning``) otherwise."""
+        if name in self._inits:
+            if self._stepping:
+                raise RepeatedInitError(_repeated_init(name))
+            warnings.warn(_repeated_init(name), RepeatedInitWarning, stacklevel=3)
+        self._inits.add(name)
         return seeded(derive_seed(self.seed, name), self.device)
+
+    def random(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """A block whose global-RNG draws (``torch.distributions``) are new on every entry:
+        seeded with the next draw of the CPU stream ``name`` (which advances and is kept in
+        checkpoints), on the run's device's generators, which are restored afterwards."""
+        seed = int(torch.randint(0, 2**62, (), generator=self.get(name, "cpu")))
+        return seeded(seed, self.device)
+
+    @contextlib.contextmanager
+    def stepping(self) -> Iterator[None]:
+        """The run's training steps run inside the block: ``init`` may not repeat a name."""
+        before, self._stepping = self._stepping, True
+        try:
+            yield
+        finally:
+            self._stepping = before
 
     def state_dict(self) -> dict[str, Tensor]:
         """Every stream handed out so far, by name, as CPU tensors (for a checkpoint)."""

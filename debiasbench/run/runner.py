@@ -215,10 +215,12 @@ class Trainer:
             return loss, {"loss": loss, **logs}
 
         self.epochs_done = start_epoch
+        assert training.ctx.streams is not None
         try:
-            train_epochs(training.loader, training.step, batch_loss, self.config.epochs, start=start_epoch,
-                         models=[model], train_mode=keep_frozen_norms_in_eval,
-                         after_epoch=partial(self.end_epoch, training), progress=self.progress)
+            with training.ctx.streams.stepping():  # ctx.init entered again per step raises
+                train_epochs(training.loader, training.step, batch_loss, self.config.epochs, start=start_epoch,
+                             models=[model], train_mode=keep_frozen_norms_in_eval,
+                             after_epoch=partial(self.end_epoch, training), progress=self.progress)
         except KeyboardInterrupt:
             done = self.epochs_done
             raise RunInterrupted(
