@@ -151,12 +151,13 @@ def sweep(
     cpus_per_run: float = typer.Option(1.0, "--cpus-per-run", help="ray: CPUs per run (fractions allowed)"),
     gpus_per_run: float = typer.Option(0.0, "--gpus-per-run", help="ray: GPUs per run (0.25 = four runs share one)"),
 ) -> None:
-    """Run every job of a sweep file that has not finished yet; print one table.
+    """Run every job of a sweep file that has not finished yet; print one table per dataset.
 
     Started again after a crash or a kill, it runs only what is missing.
     """
     from debiasbench.sweep.launchers import make_launcher
-    from debiasbench.report.tables import jobs_table, results_table, summary_table
+    from debiasbench.report.comparison import comparison_tables
+    from debiasbench.report.tables import jobs_table
     from debiasbench.sweep.driver import load_sweep, run_sweep
 
     skipped: list[str] = []
@@ -172,9 +173,8 @@ def sweep(
     tags = {"debiasbench.sweep_file": str(file), "debiasbench.command": f"debiasbench sweep {file}"}
     results = run_sweep(jobs, tracking_uri, log=lambda line: err.print(line, markup=False, highlight=False),
                         launcher=start, tags=tags)
-    out().print(results_table(results))
-    if len({r.config.seed for r in results}) > 1:
-        out().print(summary_table(results))
+    for table in comparison_tables(results):
+        out().print(table)
     if any(r.status == "FAILED" for r in results):
         raise typer.Exit(1)
 

@@ -1,5 +1,5 @@
 """Sweep files: shared grids and per-method hparams expand into jobs, bad grids are one
-line, and a multi-seed sweep ends with a mean ± standard error table."""
+line, and a multi-seed sweep ends with mean ± standard error tables."""
 
 from __future__ import annotations
 
@@ -91,9 +91,10 @@ def test_a_sweep_over_seeds_ends_with_mean_and_standard_error(tmp_path, tracking
     """)
     result = CliRunner().invoke(app, ["sweep", str(path), "--tracking-uri", tracking_uri])
     assert result.exit_code == 0, result.output
-    assert "mean ± standard error over seeds" in result.output
-    assert result.output.count("lr=0.01") == 2 + 1  # two runs, one summary row
-    assert "±" in result.output.split("mean ± standard error over seeds")[1]
+    assert "synthetic_artifacts (small_cnn): test metrics, mean ± standard error over 2 seeds" in result.output
+    table = result.output.split("over 2 seeds")[1].split("Reading:")[0]
+    assert table.count("lr=0.01") == 1  # one row of the two seeds
+    assert "±" in result.output.split("mean ± standard error over 2 seeds")[1]
 
 
 def test_runs_that_differ_only_by_dataset_or_method_defaults_have_no_variant(tmp_path):
