@@ -1,4 +1,5 @@
-"""Tables for people: one run's metrics, a sweep's results, the plugin listings."""
+"""Tables for people: one run's metrics, the leaderboard's rules side by side, a sweep's
+jobs, the plugin listings (a sweep's results: ``report.comparison``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any, Callable, Iterable
 from rich.table import Table
 
 from debiasbench.contract.config import RunConfig
-from debiasbench.core.stats import MISSING, format_mean_se, mean_se
+from debiasbench.core.stats import MISSING, format_mean_se
 
 #: Columns of comparison tables, in reading order.
 HEADLINE_METRICS = ("test_acc", "test_clean_acc", "test_biased_acc", "test_conflicting_acc",
@@ -22,7 +23,7 @@ def _digits(value: float) -> int:
     return 1 if abs(value) >= 10 else 3
 
 
-def _fmt(value: float | None, se: float | None = None) -> str:
+def format_cell(value: float | None, se: float | None = None) -> str:
     """A value, or a mean with its standard error, written as everywhere else
     (``debiasbench.core.stats``): the standard error has the mean's decimals."""
     if value is None or math.isnan(value):
@@ -36,7 +37,7 @@ def metrics_table(config: RunConfig, metrics: dict[str, float]) -> Table:
     table.add_column("value", justify="right")
     ordered = [k for k in HEADLINE_METRICS if k in metrics] + sorted(set(metrics) - set(HEADLINE_METRICS))
     for key in ordered:
-        table.add_row(key, _fmt(metrics[key]))
+        table.add_row(key, format_cell(metrics[key]))
     return table
 
 
@@ -76,59 +77,12 @@ def variant_labels(configs: list[Any]) -> list[str]:
     return labels
 
 
-def _columns(results: list[Any]) -> list[str]:
-    """The headline and extra metrics that at least one run has (no all-dash columns)."""
-    return [m for m in (*HEADLINE_METRICS, *EXTRA_METRICS) if any(m in r.metrics for r in results)]
-
-
 def _add_columns(table: Table, identity: tuple[str, ...], metrics: list[str]) -> None:
     """Identity columns (names and variants kept whole), then right-aligned metric columns."""
     for column in identity:
         table.add_column(column, no_wrap=column in ("method", "variant", "seed", "n", "status"))
     for metric in metrics:
         table.add_column(SHORT_NAMES.get(metric, metric.removeprefix("test_")), justify="right")
-
-
-def results_table(results: Iterable[Any]) -> Table:
-    """One row per job (``JobResult``): identity, variant, status and the headline metrics."""
-    results = list(results)
-    labels = variant_labels([r.config for r in results])
-    metrics = _columns(results)
-    table = Table(title="debiasbench results")
-    _add_columns(table, ("method", "variant", "dataset", "model", "seed", "status"), metrics)
-    for result, label in zip(results, labels):
-        c = result.config
-        table.add_row(c.method, label.replace(" ", "\n"), c.dataset, c.model, str(c.seed), result.status,
-                      *(_fmt(result.metrics.get(m)) for m in metrics))
-    return table
-
-
-def _mean_se(values: list[float]) -> str:
-    """"0.912 ± 0.004" over seeds ("0.912" for one seed). Spaced like the leaderboard: a
-    narrow terminal then wraps the cell at the spaces instead of cutting off the error."""
-    mean, se, _ = mean_se(values)
-    return _fmt(mean, se)
-
-
-def summary_table(results: Iterable[Any]) -> Table:
-    """Mean ± standard error over seeds of every method x variant x dataset x model;
-    ``n`` counts the finished runs (failed ones are left out of the means)."""
-    results = list(results)
-    labels = variant_labels([r.config for r in results])
-    groups: dict[tuple[str, ...], list[Any]] = {}
-    for result, label in zip(results, labels):
-        c = result.config
-        groups.setdefault((c.method, label, c.dataset, c.model), []).append(result)
-    metrics = _columns(results)
-    table = Table(title="mean ± standard error over seeds")
-    _add_columns(table, ("method", "variant", "dataset", "model", "n"), metrics)
-    for key, members in groups.items():
-        done = [r for r in members if r.status != "FAILED"]
-        n = f"{len(done)}" if len(done) == len(members) else f"{len(done)}/{len(members)}"
-        method, label, dataset, model = key
-        means = (_mean_se([r.metrics[m] for r in done if m in r.metrics]) for m in metrics)
-        table.add_row(method, label.replace(" ", "\n"), dataset, model, n, *means)
-    return table
 
 
 def _short(metric: str) -> str:
@@ -160,7 +114,7 @@ def leaderboard_table(summary: Any) -> Table:
                 cells.append(MISSING)
                 continue
             row = chosen.iloc[0]
-            lines = [f"{_short(m)} {_fmt(row[m])} #{int(row[f'rank_{m}'])}" for m in ranked
+            lines = [f"{_short(m)} {format_cell(row[m])} #{int(row[f'rank_{m}'])}" for m in ranked
                      if m in row and isinstance(row[m], float) and not math.isnan(row[m])
                      and not math.isnan(row[f"rank_{m}"])]
             if bool(row.get("pareto", False)):
