@@ -183,6 +183,18 @@ class Method:
         return F.cross_entropy(logits, y, weight=None if weight is None else weight.to(logits.dtype),
                                reduction=reduction)
 
+    def class_weighted_mean(self, per_sample: Tensor, y: Tensor) -> Tensor:
+        """The mean of per-sample loss terms, class-weighted as ``cross_entropy``'s: each term
+        times its label's weight, divided by the batch's summed weights; the plain mean when
+        the run has no class weights. For a loss built per sample from the CE (focal loss,
+        generalised CE), so that it is weighted like every other method's; ``cross_entropy``'s
+        ``mean`` is ``class_weighted_mean(F.cross_entropy(logits, y, reduction="none"), y)``."""
+        weight = self.ctx.class_weights
+        if weight is None:
+            return per_sample.mean()
+        w = weight.to(device=per_sample.device, dtype=per_sample.dtype)[y]
+        return (w * per_sample).sum() / w.sum()
+
     def state_dict(self) -> dict[str, Any]:
         """State the method changes while training (e.g. smoothed statistics), saved in
         each epoch's checkpoint so a resumed run ends as an uninterrupted one would.

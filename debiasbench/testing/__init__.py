@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 import torch
 
 from debiasbench.contract.config import RunConfig, merge, resolve_config
-from debiasbench.testing.contracts import TINY_PARAMS, check_dataset, check_method
+from debiasbench.testing.contracts import TINY_PARAMS, ClassWeightsIgnoredWarning, check_dataset, check_method
 from debiasbench.contract.method import Method
 from debiasbench.run.runner import PHASE_SECONDS
 
@@ -21,9 +21,9 @@ if TYPE_CHECKING:
     from debiasbench.sweep.launchers import JobResult
     from debiasbench.track.store import Tracker
 
-__all__ = ["SMALL_IMAGES", "TINY_PARAMS", "TINY_SYNTHETIC", "TIMING_METRICS", "bare_training_loop", "check_dataset",
-           "check_method", "claim_variant", "crash_resume_and_rerun", "crashing_once", "one_thread", "run_sweep_file",
-           "tiny_config", "without_timing"]
+__all__ = ["SMALL_IMAGES", "TINY_PARAMS", "TINY_SYNTHETIC", "TIMING_METRICS", "ClassWeightsIgnoredWarning",
+           "bare_training_loop", "check_dataset", "check_method", "claim_variant", "crash_resume_and_rerun",
+           "crashing_once", "one_thread", "run_sweep_file", "tiny_config", "without_timing"]
 
 #: synthetic_artifacts small enough for an end-to-end run in about a second on a CPU.
 TINY_SYNTHETIC: dict[str, Any] = TINY_PARAMS["synthetic_artifacts"]

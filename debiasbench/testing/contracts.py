@@ -15,6 +15,7 @@ import logging
 import math
 import shutil
 import tempfile
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, NoReturn
@@ -25,6 +26,7 @@ from torch import Tensor
 from debiasbench.data.dataset import CAPABILITIES, BenchmarkDataset, Split
 from debiasbench.core.errors import ConfigError, UserError
 from debiasbench.core.hparams import Choice, HParam, IntUniform, LogUniform, Uniform, resolve
+from debiasbench.core.randomness import seeded
 from debiasbench.contract.method import Method, RunContext
 from debiasbench.core.registry import DATASETS, METHODS, Registry
 
@@ -43,6 +45,11 @@ TINY_PARAMS: dict[str, dict[str, Any]] = {
 
 #: Samples per batch when a contract check reads a split's pixels.
 CHECK_BATCH = 256
+
+
+class ClassWeightsIgnoredWarning(UserWarning):
+    """``check_method``: the method's loss is the same whatever the run's class weights, so a
+    run whose ``class_weights`` asks for them (the real datasets' default) trains it unweighted."""
 
 
 def _fail(where: str, message: str) -> NoReturn:
@@ -255,6 +262,10 @@ def check_method(method_cls: type[Method], dataset: str | type[BenchmarkDataset]
       ``prepare`` runs and ``loss`` is a finite scalar, differentiable with a finite
       gradient for every trainable parameter, its logs one-element tensors or Python
       numbers; ``eval_model`` gives logits;
+    - class weights: the loss of the same batch (same random draws) under uniform and under
+      strongly non-uniform class weights (``ctx.class_weights``) differs; where it does not,
+      a ``ClassWeightsIgnoredWarning`` naming the method says the loss ignores the weights
+      that the run key ``class_weights`` asks for (``self.cross_entropy`` applies them);
     - ``end_to_end``: one epoch through the runner into ``tracking_uri`` (default: a
       temporary sqlite store, ``shared_store``), the run FINISHED with ``RUN_METRICS``
       finite in the store.
@@ -334,6 +345,8 @@ def _check_loss(method_cls: type[Method], config: Any, dataset_cls: type[Benchma
         raise AssertionError(
             f"{where}: {type(exc).__name__}: {exc} -- on {dataset_cls.name!r} without {stripped} "
             "(what it does not require): does it read something missing from `requires`?") from exc
+    if params and config.epochs > 0:
+        _check_class_weights(method, ctx, model, batch, config, where)
     model.eval()
     with torch.no_grad():
         logits = method.eval_model(model)(batch.x)
@@ -373,6 +386,40 @@ def _check_gradients(method: Method, model: LatentModel, batch: Any, params: lis
     bad = [names.get(id(p), "?") for p in params if not torch.isfinite(p.grad).all()]
     if bad:
         _fail(where, f"non-finite gradients in {bad[:5]}")
+
+
+def _check_class_weights(method: Method, ctx: RunContext, model: LatentModel, batch: Any, config: Any,
+                         where: str) -> None:
+    """Warn (``ClassWeightsIgnoredWarning``) when the loss does not change with the class
+    weights: the same batch, model, streams and global random state, under weights 1 for
+    every class and under weights from 1 to 100."""
+    num_classes = ctx.dataset.num_classes
+    if num_classes < 2 or batch.y.unique().numel() < 2:
+        return
+    assert ctx.streams is not None
+    streams = ctx.streams.state_dict()
+    kept = ctx.class_weights
+    losses = []
+    try:
+        for weights in (torch.ones(num_classes), torch.logspace(0, 2, num_classes)):
+            ctx.class_weights = weights.to(ctx.device)
+            ctx.streams.load_state_dict(streams)
+            with seeded(config.seed, ctx.device):
+                losses.append(method.loss(model, batch)[0].detach().double())
+    except Exception as exc:
+        raise AssertionError(f"{where}: loss failed with class weights set (ctx.class_weights): "
+                             f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        ctx.class_weights = kept
+        ctx.streams.load_state_dict(streams)
+    if torch.allclose(losses[0], losses[1], rtol=1e-6, atol=1e-9):
+        asks = (f"{config.dataset!r} asks for class_weights={config.class_weights!r}"
+                if config.class_weights != "none" else "e.g. isic, celeba and bone_age ask for inverse_frequency")
+        warnings.warn(f"{where}: its loss ignores the run's class weights (the same loss with class weights "
+                      f"1 and 1..100, ctx.class_weights), so a run whose class_weights asks for them ({asks}) "
+                      "trains it unweighted, unlike the other methods: compute the CE with "
+                      "self.cross_entropy(logits, y) or reduce per-sample terms with "
+                      "self.class_weighted_mean(terms, y)", ClassWeightsIgnoredWarning, stacklevel=4)
 
 
 _SHARED_STORE: list[str] = []

@@ -4,8 +4,12 @@
 already classifies well. Under a shortcut the well-classified samples are mostly the
 bias-aligned ones, so focal loss shifts weight to the hard, often bias-conflicting,
 samples without any bias annotation: a cheap baseline next to methods that re-weight by
-an explicit bias model (LfF, JTT, PGD). ``gamma = 0`` is plain cross-entropy. The
-paper's class-balancing factor alpha is left out: benchmark classes are balanced.
+an explicit bias model (LfF, JTT, PGD). ``gamma = 0`` is the run's cross-entropy.
+
+The paper's class-balancing factor ``alpha_t`` is the run's class weights (run key
+``class_weights``, e.g. ``inverse_frequency``, which the real datasets' protocols ask for):
+the per-sample terms are reduced with ``Method.class_weighted_mean``, the reduction of
+``Method.cross_entropy``, so focal loss is weighted as every other method of a comparison.
 """
 
 from __future__ import annotations
@@ -18,15 +22,21 @@ from debiasbench.contract.method import Batch, HParam, Method
 from debiasbench.models.latent import LatentModel
 
 
-def focal_loss(logits: Tensor, target: Tensor, gamma: float) -> tuple[Tensor, Tensor]:
-    """Mean focal loss and the per-sample cross-entropy (for logging).
+def focal_terms(logits: Tensor, target: Tensor, gamma: float) -> tuple[Tensor, Tensor]:
+    """Per-sample focal loss and per-sample cross-entropy (for logging), unweighted.
 
     The modulating factor is differentiated through, as in the paper. ``1 - p_t`` is
     clamped away from 0 so that gamma < 1 has a finite gradient at p_t = 1.
     """
     log_pt = F.log_softmax(logits.float(), dim=1).gather(1, target[:, None]).squeeze(1)
     weight = (1 - log_pt.exp()).clamp_min(1e-12).pow(gamma)
-    return -(weight * log_pt).mean(), -log_pt
+    return -weight * log_pt, -log_pt
+
+
+def focal_loss(logits: Tensor, target: Tensor, gamma: float) -> tuple[Tensor, Tensor]:
+    """Mean focal loss without class weights and the per-sample cross-entropy."""
+    terms, ce = focal_terms(logits, target, gamma)
+    return terms.mean(), ce
 
 
 class FocalLoss(Method):
@@ -38,5 +48,6 @@ class FocalLoss(Method):
     }
 
     def loss(self, model: LatentModel, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        loss, ce = focal_loss(model(batch.x), batch.y, self.hp["gamma"])
-        return loss, {"ce": ce.mean().detach()}
+        terms, ce = focal_terms(model(batch.x), batch.y, self.hp["gamma"])
+        # weighted by the run's class weights (alpha_t) as self.cross_entropy weights the CE
+        return self.class_weighted_mean(terms, batch.y), {"ce": ce.mean().detach()}

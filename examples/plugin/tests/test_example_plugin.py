@@ -3,13 +3,14 @@ its docstrings say. Runs before installing too; the entry-point test needs the i
 
 from __future__ import annotations
 
+import warnings
 from importlib.metadata import PackageNotFoundError, distribution
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from debiasbench.testing import check_dataset, check_method
+from debiasbench.testing import ClassWeightsIgnoredWarning, check_dataset, check_method
 from debiasbench_example.focal_loss import FocalLoss, focal_loss
 from debiasbench_example.nets import stripe_cnn
 from debiasbench_example.stripes import PALETTE, ColoredStripes
@@ -22,7 +23,9 @@ def test_dataset_keeps_the_contract():
 
 
 def test_method_keeps_the_contract_end_to_end_on_the_dataset():
-    metrics = check_method(FocalLoss, dataset=ColoredStripes, dataset_params=TINY)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ClassWeightsIgnoredWarning)  # its loss honours the run's class weights
+        metrics = check_method(FocalLoss, dataset=ColoredStripes, dataset_params=TINY)
     assert 0.0 <= metrics["test_conflicting_acc"] <= 1.0
 
 
@@ -67,6 +70,17 @@ def test_focal_loss_is_cross_entropy_at_gamma_0_and_smaller_on_confident_samples
     per_sample = [focal_loss(logits[i:i + 1], target[i:i + 1], 2.0)[0].item() for i in range(3)]
     ratios = [fl / c for fl, c in zip(per_sample, ce.tolist())]
     assert ratios[0] < ratios[1] < ratios[2] < 1.0  # confident and right: weighted least
+
+
+def test_at_gamma_0_the_method_is_the_runs_class_weighted_cross_entropy():
+    logits, y = torch.randn(6, 3), torch.tensor([0, 0, 0, 0, 1, 2])
+    for weights in (None, torch.tensor([1.0, 4.0, 4.0])):  # alpha_t: the run key class_weights
+        method = FocalLoss.__new__(FocalLoss)
+        method.hp = {"gamma": 0.0}
+        method.ctx = type("Ctx", (), {"class_weights": weights})()
+        loss, _ = method.loss(lambda x: x, type("Batch", (), {"x": logits, "y": y})())
+        assert loss.item() == pytest.approx(method.cross_entropy(logits, y).item())
+        assert loss.item() == pytest.approx(F.cross_entropy(logits, y, weight=weights).item())
 
 
 def test_focal_loss_gradient_is_finite_for_gamma_below_1_at_certainty():
