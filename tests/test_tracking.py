@@ -112,3 +112,50 @@ def test_tags_known_at_the_start_are_stored_with_the_run_from_its_creation(track
         stored = _stored(tracker, tracked.run_id)
         assert stored.data.tags["debiasbench.data_placement"] == "device"
         assert stored.data.tags["debiasbench.run_key"] == tiny_config().run_key()
+
+
+# --------------------------------------------------------------------------- MLflow's UI
+
+
+def test_the_experiment_is_of_the_training_kind_and_an_older_one_without_a_kind_gets_it(tracking_uri: str):
+    from mlflow.tracking import MlflowClient
+
+    from debiasbench.track.inputs import EXPERIMENT_KIND_TAG, TRAINING_KIND
+
+    client = MlflowClient(tracking_uri)
+    assert client.get_experiment(Tracker(tracking_uri, "new").experiment_id).tags[EXPERIMENT_KIND_TAG] == TRAINING_KIND
+    older = client.create_experiment("older")
+    chosen = client.create_experiment("chosen", tags={EXPERIMENT_KIND_TAG: "genai_development"})
+    assert Tracker(tracking_uri, "older").experiment_id == older
+    assert client.get_experiment(older).tags[EXPERIMENT_KIND_TAG] == TRAINING_KIND
+    assert Tracker(tracking_uri, "chosen").experiment_id == chosen
+    assert client.get_experiment(chosen).tags[EXPERIMENT_KIND_TAG] == "genai_development"  # a user's choice stays
+
+
+@pytest.mark.parametrize("store", ["sqlite", "file"])
+def test_a_run_lists_its_dataset_with_its_digest_parameters_and_split_sizes(
+        tmp_path: Path, store: str, monkeypatch: pytest.MonkeyPatch):
+    import json
+
+    from debiasbench.data.dataset import BenchmarkDataset
+    from debiasbench.run.runner import build_dataset
+    from debiasbench.track.inputs import CONTEXT_TAG, dataset_description, dataset_digest
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 refuses file stores otherwise
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}" if store == "sqlite" else str(tmp_path / "mlruns")
+    tracker = Tracker(uri, "tests")
+    config = tiny_config(epochs=1, log_model=False)
+    result = run(config, tracker, progress=False)
+    dataset: BenchmarkDataset = build_dataset(config)
+    (logged,) = tracker.client.get_run(result.run_id).inputs.dataset_inputs
+    assert logged.dataset.name == "synthetic_artifacts"
+    assert logged.dataset.digest == dataset_digest(dataset_description(config, dataset))
+    assert {tag.key: tag.value for tag in logged.tags} == {CONTEXT_TAG: "training"}
+    source, profile = json.loads(logged.dataset.source), json.loads(logged.dataset.profile)
+    assert source["dataset_params"] == {k: v for k, v in config.dataset_params.items()}
+    assert source["dataset_version"] == config.dataset_version
+    assert profile["splits"] == {name: len(split) for name, split in dataset.splits.items()}
+    assert profile["views"]["test_biased"] == len(dataset.views["test_biased"])
+    other = tiny_config(epochs=1, log_model=False, dataset_params={"n_train": 100})
+    assert dataset_digest(dataset_description(other, build_dataset(other))) != logged.dataset.digest
+

@@ -37,6 +37,7 @@ from debiasbench.contract.method import Batch, Method, RunContext
 from debiasbench.models.build import build_model
 from debiasbench.models.latent import LatentModel
 from debiasbench.core.registry import DATASETS, METHODS
+from debiasbench.track.inputs import dataset_input
 from debiasbench.track.store import TrackedRun, Tracker
 from debiasbench.train.loop import Epoch, keep_frozen_norms_in_eval, lay_out, run_loader, run_steps, train_epochs
 from debiasbench.train.step import TrainingStep, autocast_for
@@ -432,6 +433,7 @@ def _train_claimed(config: RunConfig, tracker: Tracker, progress: bool, device: 
             _note(f"{stale} earlier run{'s' if stale > 1 else ''} of this job stayed RUNNING after "
                   "its process was killed: marked KILLED")
         with tracker.start(config, tags) as tracked:
+            tracked.log_inputs([dataset_input(config, dataset)])
             trainer = Trainer(config, dataset, model, tracked, device, progress)
             metrics = trainer.train()
             tracked.log_metrics(metrics, step=config.epochs)

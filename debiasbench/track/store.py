@@ -18,6 +18,7 @@ from typing import Any, Iterator, Mapping
 
 from debiasbench.contract.config import RunConfig
 from debiasbench.core.errors import RunFailed, UserError
+from debiasbench.track.inputs import EXPERIMENT_KIND_TAG, TRAINING_KIND
 from debiasbench.track.log_buffer import LogBuffer
 
 RUN_KEY_TAG = "debiasbench.run_key"
@@ -65,6 +66,13 @@ class TrackedRun:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self.pending.add_tags(tags)
         self._flush_if_due()
+
+    def log_inputs(self, datasets: list[Any]) -> None:
+        """Record ``mlflow.entities.DatasetInput``s as the run's inputs (the UI's Dataset
+        column; ``debiasbench.track.inputs.dataset_input``), written at once."""
+        began = time.perf_counter()
+        self.client.log_inputs(self.run_id, datasets=datasets)
+        self.seconds += time.perf_counter() - began
 
     def flush(self) -> None:
         """Write everything logged so far, in as few ``log_batch`` calls as MLflow allows."""
@@ -211,16 +219,23 @@ class Tracker:
 def get_or_create_experiment(client: Any, name: str, location: str | None, attempts: int = 5) -> str:
     """The id of experiment ``name``, created if missing. Two processes creating it at
     once (two sweeps on a fresh store or server) both get the one that exists: the loser
-    of the race reads the winner's instead of failing on RESOURCE_ALREADY_EXISTS."""
+    of the race reads the winner's instead of failing on RESOURCE_ALREADY_EXISTS.
+
+    The experiment is of the training kind (the tag ``EXPERIMENT_KIND_TAG``, so MLflow's
+    UI shows it as model training, not as a GenAI app); an existing one without a kind
+    (made by an earlier version of this tool) gets it; one whose kind was chosen is kept."""
     for attempt in range(attempts):
         found = client.get_experiment_by_name(name)
         if found is not None:
             if found.lifecycle_stage == "deleted":
                 raise UserError(f"experiment {name!r} was deleted in the tracking store: restore it "
                                 "(mlflow experiments restore) or choose another name (run key experiment)")
+            if not (found.tags or {}).get(EXPERIMENT_KIND_TAG):
+                client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
             return str(found.experiment_id)
         try:
-            return str(client.create_experiment(name, artifact_location=location))
+            return str(client.create_experiment(name, artifact_location=location,
+                                                tags={EXPERIMENT_KIND_TAG: TRAINING_KIND}))
         except Exception as exc:
             text = str(exc)
             if "RESOURCE_ALREADY_EXISTS" not in text and "UNIQUE constraint" not in text:
