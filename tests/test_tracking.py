@@ -159,3 +159,31 @@ def test_a_run_lists_its_dataset_with_its_digest_parameters_and_split_sizes(
     other = tiny_config(epochs=1, log_model=False, dataset_params={"n_train": 100})
     assert dataset_digest(dataset_description(other, build_dataset(other))) != logged.dataset.digest
 
+
+def test_log_model_logs_the_trained_network_as_an_mlflow_model_that_gives_the_same_logits(
+        tracker: Tracker, tracking_uri: str, monkeypatch: pytest.MonkeyPatch):
+    import mlflow
+    import mlflow.pytorch
+    import torch
+
+    from debiasbench.models.build import build_model
+    from debiasbench.models.latent import LatentModel
+    from debiasbench.run import checkpoints
+    from debiasbench.run.runner import build_dataset
+
+    config = tiny_config(epochs=1)
+    result = run(config, tracker, progress=False)
+    (Path.cwd() / "downloaded").mkdir()
+    weights = tracker.download(result.run_id, "model.pt", Path.cwd() / "downloaded")
+    dataset = build_dataset(config)
+    trained = build_model(config.model, dataset.num_classes)
+    trained.net.load_state_dict(checkpoints.load(weights))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    loaded = mlflow.pytorch.load_model(f"runs:/{result.run_id}/model")
+    assert isinstance(loaded, LatentModel)
+    x = dataset.splits["test"].x[:8]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(x), trained.eval()(x))
+    signature = mlflow.models.get_model_info(f"runs:/{result.run_id}/model").signature
+    assert signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, *x.shape[1:])
+    assert signature.outputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, dataset.num_classes)

@@ -38,6 +38,7 @@ from debiasbench.models.build import build_model
 from debiasbench.models.latent import LatentModel
 from debiasbench.core.registry import DATASETS, METHODS
 from debiasbench.track.inputs import dataset_input
+from debiasbench.track.mlflow_model import log_torch_model
 from debiasbench.track.store import TrackedRun, Tracker
 from debiasbench.train.loop import Epoch, keep_frozen_norms_in_eval, lay_out, run_loader, run_steps, train_epochs
 from debiasbench.train.step import TrainingStep, autocast_for
@@ -47,6 +48,8 @@ from debiasbench.train.step import TrainingStep, autocast_for
 #: ``validate_seconds``: names starting with ``val_`` / ``test_`` are validation and test
 #: metrics to the leaderboard).
 PHASE_SECONDS = "seconds/"
+#: Tag of a run whose trained network could not be logged as an MLflow model: the reason.
+MODEL_NOT_LOGGED_TAG = "debiasbench.model_not_logged"
 #: Folder of ``checkpoint_dir`` where checkpoints that could not be resumed from are kept.
 UNUSABLE_FOLDER = "unusable"
 
@@ -359,11 +362,22 @@ class Trainer:
         return metrics
 
     def log_model(self, model: LatentModel) -> None:
-        """The final weights as ``model.pt`` (corrections start from a vanilla run's)."""
+        """The final weights as ``model.pt`` (corrections start from a vanilla run's), and
+        the trained network (its input normalisation included: images in [0, 1] to logits)
+        as the MLflow model ``model`` (``debiasbench.track.mlflow_model``), its signature
+        from two test images."""
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / MODEL_ARTIFACT
             checkpoints.save_atomic(model.net.state_dict(), path)
             self.tracked.log_artifact(path)
+        test = self.dataset.splits["test"]
+        example = test.batch(torch.arange(min(2, len(test)))).x
+        try:
+            log_torch_model(self.tracked, model, example)
+        except Exception as exc:  # a network that cannot be pickled: the run's results stand
+            reason = one_line(f"{type(exc).__name__}: {exc}")
+            _note(f"the trained model was not logged as an MLflow model: {reason}")
+            self.tracked.set_tags({MODEL_NOT_LOGGED_TAG: reason[:5000]})
 
 
 def _note(message: str) -> None:
