@@ -381,8 +381,10 @@ def test_heatmap_grid_draws_every_mask_pixel_as_a_sharp_block(tmp_path: Path) ->
     heatmap_grid(torch.rand(1, 3, 8, 8), checkerboard[None, None], torch.randn(1, 3, 8, 8), path)
     with Image.open(path) as image:
         pixels = np.asarray(image.convert("RGB"))
-    width = pixels.shape[1]
-    mask_panel = pixels[pixels.shape[0] // 2, width // 3 + 10: 2 * width // 3 - 10]  # a row across it
+    from debiasbench.evaluation.heatmaps import PANEL_GAP, PANEL_MIN_SIDE, TITLE_BAND
+
+    middle, half = pixels.shape[1] // 2, PANEL_MIN_SIDE // 2  # the mask panel is the middle one
+    mask_panel = pixels[TITLE_BAND + PANEL_GAP + half, middle - half + 10: middle + half - 10]  # a row across it
     assert set(map(tuple, mask_panel)) == {(0, 0, 0), (255, 255, 255)}
     assert (np.diff(mask_panel[:, 0].astype(int)) != 0).sum() >= 6  # the squares alternate
 
@@ -499,3 +501,20 @@ def test_lrp_explains_the_latent_edit_of_a_wrapped_normalised_model() -> None:
     edited, _ = input_relevance(silenced, x, target)
     assert plain.abs().sum() > 0
     assert edited.abs().sum() == 0
+
+
+def test_heatmap_picture_names_the_class_the_view_and_the_colour_scale(tmp_path: Path) -> None:
+    """The words are drawn and also stored as the PNG's text, which is what is checked here."""
+    from PIL import Image
+
+    from debiasbench.evaluation.heatmaps import COLOUR_SCALE, heatmap_labels
+
+    path = tmp_path / "heatmaps.png"
+    heatmap_grid(_inputs(2), torch.rand(2, 1, 32, 32) > 0.8, torch.randn(2, 3, 32, 32), path,
+                 class_label="ruler (1)", view="test_biased")
+    with Image.open(path) as image:
+        text = dict(image.text)
+    assert text["Title"] == "input (test_biased) | artifact mask | relevance for class ruler (1)"
+    assert "class ruler (1)" in text["Description"] and "view: test_biased" in text["Description"]
+    assert COLOUR_SCALE in text["Description"] and "red for the class, blue against it" in COLOUR_SCALE
+    assert heatmap_labels()["titles"] == ("input", "artifact mask", "relevance for its label")

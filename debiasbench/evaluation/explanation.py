@@ -140,7 +140,9 @@ def artifact_metrics(model: LatentModel, dataset: BenchmarkDataset, batch_size: 
     if len(share) > 1:  # the standard error of the mean share over the explained images
         metrics["artifact_relevance_se"] = float(share.std() / math.sqrt(len(share)))
     if heatmap_path is not None and first is not None:
-        heatmap_grid(*first, heatmap_path)
+        names = getattr(dataset, "classes", None)  # image-folder datasets name their classes
+        label = f"{names[attacked]} ({attacked})" if names and attacked < len(names) else str(attacked)
+        heatmap_grid(*first, heatmap_path, class_label=label, view="test_biased")
     params = {"explanation": method, "eval_cav_samples": cav_samples}
     try:
         try:

@@ -21,6 +21,12 @@ PANEL_MIN_SIDE = 128
 #: White pixels around each panel, and the band above the first row holding the titles.
 PANEL_GAP = 4
 TITLE_BAND = 14
+#: Height of the colour bar drawn under the panels, and of a caption line.
+COLOUR_BAR_HEIGHT = 8
+CAPTION_LINE = 13
+#: What the relevance colours mean, as the caption states it.
+COLOUR_SCALE = ("relevance colours: red for the class, blue against it, white 0; "
+                "symmetric, each row scaled to its own largest |relevance|")
 COLUMNS = 3
 #: zlib level of the PNG: 1 writes it several times faster than Pillow's default 6, and
 #: flat panels of enlarged pixels compress well at any level.
@@ -66,20 +72,40 @@ def _panel(colors: Tensor, scale: int, side: int) -> np.ndarray:
     return square
 
 
+def heatmap_labels(class_label: str | None = None, view: str | None = None,
+                   with_mask: bool = True) -> dict[str, object]:
+    """The words of the heatmap picture: the three column titles, naming the view the
+    inputs come from and the class explained, and the caption lines under the colour bar
+    (the class, the view, ``COLOUR_SCALE``)."""
+    explained = f"class {class_label}" if class_label is not None else "its label"
+    titles = (f"input ({view})" if view else "input", "artifact mask" if with_mask else "no mask",
+              f"relevance for {explained}")
+    facts = [f"explained: {explained}"] + ([f"view: {view}"] if view else [])
+    return {"titles": titles, "caption": ["; ".join(facts), COLOUR_SCALE]}
+
+
 def heatmap_grid(
-    x: Tensor, mask: Tensor | None, relevance: Tensor, path: str | os.PathLike, max_samples: int = 8
+    x: Tensor, mask: Tensor | None, relevance: Tensor, path: str | os.PathLike, max_samples: int = 8,
+    class_label: str | None = None, view: str | None = None,
 ) -> None:
     """Write a PNG: one row per sample (at most ``max_samples``), columns input, mask, relevance.
 
     Relevance is summed over channels and drawn signed (``relevance_colors``: white = 0,
     each row scaled to its own largest magnitude), so evidence for (red) and against
-    (blue) the class stay distinguishable. Without a mask the mask column is blank. Every
-    panel is a square of the same side, so the picture's aspect is columns : rows; each
-    image pixel is a block of whole screen pixels, so relevance is not smeared onto its
-    neighbours. Written to a temporary file that replaces ``path``, so a reader never sees
-    half a PNG.
+    (blue) the class stay distinguishable. Without a mask the mask column is blank. The
+    column titles name the view the inputs come from (``view``) and the class explained
+    (``class_label``, else "its label"); under the panels a colour bar runs from blue
+    (-max) through white (0) to red (+max), with a caption stating the class, the view and
+    the colour scale (``heatmap_labels``); the same words are the PNG's ``Title`` and
+    ``Description`` text. Every panel is a square of the same side, and the margins keep
+    the picture's aspect columns : rows; each image pixel is a block of whole screen
+    pixels, so relevance is not smeared onto its neighbours. Written to a temporary file
+    that replaces ``path``, so a reader never sees half a PNG.
     """
+    import textwrap
+
     from PIL import Image, ImageDraw, ImageFont
+    from PIL.PngImagePlugin import PngInfo
 
     if x.ndim != 4 or relevance.ndim != 4 or x.shape[0] != relevance.shape[0]:
         raise ValueError(
@@ -99,9 +125,20 @@ def heatmap_grid(
     scale = math.ceil(PANEL_MIN_SIDE / max(height, width))
     side = max(height, width) * scale
     cell = side + 2 * PANEL_GAP
-    # Side margins that keep the aspect exactly columns : rows despite the title band.
-    margin = round(COLUMNS * TITLE_BAND / (2 * n))
-    canvas = np.full((TITLE_BAND + n * cell, 2 * margin + COLUMNS * cell, 3), 255, dtype=np.uint8)
+    labels = heatmap_labels(class_label, view, with_mask=masks is not None)
+    titles, caption_text = labels["titles"], labels["caption"]
+    assert isinstance(titles, tuple) and isinstance(caption_text, list)
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    # The caption is wrapped to the panels' width: about this many characters a line.
+    per_line = max(20, int(COLUMNS * cell / max(1.0, measure.textlength("x" * 40, font=font) / 40)))
+    caption = [line for text in caption_text for line in textwrap.wrap(str(text), per_line)]
+    # Under the panels: the colour bar, its three value labels, the caption lines.
+    bottom = COLOUR_BAR_HEIGHT + CAPTION_LINE * (1 + len(caption)) + PANEL_GAP
+    # Side margins that keep the aspect exactly columns : rows despite the bands.
+    margin = round(COLUMNS * (TITLE_BAND + bottom) / (2 * n))
+    total_width = 2 * margin + COLUMNS * cell
+    canvas = np.full((TITLE_BAND + n * cell + bottom, total_width, 3), 255, dtype=np.uint8)
     blank = torch.ones(height, width, 3)
     for row in range(n):
         panels = (input_colors(images[row]),
@@ -112,10 +149,26 @@ def heatmap_grid(
             left = margin + column * cell + PANEL_GAP
             canvas[top:top + side, left:left + side] = _panel(colors, scale, side)
 
+    # The colour bar spans the panels: -max (blue) at the left, 0 (white), +max (red).
+    bar_top, bar_left, bar_width = TITLE_BAND + n * cell, margin + PANEL_GAP, COLUMNS * cell - 2 * PANEL_GAP
+    bar = relevance_colors(torch.linspace(-1.0, 1.0, bar_width)[None])
+    canvas[bar_top:bar_top + COLOUR_BAR_HEIGHT, bar_left:bar_left + bar_width] = \
+        (bar * 255).round().to(torch.uint8).numpy()
+
     picture = Image.fromarray(canvas)
-    draw, font = ImageDraw.Draw(picture), ImageFont.load_default()
-    for column, title in enumerate(("input", "mask" if masks is not None else "no mask", "relevance")):
+    draw = ImageDraw.Draw(picture)
+    black = (0, 0, 0)
+    for column, title in enumerate(titles):
         centre = margin + column * cell + cell / 2
-        draw.text((centre - draw.textlength(title, font=font) / 2, 1), title, fill=(0, 0, 0), font=font)
+        draw.text((centre - draw.textlength(title, font=font) / 2, 1), title, fill=black, font=font)
+    ticks = bar_top + COLOUR_BAR_HEIGHT
+    for text, at in (("-max (against)", 0.0), ("0", 0.5), ("+max (for the class)", 1.0)):
+        left = bar_left + at * bar_width - at * draw.textlength(text, font=font)
+        draw.text((left, ticks), text, fill=black, font=font)
+    for index, line in enumerate(caption):
+        draw.text((bar_left, ticks + CAPTION_LINE * (index + 1)), line, fill=black, font=font)
+    info = PngInfo()
+    info.add_text("Title", " | ".join(titles))
+    info.add_text("Description", " ".join(str(text) for text in caption_text))
     with atomic_file(path) as stream:
-        picture.save(stream, format="PNG", compress_level=PNG_COMPRESSION)
+        picture.save(stream, format="PNG", compress_level=PNG_COMPRESSION, pnginfo=info)
