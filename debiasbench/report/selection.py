@@ -227,9 +227,63 @@ def _is_run_input(key: str) -> bool:
     return key.startswith("hparams.") or key in RUN_KEYS
 
 
+#: What a hyper-parameter left null reads as: the method sets it itself (rrr's ``lambda``:
+#: its objective's default; pgd's ``bias_epochs``: the run's epochs).
+AUTO = "auto"
+
+
 def _label(row: pd.Series, columns: list[str], strip: str) -> str:
-    return " ".join(f"{c.removeprefix(strip).removeprefix('params.').removeprefix('hparams.')}={row[c]}"
+    def value(column: str) -> Any:
+        unset = column.startswith("params.hparams.") and (_unset(row[column]) or str(row[column]) == "null")
+        return AUTO if unset else row[column]
+
+    return " ".join(f"{c.removeprefix(strip).removeprefix('params.').removeprefix('hparams.')}={value(c)}"
                     for c in columns)
+
+
+#: The tag naming the vanilla run a correction started from.
+BASE_RUN_TAG = "tags.debiasbench.base_run_id"
+TRAIN_SECONDS = "metrics.train_seconds"
+
+
+def with_base_costs(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` where a correction's ``train_seconds`` (DFR's 0, a ClArC fine-tuning's few
+    seconds) counts the training of the base model it started from (``BASE_RUN_TAG``); NaN,
+    shown as a dash, where that base run is not among ``runs``."""
+    if BASE_RUN_TAG not in runs or TRAIN_SECONDS not in runs:
+        return runs
+    own = pd.Series(runs[TRAIN_SECONDS].astype(float).to_numpy(), index=runs["run_id"].astype(str))
+    own = own[~own.index.duplicated(keep="last")]
+    based = runs[BASE_RUN_TAG].map(lambda v: not _unset(v))
+    out = runs.copy()
+    base_seconds = out.loc[based, BASE_RUN_TAG].astype(str).map(own)
+    out.loc[based, TRAIN_SECONDS] = out.loc[based, TRAIN_SECONDS].astype(float) + base_seconds.astype(float)
+    return out
+
+
+def without_extra_base_candidates(of_dataset: pd.DataFrame, keys: list[str], candidate_cols: list[str],
+                                  based: set[str]) -> pd.DataFrame:
+    """``of_dataset`` without the candidates made only of base runs of corrections (runs
+    some run names as its ``BASE_RUN_TAG``) where these give their method more candidates
+    than any other method of its model and setting has: a correction's base model is
+    trained with the default training keys (vanilla at 10 epochs where a sweep set 5), so
+    it is a candidate no sweep asked for. A base that is also a job of the sweep (the same
+    run key) leaves the counts equal and stays."""
+    if not based or not candidate_cols:
+        return of_dataset
+    dropped: list[Any] = []
+    for _, table in of_dataset.groupby(keys[1:], sort=False, dropna=False):
+        counts = {m: len(rows[candidate_cols].drop_duplicates()) for m, rows in table.groupby(keys[0], sort=False)}
+        for method, rows in table.groupby(keys[0], sort=False):
+            others = [c for m, c in counts.items() if m != method]
+            excess = counts[method] - max(others) if others else 0
+            if excess <= 0:
+                continue
+            parts = list(rows.groupby(candidate_cols, sort=False, dropna=False))
+            only_bases = [members for _, members in parts if members["run_id"].astype(str).isin(based).all()]
+            for members in only_bases[::-1][:excess]:
+                dropped.extend(members.index)
+    return of_dataset.drop(index=dropped)
 
 
 def _varying(frame: pd.DataFrame, columns: list[str]) -> list[str]:
@@ -261,7 +315,8 @@ def select_by_rule(runs: pd.DataFrame, rule: Rule, metrics: tuple[str, ...] = ()
     and so is a dataset the rule does not apply to.
     """
     setting_cols, candidate_cols = _param_columns(runs)
-    runs = runs.copy()
+    based = set(runs[BASE_RUN_TAG].dropna().astype(str)) if BASE_RUN_TAG in runs else set()
+    runs = with_base_costs(runs).copy()
     if DATASET_VERSION in runs:
         runs[DATASET_VERSION] = runs[DATASET_VERSION].fillna("1")
     for column in setting_cols + candidate_cols:
@@ -274,6 +329,7 @@ def select_by_rule(runs: pd.DataFrame, rule: Rule, metrics: tuple[str, ...] = ()
         of_dataset = of_dataset.assign(**{_SCORE: score.of(of_dataset)})
         setting_varying = _varying(of_dataset, setting_cols)
         keys = ["params.method", "params.model", *setting_varying]
+        of_dataset = without_extra_base_candidates(of_dataset, keys, candidate_cols, based)
         for _, group in of_dataset.groupby(keys, sort=False, dropna=False):
             best = _best_candidate(group, candidate_cols, _SCORE)
             if best is None:
