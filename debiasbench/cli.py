@@ -200,7 +200,8 @@ def leaderboard(
     A leaderboard already in --out that was built from runs this store does not hold (the
     published one, with the demo's store) is not replaced unless --force is given.
     """
-    from debiasbench.report.leaderboard import (add_verdict, build_info, finished_once, read_notes, runs_frame,
+    from debiasbench.report.leaderboard import (NOT_INSTALLED_TEXT, add_verdict, build_info, finished_once,
+                                                mark_installed, not_installed, read_notes, runs_frame,
                                                 summary_metrics)
     from debiasbench.report.leaderboard import store_label
     from debiasbench.report.publish import check_output_folder, check_same_source, write_leaderboard
@@ -224,7 +225,7 @@ def leaderboard(
         if extra.name not in {r.name for r in chosen}:
             chosen.append(extra)
     metrics = summary_metrics(finished)
-    summary = add_verdict(select_rules(finished, chosen, metrics))
+    summary = mark_installed(add_verdict(select_rules(finished, chosen, metrics)))
     if summary.empty:
         raise UserError(f"no rule ({', '.join(r.name for r in chosen)}) selected a result: no finished run "
                         "logged a metric they select on")
@@ -235,6 +236,9 @@ def leaderboard(
     info["notes"] = read_notes(notes)
     written = write_leaderboard(runs, summary, info, metrics, out_dir)
     out().print(leaderboard_table(summary))
+    if not_installed(summary):
+        out().print(f"Not installed: {', '.join(not_installed(summary))}. {NOT_INSTALLED_TEXT}", highlight=False,
+                    markup=False)
     out().print(f"{len(runs)} runs, {len(summary)} selected results under {len(chosen)} rules; wrote "
                 + ", ".join(str(p) for p in written), highlight=False)
 

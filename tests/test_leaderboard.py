@@ -254,18 +254,42 @@ def test_select_metric_is_a_rule_of_its_own_and_val_acc_is_the_built_in_one():
 
 # --- the verdict ------------------------------------------------------------------------------
 
-def test_ranks_tie_where_mean_plus_minus_se_intervals_overlap_the_tiers_best():
-    # a: 0.90±0.01 leads; b's [0.88, 0.90] touches it; c's [0.86, 0.88] does not: a new tier,
-    # which d's [0.84, 0.88] joins. Competition ranking: 1, 1, 3, 3.
-    assert tie_ranks([0.90, 0.89, 0.87, 0.86], [0.01, 0.01, 0.01, 0.02]) == [1, 1, 3, 3]
-    # a wide interval shares the best's rank even below a narrow one that does not overlap it
-    assert tie_ranks([0.90, 0.85, 0.80], [0.001, 0.001, 0.2]) == [1, 3, 1]
+def test_ranks_follow_the_mean_and_tie_where_welchs_t_test_cannot_tell_a_result_from_its_tiers_best():
+    import numpy as np
+    from scipy import stats
+
+    from debiasbench.core.stats import TIE_ALPHA, welch_p_value
+
+    # the p-value from mean, SE and n is Welch's test on the seeds themselves
+    a, b = np.array([0.61, 0.70, 0.675, 0.64]), np.array([0.65, 0.68, 0.67])
+    se = [float(x.std(ddof=1) / math.sqrt(len(x))) for x in (a, b)]
+    assert welch_p_value(a.mean(), se[0], 4, b.mean(), se[1], 3) == pytest.approx(
+        stats.ttest_ind(a, b, equal_var=False).pvalue)
+    assert TIE_ALPHA == 0.05
+    # the cases: a wide SE never ranks a worse mean above a better one
+    ranks = tie_ranks([0.662, 0.667, 0.30], [0.049, 0.016, 0.01], [3, 3, 3])
+    assert ranks == [1, 1, 3]
+    pgd_lff = tie_ranks([0.779, 0.793, 0.75], [0.080, 0.004, 0.002], [3, 3, 3])
+    assert pgd_lff[1] <= pgd_lff[0] <= pgd_lff[2]
+    # a: 0.90±0.005 leads; b (0.89) is not told apart from it; c (0.80) is: a new tier at
+    # its position, which d (0.795) joins: 1, 1, 3, 3
+    assert tie_ranks([0.90, 0.89, 0.80, 0.795], [0.005, 0.005, 0.005, 0.005], [3] * 4) == [1, 1, 3, 3]
+    # monotone in the mean: the narrow 0.85 is separated from the leader, and the wide 0.80
+    # below it joins the 0.85 tier instead of sharing rank 1 (the overlap rule's #1)
+    assert tie_ranks([0.90, 0.85, 0.80], [0.001, 0.001, 0.2], [3] * 3) == [1, 2, 2]
     # order in the input does not matter; lower is better reverses it
-    assert tie_ranks([0.86, 0.90, 0.87, 0.89], [0.02, 0.01, 0.01, 0.01]) == [3, 1, 3, 1]
-    assert tie_ranks([0.1, 0.3, 0.2], [0.0, 0.0, 0.0], lower_is_better=True) == [1, 3, 2]
-    # one seed: no SE, a tie only on an equal mean; no mean: no rank
-    ranks = tie_ranks([0.5, 0.5, 0.4, math.nan], [math.nan, math.nan, math.nan, math.nan])
+    assert tie_ranks([0.80, 0.90, 0.795, 0.89], [0.005] * 4, [3] * 4) == [3, 1, 3, 1]
+    assert tie_ranks([0.1, 0.3, 0.2], [0.0, 0.0, 0.0], [3] * 3, lower_is_better=True) == [1, 3, 2]
+    # one seed: no test, a tie only on an equal mean; no mean: no rank
+    ranks = tie_ranks([0.5, 0.5, 0.4, math.nan], [math.nan] * 4, [1] * 4)
     assert ranks[:3] == [1, 1, 3] and math.isnan(ranks[3])
+    # random results: ranks never decrease as the mean gets worse
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        means, ses = rng.uniform(0, 1, 8), rng.uniform(0, 0.2, 8)
+        ranks = tie_ranks(list(means), list(ses), [3] * 8)
+        by_mean = [r for _, r in sorted(zip(-means, ranks))]
+        assert by_mean == sorted(by_mean) and by_mean[0] == 1
 
 
 def test_pareto_front_holds_exactly_the_methods_no_other_beats_on_both_axes():

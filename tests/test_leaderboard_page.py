@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from debiasbench.report.leaderboard import add_verdict
+from debiasbench.report.leaderboard import add_verdict, ranked_metrics
 from debiasbench.report.page import render_page
 
 try:
@@ -178,22 +178,32 @@ def test_every_dataset_has_a_table_per_rule_that_names_the_rule_and_its_metric(p
     assert page.locator("table.results").count() == len(_tables(SUMMARY)) == 4
 
 
+def _cell_text(row: pd.Series, metric: str, ranked: bool = True) -> str:
+    mean, se, rank = row[metric], row[metric + "_se"], row.get(f"rank_{metric}", NAN) if ranked else NAN
+    value = f"{mean:.3f}" + ("" if math.isnan(se) else f" ± {se:.3f}")
+    return "–" if math.isnan(mean) else ("" if pd.isna(rank) else f"#{int(rank)} ") + value
+
+
 def test_table_rows_match_the_summary_with_ranks_next_to_the_ranked_metrics(page):
     for dataset, rule, rows in _tables(SUMMARY):
         table = _table(page, dataset, rule)
-        shown = _shown(SUMMARY[SUMMARY["dataset"] == dataset])
-        assert _headers(table) == ["method", "model", "setting", "hparams", "n", "score", *shown, "Pareto"]
+        frame = SUMMARY[SUMMARY["dataset"] == dataset]
+        ranked = [m for m in ranked_metrics(frame) if m in _shown(frame)]
+        extra = [m for m in _shown(frame) if m not in ranked]
+        assert _headers(table) == ["method", "score", *ranked, "n", "Pareto", "details"]
         cells = table.locator("tbody tr").evaluate_all("rs => rs.map(r => Array.from(r.cells, c => c.textContent))")
+        folded = table.locator("tbody tr").evaluate_all(
+            "rs => rs.map(r => Object.fromEntries(Array.from(r.querySelectorAll('details dt'), "
+            "dt => [dt.textContent, dt.nextElementSibling.textContent])))")
         assert len(cells) == len(rows)
-        for texts, (_, row) in zip(cells, rows.iterrows()):
-            assert texts[:5] == [row.method, row.model, row.setting, row.hparams.replace("/work", "<dir>"),
-                                 str(row.n)]
-            for text, metric in zip(texts[6:], shown):
-                mean, se, rank = row[metric], row[metric + "_se"], row.get(f"rank_{metric}", NAN)
-                value = f"{mean:.3f}" + ("" if math.isnan(se) else f" ± {se:.3f}")
-                expected = "–" if math.isnan(mean) else ("" if pd.isna(rank) else f"#{int(rank)} ") + value
-                assert text == expected, (dataset, rule, row.method, metric)
-            assert texts[-1] == ("yes" if row.pareto else "")
+        for texts, more, (_, row) in zip(cells, folded, rows.iterrows()):
+            assert texts[0] == row.method and texts[-3:-1] == [str(row.n), "yes" if row.pareto else ""]
+            assert [_cell_text(row, m) for m in ranked] == texts[2:2 + len(ranked)], (dataset, rule, row.method)
+            # the rest of the row is folded into its details, in order
+            assert list(more) == ["model", "setting", "hparams", *extra]
+            assert [more["model"], more["setting"] or "–"] == [row.model, row.setting or "–"]
+            assert more["hparams"] == (row.hparams.replace("/work", "<dir>") or "–")
+            assert [more[m] for m in extra] == [_cell_text(row, m, ranked=False) for m in extra]
 
 
 def test_ranks_follow_the_verdict_and_rank_one_is_highlighted(page):
@@ -326,10 +336,93 @@ def test_the_published_page_rows_match_summary_csv_end_to_end(browser, tmp_path:
         for shown, (_, row) in zip(cells, rows.iterrows()):
             by_header = dict(zip(headers, shown))
             assert by_header["method"] == row["method"] and by_header["n"] == str(row["n"])
-            assert float(by_header["test_acc"]) == pytest.approx(row["test_acc"])
+            assert float(by_header["test_clean_acc"]) == pytest.approx(row["test_clean_acc"])
         ranks = _column(table, "test_clean_acc", "rank")
         assert ranks == [str(int(r)) for r in rows["rank_test_clean_acc"]]
     assert page.evaluate("typeof window.__pwned") == "undefined"
     assert len(page.query_selector_all("img.plot.pareto")) == 1
     context.close()
 
+
+
+PUBLISHED = Path(__file__).resolve().parents[1] / "leaderboard" / "summary.csv"
+
+
+@pytest.mark.skipif(not PUBLISHED.is_file(), reason="needs the published leaderboard's summary.csv")
+def test_at_1400_pixels_the_tables_fit_without_scrolling_and_start_with_score_verdict_metrics_and_n(
+        browser, tmp_path: Path):
+    """The published summary (long hparams, every metric) at a laptop's 1,400 px: no table
+    scrolls sideways, even with every row's details open; the columns read method, score,
+    the ranked (verdict) metrics, n, and the rest is folded into each row's details."""
+    from debiasbench.report.leaderboard import summary_metrics
+
+    summary = pd.read_csv(PUBLISHED, keep_default_na=False, na_values=[""])
+    metrics = summary_metrics(pd.DataFrame(columns=[f"metrics.{c}" for c in summary.columns]))
+    path = tmp_path / "wide.html"
+    path.write_text(render_page(summary, INFO, metrics), encoding="utf-8")
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.goto(path.as_uri())
+    tables = page.locator("table.results")
+    assert tables.count() == 9
+
+    def overflowing() -> list[str]:
+        return tables.evaluate_all("ts => ts.filter(t => t.parentElement.scrollWidth > t.parentElement.clientWidth"
+                                   " || t.getBoundingClientRect().right > document.documentElement.clientWidth)"
+                                   ".map(t => t.id)")
+
+    assert overflowing() == []
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    for dataset, frame in summary.groupby("dataset", sort=False):
+        ranked = [m for m in ranked_metrics(frame) if m in metrics]
+        for rule in dict.fromkeys(frame["rule"]):
+            assert _headers(_table(page, dataset, rule)) == ["method", "score", *ranked, "n", "Pareto", "details"]
+    page.locator("td.more details").evaluate_all("ds => ds.forEach(d => { d.open = true; })")
+    assert page.locator("td.more details[open]").count() == len(summary)
+    assert overflowing() == []
+    hparams = page.locator("td.more dd").evaluate_all("ds => ds.map(d => d.textContent)")
+    assert any("bias_epochs=" in h for h in hparams)
+    context.close()
+
+
+def test_a_metric_equal_for_every_method_has_no_rank_badges_and_the_verdict_says_why(browser, tmp_path: Path):
+    rows = [_row("bias_annotated", method, "colored_digits", "", "", 3, score=score, test_clean_acc=clean,
+                 test_clean_acc_se=0.01, test_conflicting_acc=clean - 0.2, test_conflicting_acc_se=0.01,
+                 test_worst_group_acc=0.0, test_worst_group_acc_se=0.0)
+            for method, score, clean in (("vanilla", 0.8, 0.70), ("jtt", 0.9, 0.85), ("pgd", 0.7, 0.60))]
+    path = tmp_path / "flat.html"
+    path.write_text(render_page(add_verdict(pd.DataFrame(rows)), INFO, METRICS), encoding="utf-8")
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.goto(path.as_uri())
+    table = _table(page, "colored_digits", "bias_annotated")
+    assert _column(table, "method") == ["jtt", "vanilla", "pgd"]  # by the rule's score
+    assert _column(table, "test_worst_group_acc", "rank") == [None, None, None]
+    worst = _headers(table).index("test_worst_group_acc")
+    assert table.locator(f"tbody tr td:nth-child({worst + 1}) span.rank").count() == 0
+    assert _column(table, "test_clean_acc", "rank") == ["1", "2", "3"]
+    verdict = page.locator(".verdict").text_content()
+    assert "test_worst_group_acc:" not in verdict and "Rank 1 on test_clean_acc: jtt" in verdict
+    assert page.locator(".verdict li.not-separating").text_content().startswith(
+        "Test_worst_group_acc is 0.000 for every method: it does not separate the methods")
+    assert "Welch's two-sided t-test" in page.locator("header").text_content()
+    context.close()
+
+
+def test_a_method_that_is_not_installed_is_marked_on_its_row_and_named_under_the_table(browser, tmp_path: Path):
+    from debiasbench.report.leaderboard import mark_installed
+
+    rows = [_row("val_acc", method, "colored_digits", "", "", 3, score=score, test_clean_acc=score)
+            for method, score in (("vanilla", 0.8), ("gone_plugin", 0.9))]
+    path = tmp_path / "uninstalled.html"
+    path.write_text(render_page(mark_installed(add_verdict(pd.DataFrame(rows))), INFO, METRICS), encoding="utf-8")
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.goto(path.as_uri())
+    table = _table(page, "colored_digits", "val_acc")
+    marked = table.locator("tbody tr.uninstalled td:first-child")
+    assert marked.count() == 1 and marked.text_content() == "gone_plugin not installed"
+    assert table.locator("tbody tr:not(.uninstalled) .not-installed").count() == 0
+    note = page.locator("section.rule p.not-installed-note").text_content()
+    assert note.startswith("Not installed: gone_plugin. No installed plugin registers these methods")
+    context.close()

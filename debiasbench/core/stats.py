@@ -50,3 +50,29 @@ def format_mean_se(mean: float | None, se: float | None = None, digits: int = 3,
         return missing
     mean_text, se_text = mean_se_parts(mean, se, digits)
     return mean_text if se_text is None else f"{mean_text}{PLUS_MINUS}{se_text}"
+
+
+#: Significance level of the test that separates two results in a leaderboard's ranks.
+TIE_ALPHA = 0.05
+
+
+def welch_p_value(mean_a: float, se_a: float, n_a: int, mean_b: float, se_b: float, n_b: int) -> float:
+    """Two-sided p-value of Welch's t-test that two results have the same mean, from each
+    one's mean, standard error over seeds and number of seeds (the test needs nothing else:
+    its statistic is the difference over sqrt(se_a² + se_b²), its degrees of freedom the
+    Welch–Satterthwaite approximation). NaN where it cannot be made: a result of fewer than
+    two seeds (no standard error). Both standard errors 0: 1 for equal means, else 0.
+    An unknown n (0) with a known standard error is taken as many seeds (a z-test)."""
+    if not all(math.isfinite(v) for v in (mean_a, mean_b, se_a, se_b)) or 0 < n_a < 2 or 0 < n_b < 2:
+        return math.nan
+    var_a, var_b = se_a ** 2, se_b ** 2
+    if var_a + var_b == 0:
+        return 1.0 if mean_a == mean_b else 0.0
+    t = abs(mean_a - mean_b) / math.sqrt(var_a + var_b)
+    denominator = sum(v ** 2 / (n - 1) for v, n in ((var_a, n_a), (var_b, n_b)) if n >= 2)
+    from scipy import stats
+
+    if n_a == 0 or n_b == 0 or denominator == 0:
+        return float(2 * stats.norm.sf(t))
+    df = (var_a + var_b) ** 2 / denominator
+    return float(2 * stats.t.sf(t, df))

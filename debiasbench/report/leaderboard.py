@@ -8,8 +8,9 @@ page, ``debiasbench.report.page``). ``debiasbench.report.publish`` writes them.
 
 **Verdict.** Within one comparable group (a rule, a dataset, a model and a setting) every
 selected method is ranked on each headline metric (``ranked_metrics``) by ``tie_ranks``:
-competition ranking ("1, 1, 3") where a method whose mean ± SE interval overlaps that of
-the best not yet ranked shares its rank. The Pareto front (``pareto_front``) is taken on
+competition ranking ("1, 1, 3") monotone in the mean, where a method shares the rank of
+the best of its tier unless Welch's t-test over seeds rejects equal means at level
+``TIE_ALPHA`` (0.05). The Pareto front (``pareto_front``) is taken on
 clean accuracy against the dataset's bias metric (``pareto_axes``).
 
 **No machine paths.** The published files name the store by kind and file name only
@@ -32,7 +33,7 @@ import pandas as pd
 
 from debiasbench.core.errors import UserError
 from debiasbench.report.tables import EXTRA_METRICS, HEADLINE_METRICS
-from debiasbench.core.stats import MISSING, format_mean_se
+from debiasbench.core.stats import MISSING, TIE_ALPHA, format_mean_se, welch_p_value
 from debiasbench.track.store import RUN_KEY_TAG, search_all
 
 COMMAND_TAG = "debiasbench.command"
@@ -199,29 +200,59 @@ def better(metric: str) -> str:
     return "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
 
 
-def tie_ranks(means: Sequence[float], ses: Sequence[float], lower_is_better: bool = False) -> list[float]:
-    """Competition ranks ("1, 1, 3") with ties where standard errors overlap.
+def tie_ranks(means: Sequence[float], ses: Sequence[float], ns: Sequence[float] | None = None,
+              lower_is_better: bool = False, alpha: float = TIE_ALPHA) -> list[float]:
+    """Competition ranks ("1, 1, 3"), monotone in the mean, with ties where Welch's t-test
+    cannot tell two results apart.
 
-    Results are taken best mean first. The best one not yet ranked leads a tier; every
-    unranked result whose interval [mean - SE, mean + SE] overlaps the leader's
-    (|mean - leader's mean| <= SE + leader's SE) joins it; the whole tier gets rank 1 + the
-    number of results in earlier tiers. Repeated until all are ranked. A missing SE (one
-    seed) counts as 0; a missing mean gets no rank (NaN).
+    Results are taken best mean first (equal means in input order). The first leads a tier
+    with rank 1. Each next result joins the current tier (its rank) where Welch's two-sided
+    t-test against the tier's leader, on both results' mean, standard error and number of
+    seeds (``ns``; unknown: a z-test), does not reject equal means at level ``alpha``;
+    otherwise it leads a new tier whose rank is its position (1 + the results before it).
+    A better mean therefore never gets a worse rank. Where the test cannot be made (a
+    result of one seed: no standard error) a result ties only on an equal mean. A missing
+    mean gets no rank (NaN).
     """
     sign = 1.0 if lower_is_better else -1.0
     order = sorted((i for i, m in enumerate(means) if _finite(m)), key=lambda i: sign * float(means[i]))
     ranks = [math.nan] * len(means)
-    placed = 0
-    while order:
-        lead = order[0]
-        lead_mean, lead_se = float(means[lead]), float(ses[lead]) if _finite(ses[lead]) else 0.0
-        tier = [i for i in order if abs(float(means[i]) - lead_mean)
-                <= (float(ses[i]) if _finite(ses[i]) else 0.0) + lead_se + 1e-12]
-        for i in tier:
-            ranks[i] = float(placed + 1)
-        placed += len(tier)
-        order = [i for i in order if i not in tier]
+
+    def n_of(i: int) -> int:
+        return int(ns[i]) if ns is not None and _finite(ns[i]) else 0
+
+    lead = -1
+    for position, i in enumerate(order):
+        if lead >= 0:
+            mean, lead_mean = float(means[i]), float(means[lead])
+            p = welch_p_value(mean, float(ses[i]) if _finite(ses[i]) else math.nan, n_of(i),
+                              lead_mean, float(ses[lead]) if _finite(ses[lead]) else math.nan, n_of(lead))
+            if (math.isnan(p) and mean == lead_mean) or p >= alpha:
+                ranks[i] = ranks[lead]
+                continue
+        lead = i
+        ranks[i] = float(position + 1)
     return ranks
+
+
+def same_for_every_method(group: pd.DataFrame, metric: str) -> float | None:
+    """The mean of ``metric`` where every method of ``group`` (two or more) has that same
+    mean, else None: such a metric does not separate the methods (on ``colored_digits``
+    every worst-group accuracy is 0.000), so it is given no rank and no verdict."""
+    if metric not in group:
+        return None
+    values = [float(v) for v in group[metric] if _finite(v)]
+    if len(values) < 2 or max(values) - min(values) > 1e-12:
+        return None
+    return values[0]
+
+
+def not_separating_text(metric: str, value: float) -> str:
+    """Why a metric with ``value`` for every method is not ranked, in one sentence."""
+    why = ("the same value for every method" if "worst_group" not in metric else
+           "its worst group is one no method classifies a sample of correctly (typically a group of one or "
+           "two samples)" if value == 0 else "every method reaches the same accuracy on its worst group")
+    return f"{metric} is {value:.3f} for every method: it does not separate the methods ({why}), so it is not ranked"
 
 
 def pareto_front(xs: Sequence[float], ys: Sequence[float], y_lower_is_better: bool = False) -> list[bool]:
@@ -240,7 +271,9 @@ def add_verdict(summary: pd.DataFrame) -> pd.DataFrame:
     """``summary`` with ``rank_<metric>`` for each of its dataset's ``ranked_metrics`` and
     ``pareto`` (on the front of its dataset's ``pareto_axes``), computed within each
     comparable group (rule x dataset x model x setting); rows ordered by dataset, rule,
-    model and setting (first seen), then by the rank on the bias axis and on clean accuracy."""
+    model and setting (first seen), then by the rule's score (``selection_score``, best
+    first), then by the rank on the bias axis and on clean accuracy. A metric with the same
+    mean for every method of a group (``same_for_every_method``) gets no rank there."""
     if summary.empty:
         return summary
     out = summary.reset_index(drop=True).copy()
@@ -249,9 +282,13 @@ def add_verdict(summary: pd.DataFrame) -> pd.DataFrame:
     for _, of_dataset in out.groupby("dataset", sort=False):
         ranked, axes = ranked_metrics(of_dataset), pareto_axes(of_dataset)
         for _, group in of_dataset.groupby(["rule", "model", "setting"], sort=False, dropna=False):
+            ns = group["n"].tolist() if "n" in group else None
             for metric in ranked:
+                if same_for_every_method(group, metric) is not None:
+                    out.loc[group.index, f"rank_{metric}"] = math.nan  # separates nothing: no rank
+                    continue
                 se = group[f"{metric}_se"] if f"{metric}_se" in group else pd.Series(math.nan, index=group.index)
-                out.loc[group.index, f"rank_{metric}"] = tie_ranks(group[metric].tolist(), se.tolist(),
+                out.loc[group.index, f"rank_{metric}"] = tie_ranks(group[metric].tolist(), se.tolist(), ns,
                                                                    metric in LOWER_IS_BETTER)
             if axes:
                 x, y = axes
@@ -259,6 +296,10 @@ def add_verdict(summary: pd.DataFrame) -> pd.DataFrame:
                                                               y in LOWER_IS_BETTER)
                 for i in group.index:
                     sort_ranks[i] = tuple(_or_inf(out.at[i, f"rank_{m}"]) for m in (y, x))
+            if "selection_score" in group:  # the rule's score first, best first
+                for i in group.index:
+                    score = out.at[i, "selection_score"]
+                    sort_ranks[i] = (-float(score) if _finite(score) else math.inf, *sort_ranks.get(i, ()))
     first_seen = {c: {v: k for k, v in enumerate(dict.fromkeys(out[c]))}
                   for c in ("dataset", "rule", "model", "setting")}
     keys = sorted(out.index, key=lambda i: (*(first_seen[c][out.at[i, c]] for c in first_seen),
@@ -268,6 +309,34 @@ def add_verdict(summary: pd.DataFrame) -> pd.DataFrame:
 
 def _or_inf(value: Any) -> float:
     return float(value) if _finite(value) else math.inf
+
+
+#: Said under a table that holds results of a method not installed here.
+NOT_INSTALLED_TEXT = ("No installed plugin registers these methods (uninstalled, or failing to load): their results "
+                      "are read from the store as they were recorded and cannot be rerun or checked against "
+                      "code installed here.")
+
+
+def mark_installed(summary: pd.DataFrame, installed: Iterable[str] | None = None) -> pd.DataFrame:
+    """``summary`` with ``installed``: whether its method is one of ``installed`` (default:
+    the methods registered here, ``debiasbench.core.registry.METHODS``). A store keeps the
+    runs of a plugin after ``pip uninstall``; the leaderboard lists them, marked."""
+    if summary.empty:
+        return summary
+    if installed is None:
+        from debiasbench.core.registry import METHODS
+
+        installed = METHODS.names()
+    names = set(installed)
+    return summary.assign(installed=summary["method"].astype(str).isin(names))
+
+
+def not_installed(frame: pd.DataFrame) -> list[str]:
+    """The methods of ``frame`` marked not installed (``mark_installed``), in name order."""
+    if "installed" not in frame:
+        return []
+    marked = frame["installed"].map(lambda v: v is False or str(v) == "False")
+    return sorted(set(frame.loc[marked, "method"].astype(str)))
 
 
 def verdict_rule(frame: pd.DataFrame) -> str | None:
@@ -285,8 +354,9 @@ def group_label(row: pd.Series) -> str:
 
 
 def verdicts(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """One dataset's verdict: per comparable group of ``verdict_rule``, the Pareto front and
-    the methods ranked 1 on each ranked metric."""
+    """One dataset's verdict: per comparable group of ``verdict_rule``, the Pareto front,
+    the methods ranked 1 on each ranked metric, and why a metric with the same mean for
+    every method is not ranked (``not_separating``)."""
     rule = verdict_rule(frame)
     if rule is None:
         return []
@@ -296,12 +366,15 @@ def verdicts(frame: pd.DataFrame) -> list[dict[str, Any]]:
     groups = list(rows.groupby(["model", "setting"], sort=False, dropna=False))
     for _, group in groups:
         first = group.iloc[0]
+        ranked = [m for m in ranked_metrics(frame) if f"rank_{m}" in group]
+        flat = {m: same_for_every_method(group, m) for m in ranked}
         best = [(m, [str(v) for v in group.loc[group[f"rank_{m}"] == 1, "method"]])
-                for m in ranked_metrics(frame) if f"rank_{m}" in group]
+                for m in ranked if flat[m] is None]
         front = [str(v) for v in group.loc[group["pareto"].astype(bool), "method"]] if "pareto" in group else []
         found.append({"rule": rule, "selected_by": str(first.get("selected_by", rule)),
                       "group": group_label(first) if len(groups) > 1 else "",
-                      "axes": axes, "front": front, "best": best})
+                      "axes": axes, "front": front, "best": best,
+                      "not_separating": [not_separating_text(m, v) for m, v in flat.items() if v is not None]})
     return found
 
 
@@ -323,8 +396,12 @@ def build_info(runs: pd.DataFrame, rules: Sequence[Any], uri: str, command: str,
     }
 
 
-RANKS_TEXT = ("Ranks (#k) compare the methods of one table on one metric: competition ranking (1, 1, 3); "
-              "a method whose mean ± SE interval overlaps that of the best method not yet ranked shares its rank. "
+RANKS_TEXT = ("Rows are sorted by the rule's score. Ranks (#k) compare the methods of one table on one metric and "
+              "follow the mean: competition ranking (1, 1, 3) where methods are taken best mean first and each "
+              "shares the rank of the best method of its tier unless Welch's two-sided t-test over seeds (mean, "
+              f"standard error and n of each) rejects equal means at level {TIE_ALPHA:g}; then it starts a new tier "
+              "ranked by its position. A result of one seed can be tested against nothing: it ties only on an equal "
+              "mean. A metric with the same mean for every method is not ranked: it does not separate them. "
               "The Pareto front holds the methods no other method beats on both clean accuracy and the bias metric.")
 
 
@@ -378,6 +455,7 @@ def _verdict_lines(frame: pd.DataFrame) -> list[str]:
                          for m, ms in v["best"])
         if best:
             lines.append(f"- Rank 1 on {best}")
+        lines += [f"- {_md(sentence(text))}." for text in v["not_separating"]]
         lines.append("")
     return lines
 
@@ -408,12 +486,17 @@ def markdown(summary: pd.DataFrame, info: dict[str, str], metrics: tuple[str, ..
                       + (" Hyper-parameters chosen on test data: an upper bound, not a result." if oracle else ""), ""]
             lines += ["| " + " | ".join([*SUMMARY_COLUMNS, "score", *shown, "Pareto"]) + " |",
                       "|" + "---|" * (len(SUMMARY_COLUMNS) + len(shown) + 2)]
+            missing = not_installed(rows)
             for _, row in rows.iterrows():
                 cells = [_md(row[c]) for c in SUMMARY_COLUMNS] + [_cell(row["selection_score"], math.nan)]
+                if str(row["method"]) in missing:
+                    cells[0] += " (not installed)"
                 cells += [_cell(row[m], row.get(f"{m}_se", math.nan), row.get(f"rank_{m}", math.nan)) for m in shown]
                 cells.append("yes" if bool(row.get("pareto", False)) else "")
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
+            if missing:
+                lines += [f"Not installed: {_md(', '.join(missing))}. {NOT_INSTALLED_TEXT}", ""]
     notes = info.get("notes", "").strip()
     if notes:
         lines += [f"## {NOTES_HEADING}", "", notes, ""]

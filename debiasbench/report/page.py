@@ -26,10 +26,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from debiasbench.report.leaderboard import (LOWER_IS_BETTER, NOTES_HEADING, RANKS_TEXT, SUMMARY_COLUMNS, add_verdict,
-                                     better, group_label, has_metric, pareto_axes, public_frame, public_text,
-                                     sentence, store_label, verdict_rule, verdicts)
-from debiasbench.core.stats import MISSING, PLUS_MINUS, mean_se_parts
+from debiasbench.report.leaderboard import (LOWER_IS_BETTER, NOT_INSTALLED_TEXT, NOTES_HEADING, RANKS_TEXT,
+                                            SUMMARY_COLUMNS, add_verdict, better, group_label, has_metric,
+                                            not_installed, pareto_axes, public_frame, public_text, ranked_metrics,
+                                            sentence, store_label, verdict_rule, verdicts)
+from debiasbench.core.stats import MISSING, PLUS_MINUS, TIE_ALPHA, mean_se_parts
 
 _Options = tuple[tuple[str, tuple[str, ...]], ...]
 # Per plot: (title, metrics) options, the first with any logged metric wins; y label; y range.
@@ -53,7 +54,11 @@ code{background:#f1f3f5;padding:.1rem .3rem;border-radius:3px;word-break:break-a
 .oracle-tag{background:#e0b400;color:#1d2329;border-radius:3px;padding:0 .3rem;font-size:.85em}
 .verdict{background:#eef6ee;border-left:4px solid #2f8f46;padding:.4rem .9rem;margin:.8rem 0}
 .note{color:#4a545e;margin:.2rem 0 .5rem}
-.table-wrap{overflow-x:auto}
+.table-wrap{overflow-x:auto}td.more{max-width:22rem}td.more summary{cursor:pointer;color:#2d5f8a}
+td.more dl{grid-template-columns:max-content minmax(0,1fr);font-size:.85em;margin:.3rem 0 0}
+td.more dd{overflow-wrap:anywhere}th.nosort{cursor:default}
+.not-installed{background:#f6e3e3;color:#7a1f1f;border-radius:3px;padding:0 .3rem;font-size:.8em;white-space:nowrap}
+tr.uninstalled{color:#5c6670}
 table{border-collapse:collapse;font-size:.9rem;font-variant-numeric:tabular-nums}
 th,td{padding:.35rem .5rem;border-bottom:1px solid #dde1e5;text-align:left;vertical-align:top}
 td{max-width:14rem;overflow-wrap:break-word}td.num{text-align:right;white-space:nowrap}
@@ -72,6 +77,7 @@ _JS = """
     const body = table.tBodies[0];
     const heads = Array.from(table.tHead.rows[0].cells);
     heads.forEach((th, col) => {
+      if (th.classList.contains("nosort")) return;
       const sort = () => {
         const dir = th.getAttribute("aria-sort") === "ascending" ? -1 : 1;
         heads.forEach((h) => h.removeAttribute("aria-sort"));
@@ -125,7 +131,8 @@ def _metric_cell(mean: float, se: float, rank: float = math.nan, metric: str = "
     if math.isnan(rank):
         return f'<td class="num" data-value="{_e(repr(mean))}">{number}</td>'
     best = ' class="num best"' if rank == 1 else ' class="num"'
-    title = f"rank {int(rank)} on {metric} ({better(metric)}; ties: overlapping mean ± SE)"
+    title = (f"rank {int(rank)} on {metric} ({better(metric)}; ties: Welch's t-test over seeds "
+             f"does not reject equal means at level {TIE_ALPHA:g})")
     return (f'<td{best} data-value="{_e(repr(mean))}" data-rank="{int(rank)}">'
             f'<span class="rank" title="{_e(title)}">#{int(rank)}</span> {number}</td>')
 
@@ -135,24 +142,55 @@ def _th(column: str, title: str | None = None) -> str:
     return f'<th scope="col" title="{_e(title or "sort by " + column)}">{_e(column).replace("_", "_<wbr>")}</th>'
 
 
-def _table(rows: pd.DataFrame, metrics: Sequence[str], table_id: str) -> str:
+#: Identity columns folded into each row's details (the method stays the first column).
+DETAIL_COLUMNS = tuple(c for c in SUMMARY_COLUMNS if c not in ("method", "n"))
+
+
+def _details(row: pd.Series, extra: Sequence[str]) -> str:
+    """The row's other columns (model, setting, hparams and the metrics that are not
+    ranked) folded into a ``<details>``: the table keeps its width."""
+    items = [(c, _e(_text(row, c)) or "–") for c in DETAIL_COLUMNS]
+    for metric in extra:
+        mean, se = _num(row, metric), _num(row, metric + "_se")
+        if math.isnan(mean):
+            items.append((metric, MISSING))
+        else:
+            mean_text, se_text = mean_se_parts(mean, se)
+            items.append((metric, mean_text + ("" if se_text is None else f"{PLUS_MINUS}{se_text}")))
+    body = "".join(f"<dt>{_e(k)}</dt><dd>{v}</dd>" for k, v in items)
+    return f'<td class="more" data-value=""><details><summary>details</summary><dl>{body}</dl></details></td>'
+
+
+def _table(rows: pd.DataFrame, ranked: Sequence[str], extra: Sequence[str], table_id: str) -> str:
+    """The method, the rule's score, the ranked (verdict) metrics, n and Pareto as columns;
+    the rest of each row in its details cell, so the table fits a laptop's width."""
     score_name = _text(rows.iloc[0], "selection_metric") if len(rows) else ""
-    head = "".join([*(_th(c) for c in SUMMARY_COLUMNS), _th("score", f"selection score: {score_name}"),
-                    *(_th(m) for m in metrics),
-                    _th("Pareto", "on the Pareto front of clean accuracy vs. the bias metric")])
+    head = "".join([_th("method"), _th("score", f"selection score: {score_name}"), *(_th(m) for m in ranked),
+                    _th("n", "seeds of the selected setting"),
+                    _th("Pareto", "on the Pareto front of clean accuracy vs. the bias metric"),
+                    '<th scope="col" class="nosort" title="model, setting, hyper-parameters and the metrics '
+                    'that are not ranked">details</th>'])
     body = []
+    missing = not_installed(rows)
     for _, row in rows.iterrows():
-        cells = [f'<td data-value="{_e(_text(row, c))}">{_e(_text(row, c))}</td>' for c in SUMMARY_COLUMNS[:4]]
+        method = _text(row, "method")
+        marker = ("" if method not in missing else
+                  ' <span class="not-installed" title="this method is not installed here">not installed</span>')
+        cells = [f'<td data-value="{_e(method)}">{_e(method)}{marker}</td>',
+                 _metric_cell(_num(row, "selection_score"), math.nan)]
+        cells += [_metric_cell(_num(row, m), _num(row, m + "_se"), _num(row, f"rank_{m}"), m) for m in ranked]
         n = _num(row, "n")
         n_text = "" if math.isnan(n) else str(int(n))
         cells.append(f'<td class="num" data-value="{n_text}">{n_text or "–"}</td>')
-        cells.append(_metric_cell(_num(row, "selection_score"), math.nan))
-        cells += [_metric_cell(_num(row, m), _num(row, m + "_se"), _num(row, f"rank_{m}"), m) for m in metrics]
         front = bool(row.get("pareto", False)) and not pd.isna(row.get("pareto", False))
         cells.append(f'<td data-value="{"yes" if front else ""}">{"yes" if front else ""}</td>')
-        body.append(f"<tr>{''.join(cells)}</tr>")
+        cells.append(_details(row, extra))
+        row_class = ' class="uninstalled"' if method in missing else ""
+        body.append(f"<tr{row_class}>{''.join(cells)}</tr>")
+    note = (f'<p class="note not-installed-note">Not installed: {_e(", ".join(missing))}. '
+            f"{_e(NOT_INSTALLED_TEXT)}</p>" if missing else "")
     return (f'<div class="table-wrap"><table class="results sortable" id="{_e(table_id)}"><thead><tr>{head}</tr>'
-            f"</thead><tbody>{''.join(body)}</tbody></table></div>")
+            f"</thead><tbody>{''.join(body)}</tbody></table></div>{note}")
 
 
 def _bar_labels(frame: pd.DataFrame) -> list[str]:
@@ -251,6 +289,7 @@ def _verdict(frame: pd.DataFrame) -> str:
                          + (", ".join(f"<b>{_e(n)}</b>" for n in names) or "–") for m, names in v["best"])
         if best:
             lines.append(f"<li>Rank 1 on {best}</li>")
+        lines += [f'<li class="not-separating">{_e(sentence(text))}.</li>' for text in v["not_separating"]]
         items.append(f"<p>Verdict{where} under rule <code>{_e(v['rule'])}</code>, {_e(v['selected_by'])}:</p>"
                      f"<ul>{''.join(lines)}</ul>")
     return f'<div class="verdict">{"".join(items)}</div>' if items else ""
@@ -282,6 +321,8 @@ def _plots(dataset: str, frame: pd.DataFrame, metrics: Sequence[str]) -> list[st
 
 def _dataset_section(dataset: str, frame: pd.DataFrame, metrics: Sequence[str], number: int) -> str:
     shown = [m for m in metrics if has_metric(frame, m)]
+    ranked = [m for m in ranked_metrics(frame) if m in shown]
+    extra = [m for m in shown if m not in ranked]
     images = _plots(dataset, frame, shown)
     tables = []
     for k, (rule, rows) in enumerate(frame.groupby("rule", sort=False)):
@@ -294,7 +335,7 @@ def _dataset_section(dataset: str, frame: pd.DataFrame, metrics: Sequence[str], 
         tables.append(f'<section class="rule{" oracle" if oracle else ""}" data-rule="{_e(rule)}">'
                       f'<h3>{tag}Rule <code>{_e(rule)}</code>, selected on '
                       f'<code class="metric">{_e(_text(first, "selection_metric"))}</code></h3>'
-                      f'<p class="note">{_e(note)}</p>{_table(rows, shown, f"results-{number}-{k}")}</section>')
+                      f'<p class="note">{_e(note)}</p>{_table(rows, ranked, extra, f"results-{number}-{k}")}</section>')
     return (f'<section class="dataset" data-dataset="{_e(dataset)}"><h2>{_e(dataset)}</h2>{_verdict(frame)}'
             f'<div class="plots">{"".join(images) or "<p>No plottable metrics.</p>"}</div>{"".join(tables)}</section>')
 

@@ -99,8 +99,9 @@ def leaderboard_table(summary: Any) -> Table:
         ranked = [m for m in ranked if m != "test_worst_group_acc"]
     rules = list(dict.fromkeys(summary["rule"]))
     oracle = summary.groupby("rule", sort=False)["oracle"].first().astype(bool).to_dict()
-    table = Table(title="selected results per rule: mean over seeds and #rank (ties where mean ± SE "
-                        "overlap the best's; * Pareto front); hparams in summary.csv")
+    table = Table(title="selected results per rule: mean over seeds and #rank (ties where Welch's t-test over "
+                        "seeds, level 0.05, cannot tell a result from its tier's best; * Pareto front); "
+                        "hparams in summary.csv")
     _add_columns(table, ("method", "dataset", "model", "setting"), [])
     for rule in rules:
         table.add_column(f"ORACLE {rule}" if oracle[rule] and rule != "oracle" else
