@@ -163,8 +163,8 @@ def heatmap_grid(
         draw.text((centre - draw.textlength(title, font=font) / 2, 1), title, fill=black, font=font)
     ticks = bar_top + COLOUR_BAR_HEIGHT
     for text, at in (("-max (against)", 0.0), ("0", 0.5), ("+max (for the class)", 1.0)):
-        left = bar_left + at * bar_width - at * draw.textlength(text, font=font)
-        draw.text((left, ticks), text, fill=black, font=font)
+        start = bar_left + at * bar_width - at * draw.textlength(text, font=font)
+        draw.text((start, ticks), text, fill=black, font=font)
     for index, line in enumerate(caption):
         draw.text((bar_left, ticks + CAPTION_LINE * (index + 1)), line, fill=black, font=font)
     info = PngInfo()

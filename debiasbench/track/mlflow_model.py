@@ -95,7 +95,7 @@ def _use_tracking_uri(uri: str) -> Iterator[None]:
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous)
+        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None: unset, as MLflow's own helper does
         if variable is not None:
             os.environ["MLFLOW_TRACKING_URI"] = variable
 
