@@ -34,9 +34,11 @@ class RacingClient:
         self.lookups += 1
         if not self.created:
             return None
-        return type("Experiment", (), {"experiment_id": "7", "lifecycle_stage": "active"})()
+        return type("Experiment", (), {"experiment_id": "7", "lifecycle_stage": "active",
+                                       "tags": {"mlflow.experimentKind": "custom_model_development"}})()
 
-    def create_experiment(self, name: str, artifact_location: str | None = None) -> str:
+    def create_experiment(self, name: str, artifact_location: str | None = None,
+                          tags: dict[str, str] | None = None) -> str:
         self.created = True  # the other process got there first
         raise RuntimeError(f"RESOURCE_ALREADY_EXISTS: Experiment(name={name}) already exists.")
 
