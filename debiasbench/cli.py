@@ -16,9 +16,10 @@ from typing import Any, Callable
 import typer
 from rich.console import Console
 
-from debiasbench.core.errors import INTERRUPTED, RunInterrupted, UserError, one_line
+from debiasbench.core.errors import INTERRUPTED, RunInterrupted, UserError, one_line, sentence
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode="markdown",
                   help="Benchmark methods that unlearn a model's shortcuts.")
 err = Console(stderr=True)
 
@@ -33,7 +34,7 @@ def _print_version(asked: bool) -> None:
 
 @app.callback()
 def _options(
-    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+    version: bool = typer.Option(False, "--version", metavar="", callback=_print_version, is_eager=True,
                                  help="print the installed version and exit"),
 ) -> None:
     """Benchmark methods that unlearn a model's shortcuts."""
@@ -46,7 +47,7 @@ def out() -> Console:
 
 def print_error(message: str) -> None:
     """One line on stderr, ``error: ...``, cut to ``MESSAGE_LIMIT`` characters."""
-    err.print(f"error: {one_line(message)}", markup=False, highlight=False, soft_wrap=True)
+    err.print(f"error: {sentence(one_line(message))}", markup=False, highlight=False, soft_wrap=True)
 
 
 def user_errors(command: Callable) -> Callable:
@@ -60,7 +61,7 @@ def user_errors(command: Callable) -> Callable:
             print_error(str(exc))
             raise typer.Exit(2) from None
         except KeyboardInterrupt as exc:
-            err.print(exc.message if isinstance(exc, RunInterrupted) else INTERRUPTED, markup=False,
+            err.print(sentence(exc.message if isinstance(exc, RunInterrupted) else INTERRUPTED), markup=False,
                       highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
 
@@ -91,8 +92,9 @@ def run(
     config: Path | None = typer.Option(None, "--config", "-c", metavar="FILE", help="YAML file of run keys"),
     overrides: list[str] | None = SetOption,
     tracking_uri: str | None = TrackingOption,
-    rerun: bool = typer.Option(False, "--rerun", help="train again where the store holds a finished run of this "
-                                                     "configuration (by default its metrics are shown)"),
+    rerun: bool = typer.Option(False, "--rerun", metavar="",
+                               help="train again where the store holds a finished run of this "
+                                    "configuration (by default its metrics are shown)"),
 ) -> None:
     """Train and evaluate one method on one dataset; print its metrics.
 
@@ -134,7 +136,7 @@ def _run_reporting_failure(run_one: Callable, config: Any, tracker: Any) -> Any:
         if os.environ.get("DEBIASBENCH_DEBUG"):
             raise
         reason = f"{type(exc).__name__}: {exc} (DEBIASBENCH_DEBUG=1 shows the traceback)"
-    err.print(f"run failed: {reason}", markup=False, highlight=False, soft_wrap=True)
+    err.print(f"run failed: {sentence(reason)}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -143,8 +145,9 @@ def _run_reporting_failure(run_one: Callable, config: Any, tracker: Any) -> Any:
 def sweep(
     file: Path = typer.Argument(..., help="sweep YAML (see benchmarks/)"),
     tracking_uri: str | None = TrackingOption,
-    dry_run: bool = typer.Option(False, "--dry-run", help="print the jobs and which the store has finished; "
-                                                          "run nothing, write nothing"),
+    dry_run: bool = typer.Option(False, "--dry-run", metavar="",
+                                 help="print the jobs and which the store has finished; "
+                                      "run nothing, write nothing"),
     launcher: str = typer.Option("local", "--launcher", help="local, ray, or a plugin's (entry-point group "
                                  "debiasbench.launchers)"),
     workers: int = typer.Option(1, "--workers", "-j", help="local: parallel worker processes"),
@@ -164,7 +167,7 @@ def sweep(
     jobs = load_sweep(file, skipped)
     start = make_launcher(launcher, workers, cpus_per_run, gpus_per_run)
     for reason in skipped:
-        err.print(f"not a job: {reason}", markup=False, highlight=False, soft_wrap=True)
+        err.print(f"not a job: {sentence(reason)}", markup=False, highlight=False, soft_wrap=True)
     if dry_run:
         from debiasbench.track.store import finished_keys
 
@@ -188,11 +191,13 @@ def leaderboard(
                                               "bias_annotated, oracle (default: all three)"),
     select_by: str | None = typer.Option(None, "--select", help="also select by this one metric, as a rule "
                                             "of its own: val_worst_group_acc, ..."),
-    oracle: bool = typer.Option(False, "--oracle", help="allow --select on a test metric (labelled ORACLE)"),
+    oracle: bool = typer.Option(False, "--oracle", metavar="",
+                                help="allow --select on a test metric (labelled ORACLE)"),
     experiments: list[str] | None = typer.Option(None, "--experiment", help="only these experiments (repeatable)"),
     notes: Path | None = typer.Option(None, "--notes", help="a text file of paragraphs shown under the tables: "
                                          "what the ranking shows and what it does not"),
-    force: bool = typer.Option(False, "--force", help="replace a leaderboard in --out built from another store"),
+    force: bool = typer.Option(False, "--force", metavar="",
+                               help="replace a leaderboard in --out built from another store"),
 ) -> None:
     """Select hparams under each rule, average over seeds, rank, and write results.csv,
     summary.csv, README.md and index.html.
@@ -299,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
             print_error(f"{message} (see '{command} --help')")
         code = getattr(exc, "exit_code", 2)
     except typer.Abort:
-        err.print("interrupted", markup=False)
+        err.print(sentence(INTERRUPTED), markup=False)
         code = 130
     sys.exit(code if isinstance(code, int) else 0)
 

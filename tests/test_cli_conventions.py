@@ -1,5 +1,6 @@
 """The command line's conventions: a version, help that shows defaults and readable value
-types, a second `run` of a finished configuration that says so instead of training it
+types (none for flags) in paragraphs fitted to the terminal, error lines that end as
+sentences, a second `run` of a finished configuration that says so instead of training it
 again, and plugin listings that name each plugin once."""
 from __future__ import annotations
 
@@ -95,3 +96,38 @@ def test_sweep_dry_run_marks_the_jobs_the_store_has_finished_and_writes_nothing(
     dry = invoke("sweep", str(sweep), "--dry-run", "--tracking-uri", uri)
     assert "2 jobs, 1 finished, 1 to run" in dry.output
     assert dry.output.count("finished") == 2 and "to run" in dry.output
+
+
+def main_output(capsys, *args: str) -> str:
+    """stderr of the console script (``main``: usage errors too) for ``args``."""
+    import pytest
+
+    from debiasbench.cli import main
+
+    with pytest.raises(SystemExit):
+        main(list(args))
+    return capsys.readouterr().err
+
+
+def test_every_error_line_ends_as_a_sentence(tmp_path, capsys):
+    cases = [("run", "--method", "nope"), ("run", "--method", "vanila"), ("run", "--seed", "abc"),
+             ("run", "--set", "epochs=x"), ("run", "--set", "epoch=3"), ("sweep", str(tmp_path / "missing.yaml")),
+             ("run", "--config", str(tmp_path)), ("run", "--nonsense"), ("leaderboard", "--select", "nope")]
+    for args in cases:
+        lines = [line for line in main_output(capsys, *args).splitlines() if line.strip()]
+        assert len(lines) == 1, (args, lines)
+        assert lines[0].startswith("error: ") and lines[0].endswith((".", "?", "!")), (args, lines[0])
+
+
+def test_help_paragraphs_are_reflowed_to_the_terminal_width():
+    """Docstring line breaks are not kept: at 80 columns no line holds a lone word."""
+    text = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "80"}).output
+    description = text.split("╭─")[0]
+    assert "not trained again" in " ".join(description.split())
+    assert not [line for line in description.splitlines() if len(line.split()) == 1]
+
+
+def test_flags_show_no_value_type():
+    text = invoke("run", "--help").output
+    rerun = next(line for line in text.splitlines() if "--rerun" in line)
+    assert "<bool>" not in rerun and "BOOLEAN" not in rerun

@@ -89,7 +89,7 @@ def test_duplicate_yaml_keys_are_refused_naming_the_key_and_both_lines(here, cap
 ])
 def test_an_empty_list_of_a_sweep_is_refused_instead_of_an_empty_table(here, capsys, content, key):
     line = refuse(here, capsys, "sweep", write(here, "s.yaml", content))
-    assert line == f"error: {key}: an empty list leaves no job"
+    assert line == f"error: {key}: an empty list leaves no job."
 
 
 def test_a_misspelt_model_fails_the_sweep_before_any_job_runs(here, capsys):
@@ -105,7 +105,7 @@ def test_a_yaml_alias_bomb_gives_a_short_line_quickly(here, capsys):
 
 def test_sizes_have_an_upper_bound(here, capsys):
     line = refuse(here, capsys, "run", "-d", "synthetic_artifacts", "--set", f"dataset_params.n_train={10**9}")
-    assert line == "error: dataset_params.n_train: expected an integer in [10, 1000000], got 1000000000"
+    assert line == "error: dataset_params.n_train: expected an integer in [10, 1000000], got 1000000000."
     line = refuse(here, capsys, "run", "--set", f"epochs={10**9}")
     assert line.startswith("error: epochs: expected an integer in [0, 100000]")
 
@@ -121,13 +121,13 @@ def test_sizes_within_bounds_are_checked_against_the_memory_there_is(here, capsy
     ("x" * 600, "experiment: expected a name of at most 200 characters, got 600"),
 ])
 def test_an_unusable_experiment_name_names_the_key(here, capsys, name, expected):
-    assert refuse(here, capsys, "run", "--set", f"experiment={name}") == f"error: {expected}"
+    assert refuse(here, capsys, "run", "--set", f"experiment={name}") == f"error: {expected}."
 
 
 def test_a_bad_command_line_option_is_one_line_not_a_usage_box(here, capsys):
     line = refuse(here, capsys, "sweep", write(here, "s.yaml", SWEEP_OK), "--workers", "abc")
     assert line.startswith("error: Invalid value for '--workers'")
-    assert line.endswith("(see 'debiasbench sweep --help')")
+    assert line.endswith("(see 'debiasbench sweep --help').")
     assert refuse(here, capsys, "run", "--bogus").startswith("error: No such option: --bogus")
 
 

@@ -63,7 +63,7 @@ def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
     listed = ", ".join(ordered[:30]) or "none"
     if len(ordered) > 30:
         listed += f", ... ({len(ordered) - 30} more)"
-    return f"unknown {kind} {name!r}{hint} known: {listed}"
+    return f"unknown {kind} {name!r}{hint}{' ' if hint else '; '}known: {listed}"
 
 
 def shown(value: object) -> str:
@@ -79,3 +79,11 @@ def one_line(message: str, limit: int = MESSAGE_LIMIT) -> str:
         return text
     suffix = f" ... ({len(text)} characters in all)"
     return text[:limit - len(suffix)] + suffix
+
+
+def sentence(text: str) -> str:
+    """``text`` ending in a full stop unless it ends in one already (or in ``?`` / ``!``):
+    messages are built from parts (a reason, a hint in brackets), so the stop is added
+    where they are printed, once."""
+    text = text.rstrip()
+    return text if not text or text.endswith((".", "?", "!")) else text + "."
