@@ -95,14 +95,20 @@ def run(
     rerun: bool = typer.Option(False, "--rerun", metavar="",
                                help="train again where the store holds a finished run of this "
                                     "configuration (by default its metrics are shown)"),
+    no_progress: bool = typer.Option(False, "--no-progress", metavar="",
+                                     help="no progress on stderr (a bar per phase at a "
+                                          "terminal, else one line per epoch)"),
 ) -> None:
     """Train and evaluate one method on one dataset; print its metrics.
 
     A configuration the store has already finished (the same run key) is not trained
     again: its metrics are printed, as a sweep skips it; --rerun trains it anew.
+    Progress goes to stderr: a bar per phase (epoch, step, rate, time left) at a
+    terminal, else one line per epoch.
     """
     from debiasbench.contract.config import load_config_file, merge, parse_overrides, resolve_config
     from debiasbench.report.tables import metrics_table
+    from debiasbench.run.display import console_progress
     from debiasbench.run.runner import run as run_one
     from debiasbench.track.store import Tracker
 
@@ -112,7 +118,9 @@ def run(
     raw = merge(load_config_file(config) if config else {}, flags, parse_overrides(overrides or []))
     resolved = resolve_config(raw)
     tracker = Tracker(tracking_uri, resolved.experiment)
-    result = _run_reporting_failure(functools.partial(run_one, skip_finished=not rerun), resolved, tracker)
+    with console_progress(err, enabled=not no_progress) as reporter:
+        result = _run_reporting_failure(functools.partial(run_one, skip_finished=not rerun, progress=reporter or False),
+                                        resolved, tracker)
     if not result.ran:
         err.print(f"a finished run of this configuration is in the store (run {result.run_id}, run key "
                   f"{result.run_key}): its metrics, not trained again; --rerun trains it anew.",
@@ -153,6 +161,9 @@ def sweep(
     workers: int = typer.Option(1, "--workers", "-j", help="local: parallel worker processes"),
     cpus_per_run: float = typer.Option(1.0, "--cpus-per-run", help="ray: CPUs per run (fractions allowed)"),
     gpus_per_run: float = typer.Option(0.0, "--gpus-per-run", help="ray: GPUs per run (0.25 = four runs share one)"),
+    no_progress: bool = typer.Option(False, "--no-progress", metavar="",
+                                     help="only one line per ended job (no bars per "
+                                          "running job at a terminal, no epoch lines elsewhere)"),
 ) -> None:
     """Run every job of a sweep file that has not finished yet; print one table per dataset.
 
@@ -162,6 +173,7 @@ def sweep(
     from debiasbench.report.comparison import comparison_tables
     from debiasbench.report.tables import jobs_table
     from debiasbench.sweep.driver import load_sweep, run_sweep
+    from debiasbench.sweep.monitor import sweep_view
 
     skipped: list[str] = []
     jobs = load_sweep(file, skipped)
@@ -174,8 +186,9 @@ def sweep(
         out().print(jobs_table(jobs, finished_keys(tracking_uri, {c.experiment for c in jobs})))
         return
     tags = {"debiasbench.sweep_file": str(file), "debiasbench.command": f"debiasbench sweep {file}"}
-    results = run_sweep(jobs, tracking_uri, log=lambda line: err.print(line, markup=False, highlight=False),
-                        launcher=start, tags=tags)
+    with sweep_view(err, not no_progress) as view:
+        results = run_sweep(jobs, tracking_uri, log=lambda line: err.print(line, markup=False, highlight=False),
+                            launcher=start, tags=tags, view=view)
     for table in comparison_tables(results):
         out().print(table)
     if any(r.status == "FAILED" for r in results):

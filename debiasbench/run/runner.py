@@ -41,6 +41,7 @@ from debiasbench.track.inputs import dataset_input
 from debiasbench.track.mlflow_model import log_torch_model
 from debiasbench.track.store import TrackedRun, Tracker
 from debiasbench.train.loop import Epoch, keep_frozen_norms_in_eval, lay_out, run_loader, run_steps, train_epochs
+from debiasbench.train.progress import ProgressReporter, announce, current, decided, reporting
 from debiasbench.train.step import TrainingStep, autocast_for
 
 
@@ -96,6 +97,25 @@ def show_progress() -> bool:
     return sys.stderr.isatty() and not os.environ.get("CI")
 
 
+@contextlib.contextmanager
+def progress_for(progress: bool | ProgressReporter | None) -> Iterator[ProgressReporter | None]:
+    """Where a run's progress goes (``debiasbench.train.progress``): a reporter given, the
+    current one (``reporting``, a sweep worker's) where ``progress`` is None and one is set,
+    a bar (or lines, when piped) on stderr for True, or for None at a terminal
+    (``show_progress``); nowhere for False."""
+    if progress is None:
+        progress = current() if decided() else show_progress()
+    if isinstance(progress, bool):
+        from rich.console import Console
+
+        from debiasbench.run.display import console_progress
+
+        with console_progress(Console(stderr=True), progress) as reporter:
+            yield reporter
+    else:
+        yield progress
+
+
 @dataclass
 class Training:
     """What the epoch loop works with: the method, its context, the loader and the step
@@ -111,7 +131,7 @@ class Trainer:
     """The training loop of one run; built by ``run``. ``train`` reads as its steps."""
 
     def __init__(self, config: RunConfig, dataset: BenchmarkDataset, model: LatentModel,
-                 tracked: TrackedRun, device: torch.device, progress: bool):
+                 tracked: TrackedRun, device: torch.device, progress: ProgressReporter | None):
         self.config = config
         self.model = model
         self.dataset = dataset
@@ -164,7 +184,10 @@ class Trainer:
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        """Add the wall-clock seconds of the block (the device synchronised) to ``name``'s."""
+        """Add the wall-clock seconds of the block (the device synchronised) to ``name``'s;
+        the phase is reported as progress, but for ``validate`` (inside an epoch)."""
+        if name != "validate":
+            announce(name, self.progress)
         began = time.perf_counter()
         yield
         self.synchronize()
@@ -188,6 +211,7 @@ class Trainer:
             self.tracked.log_metrics(values)
 
         ctx.log_metrics = log_prepared
+        announce("prepare", self.progress)
         began = time.perf_counter()
         method.prepare(ctx)
         self.synchronize()
@@ -384,7 +408,7 @@ def _note(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def run(config: RunConfig, tracker: Tracker, progress: bool | None = None, *,
+def run(config: RunConfig, tracker: Tracker, progress: bool | ProgressReporter | None = None, *,
         wait: bool = False, skip_finished: bool = False) -> RunResult:
     """Train and evaluate one configuration; the outcome is recorded in ``tracker``.
 
@@ -411,7 +435,6 @@ def run(config: RunConfig, tracker: Tracker, progress: bool | None = None, *,
         # so trained weights are as before.
         for split in (dataset.splits["test"], *dataset.views.values()):
             split.channels_last = True
-    progress = show_progress() if progress is None else progress
     model = build_run_model(config, dataset, device)
     key = config.run_key()
     claim = Claim(config.checkpoint_dir, key)
@@ -422,12 +445,13 @@ def run(config: RunConfig, tracker: Tracker, progress: bool | None = None, *,
         done = tracker.finished_run(key) if skip_finished else None
         if done is not None:
             return RunResult(run_id=done.info.run_id, run_key=key, metrics=dict(done.data.metrics), ran=False)
-        return _train_claimed(config, tracker, progress, device, dataset, placement, model)
+        with progress_for(progress) as reporter:
+            return _train_claimed(config, tracker, reporter, device, dataset, placement, model)
     finally:
         claim.release()
 
 
-def _train_claimed(config: RunConfig, tracker: Tracker, progress: bool, device: torch.device,
+def _train_claimed(config: RunConfig, tracker: Tracker, progress: ProgressReporter | None, device: torch.device,
                    dataset: BenchmarkDataset, placement: str, model: LatentModel) -> RunResult:
     """``run`` once the job is claimed: a correction first finds (or trains) its vanilla
     base run; stale runs of the job are ended; the tracked run trains and evaluates."""
@@ -436,7 +460,7 @@ def _train_claimed(config: RunConfig, tracker: Tracker, progress: bool, device: 
         if METHODS.get(config.method).starts_from_vanilla:
             initial_state, base_run_id = resolve_base_checkpoint(
                 config, tracker, log=_note,
-                train=lambda base: run(base, tracker, progress, wait=True, skip_finished=True))
+                train=lambda base: run(base, tracker, progress or False, wait=True, skip_finished=True))
             base_folder = initial_state.parent
             model.net.load_state_dict(checkpoints.load(initial_state, device), strict=True)
             seed_everything(config.seed, config.deterministic)  # same state whether the base was trained now or not
@@ -446,9 +470,9 @@ def _train_claimed(config: RunConfig, tracker: Tracker, progress: bool, device: 
         if stale:
             _note(f"{stale} earlier run{'s' if stale > 1 else ''} of this job stayed RUNNING after "
                   "its process was killed: marked KILLED")
-        with tracker.start(config, tags) as tracked:
+        with tracker.start(config, tags) as tracked, reporting(progress, config.method) as reporter:
             tracked.log_inputs([dataset_input(config, dataset)])
-            trainer = Trainer(config, dataset, model, tracked, device, progress)
+            trainer = Trainer(config, dataset, model, tracked, device, reporter)
             metrics = trainer.train()
             tracked.log_metrics(metrics, step=config.epochs)
     finally:

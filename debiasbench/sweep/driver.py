@@ -38,6 +38,9 @@ from typing import Any, Callable, Mapping
 from debiasbench.contract.config import RunConfig, assign, flatten, load_config_file, merge, resolve_config
 from debiasbench.core.errors import ConfigError, Unsuited, shown, unknown_name_message
 from debiasbench.sweep.launchers import JobContext, JobResult, Launcher, sequential
+from debiasbench.run.display import duration
+from debiasbench.sweep.events import sending
+from debiasbench.sweep.monitor import SweepMonitor, SweepView, job_label
 
 SWEEP_KEYS = ("methods", "datasets", "models", "seeds", "overrides", "grid", "hparams", "n_trials",
               "trial_seed")
@@ -222,12 +225,14 @@ def missing_requirements(method: str, dataset: str) -> str:
 
 def run_sweep(jobs: list[RunConfig], tracking_uri: str | None,
               log: Callable[[str], None] = print, launcher: Launcher = sequential,
-              tags: Mapping[str, str] | None = None) -> list[JobResult]:
+              tags: Mapping[str, str] | None = None, view: SweepView | None = None) -> list[JobResult]:
     """Run the jobs not finished yet with ``launcher``; one failure never stops the rest.
 
     The store and its experiments are created here, before any worker starts (two
     processes creating one sqlite store at once can fail). Results come back in job
-    order; ``log`` gets one progress line per job as it ends.
+    order; ``log`` gets one progress line per job as it ends, with the sweep's ETA
+    (``monitor.SweepMonitor``, from the progress the jobs report); ``view`` (bars or
+    lines, ``debiasbench.sweep.monitor``) shows the running jobs' progress.
     """
     from debiasbench.track.store import Tracker, absolute_tracking_uri
 
@@ -249,22 +254,25 @@ def run_sweep(jobs: list[RunConfig], tracking_uri: str | None,
     if bases:
         plural = "s" if len(bases) != 1 else ""
         log(f"training {len(bases)} vanilla base model{plural} first (corrections start from them)")
-    progress = Progress(len(bases) + len(todo), log)
+    monitor = SweepMonitor([*bases, *todo], getattr(launcher, "slots", 1), view)
+    progress = Progress(len(bases) + len(todo), log, monitor)
     context = JobContext(uri, dict(tags or {}), cwd=os.getcwd())
-    for stage in (bases, todo):
-        busy: list[RunConfig] = []
-        for result in launcher(stage, context):
-            if result.status == "BUSY":
-                busy.append(result.config)
-                continue
-            results[result.config.run_key()] = result
-            progress.update(result)
-        if busy:  # claimed by another sweep: come back once this sweep's own work is done
-            plural = "s are" if len(busy) != 1 else " is"
-            log(f"{len(busy)} job{plural} being run by another process: waiting for them")
-            for result in launcher(busy, dataclasses.replace(context, wait_for_claims=True)):
+    with sending(monitor.on_event):
+        for stage in (bases, todo):
+            busy: list[RunConfig] = []
+            for result in launcher(stage, context):
+                if result.status == "BUSY":
+                    monitor.on_result(result)
+                    busy.append(result.config)
+                    continue
                 results[result.config.run_key()] = result
                 progress.update(result)
+            if busy:  # claimed by another sweep: come back once this sweep's own work is done
+                plural = "s are" if len(busy) != 1 else " is"
+                log(f"{len(busy)} job{plural} being run by another process: waiting for them")
+                for result in launcher(busy, dataclasses.replace(context, wait_for_claims=True)):
+                    results[result.config.run_key()] = result
+                    progress.update(result)
     return [results[config.run_key()] for config in jobs]
 
 
@@ -287,15 +295,19 @@ def base_models_first(todo: list[RunConfig],
 
 
 class Progress:
-    """One line per ended job: what ended, then done / failed / left and an ETA from the
-    mean pace so far (which counts parallel workers for what they are)."""
+    """One line per ended job: what ended, then done / failed / left and the sweep's ETA
+    (``SweepMonitor.eta``: the running jobs' progress, then the queued jobs at what jobs
+    of their kind took)."""
 
-    def __init__(self, total: int, log: Callable[[str], None]):
+    def __init__(self, total: int, log: Callable[[str], None], monitor: SweepMonitor | None = None):
         self.total, self.log = total, log
+        self.monitor = monitor
         self.done = self.failed = 0
         self.began = time.perf_counter()
 
     def update(self, result: JobResult) -> None:
+        if self.monitor is not None:
+            self.monitor.on_result(result)
         c = result.config
         if result.status == "FAILED":
             self.failed += 1
@@ -308,17 +320,9 @@ class Progress:
             outcome = f"finished in {result.seconds:.0f}s"
         ended = self.done + self.failed
         left = self.total - ended
-        eta = (time.perf_counter() - self.began) / ended * left
-        self.log(f"[{self.done} done · {self.failed} failed · {left} left · ETA {_duration(eta)}] "
-                 f"{c.method} on {c.dataset} ({c.model}, seed {c.seed}): {outcome}")
-
-
-def _duration(seconds: float) -> str:
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+        if self.monitor is not None:
+            eta = self.monitor.eta()
+        else:
+            eta = (time.perf_counter() - self.began) / ended * left
+        self.log(f"[{self.done} done · {self.failed} failed · {left} left · ETA {duration(eta)}] "
+                 f"{job_label(c)}: {outcome}")

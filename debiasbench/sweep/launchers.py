@@ -17,6 +17,8 @@ from __future__ import annotations
 import concurrent.futures as futures
 import multiprocessing
 import os
+from queue import Empty
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Mapping, Protocol
@@ -24,6 +26,7 @@ from typing import Any, Callable, Iterator, Mapping, Protocol
 from debiasbench.contract.config import RunConfig
 from debiasbench.core.errors import RunFailed, UserError
 from debiasbench.core.registry import LAUNCHERS
+from debiasbench.sweep.events import JobEvent, job_progress, job_sink, set_process_sink
 
 
 @dataclass
@@ -82,7 +85,8 @@ def execute_job(config: RunConfig, context: JobContext) -> JobResult:
         return JobResult(config, "SKIPPED", dict(done.data.metrics))
     began = time.perf_counter()
     try:
-        result = run(config, tracker, wait=context.wait_for_claims, skip_finished=True)
+        with job_progress(config.run_key()):  # the job's progress goes to the sweep, where it listens
+            result = run(config, tracker, wait=context.wait_for_claims, skip_finished=True)
         if not result.ran:
             return JobResult(config, "SKIPPED", result.metrics)
     except JobBusy:
@@ -107,8 +111,9 @@ def sequential(jobs: list[RunConfig], context: JobContext) -> Iterator[JobResult
         yield execute_job(config, context)
 
 
-def _die_with_parent() -> None:
-    """Worker initializer: on Linux, the kernel kills this worker when the sweep dies."""
+def _die_with_parent(events: Any = None) -> None:
+    """Worker initializer: on Linux, the kernel kills this worker when the sweep dies.
+    With a queue of ``events``, the worker's jobs send their progress to it."""
     try:
         import ctypes
         import signal
@@ -116,6 +121,38 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+    if events is not None:
+        events.cancel_join_thread()  # a worker never waits at exit for events nobody reads
+        set_process_sink(events.put)
+
+
+class _Drain(threading.Thread):
+    """Hands the events worker processes put in ``events`` to ``sink``, in this process,
+    until stopped."""
+
+    def __init__(self, events: Any, sink: Callable[[JobEvent], None]):
+        super().__init__(name="debiasbench-sweep-events", daemon=True)
+        self.events, self.sink = events, sink
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while True:
+            try:
+                event = self.events.get(timeout=0.1)
+            except Empty:
+                if self.stopping.is_set():
+                    return
+                continue
+            except (EOFError, OSError, ValueError):  # the queue was closed
+                return
+            try:
+                self.sink(event)
+            except Exception:  # a display error must not stop the sweep's events
+                pass
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=5)
 
 
 class ProcessPool:
@@ -123,11 +160,18 @@ class ProcessPool:
 
     At most ``workers`` jobs are in flight, so a worker that dies (which breaks the whole
     pool in ``concurrent.futures``) can only have hit those; they are suspects, run again
-    one at a time in a pool of their own at the end, where a death names its job FAILED."""
+    one at a time in a pool of their own at the end, where a death names its job FAILED.
+    Where the sweep listens (``monitor.job_sink``), workers send their jobs' progress
+    through a queue of each pool (a worker killed while writing cannot block the next)."""
 
     def __init__(self, workers: int, execute: Callable[[RunConfig, JobContext], JobResult] = execute_job):
         self.workers = workers
         self.execute = execute  # a module-level function (workers import it by name)
+
+    @property
+    def slots(self) -> int:
+        """Jobs run at once (the sweep's ETA schedules queued jobs on them)."""
+        return self.workers
 
     def __call__(self, jobs: list[RunConfig], context: JobContext) -> Iterator[JobResult]:
         threads = context.threads or max(1, (os.cpu_count() or 1) // self.workers)
@@ -143,9 +187,15 @@ class ProcessPool:
     def _run(self, jobs: list[RunConfig], context: JobContext, workers: int,
              suspects: list[RunConfig]) -> Iterator[JobResult]:
         queue = list(reversed(jobs))
+        sink = job_sink()
+        spawn = multiprocessing.get_context("spawn")
         while queue:
-            pool = futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                               initializer=_die_with_parent)
+            events = spawn.Queue() if sink is not None else None
+            pool = futures.ProcessPoolExecutor(workers, mp_context=spawn, initializer=_die_with_parent,
+                                               initargs=(events,))
+            drain = _Drain(events, sink) if events is not None and sink is not None else None
+            if drain is not None:
+                drain.start()
             in_flight: dict[futures.Future, RunConfig] = {}
             try:
                 broken = False
@@ -168,6 +218,9 @@ class ProcessPool:
                 raise
             else:
                 pool.shutdown(wait=not broken, cancel_futures=broken)
+            finally:
+                if drain is not None:
+                    drain.stop()
 
 
 class RayTasks:

@@ -17,16 +17,15 @@ owning it (LfF's biased twin steps once per batch of the run's loader): ``run_lo
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
-from functools import partial
-from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from debiasbench.data.dataset import Batch, BenchmarkDataset, Loader, Sampler
+from debiasbench.train.progress import ProgressReporter, Ticker, current, phase_of
 from debiasbench.train.step import TrainingStep
 
 if TYPE_CHECKING:
@@ -81,7 +80,8 @@ class EpochLogs:
 def train_epochs(loader: Loader, steps: TrainingStep | Sequence[TrainingStep], batch_loss: BatchLoss,
                  epochs: int, *, start: int = 0, models: Sequence[nn.Module] = (),
                  train_mode: Callable[[nn.Module], object] = nn.Module.train,
-                 after_epoch: Callable[[Epoch], None] | None = None, progress: bool = False) -> None:
+                 after_epoch: Callable[[Epoch], None] | None = None, progress: ProgressReporter | None = None,
+                 phase: str | None = None) -> None:
     """Train epochs ``start`` to ``epochs - 1`` over ``loader``.
 
     Per batch, ``batch_loss(batch)`` runs in the first step's autocast and returns one loss
@@ -89,10 +89,16 @@ def train_epochs(loader: Loader, steps: TrainingStep | Sequence[TrainingStep], b
     its loss, in order. Every epoch first applies ``train_mode`` to each of ``models``
     (``nn.Module.train``; the runner keeps frozen normalisation layers in eval). After the
     epoch every step's flag is read (``RunFailed`` on a non-finite loss) and
-    ``after_epoch`` receives the ``Epoch``. ``progress`` shows a bar per epoch.
+    ``after_epoch`` receives the ``Epoch``.
+
+    Progress (``debiasbench.train.progress``) goes to ``progress``, else to the current
+    reporter, as ``phase`` (default: named after the first step's loss, ``train`` for the
+    run's own): each epoch's start and last step, and every ``INTERVAL`` seconds between.
     """
     steps = [steps] if isinstance(steps, TrainingStep) else list(steps)
     device = steps[0].device
+    ticker = Ticker(progress if progress is not None else current(),
+                    phase or phase_of([step.what for step in steps]), epochs, len(loader))
     for index in range(start, epochs):
         began = time.perf_counter()
         for model in models:
@@ -100,15 +106,15 @@ def train_epochs(loader: Loader, steps: TrainingStep | Sequence[TrainingStep], b
         for step in steps:
             step.phase = f"in epoch {index + 1}"
         logs, samples = EpochLogs(), 0
-        with _progress(progress, len(loader), f"epoch {index + 1}/{epochs}") as advance:
-            for batch in loader:
-                with steps[0].autocast():
-                    losses, values = batch_loss(batch)
-                for step, loss in zip(steps, [losses] if isinstance(losses, Tensor) else losses, strict=True):
-                    step.update(loss)
-                logs.add(values)
-                samples += len(batch)
-                advance()
+        ticker.begin(index)
+        for batch in loader:
+            with steps[0].autocast():
+                losses, values = batch_loss(batch)
+            for step, loss in zip(steps, [losses] if isinstance(losses, Tensor) else losses, strict=True):
+                step.update(loss)
+            logs.add(values)
+            samples += len(batch)
+            ticker.tick()
         for step in steps:
             step.check_finite()
         means = logs.means()
@@ -152,15 +158,3 @@ def lay_out(model: M, config: RunConfig, device: torch.device) -> M:
     if device.type == "cuda" and config.channels_last:
         return model.to(memory_format=torch.channels_last)
     return model
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool, total: int, label: str) -> Iterator[Callable[[], None]]:
-    if not enabled:
-        yield lambda: None
-        return
-    from rich.progress import Progress
-
-    with Progress(transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield partial(bar.advance, task)

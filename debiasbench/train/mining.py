@@ -108,7 +108,7 @@ def mine_conflicting(ctx: RunContext, epochs: int, eta: float = 0.5, tau: float 
         confidence_sum += 0.5 * (p_y[0] + p_y[1])
         step_ascent = ascent
 
-    train_epochs(loader, steps, batch_loss, epochs, models=peers, after_epoch=after_epoch)
+    train_epochs(loader, steps, batch_loss, epochs, models=peers, after_epoch=after_epoch, phase="mining peers")
     scores = 1.0 - confidence_sum / max(epochs, 1)
     return MiningResult(conflicting=scores >= tau, scores=scores)
 
