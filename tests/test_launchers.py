@@ -19,6 +19,7 @@ import pytest
 from debiasbench.sweep.launchers import make_launcher
 from debiasbench.core.errors import ConfigError
 from debiasbench.sweep.driver import load_sweep, run_sweep
+from debiasbench.sweep.monitor import SweepLines
 from debiasbench.track.store import RUN_KEY_TAG
 
 TINY = "{n_train: 100, n_val: 40, n_test: 40, image_size: 16, patch_size: 3}"
@@ -137,8 +138,10 @@ def test_ray_launcher_runs_a_small_sweep_on_this_machine_into_the_store(tmp_path
         grid: {lr: [0.001, 1.0e30]}
     """)
     jobs = load_sweep(path)
+    lines: list[str] = []
     results = run_sweep(jobs, tracking_uri, log=lambda line: None,
-                        launcher=make_launcher("ray", cpus_per_run=0.5))
+                        launcher=make_launcher("ray", cpus_per_run=0.5), view=SweepLines(lines.append, interval=0))
+    assert any("vanilla on synthetic_artifacts (small_cnn, seed 0) · train epoch 1/1" in line for line in lines)
     by_job = {(r.config.method, r.config.lr): r.status for r in results}
     assert by_job == {("vanilla", 0.001): "FINISHED", ("vanilla", 1e30): "FAILED",
                       ("rrclarc", 0.001): "FINISHED", ("rrclarc", 1e30): "FAILED"}

@@ -189,6 +189,18 @@ def test_queued_jobs_go_to_the_slot_that_frees_first_at_their_kind_s_mean():
     assert estimate_eta(running, [JTT], JobHistory(), slots=1) == pytest.approx(90.0)
 
 
+def test_without_events_the_eta_counts_the_slots_the_ended_jobs_kept_busy():
+    """A launcher whose jobs report nothing (a plugin's): 4 jobs of 10 s ended 10 s in,
+    so 4 ran at once; the 4 queued take another 10 s, not 40."""
+    jobs = [tiny_config(seed=seed) for seed in range(8)]
+    clock = [0.0]
+    monitor = SweepMonitor(jobs, clock=lambda: clock[0])
+    clock[0] = 10.0
+    for config in jobs[:4]:
+        monitor.on_result(JobResult(config, "FINISHED", seconds=10.0))
+    assert monitor.eta() == pytest.approx(10.0)
+
+
 @dataclass
 class SimJob:
     """A job of the simulated sweep: (phase, epochs, seconds per epoch) then ``tail`` seconds."""

@@ -92,7 +92,7 @@ class EpochBar:
     """A rich bar per phase on ``console``: the phase's steps over all its epochs."""
 
     def __init__(self, console: Console):
-        self.bar = Progress(*bar_columns(), console=console, transient=True)
+        self.bar = Progress(*bar_columns(), console=console, transient=True, refresh_per_second=4)
         self.phase: str | None = None
         self.task: TaskID | None = None
 

@@ -251,11 +251,21 @@ class RayTasks:
             threads = context.threads or max(1, int(self.cpus_per_run))
             context = replace(context, threads=threads)
             check_server_reachable_from_tasks(ray, context.tracking_uri)
-            task = ray.remote(execute_job).options(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run,
-                                                   max_retries=1)
-            pending = {task.remote(config, context): config for config in jobs}
+            task = ray.remote(_ray_job).options(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run,
+                                                max_retries=1)
+            sink = job_sink()
+            events = None
+            if sink is not None:  # the jobs' progress: a queue actor the tasks put to, drained here
+                from ray.util.queue import Queue
+
+                events = Queue(actor_options={"num_cpus": 0})
+            pending = {task.remote(config, context, events): config for config in jobs}
             while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=None if events is None else 0.25)
+                if events is not None and sink is not None:
+                    _drain_ray_queue(events, sink)
+                if not ready:
+                    continue
                 config = pending.pop(ready[0])
                 try:
                     yield ray.get(ready[0])
@@ -264,6 +274,29 @@ class RayTasks:
         finally:
             if started_here:
                 ray.shutdown()
+
+
+def _ray_job(config: RunConfig, context: JobContext, events: Any = None) -> JobResult:
+    """``execute_job`` in a Ray task; its progress goes to the Ray queue ``events``."""
+    if events is None:
+        return execute_job(config, context)
+    set_process_sink(events.put_nowait)
+    try:
+        return execute_job(config, context)
+    finally:
+        set_process_sink(None)  # the worker process may run another sweep's task next
+
+
+def _drain_ray_queue(events: Any, sink: Callable[[JobEvent], None]) -> None:
+    try:
+        batch = events.get_nowait_batch(events.qsize())
+    except Exception:  # the queue's actor is gone: the jobs still end, without progress
+        return
+    for event in batch:
+        try:
+            sink(event)
+        except Exception:
+            pass
 
 
 def _host_port(address: str) -> tuple[str, int] | None:

@@ -219,7 +219,9 @@ class SweepMonitor:
         self.history = JobHistory()
         self.running: dict[str, _Job] = {}
         self.ended: set[str] = set()
-        self.peak = 0
+        self.peak = 0  # the most jobs seen running at once
+        self.began = clock()
+        self.busy = 0.0  # seconds of the ended jobs, together
         self.lock = threading.RLock()
 
     @staticmethod
@@ -263,6 +265,7 @@ class SweepMonitor:
             if result.status == "BUSY":
                 return
             self.ended.add(key)
+            self.busy += result.seconds
             if result.status == "FINISHED" and result.seconds > 0:
                 tail, paces = None, {}
                 if job is not None:
@@ -301,13 +304,19 @@ class SweepMonitor:
                         own_left, since)
 
     def eta(self) -> float | None:
-        """Seconds until every job of the sweep has ended (``estimate_eta``)."""
+        """Seconds until every job of the sweep has ended (``estimate_eta``). Jobs run on
+        the launcher's slots or as many as were seen running at once; where no job reports
+        (a launcher without events), on as many as the ended jobs' seconds per second of
+        the sweep say were busy."""
         with self.lock:
             now = self.clock()
             running = [self.state(job, now) for job in self.running.values()]
             queued = [self.group(config) for key, config in self.configs.items()
                       if key not in self.ended and key not in self.running]
-            return estimate_eta(running, queued, self.history, max(self.slots, self.peak))
+            slots = max(self.slots, self.peak)
+            if self.peak == 0 and now > self.began:
+                slots = max(slots, round(self.busy / (now - self.began)))
+            return estimate_eta(running, queued, self.history, slots)
 
     def counts(self) -> tuple[int, int]:
         """Jobs ended and in all."""
@@ -365,7 +374,7 @@ class SweepBars(SweepView):
     def __init__(self, console: Console):
         from rich.progress import Progress
 
-        self.bar = Progress(*bar_columns(), console=console, transient=True)
+        self.bar = Progress(*bar_columns(), console=console, transient=True, refresh_per_second=4)
         self.sweep = self.bar.add_task("sweep", total=None, steps="")
         self.tasks: dict[str, tuple[str, TaskID]] = {}  # run key -> (phase, task id)
         self.last_eta = 0.0
