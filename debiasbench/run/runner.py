@@ -419,7 +419,10 @@ def run(config: RunConfig, tracker: Tracker, progress: bool | ProgressReporter |
     ``skip_finished``, a job that has a FINISHED run once the claim is held is not run
     again: that run's result is returned, with ``ran`` False. Runs of the job still
     RUNNING in the store once the claim is held were killed before they could say so
-    (no live process holds their claim): they are marked KILLED.
+    (no live process holds their claim): they are marked KILLED. ``progress`` says where
+    the run's progress goes (``progress_for``): a ``ProgressReporter``, True for a bar
+    on stderr, False for nowhere, None for the current reporter (a sweep's) or a bar at
+    a terminal.
     """
     device = resolve_device(config.device)
     dataset = build_dataset(config)
