@@ -263,6 +263,33 @@ def leaderboard(
 
 @app.command()
 @user_errors
+def ui(
+    tracking_uri: str | None = TrackingOption,
+    experiment: str = typer.Option("debiasbench", "--experiment", metavar="NAME", help="experiment to open"),
+    host: str = typer.Option("127.0.0.1", "--host", metavar="HOST", help="address the UI listens on"),
+    port: int = typer.Option(5000, "--port", metavar="PORT", help="port the UI listens on"),
+) -> None:
+    """Open the store in MLflow's UI on the experiment's training runs.
+
+    Prints the address to open (MLflow 3's UI otherwise opens an experiment on its GenAI
+    traces) and serves the store with `mlflow ui` until Ctrl-C; for a tracking server, only
+    prints the address on that server.
+    """
+    from debiasbench.track.store import absolute_tracking_uri
+    from debiasbench.track.viewer import experiment_address, experiment_id_of, serve
+
+    uri = absolute_tracking_uri(tracking_uri)
+    remote = uri.startswith(("http://", "https://"))
+    found = experiment_id_of(uri, experiment)
+    address = experiment_address(uri if remote else f"http://{host}:{port}", found)
+    missing = "" if found is not None else f" (the store has no experiment {experiment!r} yet)"
+    out().print(f"open {address}{missing}", highlight=False, markup=False, soft_wrap=True)
+    if not remote:
+        raise typer.Exit(serve(uri, host, port))
+
+
+@app.command()
+@user_errors
 def methods() -> None:
     """List methods: requirements and hyper-parameters with defaults."""
     from debiasbench.core.registry import METHODS
