@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
@@ -47,3 +49,66 @@ def test_ctrl_c_in_an_epoch_names_it_and_the_same_command_resumes(register, trac
     assert statuses == ["FINISHED", "KILLED"]
     finished = next(r for r in runs if r.info.status == "FINISHED")
     assert finished.data.tags["debiasbench.resumed_from_epoch"] == "1"
+
+
+SWEEP = """
+methods: [vanilla]
+datasets: [synthetic_artifacts]
+seeds: [0, 1]
+overrides:
+  epochs: 200
+  device: cpu
+  log_model: false
+  dataset_params: {n_train: 64, n_val: 32, n_test: 32, image_size: 16, patch_size: 3}
+"""
+
+
+def _interrupt_sweep(tmp_path, whole_group: bool) -> tuple[float, int, str, list[str]]:
+    """Start a 2-worker sweep, wait until both jobs train, send Ctrl-C (to the process group
+    as a terminal does, or to the sweep's process only); seconds to exit, exit code,
+    stderr and the statuses of the runs."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    (tmp_path / "sweep.yaml").write_text(SWEEP)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep = subprocess.Popen([sys.executable, "-m", "debiasbench.cli", "sweep", "sweep.yaml", "-j", "2",
+                              "--tracking-uri", uri], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(sweep.stderr.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    deadline = time.time() + 120
+    while sum("train epoch" in line for line in lines) < 2 and time.time() < deadline and sweep.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)  # both jobs are inside an epoch
+    began = time.monotonic()
+    if whole_group:
+        os.killpg(sweep.pid, signal.SIGINT)
+    else:
+        sweep.send_signal(signal.SIGINT)
+    code = sweep.wait(timeout=60)
+    seconds = time.monotonic() - began
+    reader.join(5)
+    runs = MlflowClient(uri).search_runs([e.experiment_id for e in MlflowClient(uri).search_experiments()])
+    return seconds, code, "".join(lines), sorted(r.info.status for r in runs)
+
+
+def test_ctrl_c_stops_a_sweep_and_its_workers_within_seconds_leaving_their_runs_killed(tmp_path):
+    seconds, code, stderr, statuses = _interrupt_sweep(tmp_path, whole_group=True)
+    assert code == 130, stderr
+    assert "Traceback" not in stderr
+    assert statuses == ["KILLED", "KILLED"]
+    assert seconds < 10, f"{seconds:.1f} s to stop"
+
+
+@pytest.mark.slow
+def test_an_interrupt_of_the_sweep_alone_also_stops_its_workers(tmp_path):
+    seconds, code, stderr, statuses = _interrupt_sweep(tmp_path, whole_group=False)
+    assert code == 130, stderr
+    assert statuses == ["KILLED", "KILLED"]
+    assert seconds < 10, f"{seconds:.1f} s to stop"

@@ -21,7 +21,7 @@ from queue import Empty
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator, Mapping, Protocol
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 
 from debiasbench.contract.config import RunConfig
 from debiasbench.core.errors import RunFailed, UserError
@@ -111,12 +111,21 @@ def sequential(jobs: list[RunConfig], context: JobContext) -> Iterator[JobResult
         yield execute_job(config, context)
 
 
+#: Seconds an interrupted sweep gives its worker processes to record their runs as
+#: KILLED (each has checkpointed its last finished epoch) before it kills them.
+STOP_GRACE_SECONDS = 5.0
+
+
 def _die_with_parent(events: Any = None) -> None:
     """Worker initializer: on Linux, the kernel kills this worker when the sweep dies.
+    Ctrl-C reaches the worker only inside a job (``_job_in_worker``): an idle worker
+    ignores it, so a terminal's Ctrl-C prints no worker traceback.
     With a queue of ``events``, the worker's jobs send their progress to it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         import ctypes
-        import signal
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
@@ -124,6 +133,44 @@ def _die_with_parent(events: Any = None) -> None:
     if events is not None:
         events.cancel_join_thread()  # a worker never waits at exit for events nobody reads
         set_process_sink(events.put)
+
+
+def _job_in_worker(execute: Callable[[RunConfig, JobContext], JobResult], config: RunConfig,
+                   context: JobContext) -> JobResult:
+    """``execute`` in a worker process with Ctrl-C (SIGINT) turned into KeyboardInterrupt,
+    as in the sweep's own process: the run stops at once and is recorded KILLED."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return execute(config, context)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop_workers(pool: futures.ProcessPoolExecutor, in_flight: Iterable[futures.Future],
+                  grace: float = STOP_GRACE_SECONDS) -> None:
+    """Interrupt the pool's workers (SIGINT: their runs end KILLED, resumable from the last
+    checkpoint), give their jobs at most ``grace`` seconds to return, shut the pool down and
+    kill the workers left, so that an interrupted sweep exits within seconds instead of
+    waiting for its running jobs to end (``concurrent.futures`` joins its workers at exit)."""
+    import signal
+
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
+    for process in processes:
+        if process.is_alive() and process.pid is not None:
+            try:
+                os.kill(process.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + grace
+    futures.wait(list(in_flight), timeout=grace)
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join(1.0)
 
 
 class _Drain(threading.Thread):
@@ -202,7 +249,7 @@ class ProcessPool:
                 while (queue or in_flight) and not broken:
                     while queue and len(in_flight) < workers:
                         config = queue.pop()
-                        in_flight[pool.submit(self.execute, config, context)] = config
+                        in_flight[pool.submit(_job_in_worker, self.execute, config, context)] = config
                     done, _ = futures.wait(in_flight, return_when=futures.FIRST_COMPLETED)
                     for future in done:
                         config = in_flight.pop(future)
@@ -213,8 +260,8 @@ class ProcessPool:
                             suspects.append(config)
                 if broken:  # every job still in flight died with the pool: a new one takes the queue
                     suspects.extend(in_flight.values())
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
+            except BaseException:  # Ctrl-C, or the sweep's consumer stopped: stop the workers too
+                _stop_workers(pool, in_flight)
                 raise
             else:
                 pool.shutdown(wait=not broken, cancel_futures=broken)
