@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from debiasbench.core.errors import INTERRUPTED, RunInterrupted, UserError, one_line, sentence
+from debiasbench.core.resources import check_threads
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode="markdown",
@@ -73,6 +74,20 @@ TrackingOption = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_UR
                               help="MLflow tracking URI (default: sqlite file mlflow.db here)")
 
 
+ThreadsOption = typer.Option(None, "--threads", metavar="N",
+                             help="torch threads (default: the cores this process may use)")
+
+
+def use_threads(threads: int | None) -> None:
+    """Give torch ``threads`` threads, or the cores this process may use (not the
+    machine's: under ``taskset`` or a scheduler's limit more threads only contend)."""
+    import torch
+
+    from debiasbench.core.resources import available_cores
+
+    torch.set_num_threads(available_cores() if threads is None else check_threads(threads))
+
+
 def _default(key: str) -> str:
     """``(default: x)`` of a run key, from its declaration (so help and code agree)."""
     from debiasbench.contract.config import RUN_KEYS
@@ -98,6 +113,7 @@ def run(
     no_progress: bool = typer.Option(False, "--no-progress", metavar="",
                                      help="no progress on stderr (a bar per phase at a "
                                           "terminal, else one line per epoch)"),
+    threads: int | None = ThreadsOption,
 ) -> None:
     """Train and evaluate one method on one dataset; print its metrics.
 
@@ -118,6 +134,7 @@ def run(
     raw = merge(load_config_file(config) if config else {}, flags, parse_overrides(overrides or []))
     resolved = resolve_config(raw)
     tracker = Tracker(tracking_uri, resolved.experiment)
+    use_threads(threads)
     with console_progress(err, enabled=not no_progress) as reporter:
         result = _run_reporting_failure(functools.partial(run_one, skip_finished=not rerun, progress=reporter or False),
                                         resolved, tracker)
@@ -164,6 +181,9 @@ def sweep(
     no_progress: bool = typer.Option(False, "--no-progress", metavar="",
                                      help="only one line per ended job (no bars per "
                                           "running job at a terminal, no epoch lines elsewhere)"),
+    threads: int | None = typer.Option(None, "--threads", metavar="N",
+                                       help="torch threads per job (default: the cores this process may "
+                                            "use, divided among --workers; ray: --cpus-per-run)"),
 ) -> None:
     """Run every job of a sweep file that has not finished yet; print one table per dataset.
 
@@ -188,7 +208,8 @@ def sweep(
     tags = {"debiasbench.sweep_file": str(file), "debiasbench.command": f"debiasbench sweep {file}"}
     with sweep_view(err, not no_progress) as view:
         results = run_sweep(jobs, tracking_uri, log=lambda line: err.print(line, markup=False, highlight=False),
-                            launcher=start, tags=tags, view=view)
+                            launcher=start, tags=tags, view=view,
+                            threads=None if threads is None else check_threads(threads))
     for table in comparison_tables(results):
         out().print(table)
     if any(r.status == "FAILED" for r in results):

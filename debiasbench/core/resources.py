@@ -1,4 +1,5 @@
-"""What this machine has: memory available now, for checks made before anything is built."""
+"""What this machine has: memory available now, for checks made before anything is built,
+and the cores this process may use."""
 
 from __future__ import annotations
 
@@ -21,6 +22,23 @@ def available_memory() -> int | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, as set by ``taskset`` or a batch
+    scheduler's cgroup), not the machine's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def check_threads(threads: int) -> int:
+    """``threads`` as given to ``--threads``: a positive count (more than the cores is
+    allowed, and slower)."""
+    if threads < 1:
+        raise ConfigError(f"--threads: expected a positive number of torch threads, got {threads}")
+    return threads
 
 
 def check_memory(needed: int, what: str) -> None:

@@ -72,6 +72,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+#: The run's torch threads (``--threads``): CPU results can differ in the last digits
+#: between thread counts, so the count is recorded with every run (not in its run key).
+THREADS_TAG = "debiasbench.torch_threads"
+
+
 def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -467,7 +472,7 @@ def _train_claimed(config: RunConfig, tracker: Tracker, progress: ProgressReport
             base_folder = initial_state.parent
             model.net.load_state_dict(checkpoints.load(initial_state, device), strict=True)
             seed_everything(config.seed, config.deterministic)  # same state whether the base was trained now or not
-        tags = {"debiasbench.data_placement": placement,
+        tags = {"debiasbench.data_placement": placement, THREADS_TAG: torch.get_num_threads(),
                 **({"debiasbench.base_run_id": base_run_id} if base_run_id else {})}
         stale = tracker.end_stale_runs(config.run_key())  # this process holds the job's claim
         if stale:

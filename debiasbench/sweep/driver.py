@@ -225,7 +225,8 @@ def missing_requirements(method: str, dataset: str) -> str:
 
 def run_sweep(jobs: list[RunConfig], tracking_uri: str | None,
               log: Callable[[str], None] = print, launcher: Launcher = sequential,
-              tags: Mapping[str, str] | None = None, view: SweepView | None = None) -> list[JobResult]:
+              tags: Mapping[str, str] | None = None, view: SweepView | None = None,
+              threads: int | None = None) -> list[JobResult]:
     """Run the jobs not finished yet with ``launcher``; one failure never stops the rest.
 
     The store and its experiments are created here, before any worker starts (two
@@ -256,7 +257,7 @@ def run_sweep(jobs: list[RunConfig], tracking_uri: str | None,
         log(f"training {len(bases)} vanilla base model{plural} first (corrections start from them)")
     monitor = SweepMonitor([*bases, *todo], getattr(launcher, "slots", 1), view)
     progress = Progress(len(bases) + len(todo), log, monitor)
-    context = JobContext(uri, dict(tags or {}), cwd=os.getcwd())
+    context = JobContext(uri, dict(tags or {}), threads=threads, cwd=os.getcwd())
     with sending(monitor.on_event):
         for stage in (bases, todo):
             busy: list[RunConfig] = []

@@ -106,7 +106,11 @@ class Launcher(Protocol):
 
 
 def sequential(jobs: list[RunConfig], context: JobContext) -> Iterator[JobResult]:
-    """In this process, one job after another."""
+    """In this process, one job after another, with the cores it may use (``--threads``
+    otherwise)."""
+    from debiasbench.core.resources import available_cores
+
+    context = replace(context, threads=context.threads or available_cores())
     for config in jobs:
         yield execute_job(config, context)
 
@@ -203,7 +207,8 @@ class _Drain(threading.Thread):
 
 
 class ProcessPool:
-    """``workers`` spawned processes, each given ``cpu_count // workers`` torch threads.
+    """``workers`` spawned processes, each given the cores this process may use divided by
+    ``workers`` as torch threads (``--threads`` otherwise).
 
     At most ``workers`` jobs are in flight, so a worker that dies (which breaks the whole
     pool in ``concurrent.futures``) can only have hit those; they are suspects, run again
@@ -221,7 +226,9 @@ class ProcessPool:
         return self.workers
 
     def __call__(self, jobs: list[RunConfig], context: JobContext) -> Iterator[JobResult]:
-        threads = context.threads or max(1, (os.cpu_count() or 1) // self.workers)
+        from debiasbench.core.resources import available_cores
+
+        threads = context.threads or max(1, available_cores() // self.workers)
         context = replace(context, threads=threads)
         suspects: list[RunConfig] = []
         yield from self._run(jobs, context, self.workers, suspects)
