@@ -52,7 +52,7 @@ class CelebA(ImageFileDataset):
 
             raise ConfigError(f"dataset_params.bias: expected an attribute other than the target "
                               f"{self.p['target']!r}, got {self.p['bias']!r}")
-        path = self.require(root / ATTRIBUTES)
+        path = self.require_table(root / ATTRIBUTES)
         with open(path) as handle:
             handle.readline()  # the image count
             names = handle.readline().split()

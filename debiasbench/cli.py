@@ -248,6 +248,7 @@ def leaderboard(
     from debiasbench.report.selection import RULES, check_selection_metric, metric_rule, select_rules
 
     check_output_folder(out_dir)
+    notes_text = read_notes(notes)  # before the store is read: a bad --notes file fails at once
     unknown = [r for r in rules or () if r not in RULES]
     if unknown:
         raise UserError(f"--rule {unknown[0]!r} is not a rule; rules: {', '.join(RULES)}")
@@ -272,7 +273,7 @@ def leaderboard(
                         *([f"--select {select_by}"] if select_by else []), *(["--oracle"] if oracle else []),
                         *([f"--notes {notes}"] if notes else [])])
     info = build_info(finished, chosen, uri, command)
-    info["notes"] = read_notes(notes)
+    info["notes"] = notes_text
     written = write_leaderboard(runs, summary, info, metrics, out_dir)
     out().print(leaderboard_table(summary))
     if not_installed(summary):

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from debiasbench.core.errors import ConfigError, Unsuited, UserError, shown, unknown_name_message
+from debiasbench.core.files import CONFIG_LIMIT, read_regular_bytes
 from debiasbench.core.hparams import HParam, LogUniform, resolve
 from debiasbench.core.registry import DATASETS, METHODS
 
@@ -204,7 +205,7 @@ def assign(target: dict[str, Any], dotted: str, value: Any) -> None:
 
 #: Largest config or sweep file read: run keys take a few hundred bytes, and reading a
 #: huge file whole would cost memory before any error could be said.
-CONFIG_FILE_LIMIT = 1 << 20
+CONFIG_FILE_LIMIT = CONFIG_LIMIT
 
 
 class _NotAName(yaml.YAMLError):
@@ -242,16 +243,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """A YAML mapping of run keys; a missing, unreadable, oversized, non-UTF-8 or malformed
     file, a duplicate key or a key that is not a name is a one-line error."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file {str(path)!r} not found")
-    try:
-        size = path.stat().st_size
-        if size > CONFIG_FILE_LIMIT:
-            raise UserError(f"config file {str(path)!r} is {size} bytes; a config file is at most "
-                            f"{CONFIG_FILE_LIMIT} bytes")
-        text = path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise UserError(f"config file {str(path)!r} cannot be read ({exc.strerror})") from None
+    try:  # a folder, pipe or device is named as such, not waited on or read forever
+        text = read_regular_bytes(path, "config file", CONFIG_FILE_LIMIT).decode("utf-8")
     except UnicodeDecodeError as exc:
         line = exc.object[:exc.start].count(b"\n") + 1
         raise UserError(f"config file {str(path)!r} is not UTF-8 text (byte {exc.start}, line {line})") from None

@@ -18,6 +18,7 @@ declares is one ``UserError`` naming it, never a numpy reshape error.
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import zlib
 from pathlib import Path
@@ -26,6 +27,7 @@ import numpy as np
 
 from debiasbench.core.atomic import atomic_file
 from debiasbench.core.errors import UserError
+from debiasbench.core.files import IDX_LIMIT, read_regular_bytes, size_text
 
 __all__ = ["MNIST_FILES", "find_mnist", "mnist_file", "read_idx", "read_mnist", "write_idx"]
 
@@ -51,23 +53,24 @@ MNIST_FILES: dict[str, str] = {
 
 
 def _decompressed(path: Path, raw: bytes) -> bytes:
+    """``raw``, gunzipped if it is gzip; at most ``IDX_LIMIT`` bytes are inflated (a small
+    file that inflates to gigabytes is refused, not decompressed into memory)."""
     if not raw.startswith(_GZIP_MAGIC):
         return raw
     try:
-        return gzip.decompress(raw)
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
+            data = stream.read(IDX_LIMIT + 1)
     except (EOFError, OSError, zlib.error) as exc:
         raise UserError(f"{path}: not a readable gzip file ({exc}); download or convert it again") from None
+    if len(data) > IDX_LIMIT:
+        raise UserError(f"{path}: decompresses to more than {size_text(IDX_LIMIT)}, the limit for an IDX file")
+    return data
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """The array stored in IDX file ``path`` (plain or gzip), in native byte order."""
     path = Path(path)
-    try:
-        data = _decompressed(path, path.read_bytes())
-    except FileNotFoundError:
-        raise UserError(f"IDX file not found: {path}") from None
-    except OSError as exc:
-        raise UserError(f"cannot read IDX file {path}: {exc.strerror or exc}") from None
+    data = _decompressed(path, read_regular_bytes(path, "IDX file", IDX_LIMIT))
     if len(data) < 4:
         raise UserError(f"{path}: truncated IDX file ({len(data)} bytes, not even the 4-byte magic)")
     zero, code, ndim = data[:2], data[2], data[3]

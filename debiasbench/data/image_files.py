@@ -30,6 +30,7 @@ from torch import Tensor
 
 from debiasbench.data.dataset import CAPABILITIES, Batch, BenchmarkDataset, Split
 from debiasbench.core.errors import ConfigError, UserError
+from debiasbench.core.files import TABLE_LIMIT, FileRefused, check_regular_file
 from debiasbench.core.hparams import HParam
 from debiasbench.data.image_cache import CACHE_FOLDER, ImageReadError, open_images
 from debiasbench.data.injection import ARTIFACT_PARAMS, injected_splits, injects, make_artifact
@@ -179,12 +180,22 @@ class ImageFileDataset(BenchmarkDataset):
             raise UserError(f"{self.name}: '{path}' not found; expected layout: {self.layout}")
         return path
 
+    def require_table(self, path: Path) -> Path:
+        """``path`` if it is a regular file of at most ``TABLE_LIMIT`` bytes: a missing file,
+        a folder, a pipe or a device is one line naming it and the expected layout."""
+        self.require(path)
+        try:
+            check_regular_file(path, "table", TABLE_LIMIT)
+        except FileRefused as exc:
+            raise UserError(f"{self.name}: '{path}' {exc.problem}; expected layout: {self.layout}") from None
+        return path
+
     def read_csv(self, path: Path, columns: Sequence[str], **options: Any):
         """The CSV at ``path`` as a DataFrame that has every one of ``columns``."""
         import pandas as pd
 
         try:
-            frame = pd.read_csv(self.require(path), **options)
+            frame = pd.read_csv(self.require_table(path), **options)
         except (ValueError, OSError, pd.errors.ParserError) as exc:
             raise UserError(f"{self.name}: cannot parse '{path}' ({type(exc).__name__}: {exc}); "
                             f"expected layout: {self.layout}") from None

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from debiasbench.core.errors import UserError
+from debiasbench.core.files import CHECKPOINT_LIMIT, check_regular_file, open_regular
 from debiasbench.core.registry import MODELS
 from debiasbench.models.architectures import TIMM_PREFIX, check_timm_name, exception_line, timm_feature_module
 from debiasbench.models.latent import Normalization
@@ -115,9 +116,13 @@ def torchvision_imagenet(arch: str, num_classes: int, in_channels: int) -> tuple
     """
     path, normalization = _locate_torchvision(arch, in_channels)
     spec = IMAGENET_ARCHS[arch]
+    check_regular_file(path, "ImageNet weights file", CHECKPOINT_LIMIT)  # a pipe would hang the hash
     _verify_hash(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with open_regular(path, "ImageNet weights file", CHECKPOINT_LIMIT) as stream:
+            state = torch.load(stream, map_location="cpu", weights_only=True)
+    except UserError:
+        raise
     except Exception as exc:
         raise UserError(f"cannot read ImageNet weights {path}: {exception_line(exc)}") from exc
     if not isinstance(state, MutableMapping):
@@ -284,10 +289,13 @@ def load_pretrained(net: nn.Module, path: str | Path, arch: str = "model") -> li
     were. Raises UserError if the file is missing or unreadable, or if nothing fits.
     """
     path = Path(path).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"pretrained checkpoint not found: {path}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with open_regular(path, "pretrained checkpoint", CHECKPOINT_LIMIT) as stream:
+            checkpoint = torch.load(stream, map_location="cpu", weights_only=True)
+    except UserError:
+        raise
     except Exception as exc:
         raise UserError(f"cannot read pretrained checkpoint {path}: {exception_line(exc)}") from exc
     state = checkpoint

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import pandas as pd
 
 from debiasbench.core.errors import UserError
+from debiasbench.core.files import NOTES_LIMIT, FileRefused, read_regular_bytes
 from debiasbench.report.tables import EXTRA_METRICS, HEADLINE_METRICS
 from debiasbench.core.stats import MISSING, TIE_ALPHA, format_mean_se, welch_p_value
 from debiasbench.track.store import RUN_KEY_TAG, search_all
@@ -511,7 +512,9 @@ def read_notes(path: Path | None) -> str:
     """The text of ``--notes`` (paragraphs separated by blank lines), or "" without one."""
     if path is None:
         return ""
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
+    try:  # a pipe or device is refused, not waited on or read forever; a huge file not copied
+        return read_regular_bytes(path, "notes file", NOTES_LIMIT).decode("utf-8").strip()
+    except FileRefused as exc:
+        raise UserError(f"--notes: cannot read '{path}': {exc.problem.removeprefix('is ')}") from None
+    except UnicodeDecodeError as exc:
         raise UserError(f"--notes: cannot read '{path}' ({type(exc).__name__})") from None

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from debiasbench.core.atomic import atomic_file
+from debiasbench.core.files import CHECKPOINT_LIMIT, open_regular
 
 
 def save_atomic(state: dict[str, Any], path: str | Path) -> None:
@@ -22,7 +23,10 @@ def save_atomic(state: dict[str, Any], path: str | Path) -> None:
 
 
 def load(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    return torch.load(path, map_location=device, weights_only=True)
+    """The checkpoint at ``path``; a path that is not a regular file of at most
+    ``CHECKPOINT_LIMIT`` bytes (a pipe, a device, a folder) is ``FileRefused``, not waited on."""
+    with open_regular(path, "checkpoint", CHECKPOINT_LIMIT) as stream:
+        return torch.load(stream, map_location=device, weights_only=True)
 
 
 def set_aside(path: str | Path, folder: str | Path, label: str) -> Path:
