@@ -196,7 +196,11 @@ def assign(target: dict[str, Any], dotted: str, value: Any) -> None:
     """Set ``target[dotted]``, nesting ``dataset_params.x`` / ``hparams.x``; unknown heads are errors."""
     head, _, rest = dotted.partition(".")
     if rest and head in NESTED_KEYS:
-        target.setdefault(head, {})[rest] = value
+        nested = target.setdefault(head, {})
+        if not isinstance(nested, dict):  # ``hparams: 5`` given before ``hparams.x``
+            raise ConfigError(f"{head}: expected a mapping of names to values, got {shown(nested)}, "
+                              f"so {dotted} cannot be set in it")
+        nested[rest] = value
     elif rest:
         raise ConfigError(unknown_name_message("key", dotted, [*RUN_KEYS, *(k + ".<name>" for k in NESTED_KEYS)]))
     else:
@@ -261,12 +265,23 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def check_nested(layer: Mapping[str, Any], where: str = "") -> None:
+    """A ``ConfigError`` naming the key (after ``where``, e.g. ``overrides.``) where ``layer``
+    gives ``dataset_params`` or ``hparams`` a value that is not a mapping (``~``, ``5``,
+    ``[1]``): nothing could be merged into it."""
+    for key in NESTED_KEYS:
+        if key in layer and not isinstance(layer[key], dict):
+            raise ConfigError(f"{where}{key}: expected a mapping of names to values, got {shown(layer[key])}")
+
+
 def merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
-    """Later layers win; the nested ``dataset_params`` / ``hparams`` merge key by key."""
+    """Later layers win; the nested ``dataset_params`` / ``hparams`` merge key by key. A
+    nested key whose value is not a mapping is a ``ConfigError`` naming it (``check_nested``)."""
     out: dict[str, Any] = {}
     for layer in layers:
+        check_nested(layer)
         for key, value in layer.items():
-            if key in NESTED_KEYS and isinstance(value, dict):
+            if key in NESTED_KEYS:
                 out[key] = {**out.get(key, {}), **value}
             else:
                 out[key] = value
@@ -289,6 +304,9 @@ def resolve_config(raw: Mapping[str, Any]) -> RunConfig:
     values["hparams"] = resolve(method_cls.hparams, layered.get("hparams", {}), "hparams.")
     values["dataset_params"] = resolve(dataset_cls.params, layered.get("dataset_params", {}), "dataset_params.")
     values[RECORDED_VERSION] = _dataset_version(dataset_cls, raw.get(RECORDED_VERSION))
+    if values["base_run"] is not None and not method_cls.starts_from_vanilla:  # would be ignored silently
+        raise ConfigError(f"base_run applies only to corrections (methods that start from a vanilla model): "
+                          f"method {method_name!r} trains its model from scratch; leave base_run out")
     dataset_cls.check_params(values["dataset_params"])
     check_requirements(method_cls, dataset_cls, values["dataset_params"])
     method_cls.check_config(values["hparams"], dataset_cls, dataset_cls.provides_for(values["dataset_params"]))

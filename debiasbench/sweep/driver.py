@@ -35,7 +35,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from debiasbench.contract.config import RunConfig, assign, flatten, load_config_file, merge, resolve_config
+from debiasbench.contract.config import (NESTED_KEYS, RunConfig, assign, check_nested, flatten, load_config_file, merge,
+                                         resolve_config)
 from debiasbench.core.errors import ConfigError, Unsuited, shown, unknown_name_message
 from debiasbench.sweep.launchers import JobContext, JobResult, Launcher, sequential
 from debiasbench.run.display import duration
@@ -75,6 +76,29 @@ def _seeds(data: dict[str, Any]) -> list[int]:
     return items
 
 
+#: Most jobs one sweep file may expand to (counted before pairs that cannot run are left out):
+#: far above any real benchmark (``quick.yaml`` has 102 jobs), and validated in some 20 s.
+MAX_JOBS = 100_000
+
+
+def _combinations(axes: Any, where: str) -> int:
+    """How many combinations ``_grid`` would make of ``axes``, counted without making them
+    (1 where ``axes`` is not a mapping: ``_grid`` refuses it)."""
+    if not isinstance(axes, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys to values or lists, got {shown(axes)}")
+    return math.prod(len(v) if isinstance(v, list) else 1 for v in axes.values())
+
+
+def check_job_count(count: int) -> None:
+    """Refuse a sweep of more than ``MAX_JOBS`` jobs in one line giving the count, before any
+    job is made (a grid or ``n_trials`` of 10^8 would otherwise take minutes to list and days
+    to run)."""
+    if count > MAX_JOBS:
+        raise ConfigError(f"the sweep expands to {count:,} jobs (methods x datasets x models x seeds x grid x "
+                          f"hparams settings or n_trials); one sweep runs at most {MAX_JOBS:,}: narrow its lists "
+                          "or split it into several files")
+
+
 def _grid(axes: dict[str, Any], where: str) -> list[dict[str, Any]]:
     """Every combination of ``axes`` (a list is an axis, a scalar one fixed value) as
     nested run-config layers; ``where`` names the section in errors."""
@@ -85,9 +109,25 @@ def _grid(axes: dict[str, Any], where: str) -> list[dict[str, Any]]:
     for key, options in zip(keys, values):
         if not options:
             raise ConfigError(f"{where}.{key}: an empty list leaves no job")
+        if key in NESTED_KEYS and not where.startswith("hparams."):
+            for option in options:  # a whole ``dataset_params`` per job: a mapping each
+                check_nested({key: option}, f"{where}.")
     return [{"hparams": dict(zip(keys, combination))} if where.startswith("hparams.")
             else _nest(dict(zip(keys, combination)))
             for combination in itertools.product(*values)]
+
+
+#: The run keys every combination of a sweep's lists sets, and the list that gives each.
+JOB_AXES = {"method": "methods", "dataset": "datasets", "model": "models", "seed": "seeds"}
+
+
+def _no_job_axis(section: dict[str, Any], where: str) -> None:
+    """Refuse a job axis (``seed``) in ``overrides`` or ``grid``: every job's own method,
+    dataset, model and seed would replace it, so the value would be ignored silently."""
+    for key in section:
+        if key in JOB_AXES:
+            raise ConfigError(f"{where}.{key}: {key} is a job axis, set by the sweep's {JOB_AXES[key]} list for "
+                              f"every job; list its values in {JOB_AXES[key]} instead")
 
 
 def _dataset_entry(item: Any) -> tuple[str, dict[str, Any]]:
@@ -149,8 +189,8 @@ def _readable(value: Any) -> Any:
 
 def _nest(dotted: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key, value in dotted.items():
-        assign(out, key, value)
+    for key, value in dotted.items():  # a mapping copied: later dotted keys must not write into the file's
+        assign(out, key, dict(value) if isinstance(value, dict) else value)
     return out
 
 
@@ -169,6 +209,8 @@ def load_sweep(path: str | Path, skipped: list[str] | None = None) -> list[RunCo
     overrides = data.get("overrides") or {}
     if not isinstance(overrides, dict):
         raise ConfigError(f"overrides: expected a mapping of run keys, got {shown(overrides)}")
+    check_nested(overrides, "overrides.")
+    _no_job_axis(overrides, "overrides")
     methods = _names(data, "methods", None)
     per_method = data.get("hparams") or {}
     if not isinstance(per_method, dict):
@@ -176,8 +218,15 @@ def load_sweep(path: str | Path, skipped: list[str] | None = None) -> list[RunCo
     stray = [name for name in per_method if name not in methods]
     if stray:
         raise ConfigError(unknown_name_message("hparams method (not in methods)", stray[0], methods))
-    shared = _grid(data.get("grid") or {}, "grid")
+    if isinstance(data.get("grid"), dict):
+        _no_job_axis(data["grid"], "grid")
     n_trials = _count(data, "n_trials", None)
+    datasets = dict(_dataset_entry(item) for item in _as_list(data, "datasets", None))
+    models = _names(data, "models", ["small_cnn"])
+    seeds = _seeds(data)
+    check_job_count(len(datasets) * len(models) * len(seeds) * _combinations(data.get("grid") or {}, "grid")
+                    * sum(n_trials or _combinations(per_method.get(m) or {}, f"hparams.{m}") for m in methods))
+    shared = _grid(data.get("grid") or {}, "grid")
     if n_trials is None:
         if "trial_seed" in data:
             raise ConfigError("trial_seed: only used with n_trials (random search)")
@@ -187,9 +236,7 @@ def load_sweep(path: str | Path, skipped: list[str] | None = None) -> list[RunCo
         trial_seed = _count(data, "trial_seed", 0, low=0) or 0
         method_grids = {m: random_trials(m, per_method.get(m) or {}, fixed_keys, n_trials, trial_seed)
                         for m in methods}
-    datasets = dict(_dataset_entry(item) for item in _as_list(data, "datasets", None))
-    seeds = _seeds(data)
-    grid = itertools.product(methods, datasets, _names(data, "models", ["small_cnn"]), seeds)
+    grid = itertools.product(methods, datasets, models, seeds)
     jobs: dict[str, RunConfig] = {}
     for method, dataset, model, seed in grid:
         missing = missing_requirements(method, dataset)
