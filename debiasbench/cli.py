@@ -52,19 +52,24 @@ def print_error(message: str) -> None:
 
 
 def user_errors(command: Callable) -> Callable:
-    """Turn a ``UserError`` into one line and exit code 2."""
+    """Turn a ``UserError`` into one line and exit code 2, and Ctrl-C or SIGTERM
+    (``debiasbench.core.interrupts``: taken as Ctrl-C) into one line and exit code 130 or 143."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except UserError as exc:
-            print_error(str(exc))
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt as exc:
-            err.print(sentence(exc.message if isinstance(exc, RunInterrupted) else INTERRUPTED), markup=False,
-                      highlight=False, soft_wrap=True)
-            raise typer.Exit(130) from None
+        from debiasbench.core import interrupts
+
+        with interrupts.sigterm_as_interrupt():
+            try:
+                return command(*args, **kwargs)
+            except UserError as exc:
+                print_error(str(exc))
+                raise typer.Exit(2) from None
+            except KeyboardInterrupt as exc:
+                message = exc.message if isinstance(exc, RunInterrupted) else INTERRUPTED
+                err.print(sentence(f"SIGTERM: {message}" if interrupts.terminated() else message), markup=False,
+                          highlight=False, soft_wrap=True)
+                raise typer.Exit(interrupts.exit_code()) from None
 
     return wrapper
 

@@ -141,15 +141,25 @@ def _die_with_parent(events: Any = None) -> None:
 
 def _job_in_worker(execute: Callable[[RunConfig, JobContext], JobResult], config: RunConfig,
                    context: JobContext) -> JobResult:
-    """``execute`` in a worker process with Ctrl-C (SIGINT) turned into KeyboardInterrupt,
-    as in the sweep's own process: the run stops at once and is recorded KILLED."""
+    """``execute`` in a worker process with Ctrl-C (SIGINT) and SIGTERM turned into
+    KeyboardInterrupt, as in the sweep's own process: the run stops at once and is recorded
+    KILLED. After SIGTERM (a scheduler stopping the sweep's process group, or the pool
+    terminating its workers) the worker then ends by SIGTERM, as it was asked to: an idle
+    worker does so at once (the default action), and a pool that terminates its workers
+    joins them."""
     import signal
 
+    from debiasbench.core import interrupts
+
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    interrupts.take_sigterm_as_interrupt()
     try:
         return execute(config, context)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if interrupts.terminated():
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _stop_workers(pool: futures.ProcessPoolExecutor, in_flight: Iterable[futures.Future],

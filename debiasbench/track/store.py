@@ -18,6 +18,7 @@ from typing import Any, Iterator, Mapping
 
 from debiasbench.contract.config import RunConfig
 from debiasbench.core.errors import RunFailed, UserError
+from debiasbench.core.interrupts import interrupt_reason
 from debiasbench.track.inputs import EXPERIMENT_KIND_TAG, TRAINING_KIND
 from debiasbench.track.log_buffer import LogBuffer
 
@@ -155,7 +156,7 @@ class Tracker:
             yield tracked
             tracked.flush()
         except KeyboardInterrupt:
-            self._end(tracked, "KILLED", "interrupted by the user")
+            self._end(tracked, "KILLED", interrupt_reason())
             raise
         except RunFailed as exc:
             self._end(tracked, "FAILED", exc.reason)
