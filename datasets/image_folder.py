@@ -6,6 +6,8 @@ is used) and validation is a seeded ``val_fraction`` of ``train/``; with ``test/
 each folder is its split. Without them every image is split by the seed
 (``val_fraction``, ``test_fraction``). No bias labels: inject an artifact
 (``artifact``) for a controlled benchmark, as the RR-ClArC paper does on ImageNet.
+A class folder without an image, or a class without a folder among the training images,
+is refused naming it: it would add an output no sample ever targets.
 """
 
 from __future__ import annotations
@@ -63,8 +65,17 @@ class ImageFolder(ImageFileDataset):
                 if not (folder / name).is_dir():
                     continue
                 files = image_files(folder / name)
+                if not files:  # a class of no samples would train an output that never has a target
+                    raise UserError(f"{self.name}: class folder '{folder / name}' holds no image "
+                                    f"({', '.join(EXTENSIONS)}); remove it or pick classes with "
+                                    f"dataset_params.classes; expected layout: {self.layout}")
                 paths += files
                 labels += [label] * len(files)
                 splits += [split] * len(files)
+        first = next(iter(folders))  # the training images' folder
+        untrained = [name for name in classes if not (first / name).is_dir()]
+        if untrained:
+            raise UserError(f"{self.name}: class {untrained[0]!r} has no folder under '{first}', so no training "
+                            f"images; expected layout: {self.layout}")
         return ImageTable(paths=paths, labels=np.array(labels), splits=np.array(splits, dtype=object),
                           classes=classes)

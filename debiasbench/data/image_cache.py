@@ -21,33 +21,70 @@ renamed into place. Opening a cache checks its header, its size and the checksum
 that fails (truncated, zero bytes, garbled, overwritten by other bytes) is removed and
 rebuilt with a one-line note, instead of failing every later run or feeding it other
 pixels.
+
+Hostile or odd files: every image is checked to be a regular file of at most
+``IMAGE_FILE_LIMIT`` bytes before it is opened (a named pipe would be waited on forever),
+and its size is read from its header before it is decoded: more than ``MAX_PIXELS``
+pixels or a side more than ``MAX_ASPECT`` times the other (a 1 x 1,000,000 PNG of 3 KB
+would be resized to 64,000,000 x 64) is refused in one line naming it. 16-bit images are
+scaled to 8 bits by their bit depth, not clipped. Running out of memory while decoding or
+building the cache is one line naming the file or the cache.
+
+Temporary files carry the writer's host and process id (``.<cache>~<host>~<pid>~<random>
+.npy.tmp``): a process killed outright (``kill -9``, the OOM killer) leaves its reserved
+temporary behind, and the next ``open_images`` on that folder removes the temporaries of
+writers on this host that are no longer running, never those of a live writer. Ctrl-C and
+SIGTERM remove the writer's own temporary before it ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
+import re
+import signal
+import socket
 import sys
 import tempfile
+import threading
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from debiasbench.core.atomic import atomic_file
 from debiasbench.core.errors import UserError
+from debiasbench.core.files import IMAGE_FILE_LIMIT, FileRefused, check_stat, open_regular, size_text
 from debiasbench.data.pixels import ImageStore
 
 #: Name of the cache folder made inside a dataset's root when no ``cache_dir`` is given.
 CACHE_FOLDER = ".debiasbench_cache"
 #: Bumped when the decoding or the file format changes, so caches written by an older
-#: version are not reused (2: row checksums beside the cache).
-FORMAT_VERSION = 2
+#: version are not reused (2: row checksums beside the cache; 3: 16-bit images scaled by their bit depth).
+FORMAT_VERSION = 3
 #: Rows whose checksum is verified when a cache is opened (spread evenly, first and last included).
 VERIFIED_ROWS = 64
+#: Most pixels an image may have, read from its header before decoding: 50 megapixels
+#: (150 MB decoded as RGB, per decoding thread). The largest images of the supported
+#: datasets (ISIC's dermoscopy photos) have about 24.
+MAX_PIXELS = 50_000_000
+#: Largest ratio of an image's longer side to its shorter one. Photographs and scans are
+#: within 3:1; resizing the shorter side to ``image_size`` makes an intermediate image
+#: ``ratio * image_size**2`` pixels large, so a thin strip would cost gigabytes.
+MAX_ASPECT = 100
+#: Temporaries of a writer of an older version (no process id in the name) are removed
+#: once they have not been written to for this long (seconds): a live writer writes rows
+#: continually.
+LEGACY_TEMPORARY_AGE = 24 * 3600
+#: ``.<cache stem>~<host>~<pid>~<random>.npy.tmp``: a temporary cache and who writes it.
+TEMPORARY = re.compile(r"^\.(?P<stem>[^~]+)~(?P<host>[^~]*)~(?P<pid>[0-9]+)~[^~]+\.npy\.tmp$")
+#: Temporaries written before names carried their writer: ``.images-<key>-<N>x<S>-<random>.npy.tmp``.
+LEGACY_TEMPORARY = re.compile(r"^\.images-[0-9a-f]+-[0-9]+x[0-9]+-[a-z0-9_]+\.npy\.tmp$")
 
 
 class ImageReadError(UserError):
@@ -58,28 +95,71 @@ class ImageReadError(UserError):
         self.path = path
 
 
+class OutOfMemory(UserError):
+    """A ``MemoryError`` while decoding an image or building the cache, naming which."""
+
+
 def cache_key(paths: Sequence[Path], image_size: int) -> str:
     """Hash of the file list, their sizes and modification times, and the output size."""
     digest = hashlib.sha256(f"v{FORMAT_VERSION} size={image_size}\n".encode())
     for path in paths:
         try:
             stat = os.stat(path)
+            check_stat("image", path, stat, IMAGE_FILE_LIMIT)  # not a pipe, device or folder
         except OSError as exc:
             raise ImageReadError(Path(path), exc.strerror or "not found") from None
+        except FileRefused as exc:
+            raise ImageReadError(Path(path), exc.problem) from None
         digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:24]
 
 
-def decode(path: Path, image_size: int) -> np.ndarray:
-    """[3, S, S] uint8: RGB, shorter side resized to ``image_size``, centre crop."""
+def check_dimensions(path: Path, width: int, height: int) -> None:
+    """Refuse an image whose header declares more than ``MAX_PIXELS`` pixels or sides
+    further apart than ``MAX_ASPECT``: checked before a pixel is decoded."""
+    if width * height > MAX_PIXELS:
+        raise ImageReadError(Path(path), f"{width} x {height} pixels, more than the limit of {MAX_PIXELS:,} "
+                                         "pixels of an image")
+    if max(width, height) > MAX_ASPECT * max(1, min(width, height)):
+        raise ImageReadError(Path(path), f"{width} x {height} pixels: one side is more than {MAX_ASPECT} times "
+                                         "the other")
+
+
+def eight_bit(image):  # PIL images, typed loosely as PIL is imported lazily
+    """``image`` with 8 bits per channel, scaled by its bit depth: PIL's own conversion of a
+    16-bit greyscale image (mode ``I;16``, or ``I`` as PNG's 16-bit greyscale may load)
+    clips every value above 255, so almost every pixel would be white. Images with 8 bits
+    (and 16-bit colour PNGs, which PIL reads as 8-bit RGB) pass through."""
     from PIL import Image
 
+    if not image.mode.startswith("I"):
+        return image
+    values = np.asarray(image)
+    if image.mode.startswith("I;16") or image.format == "PNG" or values.max(initial=0) <= 0xFFFF:
+        top, wide = 0xFFFF, np.uint32  # 16 bits: 65535 * 255 still fits 32
+    else:
+        top, wide = 0x7FFFFFFF, np.uint64  # PIL's mode I: signed 32-bit
+    scaled = (np.clip(values, 0, top).astype(wide) * 255 + top // 2) // top  # rounded to the nearest
+    return Image.fromarray(scaled.astype(np.uint8), "L")
+
+
+def decode(path: Path, image_size: int) -> np.ndarray:
+    """[3, S, S] uint8: RGB, shorter side resized to ``image_size``, centre crop.
+
+    Refused before decoding (``ImageReadError``): anything but a regular file, and images
+    too large or too thin (``check_dimensions``). A ``MemoryError`` is ``OutOfMemory``
+    naming the file."""
+    from PIL import Image
+
+    size_read = ""
     try:
-        with Image.open(path) as image:
+        with open_regular(path, "image", IMAGE_FILE_LIMIT) as stream, Image.open(stream) as image:
+            check_dimensions(path, *image.size)
+            size_read = f"{image.size[0]} x {image.size[1]} pixels, "
             # JPEG: let the decoder downscale by a power of two first (much faster, and
             # never below the requested size, so the resize below still sees enough pixels).
             image.draft("RGB", (image_size, image_size))
-            image = image.convert("RGB")
+            image = eight_bit(image).convert("RGB")
             width, height = image.size
             scale = image_size / min(width, height)
             size = (max(image_size, round(width * scale)), max(image_size, round(height * scale)))
@@ -87,6 +167,10 @@ def decode(path: Path, image_size: int) -> np.ndarray:
             left, top = (size[0] - image_size) // 2, (size[1] - image_size) // 2
             image = image.crop((left, top, left + image_size, top + image_size))
             pixels = np.asarray(image, dtype=np.uint8)
+    except FileRefused as exc:
+        raise ImageReadError(Path(path), exc.problem) from None
+    except MemoryError:
+        raise OutOfMemory(f"out of memory decoding image '{path}' ({size_read}resized to {image_size} px)") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # PIL's errors for bad files
         raise ImageReadError(Path(path), f"{type(exc).__name__}: {exc}") from None
     return pixels.transpose(2, 0, 1)
@@ -114,6 +198,7 @@ def open_images(paths: Sequence[Path], image_size: int, cache_dir: Path,
     key = cache_key(paths, image_size)
     target = Path(cache_dir) / f"images-{key}-{len(paths)}x{image_size}.npy"
     shape = (len(paths), 3, image_size, image_size)
+    remove_stale_temporaries(Path(cache_dir))
     if target.exists():
         damage = check_cache(target, shape)
         if damage is None:
@@ -184,21 +269,120 @@ def read_store(path: Path) -> ImageStore:
     return ImageStore(path, shape, offset)
 
 
+def this_host() -> str:
+    """This machine's name as temporaries carry it: no ``~``, ``/`` or odd characters."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:64]
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (another user's included). A reused id
+    reads as running: its temporary is kept, which is safe."""
+    if pid <= 0:
+        return True  # not a writer's id: leave the file alone
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, under another user
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary caches in ``folder`` whose writer is gone: a process of this
+    host that no longer runs, or (older names without a writer) untouched for
+    ``LEGACY_TEMPORARY_AGE``. Temporaries of live writers, of other hosts, and anything
+    that is not a plain file of ours are left alone. The paths removed, each with a note."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:  # no cache folder yet, or not readable: nothing of ours to tidy
+        return []
+    host, now, removed = this_host(), time.time(), []
+    for entry in entries:
+        match = TEMPORARY.match(entry.name)
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            if match is not None:
+                if match["host"] != host or running(int(match["pid"])):
+                    continue
+                whose = f"process {match['pid']}, which is no longer running"
+            elif LEGACY_TEMPORARY.match(entry.name):
+                if now - entry.stat(follow_symlinks=False).st_mtime < LEGACY_TEMPORARY_AGE:
+                    continue
+                whose = "a writer that stopped more than a day ago"
+            else:
+                continue
+            size = entry.stat(follow_symlinks=False).st_size
+            os.unlink(entry.path)
+        except FileNotFoundError:  # removed meanwhile by another run
+            continue
+        except OSError as exc:
+            print(f"cannot remove the stale image cache temporary '{entry.path}' ({exc.strerror})", file=sys.stderr)
+            continue
+        print(f"removed the image cache temporary '{entry.path}' ({size_text(size)}) left by {whose}",
+              file=sys.stderr)
+        removed.append(Path(entry.path))
+    return removed
+
+
+class _Terminated(BaseException):
+    """SIGTERM while the cache is written: unwinds like Ctrl-C so the temporary is removed."""
+
+
+@contextlib.contextmanager
+def _terminate_unwinds() -> Iterator[None]:
+    """While the block runs, SIGTERM raises ``_Terminated`` in the main thread (where it
+    still had its default action), so ``finally`` clauses run; the process then ends by
+    SIGTERM as it would have."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def unwind(signum: int, frame: object) -> None:
+        raise _Terminated()
+
+    signal.signal(signal.SIGTERM, unwind)
+    try:
+        yield
+    except _Terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def write_cache(paths: list[Path], image_size: int, target: Path, workers: int | None) -> None:
     """Decode ``paths`` into ``target`` and its checksums: temporary files, reserved whole
-    before the first row is written, renamed when complete (the checksums first)."""
+    before the first row is written, renamed when complete (the checksums first). The
+    temporary is removed however this ends, SIGTERM included (``kill -9`` excepted: the next
+    run removes it)."""
+    with _terminate_unwinds():
+        try:
+            _write_cache(paths, image_size, target, workers)
+        except MemoryError:
+            raise OutOfMemory(f"out of memory building the image cache '{target}' ({len(paths)} images at "
+                              f"{image_size} px)") from None
+
+
+def _write_cache(paths: list[Path], image_size: int, target: Path, workers: int | None) -> None:
     shape = (len(paths), 3, image_size, image_size)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{target.stem}-", suffix=".npy.tmp", dir=target.parent)
-        os.close(handle)
+        handle, temporary = tempfile.mkstemp(prefix=f".{target.stem}~{this_host()}~{os.getpid()}~",
+                                             suffix=".npy.tmp", dir=target.parent)
     except OSError as exc:
         raise UserError(f"cannot write the image cache in '{target.parent}' ({exc.strerror}): "
                         f"set dataset_params.cache_dir to a writable folder") from None
     row_bytes = 3 * image_size * image_size
-    sums = np.zeros(len(paths), dtype="<u4")
     needed = 0
     try:
+        os.close(handle)
+        sums = np.zeros(len(paths), dtype="<u4")
         with open(temporary, "r+b") as file:
             np.lib.format.write_array_header_2_0(
                 file, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
