@@ -194,8 +194,8 @@ def test_a_store_created_on_a_full_disk_is_not_left_broken(tmpfs, tmp_path):
 def test_leaderboard_out_on_a_file_or_a_read_only_folder_is_one_line(tmp_path, capsys, tmpfs, tracking_uri):
     (tmp_path / "a_file").write_text("x")
     line, _ = refused(capsys, "leaderboard", "--tracking-uri", tracking_uri, "--out", str(tmp_path / "a_file"))
-    assert line == f"error: --out: '{tmp_path / 'a_file'}' is a file, not a folder"
+    assert line == f"error: --out: '{tmp_path / 'a_file'}' is a file, not a folder."
     disk = tmpfs("1m")
     disk.remount("ro")
     line, _ = refused(capsys, "leaderboard", "--tracking-uri", tracking_uri, "--out", str(disk.path / "board"))
-    assert line == f"error: --out: folder '{disk.path}' is not writable (a read-only filesystem or permissions)"
+    assert line == f"error: --out: folder '{disk.path}' is not writable (a read-only filesystem or permissions)."
