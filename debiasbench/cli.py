@@ -166,7 +166,7 @@ def _run_reporting_failure(run_one: Callable, config: Any, tracker: Any) -> Any:
         if os.environ.get("DEBIASBENCH_DEBUG"):
             raise
         reason = f"{type(exc).__name__}: {exc} (DEBIASBENCH_DEBUG=1 shows the traceback)"
-    err.print(f"run failed: {sentence(reason)}", markup=False, highlight=False, soft_wrap=True)
+    err.print(f"run failed: {sentence(one_line(reason))}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 

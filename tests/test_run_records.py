@@ -120,3 +120,42 @@ def test_sigterm_to_the_sweep_alone_stops_its_workers_too(tmp_path):
     assert "Traceback" not in command.stderr and "leaked" not in command.stderr, command.stderr
     assert [r.info.status for r in all_runs(uri)] == ["KILLED", "KILLED"]
     assert seconds < 10, f"{seconds:.1f} s to stop"
+
+
+# -- a refused base model is the correction's recorded failure ------------------------------
+
+
+class Payload:
+    """What a hostile ``model.pt`` holds: a pickle that calls a function when loaded."""
+
+    def __reduce__(self) -> tuple:
+        return (print, ("the payload ran",))
+
+
+def test_a_base_model_that_is_not_plain_weights_fails_the_correction_in_one_line_and_is_recorded(
+        tracking_uri, tmp_path, capfd):
+    import pickle
+
+    from typer.testing import CliRunner
+
+    from debiasbench.cli import app
+
+    base = ["-d", "synthetic_artifacts", *TINY, "--set", "log_model=true", "--set", "epochs=1", "--no-progress",
+            "--tracking-uri", tracking_uri]
+    made = CliRunner().invoke(app, ["run", "-m", "vanilla", *base])
+    assert made.exit_code == 0, made.output
+    [vanilla] = all_runs(tracking_uri)
+    [weights] = (tmp_path / "mlruns").rglob(f"{vanilla.info.run_id}/artifacts/model.pt")
+    weights.write_bytes(pickle.dumps(Payload()))
+    capfd.readouterr()
+
+    corrected = CliRunner().invoke(app, ["run", "-m", "rrclarc", *base, "--set", f"base_run={vanilla.info.run_id}"])
+    assert corrected.exit_code == 1
+    lines = [line for line in corrected.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"run failed: base model model.pt of run {vanilla.info.run_id} "
+                                                   "refused: not plain weights"), corrected.output
+    assert "the payload ran" not in corrected.output + capfd.readouterr().out
+    [failed] = [r for r in all_runs(tracking_uri) if r.info.run_id != vanilla.info.run_id]
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags[FAILURE_TAG].startswith("base model model.pt of run ")
+    assert "refused: not plain weights" in failed.data.tags[FAILURE_TAG]

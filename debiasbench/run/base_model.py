@@ -72,3 +72,37 @@ def resolve_base_checkpoint(config: RunConfig, tracker: Any,
         raise UserError(f"run {run.info.run_id} has no {MODEL_ARTIFACT} artifact "
                         f"(was it run with log_model=false?)") from None
     return Path(path), run.info.run_id
+
+
+def load_base_weights(model: Any, path: Path, run_id: str, device: Any) -> None:
+    """Load the base model's weights at ``path`` (``model.pt`` of run ``run_id``) into
+    ``model.net``. A file ``torch.load(weights_only=True)`` refuses (a pickle that would run
+    code, another object than a state dict) or whose tensors do not fit the network is
+    ``RunFailed`` with a one-line reason: called inside the correction's tracked run, it
+    is recorded FAILED with that reason."""
+    import pickle
+    import warnings
+
+    from debiasbench.core.errors import RunFailed, one_line
+    from debiasbench.run import checkpoints
+
+    where = f"base model {MODEL_ARTIFACT} of run {run_id}"
+    try:
+        with warnings.catch_warnings():  # torch warns of a foreign pickle protocol before refusing it
+            warnings.simplefilter("ignore")
+            state = checkpoints.load(path, device)
+    except UserError:
+        raise
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        detail = one_line(text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0], 200)
+        raise RunFailed(f"{where} refused: not plain weights (torch.load with weights_only=True: {detail}); "
+                        "it is never unpickled in full, as that could run code") from None
+    except Exception as exc:
+        raise RunFailed(f"{where} cannot be read: {type(exc).__name__}: {one_line(str(exc), 300)}") from None
+    if not isinstance(state, dict):
+        raise RunFailed(f"{where} is a {type(state).__name__}, not a state dict of weights")
+    try:
+        model.net.load_state_dict(state, strict=True)
+    except Exception as exc:
+        raise RunFailed(f"{where} does not fit the network: {one_line(str(exc), 300)}") from None

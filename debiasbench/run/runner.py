@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from debiasbench.run import checkpoints
-from debiasbench.run.base_model import MODEL_ARTIFACT, resolve_base_checkpoint
+from debiasbench.run.base_model import MODEL_ARTIFACT, load_base_weights, resolve_base_checkpoint
 from debiasbench.run.claims import Claim, JobBusy
 from debiasbench.train.class_weights import class_weights
 from debiasbench.contract.config import RunConfig
@@ -470,8 +470,6 @@ def _train_claimed(config: RunConfig, tracker: Tracker, progress: ProgressReport
                 config, tracker, log=_note,
                 train=lambda base: run(base, tracker, progress or False, wait=True, skip_finished=True))
             base_folder = initial_state.parent
-            model.net.load_state_dict(checkpoints.load(initial_state, device), strict=True)
-            seed_everything(config.seed, config.deterministic)  # same state whether the base was trained now or not
         tags = {"debiasbench.data_placement": placement, THREADS_TAG: torch.get_num_threads(),
                 **({"debiasbench.base_run_id": base_run_id} if base_run_id else {})}
         stale = tracker.end_stale_runs(config.run_key())  # this process holds the job's claim
@@ -479,6 +477,9 @@ def _train_claimed(config: RunConfig, tracker: Tracker, progress: ProgressReport
             _note(f"{stale} earlier run{'s' if stale > 1 else ''} of this job stayed RUNNING after "
                   "its process was killed: marked KILLED")
         with tracker.start(config, tags) as tracked, reporting(progress, config.method) as reporter:
+            if base_folder is not None:  # in the run: a base model refused is its recorded failure
+                load_base_weights(model, initial_state, str(base_run_id), device)
+                seed_everything(config.seed, config.deterministic)  # the same whether the base was trained now
             tracked.log_inputs([dataset_input(config, dataset)])
             trainer = Trainer(config, dataset, model, tracked, device, reporter)
             metrics = trainer.train()
