@@ -1,26 +1,35 @@
-"""Benchmarks report ratios, not seconds: each group holds one ``baseline`` measured in
-the same session, and the summary prints every other member's median over it."""
+"""Benchmarks report ratios, not seconds: each group is one test whose ``compare`` times a
+baseline and its candidates in interleaved rounds (``interleave.py``, imported as
+``benchmarks.interleave`` since pytest puts ``tests/`` on the path), and the summary prints
+every candidate's median ratio over the baseline with its spread, the rounds, torch's
+threads and the load average while it was measured."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
+
+from benchmarks.interleave import compare as interleaved_compare
+from benchmarks.interleave import summary_lines
 
 
 def pytest_terminal_summary(terminalreporter, config) -> None:
     session = getattr(config, "_benchmarksession", None)
     lines = []
-    for group, benches in getattr(session, "groups", None) or []:
-        baseline = next((b for b in benches if "baseline" in b["name"]), None)
-        if baseline is None:
-            continue
-        for bench in benches:
-            if bench is not baseline:
-                ratio = bench["median"] / baseline["median"]
-                lines.append(f"{group}: {bench['name']} / {baseline['name']} = {ratio:.2f}x (median)")
+    for bench in getattr(session, "benchmarks", None) or []:
+        lines += summary_lines(bench.group or bench.name, bench.extra_info)
     if lines:
-        terminalreporter.write_sep("=", "ratios against the baseline of each group")
+        terminalreporter.write_sep("=", "ratios against the baseline of each group (median, 10th-90th percentile)")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def compare(benchmark):
+    """``compare(baseline, {name: candidate, ...}, baseline_name=..., rounds=...)``: this
+    test's group measured by ``interleave.compare``; returns its ``Comparison``."""
+    return functools.partial(interleaved_compare, benchmark)
 
 
 @pytest.fixture(scope="session")

@@ -18,34 +18,24 @@ from debiasbench.data.dataset import Loader
 
 
 @pytest.mark.benchmark(group="groupdro-step")
-def test_step_baseline_vanilla(benchmark, method_step):
-    benchmark(method_step("vanilla"))
-
-
-@pytest.mark.benchmark(group="groupdro-step")
-def test_step_groupdro(benchmark, method_step):
-    benchmark(method_step("groupdro"))
+def test_groupdro_step_against_vanilla(compare, method_step):
+    compare(method_step("vanilla"), {"groupdro": method_step("groupdro")}, baseline_name="baseline_vanilla")
 
 
 @pytest.mark.benchmark(group="dfr-refit")
-def test_epoch_baseline_vanilla(benchmark, colored_digits, method_on_digits):
-    method, ctx = method_on_digits("vanilla")
-    optimizer = torch.optim.Adam(ctx.model.parameters(), lr=1e-3)
-    loader = Loader(colored_digits.splits["train"], 64, ctx.generator)
+def test_dfr_refit_against_a_vanilla_epoch(compare, colored_digits, method_on_digits):
+    vanilla, vanilla_ctx = method_on_digits("vanilla")
+    optimizer = torch.optim.Adam(vanilla_ctx.model.parameters(), lr=1e-3)
+    loader = Loader(colored_digits.splits["train"], 64, vanilla_ctx.generator)
 
     def epoch():
-        ctx.model.train()
+        vanilla_ctx.model.train()
         for batch in loader:
             optimizer.zero_grad(set_to_none=True)
-            loss, _ = method.loss(ctx.model, batch)
+            loss, _ = vanilla.loss(vanilla_ctx.model, batch)
             loss.backward()
             optimizer.step()
 
-    benchmark.pedantic(epoch, rounds=5, iterations=1, warmup_rounds=1)
-
-
-@pytest.mark.benchmark(group="dfr-refit")
-def test_dfr_prepare_refits_the_last_layer(benchmark, method_on_digits):
-    method, ctx = method_on_digits("dfr")
-    benchmark.pedantic(lambda: method.prepare(ctx), rounds=5, iterations=1, warmup_rounds=1)
-    assert ctx.model.net.fc.weight.abs().sum() > 0
+    dfr, dfr_ctx = method_on_digits("dfr")
+    compare(epoch, {"dfr_prepare": lambda: dfr.prepare(dfr_ctx)}, baseline_name="baseline_vanilla_epoch")
+    assert dfr_ctx.model.net.fc.weight.abs().sum() > 0

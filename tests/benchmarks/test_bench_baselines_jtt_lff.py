@@ -24,20 +24,8 @@ def warm_allocator(colored_digits):
 
 
 @pytest.mark.benchmark(group="jtt-lff-step")
-def test_step_baseline_vanilla(benchmark, method_step):
-    benchmark(method_step("vanilla"))
-
-
-@pytest.mark.benchmark(group="jtt-lff-step")
-def test_step_jtt_upsampled(benchmark, method_step):
-    benchmark(method_step("jtt", {"id_epochs": 1}))
-
-
-@pytest.mark.benchmark(group="jtt-lff-step")
-def test_step_jtt_loss_weighted(benchmark, method_step):
-    benchmark(method_step("jtt", {"id_epochs": 1, "mode": "loss"}))
-
-
-@pytest.mark.benchmark(group="jtt-lff-step")
-def test_step_lff(benchmark, method_step):
-    benchmark(method_step("lff"))
+def test_jtt_and_lff_steps_against_vanilla(compare, method_step):
+    compare(method_step("vanilla"), {"jtt_upsampled": method_step("jtt", {"id_epochs": 1}),
+                                     "jtt_loss_weighted": method_step("jtt", {"id_epochs": 1, "mode": "loss"}),
+                                     "lff": method_step("lff")},
+            baseline_name="baseline_vanilla")

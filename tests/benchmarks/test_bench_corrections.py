@@ -10,10 +10,12 @@ same head: RR-ClArC / RRR over ``baseline_vanilla`` mixes "fewer trained paramet
 
 ``cav-fit``: 10,000 Gaussian activations x 512 dims, 20% of them (label 1) shifted along
 a planted unit direction; every kind must return a unit vector with cosine > 0.5 to it.
-The scikit-learn kinds take up to seconds per fit, so they run a fixed 1-3 rounds.
+The scikit-learn kinds take up to seconds per fit, so the group runs at most 3 rounds.
 """
 
 from __future__ import annotations
+
+import functools
 
 import pytest
 import torch
@@ -83,55 +85,37 @@ def make_step(name: str, dataset, batch, *, head_only: bool = False):
     return step, method, model, params
 
 
-def run_and_check(benchmark, step, params) -> None:
-    """Benchmark ``step``, then check the loss is finite and every trained parameter moved
-    (the steps did real work); in disabled mode that is a single step. When timing, two
-    untimed steps first take one-off costs (kernel selection, allocator growth) out of
-    the calibration, so that it picks a representative number of rounds."""
-    if benchmark.enabled:
-        for _ in range(2):
-            step()
-    before = [p.detach().clone() for p in params]
-    loss = benchmark(step)
-    assert torch.isfinite(loss)
-    assert all(not torch.equal(b, p) for b, p in zip(before, params))
-
-
 @pytest.mark.benchmark(group="correction-step")
-def test_step_baseline_vanilla(benchmark, synthetic_artifacts, batch):
-    step, _, model, params = make_step("vanilla", synthetic_artifacts, batch)
-    assert len(params) == len(list(model.parameters()))  # vanilla trains everything
-    run_and_check(benchmark, step, params)
-
-
-@pytest.mark.benchmark(group="correction-step")
-def test_step_vanilla_head_only(benchmark, synthetic_artifacts, batch):
-    step, _, model, params = make_step("vanilla", synthetic_artifacts, batch, head_only=True)
-    assert 0 < len(params) < len(list(model.parameters()))
-    run_and_check(benchmark, step, params)
-
-
-@pytest.mark.benchmark(group="correction-step")
-def test_step_rrclarc(benchmark, synthetic_artifacts, batch):
-    step, method, model, params = make_step("rrclarc", synthetic_artifacts, batch)
+def test_correction_steps_against_vanilla(compare, synthetic_artifacts, batch):
+    """Then checks that every step's loss is finite and every trained parameter moved (the
+    steps did real work; with the benchmark disabled, after a single step each)."""
+    vanilla, _, model, vanilla_params = make_step("vanilla", synthetic_artifacts, batch)
+    assert len(vanilla_params) == len(list(model.parameters()))  # vanilla trains everything
+    head_only, _, model, head_params = make_step("vanilla", synthetic_artifacts, batch, head_only=True)
+    assert 0 < len(head_params) < len(list(model.parameters()))
+    rrclarc, method, model, rrclarc_params = make_step("rrclarc", synthetic_artifacts, batch)
     assert method.cav.shape == (model.latent(batch.x[:2]).shape[1],)
     assert abs(float(method.cav.norm()) - 1.0) < 1e-5
-    assert 0 < len(params) < len(list(model.parameters()))  # head only by default
-    run_and_check(benchmark, step, params)
+    assert 0 < len(rrclarc_params) < len(list(model.parameters()))  # head only by default
+    rrr, _, model, rrr_params = make_step("rrr", synthetic_artifacts, batch)
+    assert 0 < len(rrr_params) < len(list(model.parameters()))  # head only by default
 
-
-@pytest.mark.benchmark(group="correction-step")
-def test_step_rrr(benchmark, synthetic_artifacts, batch):
-    step, _, model, params = make_step("rrr", synthetic_artifacts, batch)
-    assert 0 < len(params) < len(list(model.parameters()))  # head only by default
-    run_and_check(benchmark, step, params)
+    trained = {"baseline_vanilla": vanilla_params, "vanilla_head_only": head_params, "rrclarc": rrclarc_params,
+               "rrr": rrr_params}
+    before = {name: [p.detach().clone() for p in params] for name, params in trained.items()}
+    result = compare(vanilla, {"vanilla_head_only": head_only, "rrclarc": rrclarc, "rrr": rrr},
+                     baseline_name="baseline_vanilla")
+    for name, params in trained.items():
+        assert torch.isfinite(result.results[name]), name
+        assert all(not torch.equal(b, p) for b, p in zip(before[name], params)), name
 
 
 # --------------------------------------------------------------------------- cav-fit
 
 N_SAMPLES, DIMS, POSITIVE_SHARE, SHIFT = 10_000, 512, 0.2, 2.0
-#: Fixed rounds of the slow scikit-learn kinds (svm: 16 LinearSVC fits for its C grid).
-SKLEARN_ROUNDS = {"svm": 1, "ridge": 3, "lasso": 3, "logistic": 3}
+#: Rounds of the group: the scikit-learn kinds take seconds per fit (svm: 16 LinearSVC fits
+#: for its C grid), and every round fits every kind.
+ROUNDS = 3
 
 
 @pytest.fixture(scope="module")
@@ -146,21 +130,18 @@ def cav_data():
     return acts, labels, direction
 
 
-def check_cav(cav: torch.Tensor, direction: torch.Tensor) -> None:
-    assert cav.shape == direction.shape and cav.dtype == torch.float32
-    assert abs(float(cav.norm()) - 1.0) < 1e-5
-    assert float(cav @ direction) > 0.5
+def check_cav(cav: torch.Tensor, direction: torch.Tensor, kind: str) -> None:
+    assert cav.shape == direction.shape and cav.dtype == torch.float32, kind
+    assert abs(float(cav.norm()) - 1.0) < 1e-5, kind
+    assert float(cav @ direction) > 0.5, kind
 
 
 @pytest.mark.benchmark(group="cav-fit")
-def test_cav_fit_baseline_pattern(benchmark, cav_data):
+def test_cav_fits_against_pattern(compare, cav_data):
     acts, labels, direction = cav_data
-    check_cav(benchmark(fit_cav, acts, labels, "pattern"), direction)
-
-
-@pytest.mark.benchmark(group="cav-fit")
-@pytest.mark.parametrize("kind", [k for k in CAV_KINDS if k != "pattern"])
-def test_cav_fit(benchmark, cav_data, kind):
-    acts, labels, direction = cav_data
-    cav = benchmark.pedantic(fit_cav, args=(acts, labels, kind), rounds=SKLEARN_ROUNDS.get(kind, 3), iterations=1)
-    check_cav(cav, direction)
+    kinds = [k for k in CAV_KINDS if k != "pattern"]
+    result = compare(lambda: fit_cav(acts, labels, "pattern"),
+                     {kind: functools.partial(fit_cav, acts, labels, kind) for kind in kinds},
+                     baseline_name="baseline_pattern", rounds=ROUNDS)
+    for kind, cav in result.results.items():
+        check_cav(cav, direction, kind)

@@ -8,10 +8,6 @@ import pytest
 
 
 @pytest.mark.benchmark(group="ga-step")
-def test_step_baseline_vanilla(benchmark, method_step):
-    benchmark(method_step("vanilla"))
-
-
-@pytest.mark.benchmark(group="ga-step")
-def test_step_gradient_alignment(benchmark, method_step):
-    benchmark(method_step("gradient_alignment", {"bias_source": "labels"}))
+def test_gradient_alignment_step_against_vanilla(compare, method_step):
+    ga = method_step("gradient_alignment", {"bias_source": "labels"})
+    compare(method_step("vanilla"), {"gradient_alignment": ga}, baseline_name="baseline_vanilla")

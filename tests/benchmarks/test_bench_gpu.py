@@ -48,23 +48,8 @@ def make_step():
     return step
 
 
-@pytest.mark.benchmark(group="gpu-resnet18-224")
-def test_gpu_epoch_baseline_bare_loop_on_random_tensors(benchmark):
-    step = make_step()
-    x = torch.rand(BATCH, 3, SIZE, SIZE, device="cuda").contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (BATCH,), device="cuda")
-
-    def epoch() -> None:
-        for _ in range(N // BATCH):
-            step(x, y)
-        torch.cuda.synchronize()
-
-    benchmark.pedantic(epoch, rounds=5, warmup_rounds=1)
-
-
-@pytest.mark.parametrize("placement", ["device", "stream"])
-@pytest.mark.benchmark(group="gpu-resnet18-224")
-def test_gpu_epoch_harness_loader(benchmark, cache_file, placement):
+def harness_epoch(cache_file, placement: str):
+    """An epoch of training steps over the cache through the harness's loader, synchronised."""
     store = read_store(cache_file)
     store.place(torch.device("cuda"), placement)
     labels = torch.arange(N) % 10
@@ -79,4 +64,21 @@ def test_gpu_epoch_harness_loader(benchmark, cache_file, placement):
             step(batch.x, batch.y)
         torch.cuda.synchronize()
 
-    benchmark.pedantic(epoch, rounds=5, warmup_rounds=1)
+    return epoch
+
+
+@pytest.mark.benchmark(group="gpu-resnet18-224")
+def test_gpu_epoch_harness_loader_against_a_bare_loop(compare, cache_file):
+    """Each member trains its own resnet18 (same seed); every epoch ends synchronised."""
+    step = make_step()
+    x = torch.rand(BATCH, 3, SIZE, SIZE, device="cuda").contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (BATCH,), device="cuda")
+
+    def bare_epoch() -> None:
+        for _ in range(N // BATCH):
+            step(x, y)
+        torch.cuda.synchronize()
+
+    compare(bare_epoch, {f"harness_loader_{placement}": harness_epoch(cache_file, placement)
+                         for placement in ("device", "stream")},
+            baseline_name="baseline_bare_loop_on_random_tensors")

@@ -7,12 +7,14 @@ worker) or ``debiasbench run`` (every time)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 
 import pytest
 
+from benchmarks.interleave import bench_threads
 from debiasbench.run.runner import build_dataset, run
 from debiasbench.testing import TINY_SYNTHETIC, bare_training_loop, tiny_config
 
@@ -23,27 +25,21 @@ def config():
 
 
 @pytest.mark.benchmark(group="harness_per_run")
-def test_run_baseline_bare_training_loop(benchmark, config):
+def test_run_against_a_bare_training_loop(compare, config, tracker, tracking_uri):
+    """The fresh process gets ``--threads`` with the count the comparison pins here."""
     dataset = build_dataset(config)
-    benchmark.pedantic(lambda: bare_training_loop(config, dataset), rounds=5, warmup_rounds=1)
-
-
-@pytest.mark.benchmark(group="harness_per_run")
-def test_run_in_this_process_with_tracking_and_evaluation(benchmark, config, tracker):
-    benchmark.pedantic(lambda: run(config, tracker, progress=False), rounds=5, warmup_rounds=1)
-
-
-@pytest.mark.benchmark(group="harness_per_run")
-def test_run_in_a_fresh_process_through_the_cli(benchmark, config, tracking_uri):
     sets = [f"--set=dataset_params.{k}={v}" for k, v in TINY_SYNTHETIC.items()]
     command = [sys.executable, "-m", "debiasbench.cli", "run", "-m", "vanilla", "-d", "synthetic_artifacts",
                "--set=epochs=2", "--set=batch_size=32", "--set=device=cpu", "--set=log_model=false",
-               *sets, "--tracking-uri", tracking_uri]
+               *sets, "--tracking-uri", tracking_uri, f"--threads={bench_threads()}"]
 
     def fresh_process():
         subprocess.run(command, check=True, capture_output=True)
 
-    benchmark.pedantic(fresh_process, rounds=3, warmup_rounds=1)
+    compare(lambda: bare_training_loop(config, dataset),
+            {"run_in_this_process_with_tracking_and_evaluation": lambda: run(config, tracker, progress=False),
+             "run_in_a_fresh_process_through_the_cli": fresh_process},
+            baseline_name="baseline_bare_training_loop", rounds=5)
 
 
 # A sweep of 6 small runs (1 epoch on 1,000 images of 32x32) through each launcher, each
@@ -66,54 +62,39 @@ def empty_store(tmp_path_factory):
     return folder / "empty.db"
 
 
-def _sweep_with(launcher_name: str, empty_store, tmp_path, benchmark, **options) -> None:
+@pytest.mark.slow
+@pytest.mark.benchmark(group="sweep_of_6_runs")
+def test_sweep_launchers_against_a_sequential_sweep(compare, benchmark, empty_store, tmp_path, monkeypatch):
+    """Every sweep writes into a fresh copy of the empty store (a copy of a small file, timed
+    with the sweep). torch gets every core this process may use: a sequential sweep runs
+    its jobs on all of them, as it would outside the benchmark."""
     if benchmark.disabled:  # make test: tests/test_launchers.py runs every launcher end to end
         pytest.skip("a measurement only: make bench runs it")
-
     import shutil
 
-    from debiasbench.sweep.launchers import make_launcher
+    from debiasbench.core.resources import available_cores
     from debiasbench.sweep.driver import load_sweep, run_sweep
+    from debiasbench.sweep.launchers import make_launcher
 
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "sweep.yaml").write_text(SWEEP)
     jobs = load_sweep(tmp_path / "sweep.yaml")
-    launcher = make_launcher(launcher_name, **options)
-    rounds = iter(range(1000))
+    stores = iter(range(1000))
 
-    def fresh_store():
-        path = tmp_path / f"round{next(rounds)}.db"
-        shutil.copy(empty_store, path)
-        return (f"sqlite:///{path}",), {}
+    def sweep_with(launcher):
+        def sweep():
+            path = tmp_path / f"store{next(stores)}.db"
+            shutil.copy(empty_store, path)
+            results = run_sweep(jobs, f"sqlite:///{path}", log=lambda line: None, launcher=launcher)
+            assert all(r.status == "FINISHED" for r in results)
 
-    def sweep(uri):
-        results = run_sweep(jobs, uri, log=lambda line: None, launcher=launcher)
-        assert all(r.status == "FINISHED" for r in results)
+        return sweep
 
-    benchmark.pedantic(sweep, setup=fresh_store, rounds=2)
-
-
-@pytest.mark.slow
-@pytest.mark.benchmark(group="sweep_of_6_runs")
-def test_sweep_baseline_sequential(benchmark, empty_store, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    _sweep_with("local", empty_store, tmp_path, benchmark)
-
-
-@pytest.mark.slow
-@pytest.mark.benchmark(group="sweep_of_6_runs")
-def test_sweep_two_worker_processes(benchmark, empty_store, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    _sweep_with("local", empty_store, tmp_path, benchmark, workers=2)
-
-
-@pytest.mark.slow
-@pytest.mark.benchmark(group="sweep_of_6_runs")
-def test_sweep_ray_one_cpu_per_run(benchmark, empty_store, tmp_path, monkeypatch):
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        # ray.init() joins a Ray another worker runs (tests/test_launchers.py starts and stops
-        # heads); this measurement runs under `make bench`, which uses one process.
-        pytest.skip("measured by make bench, not beside other workers' Ray")
-    pytest.importorskip("ray")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    _sweep_with("ray", empty_store, tmp_path, benchmark, cpus_per_run=1.0)
+    candidates = {"two_worker_processes": sweep_with(make_launcher("local", workers=2))}
+    # ray.init() would join a Ray another pytest-xdist worker runs (tests/test_launchers.py
+    # starts and stops heads); this measurement runs under `make bench`, in one process.
+    if not os.environ.get("PYTEST_XDIST_WORKER") and importlib.util.find_spec("ray") is not None:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+        candidates["ray_one_cpu_per_run"] = sweep_with(make_launcher("ray", cpus_per_run=1.0))
+    compare(sweep_with(make_launcher("local")), candidates, baseline_name="baseline_sequential", rounds=2,
+            threads=available_cores())

@@ -26,22 +26,19 @@ def jpegs(tmp_path_factory, random_jpegs):
 
 
 @pytest.mark.benchmark(group="image-cache")
-def test_epoch_images_baseline_decode_every_epoch(benchmark, jpegs):
-    def epoch():
+def test_epoch_images_cached_against_decoding_every_epoch(compare, jpegs, tmp_path):
+    def decode_epoch():
         return torch.from_numpy(np.stack([decode(p, SIZE) for p in jpegs])).float().div_(255)
 
-    assert benchmark(epoch).shape == (N, 3, SIZE, SIZE)
-
-
-@pytest.mark.benchmark(group="image-cache")
-def test_epoch_images_cached(benchmark, jpegs, tmp_path):
     open_images(jpegs, SIZE, tmp_path)  # the first run writes the cache
 
-    def epoch():
+    def cached_epoch():
         store = open_images(jpegs, SIZE, tmp_path)
         labels = torch.zeros(N, dtype=torch.long)
         split = Split(pixels=CachedPixels(store, torch.arange(N)), y=labels, bias=labels,
                       artifact=labels.bool(), conflicting=labels.bool())
         return torch.cat([batch.x for batch in split.batches(64)])
 
-    assert benchmark(epoch).shape == (N, 3, SIZE, SIZE)
+    result = compare(decode_epoch, {"cached": cached_epoch}, baseline_name="baseline_decode_every_epoch")
+    for name, images in result.results.items():
+        assert images.shape == (N, 3, SIZE, SIZE), name

@@ -32,16 +32,12 @@ def consume(batches) -> int:
 
 
 @pytest.mark.benchmark(group="loader-iterate")
-def test_iterate_baseline_plain_slicing(benchmark, colored_digits):
-    split = colored_digits.splits["train"]
-    assert benchmark(lambda: consume(slice_batches(split))) == len(split)
-
-
-@pytest.mark.benchmark(group="loader-iterate")
-def test_iterate_device_loader(benchmark, colored_digits):
+def test_iterate_device_loader_against_plain_slicing(compare, colored_digits):
     split = colored_digits.splits["train"]
     loader = Loader(split, BATCH, torch.Generator().manual_seed(0))
-    assert benchmark(lambda: consume(loader_batches(loader))) == len(split)
+    result = compare(lambda: consume(slice_batches(split)), {"device_loader": lambda: consume(loader_batches(loader))},
+                     baseline_name="baseline_plain_slicing")
+    assert set(result.results.values()) == {len(split)}
 
 
 def train_epoch(batches, model, optimizer) -> None:
@@ -51,7 +47,6 @@ def train_epoch(batches, model, optimizer) -> None:
         optimizer.step()
 
 
-@pytest.fixture
 def model_and_optimizer():
     torch.manual_seed(0)
     model = build_model("small_cnn", 10)
@@ -59,15 +54,11 @@ def model_and_optimizer():
 
 
 @pytest.mark.benchmark(group="loader-epoch")
-def test_epoch_baseline_plain_slicing(benchmark, colored_digits, model_and_optimizer):
-    split = colored_digits.splits["train"]
-    benchmark.pedantic(lambda: train_epoch(slice_batches(split), *model_and_optimizer),
-                       rounds=12, warmup_rounds=2)
-
-
-@pytest.mark.benchmark(group="loader-epoch")
-def test_epoch_device_loader(benchmark, colored_digits, model_and_optimizer):
+def test_epoch_device_loader_against_plain_slicing(compare, colored_digits):
+    """Each member trains its own model (same seed), so both epochs do the same work."""
     split = colored_digits.splits["train"]
     loader = Loader(split, BATCH, torch.Generator().manual_seed(0))
-    benchmark.pedantic(lambda: train_epoch(loader_batches(loader), *model_and_optimizer),
-                       rounds=12, warmup_rounds=2)
+    sliced, loaded = model_and_optimizer(), model_and_optimizer()
+    compare(lambda: train_epoch(slice_batches(split), *sliced),
+            {"device_loader": lambda: train_epoch(loader_batches(loader), *loaded)},
+            baseline_name="baseline_plain_slicing")

@@ -47,49 +47,34 @@ def samples(colored_digits):
     return train.x[:N], train.y[:N]
 
 
-def pedantic(benchmark, fn, rounds):
-    return benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=1)
+#: Rounds of per-sample-grad-resnet18, whose baseline loop takes about a second.
+RESNET_ROUNDS = 10
+
+
+def check_norms(result, n: int) -> None:
+    for name, norms in result.results.items():
+        assert norms.shape == (n,), name
 
 
 # ---------------------------------------------------------------------- per-sample-grad
 
 
 @pytest.mark.benchmark(group="per-sample-grad")
-def test_psg_baseline_loop(benchmark, model, samples: Samples):
-    norms = pedantic(benchmark, lambda: loop_grad_norms(model, *samples, p=P), rounds=3)
-    assert norms.shape == (N,)
-
-
-@pytest.mark.benchmark(group="per-sample-grad")
-def test_psg_loop_last_layer_only(benchmark, model, samples: Samples):
-    norms = pedantic(benchmark, lambda: loop_grad_norms(model, *samples, p=P, full_backward=False), rounds=3)
-    assert norms.shape == (N,)
-
-
-@pytest.mark.benchmark(group="per-sample-grad")
-def test_psg_vmap(benchmark, model, samples: Samples):
-    norms = pedantic(benchmark, lambda: per_sample_grad_norms(model, *samples, p=P, method="vmap"), rounds=5)
-    assert norms.shape == (N,)
-
-
-@pytest.mark.benchmark(group="per-sample-grad")
-def test_psg_closed_form(benchmark, model, samples: Samples):
-    norms = pedantic(benchmark, lambda: per_sample_grad_norms(model, *samples, p=P, method="closed_form"),
-                     rounds=5)
-    assert norms.shape == (N,)
+def test_per_sample_grad_norms_against_a_loop(compare, model, samples: Samples):
+    result = compare(lambda: loop_grad_norms(model, *samples, p=P), {
+        "loop_last_layer_only": lambda: loop_grad_norms(model, *samples, p=P, full_backward=False),
+        "vmap": lambda: per_sample_grad_norms(model, *samples, p=P, method="vmap"),
+        "closed_form": lambda: per_sample_grad_norms(model, *samples, p=P, method="closed_form"),
+    }, baseline_name="baseline_loop")
+    check_norms(result, N)
 
 
 @pytest.mark.benchmark(group="per-sample-grad-all")
-def test_psg_all_params_baseline_loop(benchmark, model, samples: Samples):
-    norms = pedantic(benchmark, lambda: loop_grad_norms(model, *samples, params="all", p=P), rounds=2)
-    assert norms.shape == (N,)
-
-
-@pytest.mark.benchmark(group="per-sample-grad-all")
-def test_psg_all_params_vmap(benchmark, model, samples: Samples):
-    norms = pedantic(benchmark, lambda: per_sample_grad_norms(model, *samples, params="all", p=P,
-                                                              method="vmap"), rounds=2)
-    assert norms.shape == (N,)
+def test_per_sample_grad_norms_of_all_parameters_against_a_loop(compare, model, samples: Samples):
+    result = compare(lambda: loop_grad_norms(model, *samples, params="all", p=P), {
+        "vmap": lambda: per_sample_grad_norms(model, *samples, params="all", p=P, method="vmap"),
+    }, baseline_name="baseline_loop")
+    check_norms(result, N)
 
 
 @pytest.fixture(scope="module")
@@ -100,29 +85,25 @@ def resnet_and_samples():
 
 
 @pytest.mark.benchmark(group="per-sample-grad-resnet18")
-def test_psg_resnet18_baseline_loop(benchmark, resnet_and_samples: ModelAndSamples):
-    norms = pedantic(benchmark, lambda: loop_grad_norms(*resnet_and_samples, p=P), rounds=2)
-    assert norms.shape == (64,)
-
-
-@pytest.mark.benchmark(group="per-sample-grad-resnet18")
-def test_psg_resnet18_vmap(benchmark, resnet_and_samples: ModelAndSamples):
-    norms = pedantic(benchmark, lambda: per_sample_grad_norms(*resnet_and_samples, p=P, method="vmap"), rounds=3)
-    assert norms.shape == (64,)
-
-
-@pytest.mark.benchmark(group="per-sample-grad-resnet18")
-def test_psg_resnet18_closed_form(benchmark, resnet_and_samples: ModelAndSamples):
-    norms = pedantic(benchmark, lambda: per_sample_grad_norms(*resnet_and_samples, p=P, method="closed_form"),
-                     rounds=3)
-    assert norms.shape == (64,)
+def test_resnet18_per_sample_grad_norms_against_a_loop(compare, resnet_and_samples: ModelAndSamples):
+    result = compare(lambda: loop_grad_norms(*resnet_and_samples, p=P), {
+        "vmap": lambda: per_sample_grad_norms(*resnet_and_samples, p=P, method="vmap"),
+        "closed_form": lambda: per_sample_grad_norms(*resnet_and_samples, p=P, method="closed_form"),
+    }, baseline_name="baseline_loop", rounds=RESNET_ROUNDS)
+    check_norms(result, 64)
 
 
 # -------------------------------------------------------------------------- pgd-scoring
 
 
+def score(model, train, method):
+    norms = per_sample_grad_norms(model, train.x, train.y, p=P, method=method)
+    weights = norms.clamp_min(1e-8)
+    return weights / weights.sum()
+
+
 @pytest.mark.benchmark(group="pgd-scoring")
-def test_epoch_baseline_vanilla(benchmark, colored_digits):
+def test_pgd_scoring_against_a_vanilla_epoch(compare, model, colored_digits):
     torch.manual_seed(0)
     net = build_model("small_cnn", 10)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -140,24 +121,9 @@ def test_epoch_baseline_vanilla(benchmark, colored_digits):
             loss.backward()
             optimizer.step()
 
-    pedantic(benchmark, epoch, rounds=5)
-
-
-def score(model, train, method):
-    norms = per_sample_grad_norms(model, train.x, train.y, p=P, method=method)
-    weights = norms.clamp_min(1e-8)
-    return weights / weights.sum()
-
-
-@pytest.mark.benchmark(group="pgd-scoring")
-def test_pgd_scoring_train_split(benchmark, model, colored_digits):
     train = colored_digits.splits["train"]
-    probs = pedantic(benchmark, lambda: score(model, train, "closed_form"), rounds=5)
-    assert probs.shape == (len(train),)
-
-
-@pytest.mark.benchmark(group="pgd-scoring")
-def test_pgd_scoring_train_split_vmap(benchmark, model, colored_digits):
-    train = colored_digits.splits["train"]
-    probs = pedantic(benchmark, lambda: score(model, train, "vmap"), rounds=3)
-    assert probs.shape == (len(train),)
+    result = compare(epoch, {"scoring_closed_form": lambda: score(model, train, "closed_form"),
+                             "scoring_vmap": lambda: score(model, train, "vmap")},
+                     baseline_name="baseline_vanilla_epoch")
+    for name in ("scoring_closed_form", "scoring_vmap"):
+        assert result.results[name].shape == (len(train),), name

@@ -31,25 +31,19 @@ def setup(colored_digits):
 
 
 @pytest.mark.benchmark(group="step")
-def test_step_baseline_bare_pytorch(benchmark, setup):
-    model, optimizer, batch, _ = setup
+def test_step_vanilla_method_against_bare_pytorch(compare, setup):
+    """Both members train the same model with the same optimiser, taking turns."""
+    model, optimizer, batch, method = setup
 
-    def step():
+    def bare_step():
         optimizer.zero_grad(set_to_none=True)
         F.cross_entropy(model(batch.x), batch.y).backward()
         optimizer.step()
 
-    benchmark(step)
-
-
-@pytest.mark.benchmark(group="step")
-def test_step_vanilla_method(benchmark, setup):
-    model, optimizer, batch, method = setup
-
-    def step():
+    def method_step():
         optimizer.zero_grad(set_to_none=True)
         loss, _ = method.loss(model, batch)
         loss.backward()
         optimizer.step()
 
-    benchmark(step)
+    compare(bare_step, {"vanilla_method": method_step}, baseline_name="baseline_bare_pytorch")
