@@ -322,7 +322,7 @@ def methods() -> None:
     from debiasbench.core.registry import METHODS
     from debiasbench.report.tables import plugin_listing
 
-    print(plugin_listing("method", METHODS, lambda cls: cls.hparams, lambda cls: cls.requires))
+    _print_listing(plugin_listing("method", METHODS, lambda cls: cls.hparams, lambda cls: cls.requires))
 
 
 @app.command()
@@ -332,7 +332,7 @@ def datasets() -> None:
     from debiasbench.core.registry import DATASETS
     from debiasbench.report.tables import plugin_listing
 
-    print(plugin_listing("dataset", DATASETS, lambda cls: cls.params, lambda cls: cls.provides))
+    _print_listing(plugin_listing("dataset", DATASETS, lambda cls: cls.params, lambda cls: cls.provides))
 
 
 @app.command()
@@ -345,7 +345,7 @@ def models() -> None:
     lines = [f"{name}: {_summary(builder)}" for name, builder in MODELS.items()]
     lines += [f"{name}: failed to load: {reason}" for name, reason in MODELS.broken().items()]
     lines.append(f"{TIMM_PREFIX}<name>: any timm architecture, e.g. {TIMM_PREFIX}resnet50 (see timm.list_models())")
-    print("\n".join(lines))
+    _print_listing("\n".join(lines))
 
 
 def _summary(obj: Any) -> str:
@@ -355,10 +355,40 @@ def _summary(obj: Any) -> str:
     return " ".join(paragraph.split()) or "-"
 
 
+def _print_listing(text: str) -> None:
+    """A listing on stdout (``methods``, ``datasets``, ``models``), the whole of what such a
+    command makes: one that could not be written (a full disk) exits 1; a reader that went
+    away (``| head -1``) is no failure."""
+    from debiasbench.core.output import broken_pipe
+
+    print(text)
+    sys.stdout.flush()
+    error = getattr(sys.stdout, "error", None)
+    if error is not None and not broken_pipe(error):
+        raise typer.Exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     """The console script. A usage error of the command line itself (``--workers abc``,
     an unknown option) is one line and exit 2, in the format of every other error,
-    instead of typer's framed box; no arguments or ``--help`` print the help."""
+    instead of typer's framed box; no arguments or ``--help`` print the help.
+
+    Standard output that cannot be written (``> /dev/full``, a closed pipe) never gives a
+    traceback or changes the exit code of finished work (``debiasbench.core.output``): a
+    run that finished exits 0 with one line on stderr saying the output is incomplete
+    (nothing for a reader that went away)."""
+    from debiasbench.core.output import broken_pipe, failure_text, guarded_streams
+
+    with guarded_streams() as (stdout, _):
+        code = _main(argv)
+        stdout.flush()
+        if stdout.error is not None and not broken_pipe(stdout.error):
+            print_error(failure_text(stdout.error))
+    sys.exit(code)
+
+
+def _main(argv: list[str] | None) -> int:
+    """The command's exit code (``main`` without its guarded streams)."""
     try:
         code = app(args=argv, prog_name="debiasbench", standalone_mode=False)
     except typer.TyperException as exc:  # typer's (vendored click's) usage errors
@@ -373,7 +403,7 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         err.print(sentence(INTERRUPTED), markup=False)
         code = 130
-    sys.exit(code if isinstance(code, int) else 0)
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -6,8 +6,13 @@ change what finished work reports."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 
@@ -125,3 +130,60 @@ def test_base_run_on_a_method_that_is_not_a_correction_is_refused(here, capsys):
     line = refuse(here, capsys, "sweep", write(here, "s.yaml", "methods: [vanilla, jtt]\ndatasets: [colored_digits]\n"
                                                             "overrides: {base_run: abc}\n"))
     assert "base_run applies only to corrections" in line
+
+
+# --- item 12: an stdout that cannot be written -----------------------------------------------
+
+def _cli(argv: list[str], stdout: Any, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``debiasbench argv`` in a process of its own whose stdout is ``stdout``."""
+    env = {**os.environ, "PYTHONUNBUFFERED": ""}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([sys.executable, "-c", "from debiasbench.cli import main; main()", *argv], stdout=stdout,
+                          stderr=subprocess.PIPE, text=True, cwd=cwd, env=env, timeout=300)
+
+
+@contextlib.contextmanager
+def closed_pipe() -> Iterator[int]:
+    """The writing end of a pipe whose reader is gone (``| head -1`` once head has exited)."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        yield write
+    finally:
+        os.close(write)
+
+
+@pytest.mark.parametrize("command", ["methods", "models"])
+def test_a_listing_to_a_full_disk_is_one_line_and_exit_1(tmp_path, command):
+    with open("/dev/full", "w") as full:
+        done = _cli([command], full, tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == ("error: standard output could not be written (No space left on device): what was "
+                           "printed is incomplete.\n")
+
+
+@pytest.mark.parametrize("command", ["methods", "--help"])
+def test_a_listing_to_a_closed_pipe_says_nothing_and_exits_0(tmp_path, command):
+    with closed_pipe() as pipe:
+        done = _cli([command], pipe, tmp_path)
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_a_finished_run_keeps_exit_0_and_its_record_when_stdout_fails(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    argv = ["run", "--set", "epochs=1", "--set", "log_model=false", "--no-progress", "--tracking-uri", uri]
+    with open("/dev/full", "w") as full:
+        done = _cli(argv, full, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == ("error: standard output could not be written (No space left "
+                                                    "on device): what was printed is incomplete.")
+    experiment = MlflowClient(uri).get_experiment_by_name("debiasbench")
+    assert experiment is not None
+    runs = MlflowClient(uri).search_runs([experiment.experiment_id])
+    assert [r.info.status for r in runs] == ["FINISHED"]
+    with closed_pipe() as pipe:  # found finished this time: its metrics, printed to no reader
+        again = _cli(argv, pipe, tmp_path)
+    assert again.returncode == 0 and "Traceback" not in again.stderr and "error" not in again.stderr, again.stderr
