@@ -70,8 +70,12 @@ $(VENV)/.docs-installed: $(VENV)/.installed
 docs: $(VENV)/.docs-installed
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
+# Each group's baseline and candidates timed in interleaved rounds (tests/benchmarks/interleave.py);
+# the summary prints each ratio with its spread, the rounds, the threads and the load average.
+# BENCH_ROUNDS (default 15) and BENCH_THREADS (default 1) change them; --benchmark-json=FILE keeps
+# every round. pytest-benchmark's own table (one round per group: its whole measurement) is left out.
 bench: $(VENV)/.test-installed
-	$(BIN)/python -m pytest tests/benchmarks --benchmark-enable --benchmark-columns=median,iqr,rounds
+	$(BIN)/python -m pytest tests/benchmarks --benchmark-enable --benchmark-quiet $(PYTEST_ARGS)
 
 # Peak memory of a run on 600 and 6,000 JPEGs at 224 px (about 10 minutes on 2 cores).
 bench-memory: $(VENV)/.test-installed
@@ -83,7 +87,7 @@ gpu-check: $(VENV)/.test-installed
 	$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-check: no CUDA device')"
 	$(BIN)/python -m pytest -m gpu tests -x -q -p no:cacheprovider
 	$(BIN)/python -m pytest tests/benchmarks/test_bench_gpu.py tests/benchmarks/test_bench_streaming.py \
-		--benchmark-enable --benchmark-columns=median,iqr,rounds -q -p no:cacheprovider
+		--benchmark-enable --benchmark-quiet -q -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) .debiasbench .benchmarks
