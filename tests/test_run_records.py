@@ -12,10 +12,13 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from debiasbench.core.registry import METHODS
+from debiasbench.methods.vanilla import Vanilla
 from debiasbench.track.store import FAILURE_TAG
 
 TINY = ["--set", "dataset_params.n_train=64", "--set", "dataset_params.n_val=32", "--set", "dataset_params.n_test=32",
@@ -159,3 +162,100 @@ def test_a_base_model_that_is_not_plain_weights_fails_the_correction_in_one_line
     assert failed.info.status == "FAILED"
     assert failed.data.tags[FAILURE_TAG].startswith("base model model.pt of run ")
     assert "refused: not plain weights" in failed.data.tags[FAILURE_TAG]
+
+
+# -- a resumed run's record equals an uninterrupted one's -----------------------------------
+
+#: Seconds each training step of ``SlowVanilla`` sleeps: a run's ``train_seconds`` is at
+#: least this times its steps.
+STEP_SLEEP = 0.03
+
+
+class SlowVanilla(Vanilla):
+    """Vanilla whose steps take at least ``STEP_SLEEP`` s; Ctrl-C at step ``stop_at`` (counted
+    over the process) once, or, with ``stop_before_explaining``, once all epochs are done
+    and checkpointed, before the run's explanation metrics."""
+
+    name = "slow_vanilla"
+    steps = 0
+    stop_at = -1
+    stop_before_explaining = False
+
+    def loss(self, model: Any, batch: Any) -> Any:
+        type(self).steps += 1
+        if type(self).steps == type(self).stop_at:
+            type(self).stop_at = -1
+            raise KeyboardInterrupt
+        time.sleep(STEP_SLEEP)
+        return super().loss(model, batch)
+
+    def artifact_cav(self) -> Any:
+        if type(self).stop_before_explaining:
+            type(self).stop_before_explaining = False
+            raise KeyboardInterrupt
+        return super().artifact_cav()
+
+
+def curves(tracker: Any, run_id: str) -> dict[tuple[str, int], float]:
+    """Every point of a run's ``epoch/`` metrics: its value by metric and step."""
+    client = tracker.client
+    keys = [k for k in client.get_run(run_id).data.metrics if k.startswith("epoch/")]
+    return {(k, m.step): m.value for k in keys for m in client.get_metric_history(run_id, k)}
+
+
+def uninterrupted(config: Any, tracker: Any) -> Any:
+    from debiasbench.run.runner import run
+    from debiasbench.track.store import Tracker
+
+    SlowVanilla.stop_at, SlowVanilla.stop_before_explaining = -1, False
+    return run(config, Tracker(tracker.uri, "uninterrupted"), progress=False)
+
+
+def test_a_run_resumed_after_ctrl_c_reports_every_epochs_curves_and_its_whole_training_time(
+        register, tracker, tmp_path):
+    from debiasbench.run.runner import run
+    from debiasbench.testing import one_thread, tiny_config
+
+    register(METHODS, SlowVanilla)
+    config = tiny_config(method="slow_vanilla", epochs=3, checkpoint_dir=str(tmp_path / "ckpt"), log_model=False)
+    with one_thread():
+        whole = uninterrupted(config, tracker)
+        steps_per_epoch = SlowVanilla.steps // 3
+        SlowVanilla.steps, SlowVanilla.stop_at = 0, steps_per_epoch + 2  # in epoch 2, after epoch 1's checkpoint
+        with pytest.raises(KeyboardInterrupt):
+            run(config, tracker, progress=False)
+        SlowVanilla.steps = 0
+        resumed = run(config, tracker, progress=False)
+    assert SlowVanilla.steps == 2 * steps_per_epoch  # it trained epochs 2 and 3 only
+    assert set(resumed.metrics) == set(whole.metrics)
+    assert curves(tracker, resumed.run_id) == pytest.approx(curves(tracker, whole.run_id))
+    assert sorted(step for key, step in curves(tracker, resumed.run_id) if key == "epoch/train_loss") == [1, 2, 3]
+    assert set(tracker.client.get_run(resumed.run_id).data.metrics) == set(
+        tracker.client.get_run(whole.run_id).data.metrics)
+    # the training time of all three epochs: more than the two trained after the resume
+    assert resumed.metrics["train_seconds"] >= 3 * steps_per_epoch * STEP_SLEEP
+    assert resumed.metrics["samples_per_second"] == pytest.approx(
+        whole.metrics["samples_per_second"] * whole.metrics["train_seconds"] / resumed.metrics["train_seconds"])
+
+
+def test_a_run_stopped_after_its_last_checkpoint_resumes_to_a_full_record(register, tracker, tmp_path):
+    from debiasbench.run.runner import run
+    from debiasbench.testing import one_thread, tiny_config
+
+    register(METHODS, SlowVanilla)
+    config = tiny_config(method="slow_vanilla", epochs=2, checkpoint_dir=str(tmp_path / "ckpt"), log_model=False)
+    with one_thread():
+        whole = uninterrupted(config, tracker)
+        SlowVanilla.steps, SlowVanilla.stop_before_explaining = 0, True  # every epoch done and checkpointed
+        with pytest.raises(KeyboardInterrupt):
+            run(config, tracker, progress=False)
+        trained = SlowVanilla.steps
+        SlowVanilla.steps = 0
+        resumed = run(config, tracker, progress=False)
+    assert SlowVanilla.steps == 0  # nothing left to train
+    stored = tracker.client.get_run(resumed.run_id)
+    assert stored.info.status == "FINISHED" and stored.data.tags["debiasbench.resumed_from_epoch"] == "2"
+    assert resumed.metrics["train_seconds"] >= trained * STEP_SLEEP > 0
+    assert resumed.metrics["samples_per_second"] > 0
+    assert curves(tracker, resumed.run_id) == pytest.approx(curves(tracker, whole.run_id))
+    assert set(stored.data.metrics) == set(tracker.client.get_run(whole.run_id).data.metrics)

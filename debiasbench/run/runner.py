@@ -150,6 +150,9 @@ class Trainer:
         #: Seconds of each phase besides training and preparation (``seconds/<phase>``).
         self.seconds = {"validate": 0.0, "test": 0.0, "explain": 0.0}  # PHASE_SECONDS + name
         self.samples = 0
+        #: The per-epoch curves logged so far, ``(step, {metric: value})``: a resumed run
+        #: logs the earlier epochs' points again, from the checkpoint.
+        self.history: list[tuple[int, dict[str, float]]] = []
         self.best: float | None = None
         #: Epochs trained and checkpointed so far (what a rerun resumes after).
         self.epochs_done = 0
@@ -283,7 +286,9 @@ class Trainer:
                 val = evaluate(training.method.eval_model(self.model), self.dataset, self.config.eval_batch_size,
                                views=validation_views(self.config.selection_metric), autocast=self.autocast,
                                facts=False)
-        self.tracked.log_metrics({f"epoch/{k}": v for k, v in {**train_logs, **val}.items()}, step=index + 1)
+        curves = {f"epoch/{k}": float(v) for k, v in {**train_logs, **val}.items()}
+        self.history.append((index + 1, curves))
+        self.tracked.log_metrics(curves, step=index + 1)
         if self.config.selection == "best":
             self.keep_if_best(val)
         else:
@@ -303,14 +308,46 @@ class Trainer:
 
     def save_last(self, training: Training, epoch: int) -> None:
         """Everything a resumed run needs to end as an uninterrupted one: weights, optimiser
-        and schedule, every random stream (CUDA generators included) and the method's state."""
+        and schedule, every random stream (CUDA generators included), the method's state, and
+        the run's record so far (``accounting``: training and validation seconds, samples
+        seen, the per-epoch curves)."""
         assert training.step is not None and training.ctx.streams is not None
         state = {"model": self.model.state_dict(), "step": training.step.state_dict(), "epoch": epoch + 1,
                  "best": self.best, "streams": training.ctx.streams.state_dict(),
                  "torch_rng": torch.get_rng_state(),
                  **({"cuda_rng": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {}),
-                 "method": training.method.state_dict()}
+                 "method": training.method.state_dict(), "accounting": self.accounting()}
         checkpoints.save_atomic(state, self.checkpoint_dir / "last.pt")
+
+    def accounting(self) -> dict[str, Any]:
+        """What the run has measured and logged so far that a resumed run carries on from:
+        ``train_seconds``, ``samples``, ``validate_seconds`` and the per-epoch ``history``."""
+        return {"train_seconds": float(self.train_seconds), "samples": int(self.samples),
+                "validate_seconds": float(self.seconds["validate"]),
+                "history": [(step, dict(values)) for step, values in self.history]}
+
+    def carry_on(self, accounting: Any) -> None:
+        """Take over a checkpoint's ``accounting`` and log its curves again into this run
+        (with their steps), so a resumed run's record equals an uninterrupted one's; a
+        checkpoint of an earlier version without it carries nothing. A malformed one is
+        ``ValueError`` (the checkpoint is set aside)."""
+        if accounting is None:
+            return
+        seconds, samples = accounting["train_seconds"], accounting["samples"]
+        validate, history = accounting["validate_seconds"], accounting["history"]
+        if not (isinstance(seconds, float) and seconds >= 0 and isinstance(samples, int) and samples >= 0
+                and isinstance(validate, float) and validate >= 0 and isinstance(history, list)):
+            raise ValueError("malformed accounting")
+        points = []
+        for step, values in history:
+            if not (isinstance(step, int) and isinstance(values, dict)
+                    and all(isinstance(k, str) and isinstance(v, float) for k, v in values.items())):
+                raise ValueError("malformed curve history")
+            points.append((step, values))
+        self.train_seconds, self.samples, self.seconds["validate"] = seconds, samples, validate
+        self.history = points
+        for step, values in points:
+            self.tracked.log_metrics(values, step=step)
 
     def resume(self, training: Training) -> int:
         """Continue from the last epoch a killed run of the same config checkpointed; the
@@ -339,6 +376,10 @@ class Trainer:
             epoch, best = int(state["epoch"]), state["best"]
             if not 0 < epoch <= self.config.epochs or not (best is None or isinstance(best, float)):
                 raise ValueError(f"epoch {epoch} of {self.config.epochs}")
+            accounting = state.get("accounting")
+            if accounting is not None and not isinstance(accounting, dict):
+                raise ValueError("malformed accounting")
+            self.carry_on(accounting)
         except Exception as exc:  # whatever the bytes are, the run must not depend on them
             self.model.load_state_dict(before["model"])
             training.step.load_state_dict(before["step"])
