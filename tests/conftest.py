@@ -13,6 +13,21 @@ import torch
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def image_cache_folder(tmp_path_factory: pytest.TempPathFactory):
+    """Image caches of the tests' generated datasets go to a folder of the session (its
+    subprocesses too), never into the user's ~/.cache; a test of the default location
+    sets its own."""
+    folder = tmp_path_factory.mktemp("image-cache")
+    before = os.environ.get("DEBIASBENCH_CACHE")
+    os.environ["DEBIASBENCH_CACHE"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("DEBIASBENCH_CACHE", None)
+    else:
+        os.environ["DEBIASBENCH_CACHE"] = before
+
+
 @pytest.fixture
 def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """An empty sqlite store in a temporary folder, also the working directory."""

@@ -221,7 +221,7 @@ def test_a_pipe_named_like_an_image_in_an_image_folder_is_refused_naming_it(here
         line = refuse(here, capsys, "run", "-d", "image_folder", "--set", f"dataset_params.root={root}", *FAST)
     assert line.startswith(f"error: image_folder: cannot read image '{pipe}' (is a named pipe (FIFO), "
                            "not a regular file); expected layout:")
-    assert not (root / image_cache.CACHE_FOLDER).exists()  # refused before the cache was begun
+    assert not image_cache.dataset_cache_dir(root).exists()  # refused before the cache was begun
 
 
 def test_a_table_that_is_a_pipe_is_refused_with_the_layout(here, capsys):

@@ -15,6 +15,7 @@ import real_layouts
 from debiasbench.cli import app
 from debiasbench.core.hparams import resolve
 from debiasbench.core.registry import DATASETS
+from debiasbench.data.image_cache import dataset_cache_dir
 
 TINY = ["--set", "dataset_params.image_size=16", "--set", "epochs=1", "--set", "device=cpu",
         "--set", "batch_size=8"]
@@ -165,7 +166,7 @@ def test_bad_data_is_one_line_naming_the_file_and_layout_and_records_no_run(name
     for text in expected:
         assert text in result.output
     assert runs_in(tracking_uri) == []
-    assert not list((root / ".debiasbench_cache").glob("*.tmp"))  # no half-written cache
+    assert not list(dataset_cache_dir(root).glob("*.tmp"))  # no half-written cache
 
 
 def test_missing_root_param_names_the_layout(tracking_uri):

@@ -62,8 +62,9 @@ from debiasbench.core.errors import UserError
 from debiasbench.core.files import IMAGE_FILE_LIMIT, FileRefused, check_stat, open_regular, size_text
 from debiasbench.data.pixels import ImageStore
 
-#: Name of the cache folder made inside a dataset's root when no ``cache_dir`` is given.
-CACHE_FOLDER = ".debiasbench_cache"
+#: Environment variable naming the folder of every image cache (default: the user's
+#: cache folder, ``$XDG_CACHE_HOME/debiasbench`` or ``~/.cache/debiasbench``).
+CACHE_ENV = "DEBIASBENCH_CACHE"
 #: Bumped when the decoding or the file format changes, so caches written by an older
 #: version are not reused (2: row checksums beside the cache; 3: 16-bit images scaled by their bit depth).
 FORMAT_VERSION = 3
@@ -174,6 +175,28 @@ def decode(path: Path, image_size: int) -> np.ndarray:
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # PIL's errors for bad files
         raise ImageReadError(Path(path), f"{type(exc).__name__}: {exc}") from None
     return pixels.transpose(2, 0, 1)
+
+
+def cache_root() -> Path:
+    """Where image caches live unless a dataset names its ``cache_dir``: ``$DEBIASBENCH_CACHE``,
+    else ``$XDG_CACHE_HOME/debiasbench``, else ``~/.cache/debiasbench``. Never inside a
+    dataset's folder: other tools (torchvision's ``ImageFolder``) take every folder there
+    for a class, and a dataset folder may be read-only or shared."""
+    named = os.environ.get(CACHE_ENV)
+    if named:
+        return Path(named).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "debiasbench"
+
+
+def dataset_cache_dir(root: Path) -> Path:
+    """The cache folder of the dataset at ``root``: ``images/<folder name>-<hash of its
+    resolved path>`` under ``cache_root()``, one per dataset folder (the caches in it are
+    keyed by the file list, sizes, modification times and image size, so a changed file
+    is decoded again)."""
+    resolved = Path(root).expanduser().resolve()
+    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:16]
+    return cache_root() / "images" / f"{resolved.name or 'root'}-{digest}"
 
 
 def load_images(paths: Sequence[Path], image_size: int, cache_dir: Path,

@@ -32,7 +32,7 @@ from debiasbench.data.dataset import CAPABILITIES, Batch, BenchmarkDataset, Spli
 from debiasbench.core.errors import ConfigError, UserError
 from debiasbench.core.files import TABLE_LIMIT, FileRefused, check_regular_file
 from debiasbench.core.hparams import HParam
-from debiasbench.data.image_cache import CACHE_FOLDER, ImageReadError, open_images
+from debiasbench.data.image_cache import ImageReadError, dataset_cache_dir, open_images
 from debiasbench.data.injection import ARTIFACT_PARAMS, injected_splits, injects, make_artifact
 from debiasbench.data.pixels import CachedPixels, ImageStore
 
@@ -70,7 +70,8 @@ def image_params(image_size: int = 64, val_fraction: float = 0.1, test_fraction:
         "test_fraction": HParam(test_fraction, low=0.0, high=0.9,
                                 help="share held out for testing where the layout has no test split"),
         "seed": HParam(0, low=0, help="seed of splits, subsets and artifacts (fixed across run seeds)"),
-        "cache_dir": HParam(None, type=str, help=f"image cache folder (null: <root>/{CACHE_FOLDER})"),
+        "cache_dir": HParam(None, type=str, help="image cache folder (null: a folder per dataset under "
+                                                 "$DEBIASBENCH_CACHE, else ~/.cache/debiasbench; never inside root)"),
         "hflip": HParam(True, help="random horizontal flips of training batches (on the device)"),
         **ARTIFACT_PARAMS,
     }
@@ -274,7 +275,7 @@ class ImageFileDataset(BenchmarkDataset):
         return out
 
     def load(self, paths: list[Path]) -> ImageStore:
-        cache = Path(self.p["cache_dir"]).expanduser() if self.p["cache_dir"] else self.root / CACHE_FOLDER
+        cache = Path(self.p["cache_dir"]).expanduser() if self.p["cache_dir"] else dataset_cache_dir(self.root)
         try:
             return open_images(paths, self.p["image_size"], cache)
         except ImageReadError as exc:
