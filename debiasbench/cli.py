@@ -247,7 +247,7 @@ def leaderboard(
     from debiasbench.report.leaderboard import (NOT_INSTALLED_TEXT, add_verdict, build_info, finished_once,
                                                 mark_installed, not_installed, read_notes, runs_frame,
                                                 summary_metrics)
-    from debiasbench.report.leaderboard import store_label
+    from debiasbench.report.leaderboard import public_text, store_label
     from debiasbench.report.publish import check_output_folder, check_same_source, write_leaderboard
     from debiasbench.report.tables import leaderboard_table
     from debiasbench.report.selection import RULES, check_selection_metric, metric_rule, select_rules
@@ -284,6 +284,8 @@ def leaderboard(
     if not_installed(summary):
         out().print(f"Not installed: {', '.join(not_installed(summary))}. {NOT_INSTALLED_TEXT}", highlight=False,
                     markup=False)
+    if info["non_finite"]:
+        out().print(public_text(info["non_finite"]), highlight=False, markup=False, soft_wrap=True)
     out().print(f"{len(runs)} runs, {len(summary)} selected results under {len(chosen)} rules; wrote "
                 + ", ".join(str(p) for p in written), highlight=False)
 

@@ -7,7 +7,10 @@ change what finished work reports."""
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import re
+import statistics
 import subprocess
 import sys
 import time
@@ -187,3 +190,80 @@ def test_a_finished_run_keeps_exit_0_and_its_record_when_stdout_fails(tmp_path):
     with closed_pipe() as pipe:  # found finished this time: its metrics, printed to no reader
         again = _cli(argv, pipe, tmp_path)
     assert again.returncode == 0 and "Traceback" not in again.stderr and "error" not in again.stderr, again.stderr
+
+
+# --- item 18: metrics a store holds as infinities or NaN ------------------------------------
+
+def _log(client: Any, experiment: str, method: str, seed: int, metrics: dict[str, float]) -> str:
+    from debiasbench.track.store import RUN_KEY_TAG
+
+    run = client.create_run(experiment, tags={RUN_KEY_TAG: f"{method}-{seed}"})
+    for name, value in {"method": method, "dataset": "colored_digits", "model": "small_cnn", "seed": str(seed),
+                        "lr": "0.001"}.items():
+        client.log_param(run.info.run_id, name, value)
+    for name, value in metrics.items():
+        client.log_metric(run.info.run_id, name, value)
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+@pytest.fixture
+def non_finite_store(tracking_uri: str) -> tuple[str, str, str]:
+    """Four seeds of two methods: ``sound`` at 0.80-0.83; ``shaky`` at 0.50 on three seeds,
+    one seed with test accuracy inf (MLflow keeps 1.8e308) and one with a NaN conflicting
+    accuracy."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.create_experiment("debiasbench")
+    for seed in range(4):
+        _log(client, experiment, "sound", seed, {"val_acc": 0.7, "test_acc": 0.80 + 0.01 * seed,
+                                                 "test_conflicting_acc": 0.6})
+    ids = [_log(client, experiment, "shaky", seed, {"val_acc": 0.7, "test_acc": 0.5,
+                                                    "test_conflicting_acc": 0.4 + 0.01 * seed})
+           for seed in range(2)]
+    ids.append(_log(client, experiment, "shaky", 2, {"val_acc": 0.7, "test_acc": 0.5,
+                                                     "test_conflicting_acc": math.nan}))
+    ids.append(_log(client, experiment, "shaky", 3, {"val_acc": 0.7, "test_acc": math.inf,
+                                                     "test_conflicting_acc": 0.43}))
+    return tracking_uri, ids[2], ids[3]
+
+
+def test_non_finite_metrics_count_as_missing_with_n_per_cell_and_the_runs_named(non_finite_store, capsys):
+    import pandas as pd
+
+    uri, nan_run, inf_run = non_finite_store
+    with pytest.raises(SystemExit) as exited:
+        main(["leaderboard", "--tracking-uri", uri, "--rule", "val_acc", "--out", "board"])
+    printed = capsys.readouterr().out
+    assert exited.value.code == 0
+    summary = pd.read_csv("board/summary.csv").set_index("method")
+    shaky, sound = summary.loc["shaky"], summary.loc["sound"]
+    assert shaky["n"] == 4 and shaky["test_acc"] == pytest.approx(0.5) and shaky["test_acc_n"] == 3
+    assert shaky["test_conflicting_acc"] == pytest.approx(statistics.mean([0.40, 0.41, 0.43]))
+    assert shaky["test_conflicting_acc_n"] == 3
+    assert (sound["rank_test_acc"], shaky["rank_test_acc"]) == (1, 2)  # inf is no 309-digit win
+    readme = Path("board/README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| shaky"))
+    assert "0.500 ± 0.000 (n=3) (#2)" in row and "(n=3)" in row.split("0.500")[-1]
+    assert "| sound" in readme and not re.search(r"\d{20}", readme)
+    for text in (readme, printed, Path("board/index.html").read_text()):
+        flat = " ".join(text.split())
+        assert "Runs with non-finite metrics, counted as missing" in flat
+        assert f"{inf_run} (shaky on colored_digits, seed 3: test_acc=inf)" in flat
+        assert f"{nan_run} (shaky on colored_digits, seed 2: test_conflicting_acc=nan)" in flat
+    assert "(n=3)" in printed
+
+
+def test_the_selection_score_ignores_a_non_finite_validation_metric(tracking_uri):
+    from mlflow.tracking import MlflowClient
+
+    from debiasbench.report.leaderboard import finished_once, runs_frame
+    from debiasbench.report.selection import select
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.create_experiment("debiasbench")
+    _log(client, experiment, "m", 0, {"val_acc": math.inf, "test_acc": 0.9})
+    _log(client, experiment, "m", 1, {"val_acc": 0.6, "test_acc": 0.7})
+    summary = select(finished_once(runs_frame(tracking_uri)[0]), "val_acc", metrics=("test_acc",))
+    assert summary.iloc[0]["selection_score"] == pytest.approx(0.6)

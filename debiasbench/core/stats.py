@@ -17,15 +17,31 @@ PLUS_MINUS = " ± "
 MISSING = "–"
 
 
-def mean_se(values: Iterable[float]) -> tuple[float, float, int]:
-    """``(mean, standard error, n)`` of ``values``: the standard error is the sample standard
-    deviation (n - 1 in the denominator) over sqrt(n).
+#: From this magnitude on a metric counts as infinite: MLflow's sqlite store keeps an
+#: infinite metric as the largest double (1.7976931348623157e308), which reads back finite.
+INFINITE_FROM = 1e308
 
-    With one value there is no spread to estimate, so the standard error is NaN rather than 0
-    (0 would claim a certainty one seed cannot give); with none, the mean is NaN too. Values
-    are taken as given: callers drop missing (NaN) values first, since a NaN makes both NaN.
+
+def is_finite(value: object) -> bool:
+    """Whether ``value`` is a number a mean may use: not NaN, not infinite, and not a stored
+    infinity (``INFINITE_FROM``); text or None is not."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(number) and abs(number) < INFINITE_FROM
+
+
+def mean_se(values: Iterable[float]) -> tuple[float, float, int]:
+    """``(mean, standard error, n)`` of the finite ``values``: the standard error is the sample
+    standard deviation (n - 1 in the denominator) over sqrt(n).
+
+    Non-finite values (NaN, infinities and MLflow's stored infinity, ``is_finite``) are
+    missing: left out of the mean and of n. With one value there is no spread to estimate,
+    so the standard error is NaN rather than 0 (0 would claim a certainty one seed cannot
+    give); with none, the mean is NaN too.
     """
-    values = [float(v) for v in values]
+    values = [float(v) for v in values if is_finite(v)]
     n = len(values)
     if n == 0:
         return math.nan, math.nan, 0
@@ -50,6 +66,15 @@ def format_mean_se(mean: float | None, se: float | None = None, digits: int = 3,
         return missing
     mean_text, se_text = mean_se_parts(mean, se, digits)
     return mean_text if se_text is None else f"{mean_text}{PLUS_MINUS}{se_text}"
+
+
+def n_note(n: object, row_n: object) -> str:
+    """``" (n=3)"`` where a cell's mean rests on fewer (or more) values than its row's n
+    (a seed that did not log the metric, or logged a non-finite value); "" where they agree
+    and where there is no value at all (the cell shows none)."""
+    if not is_finite(n) or not is_finite(row_n) or int(float(n)) in (0, int(float(row_n))):  # type: ignore[arg-type]
+        return ""
+    return f" (n={int(float(n))})"  # type: ignore[arg-type]
 
 
 #: Significance level of the test that separates two results in a leaderboard's ranks.

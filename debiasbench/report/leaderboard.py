@@ -34,7 +34,7 @@ import pandas as pd
 from debiasbench.core.errors import UserError
 from debiasbench.core.files import NOTES_LIMIT, FileRefused, read_regular_bytes
 from debiasbench.report.tables import EXTRA_METRICS, HEADLINE_METRICS
-from debiasbench.core.stats import MISSING, TIE_ALPHA, format_mean_se, welch_p_value
+from debiasbench.core.stats import MISSING, TIE_ALPHA, format_mean_se, is_finite, n_note, welch_p_value
 from debiasbench.track.store import RUN_KEY_TAG, search_all
 
 COMMAND_TAG = "debiasbench.command"
@@ -143,6 +143,8 @@ def runs_frame(tracking_uri: str | None, experiments: list[str] | None = None) -
                          "start_time": pd.Timestamp(run.info.start_time, unit="ms"),
                          **{f"params.{k}": v for k, v in run.data.params.items()},
                          **{f"metrics.{k}": v for k, v in run.data.metrics.items()},
+                         NON_FINITE_COLUMN: ", ".join(f"{k}={non_finite_text(v)}" for k, v in
+                                                      sorted(run.data.metrics.items()) if not is_finite(v)),
                          **{f"tags.{k}": v for k, v in run.data.tags.items() if k.startswith("debiasbench.")}})
     return pd.DataFrame(rows), uri
 
@@ -283,8 +285,9 @@ def add_verdict(summary: pd.DataFrame) -> pd.DataFrame:
     for _, of_dataset in out.groupby("dataset", sort=False):
         ranked, axes = ranked_metrics(of_dataset), pareto_axes(of_dataset)
         for _, group in of_dataset.groupby(["rule", "model", "setting"], sort=False, dropna=False):
-            ns = group["n"].tolist() if "n" in group else None
             for metric in ranked:
+                n_column = f"{metric}_n" if f"{metric}_n" in group else "n"  # seeds with a finite value
+                ns = group[n_column].tolist() if n_column in group else None
                 if same_for_every_method(group, metric) is not None:
                     out.loc[group.index, f"rank_{metric}"] = math.nan  # separates nothing: no rank
                     continue
@@ -394,6 +397,7 @@ def build_info(runs: pd.DataFrame, rules: Sequence[Any], uri: str, command: str,
         "seeds": f"{len(seeds)} ({', '.join(map(str, seeds))})",
         "date": dt.date.today().isoformat(),
         "tracking_store": store_label(uri),
+        "non_finite": non_finite_runs(runs),
     }
 
 
@@ -437,10 +441,57 @@ def _code(text: str) -> str:
     return f"{ticks}{pad}{text}{pad}{ticks}"
 
 
-def _cell(mean: float, se: float, rank: float = math.nan) -> str:
-    """"0.620 ± 0.012 (#1)": the mean over seeds, its standard error and the rank, if any."""
+def _cell(mean: float, se: float, rank: float = math.nan, note: str = "") -> str:
+    """"0.620 ± 0.012 (#1)": the mean over seeds, its standard error and the rank, if any;
+    ``note`` (``core.stats.n_note``: " (n=3)") after the number where the mean rests on
+    another number of seeds than the row's n."""
     text = format_mean_se(mean, se)
-    return f"{text} (#{int(rank)})" if _finite(rank) and text != MISSING else text
+    if text == MISSING:
+        return text
+    return f"{text}{note} (#{int(rank)})" if _finite(rank) else f"{text}{note}"
+
+
+def metric_n_note(row: pd.Series, metric: str) -> str:
+    """``n_note`` of ``row``'s ``metric``: " (n=3)" where fewer of its seeds logged a finite value."""
+    return n_note(row.get(f"{metric}_n", math.nan), row.get("n", math.nan))
+
+
+#: How many runs that logged a non-finite metric the files name (results.csv has them all).
+NON_FINITE_SHOWN = 20
+#: The column of ``runs_frame`` (and results.csv) listing a run's non-finite metrics: ``test_acc=inf``.
+NON_FINITE_COLUMN = "non_finite_metrics"
+
+
+def non_finite_text(value: Any) -> str:
+    """A non-finite metric as the files name it: ``nan``, ``inf`` or ``-inf`` (MLflow's
+    stored infinity, 1.8e308, included)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "nan"
+    return "nan" if math.isnan(number) else "-inf" if number < 0 else "inf"
+
+
+def non_finite_runs(runs: pd.DataFrame) -> str:
+    """One sentence naming the runs of ``runs`` (finished, as ``finished_once`` keeps them)
+    that logged a non-finite metric, with the metric and its value, from the column
+    ``NON_FINITE_COLUMN`` ``runs_frame`` writes (a NaN cell alone may be a metric never
+    logged; without the column only infinities are found); "" where none did. Those values
+    count as missing everywhere (``selection.finite_metrics``)."""
+    found = []
+    for _, run in runs.iterrows():
+        listed = run.get(NON_FINITE_COLUMN, "")
+        if NON_FINITE_COLUMN not in run:
+            listed = ", ".join(f"{c.removeprefix('metrics.')}={non_finite_text(run[c])}" for c in runs.columns
+                               if c.startswith("metrics.") and not pd.isna(run[c]) and not is_finite(run[c]))
+        if isinstance(listed, str) and listed:
+            found.append(f"{run['run_id']} ({run.get('params.method', '?')} on {run.get('params.dataset', '?')}, "
+                         f"seed {run.get('params.seed', '?')}: {listed})")
+    if not found:
+        return ""
+    more = f"; and {len(found) - NON_FINITE_SHOWN} more (see results.csv)" if len(found) > NON_FINITE_SHOWN else ""
+    return (f"Runs with non-finite metrics, counted as missing (in no mean, n, rank or selection score): "
+            f"{'; '.join(found[:NON_FINITE_SHOWN])}{more}.")
 
 
 def _verdict_lines(frame: pd.DataFrame) -> list[str]:
@@ -468,7 +519,8 @@ def markdown(summary: pd.DataFrame, info: dict[str, str], metrics: tuple[str, ..
              f"- date: {info['date']}",
              "- selection rules (one table per dataset and rule; hyper-parameters chosen per method, model "
              "and setting):", *(f"  - {_md(r)}" for r in rules),
-             f"- seeds: {info['seeds']} (mean ± standard error over seeds; n = seeds of the selected setting)",
+             f"- seeds: {info['seeds']} (mean ± standard error over seeds; n = seeds of the selected setting; "
+             "(n=k) after a value: the k of them with a finite value of that metric)",
              f"- tracking store: {_code(info.get('tracking_store') or store_label(info.get('tracking_uri', '')))}",
              f"- {RANKS_TEXT}", "",
              "Produced by:", "", *_fence(public_text(info["command"])), ""]
@@ -498,6 +550,8 @@ def markdown(summary: pd.DataFrame, info: dict[str, str], metrics: tuple[str, ..
             lines.append("")
             if missing:
                 lines += [f"Not installed: {_md(', '.join(missing))}. {NOT_INSTALLED_TEXT}", ""]
+    if info.get("non_finite"):
+        lines += [_md(public_text(info["non_finite"])), ""]
     notes = info.get("notes", "").strip()
     if notes:
         lines += [f"## {NOTES_HEADING}", "", notes, ""]

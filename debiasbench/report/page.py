@@ -28,8 +28,8 @@ from matplotlib.figure import Figure
 
 from debiasbench.report.leaderboard import (LOWER_IS_BETTER, NOT_INSTALLED_TEXT, NOTES_HEADING, RANKS_TEXT,
                                             SUMMARY_COLUMNS, add_verdict, better, group_label, has_metric,
-                                            not_installed, pareto_axes, public_frame, public_text, ranked_metrics,
-                                            sentence, store_label, verdict_rule, verdicts)
+                                            metric_n_note, not_installed, pareto_axes, public_frame, public_text,
+                                            ranked_metrics, sentence, store_label, verdict_rule, verdicts)
 from debiasbench.core.stats import MISSING, PLUS_MINUS, TIE_ALPHA, mean_se_parts
 
 _Options = tuple[tuple[str, tuple[str, ...]], ...]
@@ -121,13 +121,17 @@ def _text(row: pd.Series, column: str) -> str:
     return "" if value is None or pd.isna(value) else str(value)
 
 
-def _metric_cell(mean: float, se: float, rank: float = math.nan, metric: str = "") -> str:
+def _metric_cell(mean: float, se: float, rank: float = math.nan, metric: str = "", note: str = "") -> str:
     """The mean and its standard error as ``format_mean_se`` writes them, the error in its
-    own (smaller) line; the cell's textContent reads "0.620 ± 0.012" all the same."""
+    own (smaller) line; the cell's textContent reads "0.620 ± 0.012" all the same. ``note``
+    (" (n=3)": fewer seeds with a finite value than the row's n) follows the error."""
     if math.isnan(mean):
         return f'<td class="num" data-value="">{MISSING}</td>'
     mean_text, se_text = mean_se_parts(mean, se)
     number = mean_text + ("" if se_text is None else f'<span class="se">{PLUS_MINUS}{se_text}</span>')
+    if note:
+        number += (f'<span class="se cell-n" title="seeds with a finite value of {_e(metric)}">'
+                   f"{_e(note)}</span>")
     if math.isnan(rank):
         return f'<td class="num" data-value="{_e(repr(mean))}">{number}</td>'
     best = ' class="num best"' if rank == 1 else ' class="num"'
@@ -156,7 +160,8 @@ def _details(row: pd.Series, extra: Sequence[str]) -> str:
             items.append((metric, MISSING))
         else:
             mean_text, se_text = mean_se_parts(mean, se)
-            items.append((metric, mean_text + ("" if se_text is None else f"{PLUS_MINUS}{se_text}")))
+            items.append((metric, mean_text + ("" if se_text is None else f"{PLUS_MINUS}{se_text}")
+                          + _e(metric_n_note(row, metric))))
     body = "".join(f"<dt>{_e(k)}</dt><dd>{v}</dd>" for k, v in items)
     return f'<td class="more" data-value=""><details><summary>details</summary><dl>{body}</dl></details></td>'
 
@@ -178,7 +183,8 @@ def _table(rows: pd.DataFrame, ranked: Sequence[str], extra: Sequence[str], tabl
                   ' <span class="not-installed" title="this method is not installed here">not installed</span>')
         cells = [f'<td data-value="{_e(method)}">{_e(method)}{marker}</td>',
                  _metric_cell(_num(row, "selection_score"), math.nan)]
-        cells += [_metric_cell(_num(row, m), _num(row, m + "_se"), _num(row, f"rank_{m}"), m) for m in ranked]
+        cells += [_metric_cell(_num(row, m), _num(row, m + "_se"), _num(row, f"rank_{m}"), m,
+                               metric_n_note(row, m)) for m in ranked]
         n = _num(row, "n")
         n_text = "" if math.isnan(n) else str(int(n))
         cells.append(f'<td class="num" data-value="{n_text}">{n_text or "–"}</td>')
@@ -369,6 +375,12 @@ def _with_rules(summary: pd.DataFrame, info: dict[str, str]) -> pd.DataFrame:
     return summary
 
 
+def _non_finite(info: dict[str, str]) -> str:
+    """The line naming the runs whose non-finite metrics count as missing (``non_finite_runs``)."""
+    text = info.get("non_finite", "")
+    return f'<p class="note non-finite">{_e(public_text(text))}</p>' if text else ""
+
+
 def _notes(info: dict[str, str]) -> str:
     """The maintainers' reading of the tables (``--notes``): escaped paragraphs, no markup."""
     paragraphs = [" ".join(p.split()) for p in info.get("notes", "").split("\n\n") if p.strip()]
@@ -389,5 +401,6 @@ def render_page(summary: pd.DataFrame, info: dict[str, str], metrics: Sequence[s
             f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{_e(info.get('title', 'Leaderboard'))}</title><style>{_CSS}</style></head><body>"
-            f"{_header(summary, info)}{sections or '<p>No rule selected any result.</p>'}{_notes(info)}"
+            f"{_header(summary, info)}{sections or '<p>No rule selected any result.</p>'}{_non_finite(info)}"
+            f"{_notes(info)}"
             f"<script>{_JS}</script></body></html>\n")

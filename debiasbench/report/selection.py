@@ -33,7 +33,7 @@ import pandas as pd
 
 from debiasbench.contract.config import RECORDED_VERSION, RUN_KEYS, RunConfig
 from debiasbench.core.errors import UserError
-from debiasbench.core.stats import mean_se
+from debiasbench.core.stats import is_finite, mean_se
 
 IDENTITY = ("method", "dataset", "model")
 SETTING_PREFIX = "params.dataset_params."
@@ -306,9 +306,11 @@ def select_rules(runs: pd.DataFrame, rules: list[Rule], metrics: tuple[str, ...]
 
 
 def select_by_rule(runs: pd.DataFrame, rule: Rule, metrics: tuple[str, ...] = ()) -> pd.DataFrame:
-    """One row per group: the candidate ``rule`` selects, with the mean, ``_se`` and ``n``
-    over its seeds of each of ``metrics``, the labels of its setting and hparams, its run
-    ids, and the rule (``rule``, ``selected_by``, ``selection_metric``, ``selection_note``).
+    """One row per group: the candidate ``rule`` selects, with the mean, ``_se`` and ``_n``
+    over its seeds of each of ``metrics`` (``n``: its seeds; ``<metric>_n``: those with a
+    finite value of the metric, non-finite ones counted as missing: ``finite_metrics``), the
+    labels of its setting and hparams, its run ids, and the rule (``rule``, ``selected_by``,
+    ``selection_metric``, ``selection_note``).
 
     ``runs`` holds FINISHED runs only (failed runs never compete). A candidate without a
     finite score cannot be selected; a group none of whose candidates has one is left out,
@@ -316,7 +318,7 @@ def select_by_rule(runs: pd.DataFrame, rule: Rule, metrics: tuple[str, ...] = ()
     """
     setting_cols, candidate_cols = _param_columns(runs)
     based = set(runs[BASE_RUN_TAG].dropna().astype(str)) if BASE_RUN_TAG in runs else set()
-    runs = with_base_costs(runs).copy()
+    runs = with_base_costs(finite_metrics(runs)).copy()
     if DATASET_VERSION in runs:
         runs[DATASET_VERSION] = runs[DATASET_VERSION].fillna("1")
     for column in setting_cols + candidate_cols:
@@ -347,9 +349,23 @@ def select_by_rule(runs: pd.DataFrame, rule: Rule, metrics: tuple[str, ...] = ()
             }
             for name in metrics:
                 values = chosen.get(f"metrics.{name}", pd.Series(dtype=float)).dropna().astype(float)
-                row[name], row[f"{name}_se"], _ = mean_se(values)
+                row[name], row[f"{name}_se"], row[f"{name}_n"] = mean_se(values)
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def finite_metrics(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with every non-finite metric (NaN, an infinity, MLflow's stored infinity
+    1.8e308: ``core.stats.is_finite``) as NaN, i.e. missing: it takes part in no score,
+    mean, n or rank (``leaderboard.non_finite_runs`` names the runs that logged one)."""
+    columns = [c for c in runs.columns if c.startswith("metrics.")]
+    if not columns:
+        return runs
+    out = runs.copy()
+    for column in columns:
+        values = pd.to_numeric(out[column], errors="coerce").astype(float)
+        out[column] = values.where(values.map(is_finite))
+    return out
 
 
 def _best_candidate(group: pd.DataFrame, candidate_cols: list[str],

@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterable
 from rich.table import Table
 
 from debiasbench.contract.config import RunConfig
-from debiasbench.core.stats import MISSING, format_mean_se
+from debiasbench.core.stats import MISSING, format_mean_se, n_note
 
 #: Columns of comparison tables, in reading order.
 HEADLINE_METRICS = ("test_acc", "test_clean_acc", "test_biased_acc", "test_conflicting_acc",
@@ -115,7 +115,8 @@ def leaderboard_table(summary: Any) -> Table:
                 cells.append(MISSING)
                 continue
             row = chosen.iloc[0]
-            lines = [f"{_short(m)} {format_cell(row[m])} #{int(row[f'rank_{m}'])}" for m in ranked
+            lines = [f"{_short(m)} {format_cell(row[m])}{n_note(row.get(f'{m}_n'), row.get('n'))} "
+                     f"#{int(row[f'rank_{m}'])}" for m in ranked
                      if m in row and isinstance(row[m], float) and not math.isnan(row[m])
                      and not math.isnan(row[f"rank_{m}"])]
             if bool(row.get("pareto", False)):
