@@ -16,7 +16,7 @@ from typing import Any, Callable
 import typer
 from rich.console import Console
 
-from debiasbench.core.errors import INTERRUPTED, RunInterrupted, UserError, one_line, sentence
+from debiasbench.core.errors import INTERRUPTED, RunInterrupted, UserError, one_line, redact_credentials, sentence
 from debiasbench.core.resources import check_threads
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -47,8 +47,10 @@ def out() -> Console:
 
 
 def print_error(message: str) -> None:
-    """One line on stderr, ``error: ...``, cut to ``MESSAGE_LIMIT`` characters."""
-    err.print(f"error: {sentence(one_line(message))}", markup=False, highlight=False, soft_wrap=True)
+    """One line on stderr, ``error: ...``, cut to ``MESSAGE_LIMIT`` characters; credentials
+    of any URI in it are shown as ``***``."""
+    err.print(f"error: {sentence(one_line(redact_credentials(message)))}", markup=False, highlight=False,
+              soft_wrap=True)
 
 
 def user_errors(command: Callable) -> Callable:
@@ -148,7 +150,7 @@ def run(
                   f"{result.run_key}): its metrics, not trained again; --rerun trains it anew.",
                   markup=False, highlight=False, soft_wrap=True)
     out().print(metrics_table(resolved, result.metrics))
-    out().print(f"run {result.run_id} {'logged to' if result.ran else 'found in'} {tracker.uri}", highlight=False)
+    out().print(f"run {result.run_id} {'logged to' if result.ran else 'found in'} {tracker.shown_uri}", highlight=False)
 
 
 def _run_reporting_failure(run_one: Callable, config: Any, tracker: Any) -> Any:
@@ -166,7 +168,8 @@ def _run_reporting_failure(run_one: Callable, config: Any, tracker: Any) -> Any:
         if os.environ.get("DEBIASBENCH_DEBUG"):
             raise
         reason = f"{type(exc).__name__}: {exc} (DEBIASBENCH_DEBUG=1 shows the traceback)"
-    err.print(f"run failed: {sentence(one_line(reason))}", markup=False, highlight=False, soft_wrap=True)
+    err.print(f"run failed: {sentence(one_line(redact_credentials(reason)))}", markup=False, highlight=False,
+              soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -212,13 +215,17 @@ def sweep(
         return
     tags = {"debiasbench.sweep_file": str(file), "debiasbench.command": f"debiasbench sweep {file}"}
     with sweep_view(err, not no_progress) as view:
-        results = run_sweep(jobs, tracking_uri, log=lambda line: err.print(line, markup=False, highlight=False),
-                            launcher=start, tags=tags, view=view,
+        results = run_sweep(jobs, tracking_uri, log=_log_line, launcher=start, tags=tags, view=view,
                             threads=None if threads is None else check_threads(threads))
     for table in comparison_tables(results):
         out().print(table)
     if any(r.status == "FAILED" for r in results):
         raise typer.Exit(1)
+
+
+def _log_line(line: str) -> None:
+    """A sweep's progress line on stderr, credentials of any URI in it shown as ``***``."""
+    err.print(redact_credentials(line), markup=False, highlight=False)
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import reprlib
 
 #: Longest error line the CLI prints: a value of a hostile file (a YAML alias bomb expands
@@ -79,6 +80,17 @@ def one_line(message: str, limit: int = MESSAGE_LIMIT) -> str:
         return text
     suffix = f" ... ({len(text)} characters in all)"
     return text[:limit - len(suffix)] + suffix
+
+
+#: The user-information part of a URI (``user:password@``) wherever it occurs in a text.
+_CREDENTIALS = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#@\s'\"]*)@")
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with the credentials of every URI in it replaced by ``***``
+    (``http://user:secret@host/`` -> ``http://***@host/``): a URI or a message quoting one,
+    however it is printed, logged or published."""
+    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}***@", str(text))
 
 
 def sentence(text: str) -> str:

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
-from debiasbench.core.errors import UserError
+from debiasbench.core.errors import UserError, redact_credentials
 from debiasbench.core.files import NOTES_LIMIT, FileRefused, read_regular_bytes
 from debiasbench.report.tables import EXTRA_METRICS, HEADLINE_METRICS
 from debiasbench.core.stats import MISSING, TIE_ALPHA, format_mean_se, is_finite, n_note, welch_p_value
@@ -109,30 +109,41 @@ def store_label(uri: str) -> str:
 # --- reading the store -----------------------------------------------------------------------
 
 def open_store(tracking_uri: str | None) -> Any:
-    """An MLflow client of an existing store (reading never creates an empty one)."""
-    from mlflow.tracking import MlflowClient
-
-    from debiasbench.track.store import absolute_tracking_uri
+    """An MLflow client of an existing store (reading never creates an empty one, upgrades
+    an older one or adds MLflow's tables to another application's database); its calls to
+    a server are bounded (``debiasbench.track.store.bound_server_calls``)."""
+    from debiasbench.track.store import (absolute_tracking_uri, check_server_answers, check_sqlite_store,
+                                         open_client, sqlite_path)
 
     uri = absolute_tracking_uri(tracking_uri)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise UserError(f"tracking store {uri!r} does not exist: run a sweep first or pass --tracking-uri")
-    return MlflowClient(uri), uri
+    path = sqlite_path(uri)
+    if path is not None and not path.is_file():
+        raise UserError(f"tracking store {redact_credentials(uri)!r} does not exist: run a sweep first or pass "
+                        "--tracking-uri")
+    if uri.startswith(("http://", "https://")):
+        check_server_answers(uri)
+    check_sqlite_store(uri)
+    return open_client(uri), uri
 
 
 def runs_frame(tracking_uri: str | None, experiments: list[str] | None = None) -> tuple[pd.DataFrame, str]:
     """Every debiasbench run of the store (or of ``experiments``) as one row: ``run_id``,
     ``experiment``, ``status``, ``start_time``, ``params.*``, ``metrics.*``, ``tags.*``."""
     client, uri = open_store(tracking_uri)
+    shown_uri = redact_credentials(uri)
     try:
         found = client.search_experiments()
+    except UserError:
+        raise
     except Exception as exc:
-        raise UserError(f"tracking store {uri!r} cannot be read: {str(exc).splitlines()[0]}") from None
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"tracking store {shown_uri!r} cannot be read: {redact_credentials(message)}") from None
     names = {e.experiment_id: e.name for e in found}
     if experiments:
         missing = sorted(set(experiments) - set(names.values()))
         if missing:
-            raise UserError(f"experiment {missing[0]!r} not in {uri!r}; it has: {', '.join(sorted(names.values()))}")
+            raise UserError(f"experiment {missing[0]!r} not in {shown_uri!r}; it has: "
+                            f"{', '.join(sorted(names.values()))}")
         names = {i: n for i, n in names.items() if n in experiments}
     rows = []
     for experiment_id, name in names.items():

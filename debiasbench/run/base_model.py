@@ -49,14 +49,26 @@ def check_matches(config: RunConfig, run: Any) -> None:
                             f"this run needs {value!r}")
 
 
+def check_base_run(config: RunConfig, tracker: Any) -> Any:
+    """The run ``config.base_run`` names, once it is found FINISHED in the store, matching
+    ``config`` (``check_matches``) and holding the model; else a ``UserError``. Only reads:
+    ``runner.run`` checks it before anything is written (no store, no claim, no run)."""
+    run = tracker.get_run(config.base_run, what="base_run")
+    if run.info.status != "FINISHED":
+        raise UserError(f"base_run {config.base_run}: status is {run.info.status}, not FINISHED")
+    check_matches(config, run)
+    if MODEL_ARTIFACT not in {artifact.path for artifact in tracker.client_for_reading().list_artifacts(
+            run.info.run_id)}:
+        raise UserError(f"base_run {config.base_run} has no {MODEL_ARTIFACT} artifact "
+                        "(was it run with log_model=false?)")
+    return run
+
+
 def resolve_base_checkpoint(config: RunConfig, tracker: Any,
                             train: Callable[[RunConfig], Any], log: Callable[[str], None]) -> tuple[Path, str]:
     """Local path of the base model's weights and the id of the run that produced them."""
     if config.base_run:
-        run = tracker.get_run(config.base_run)
-        if run.info.status != "FINISHED":
-            raise UserError(f"base_run {config.base_run}: status is {run.info.status}, not FINISHED")
-        check_matches(config, run)
+        run = check_base_run(config, tracker)
     else:
         vanilla = base_config(config)
         run = tracker.finished_run(vanilla.run_key())

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from debiasbench.run import checkpoints
-from debiasbench.run.base_model import MODEL_ARTIFACT, load_base_weights, resolve_base_checkpoint
 from debiasbench.run.claims import Claim, JobBusy
+from debiasbench.run.base_model import MODEL_ARTIFACT, check_base_run, load_base_weights, resolve_base_checkpoint
 from debiasbench.train.class_weights import class_weights
 from debiasbench.contract.config import RunConfig
 from debiasbench.data.dataset import BenchmarkDataset, Loader, eval_batch_for
@@ -39,7 +39,7 @@ from debiasbench.models.latent import LatentModel
 from debiasbench.core.registry import DATASETS, METHODS
 from debiasbench.track.inputs import dataset_input
 from debiasbench.track.mlflow_model import log_torch_model
-from debiasbench.track.store import TrackedRun, Tracker
+from debiasbench.track.store import TrackedRun, Tracker, store_problem
 from debiasbench.train.loop import Epoch, keep_frozen_norms_in_eval, lay_out, run_loader, run_steps, train_epochs
 from debiasbench.train.progress import ProgressReporter, announce, current, decided, reporting
 from debiasbench.train.step import TrainingStep, autocast_for
@@ -444,7 +444,12 @@ class Trainer:
         example = test.batch(torch.arange(min(2, len(test)))).x
         try:
             log_torch_model(self.tracked, model, example)
+        except UserError:
+            raise
         except Exception as exc:  # a network that cannot be pickled: the run's results stand
+            problem = store_problem(exc, getattr(self.tracked.client, "tracking_uri", ""), 0.0)
+            if problem is not None:  # but a full disk under the store is the store's failure
+                raise problem from exc
             reason = one_line(f"{type(exc).__name__}: {exc}")
             _note(f"the trained model was not logged as an MLflow model: {reason}")
             self.tracked.set_tags({MODEL_NOT_LOGGED_TAG: reason[:5000]})
@@ -458,8 +463,9 @@ def run(config: RunConfig, tracker: Tracker, progress: bool | ProgressReporter |
         wait: bool = False, skip_finished: bool = False) -> RunResult:
     """Train and evaluate one configuration; the outcome is recorded in ``tracker``.
 
-    The dataset and the model are built first, so a missing data file or an unknown
-    latent layer is a plain error that leaves nothing behind: no store, no claim, no run.
+    The dataset and the model are built first, and a ``base_run`` is checked, so a missing
+    data file, an unknown latent layer or base run is a plain error that leaves nothing
+    behind: no store, no claim, no run.
     Then the job is claimed (``debiasbench.run.claims``): where another process holds the
     claim, ``JobBusy`` is raised, or with ``wait`` the call waits for it. With
     ``skip_finished``, a job that has a FINISHED run once the claim is held is not run
@@ -485,6 +491,8 @@ def run(config: RunConfig, tracker: Tracker, progress: bool | ProgressReporter |
         for split in (dataset.splits["test"], *dataset.views.values()):
             split.channels_last = True
     model = build_run_model(config, dataset, device)
+    if config.base_run and METHODS.get(config.method).starts_from_vanilla:
+        check_base_run(config, tracker)  # read only: a base_run refused leaves no store and no claim
     key = config.run_key()
     claim = Claim(config.checkpoint_dir, key)
     if not claim.acquire(wait):

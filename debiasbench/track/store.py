@@ -8,16 +8,19 @@ so a crashed run never looks finished and a sweep can find and rerun it.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
+import hashlib
 import logging
 import os
 import time
 import uuid
 from pathlib import Path
-from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
 
 from debiasbench.contract.config import RunConfig
-from debiasbench.core.errors import RunFailed, UserError
+from debiasbench.core.errors import RunFailed, UserError, redact_credentials, shown
 from debiasbench.core.interrupts import interrupt_reason
 from debiasbench.track.inputs import EXPERIMENT_KIND_TAG, TRAINING_KIND
 from debiasbench.track.log_buffer import LogBuffer
@@ -27,6 +30,18 @@ FAILURE_TAG = "debiasbench.failure"
 #: Seconds a run's metrics, params and tags may wait in memory before they are written
 #: (``TrackedRun``): live enough for a long run's curves, one write for a tiny run.
 FLUSH_INTERVAL = 30.0
+#: Seconds one call to a tracking server may take, its retries included, before it is
+#: given up (``bound_server_calls``); the variable ``TIMEOUT_VARIABLE`` sets it.
+TRACKING_TIMEOUT = 30.0
+TIMEOUT_VARIABLE = "DEBIASBENCH_TRACKING_TIMEOUT"
+
+
+class StoreUnavailable(UserError):
+    """A tracking server that does not answer (in time, or at all)."""
+
+
+class StoreFull(UserError):
+    """A tracking store whose disk is full."""
 
 
 class TrackedRun:
@@ -103,15 +118,21 @@ class Tracker:
         import mlflow
 
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        for noisy in ("alembic", "mlflow"):  # store creation logs at INFO; runs print their own
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+        quiet_mlflow()
 
         self.uri = tracking_uri or mlflow.get_tracking_uri()
         self.experiment = experiment
         self.tags = dict(tags or {})
+        bound_server_calls()
         check_store_writable(self.uri)
         self._client: Any = None
+        self._reader: Any = None
         self._experiment_id: str | None = None
+
+    @property
+    def shown_uri(self) -> str:
+        """The store's URI as it may be printed: without credentials."""
+        return redact_credentials(self.uri)
 
     @property
     def client(self) -> Any:
@@ -132,16 +153,17 @@ class Tracker:
 
         try:
             prepare_store(self.uri)
-            client = MlflowClient(self.uri)
+            client = StoreClient(MlflowClient(self.uri), self.uri)
             self._experiment_id = get_or_create_experiment(client, self.experiment,
                                                            artifact_location(self.uri, self.experiment))
         except UserError:
             raise
         except Exception as exc:  # unreachable server, unwritable sqlite file, bad URI
-            raise UserError(f"tracking store {self.uri!r} cannot be used: {_first_line(exc)}") from None
+            raise UserError(f"tracking store {self.shown_uri!r} cannot be used: "
+                            f"{redact_credentials(_first_line(exc))}") from None
         self._client = client
 
-    @contextmanager
+    @contextlib.contextmanager
     def start(self, config: RunConfig, tags: Mapping[str, Any] | None = None) -> Iterator[TrackedRun]:
         """A run that ends FINISHED, or FAILED / KILLED with the reason, whatever happens;
         what it logged is written before it ends (see ``TrackedRun`` for a killed process).
@@ -176,14 +198,34 @@ class Tracker:
             tracked.flush()
         except Exception as exc:
             reason = f"{reason} (its last metrics could not be written: {_first_line(exc)})"
-        self.client.log_batch(tracked.run_id, tags=[RunTag(FAILURE_TAG, reason[:5000])])
+        self.client.log_batch(tracked.run_id, tags=[RunTag(FAILURE_TAG, redact_credentials(reason)[:5000])])
         self.client.set_terminated(tracked.run_id, status)
 
-    def get_run(self, run_id: str) -> Any:
+    def client_for_reading(self) -> Any | None:
+        """A client of the store for reads that must create nothing (neither the store nor
+        the tracker's experiment): the open one, else one of the existing store; None where
+        the sqlite store does not exist yet."""
+        if self._client is not None:
+            return self._client
+        path = sqlite_path(self.uri)
+        if path is not None and not path.is_file():
+            return None
+        if self._reader is None:
+            self._reader = open_client(self.uri)
+        return self._reader
+
+    def get_run(self, run_id: str, what: str = "run") -> Any:
+        """Run ``run_id`` of the store, read without creating anything (``client_for_reading``);
+        ``what`` names it where it is not found (``base_run``)."""
+        client = self.client_for_reading()
+        if client is None:
+            raise UserError(f"{what} {run_id!r} not found: tracking store {self.shown_uri!r} does not exist yet")
         try:
-            return self.client.get_run(run_id)
+            return client.get_run(run_id)
+        except UserError:
+            raise
         except Exception:
-            raise UserError(f"run {run_id!r} not found in tracking store {self.uri!r}") from None
+            raise UserError(f"{what} {run_id!r} not found in tracking store {self.shown_uri!r}") from None
 
     def download(self, run_id: str, artifact: str, folder: str | Path) -> str:
         """Local copy of one artifact of a run."""
@@ -253,28 +295,124 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 def check_store_writable(uri: str) -> None:
-    """One line, at once, for an sqlite store this process cannot write (a read-only file,
-    a folder on a read-only filesystem, a missing folder) or a tracking server nothing
-    answers at: MLflow would otherwise retry for minutes or print its tracebacks. Other
-    stores are checked when first opened."""
+    """One line, at once, for a URI whose runs would not persist or whose options would be
+    ignored (``check_tracking_uri``), an sqlite store this process cannot write (a
+    read-only file, a folder on a read-only filesystem, a missing folder), a file that is
+    not an MLflow store of this MLflow's schema (``check_sqlite_store``) or a tracking
+    server nothing answers at: MLflow would otherwise retry for minutes, print its
+    tracebacks or write its tables into another application's database. Other stores are
+    checked when first opened."""
+    check_tracking_uri(uri)
     if uri.startswith(("http://", "https://")):
         check_server_answers(uri)
         return
     path = sqlite_path(uri)
     if path is None:
         return
+    shown_uri = redact_credentials(uri)
     folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
-        raise UserError(f"tracking store {uri!r}: {str(path)!r} is a folder, not an sqlite file")
+        raise UserError(f"tracking store {shown_uri!r}: {str(path)!r} is a folder, not an sqlite file")
     if not folder.is_dir():
-        raise UserError(f"tracking store {uri!r}: folder {str(folder)!r} does not exist")
+        raise UserError(f"tracking store {shown_uri!r}: folder {str(folder)!r} does not exist")
     # sqlite writes a journal beside the file, so the folder must be writable too.
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"tracking store {uri!r}: folder {str(folder)!r} is not writable "
+        raise UserError(f"tracking store {shown_uri!r}: folder {str(folder)!r} is not writable "
                         "(a read-only filesystem or permissions); choose another --tracking-uri")
     if path.exists() and not os.access(path, os.R_OK | os.W_OK):
-        raise UserError(f"tracking store {uri!r}: file {str(path)!r} is not writable; "
+        raise UserError(f"tracking store {shown_uri!r}: file {str(path)!r} is not writable; "
                         "choose another --tracking-uri")
+    check_sqlite_store(uri)
+
+
+#: Options of an sqlite URI that MLflow's store (SQLAlchemy's pysqlite driver) applies.
+SQLITE_OPTIONS = ("timeout",)
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Refuse, in one line, a tracking URI whose runs would not outlive the command (an
+    in-memory sqlite database) or whose options would be ignored: an sqlite URI's query
+    arguments other than ``SQLITE_OPTIONS`` (SQLAlchemy drops them with a warning, so
+    ``?mode=ro`` writes all the same) and a server address's query or fragment (MLflow
+    appends its API paths after them)."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    shown_uri = redact_credentials(uri)
+    if uri.startswith("sqlite:"):
+        database, _, query = uri.removeprefix("sqlite:").partition("?")
+        options = [key for key, _ in parse_qsl(query, keep_blank_values=True)]
+        if database in ("", "//", "///") or database.endswith(":memory:") or "memory" in (
+                value for key, value in parse_qsl(query) if key == "mode"):
+            raise UserError(f"tracking store {shown_uri!r} is an in-memory database: its runs would be lost "
+                            "when the command ends; name a file (sqlite:///mlflow.db) or a server")
+        ignored = [key for key in dict.fromkeys(options) if key not in SQLITE_OPTIONS]
+        if ignored or (query and not options):
+            raise UserError(f"tracking store {shown_uri!r}: option {shown((ignored or [query])[0])} of the URI is "
+                            f"not applied to an sqlite store (only {', '.join(SQLITE_OPTIONS)} is); remove it")
+    elif uri.startswith(("http://", "https://")):
+        parts = urlsplit(uri)
+        if parts.query or parts.fragment:
+            raise UserError(f"tracking store {shown_uri!r}: a server address takes no query or fragment "
+                            "(MLflow would not apply it); give scheme, host, port and path only")
+
+
+def check_sqlite_store(uri: str) -> None:
+    """Refuse, in one line and without writing to it, an existing sqlite file that MLflow
+    must not open as this store: a file that is not an sqlite database, a database of
+    another application (MLflow would add its tables and runs to it), an MLflow store of
+    an older schema (MLflow would migrate it, or fail with a traceback: it is upgraded
+    only when asked, ``mlflow db upgrade``) or of a newer MLflow. An empty file, or a
+    database without tables, is a new store. The file is opened read-only."""
+    import sqlite3
+    from urllib.parse import quote
+
+    path = sqlite_path(uri)
+    if path is None or not path.is_file() or path.stat().st_size == 0:
+        return
+    shown_uri = redact_credentials(uri)
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True,
+                                                timeout=30)) as db:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                      if not name.startswith("sqlite_")}
+            versions = ([row[0] for row in db.execute("SELECT version_num FROM alembic_version")]
+                        if "alembic_version" in tables else [])
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"tracking store {shown_uri!r}: {str(path)!r} is not an sqlite database ({exc}); "
+                        "name a new file or an MLflow store") from None
+    if not tables:
+        return
+    if not MLFLOW_TABLES <= tables:
+        listed = ", ".join(sorted(tables)[:5]) + (f", ... ({len(tables)} tables)" if len(tables) > 5 else "")
+        raise UserError(f"tracking store {shown_uri!r}: {str(path)!r} is a database of another application "
+                        f"(tables {listed}), not an MLflow store; it is left unchanged: name a new file "
+                        "or an MLflow store")
+    head, known = mlflow_schema()
+    version = versions[0] if len(versions) == 1 else None
+    if version == head:
+        return
+    import mlflow
+
+    if version in known:
+        raise UserError(f"tracking store {shown_uri!r} has an older MLflow schema (revision {version}; the "
+                        f"installed MLflow {mlflow.__version__} uses {head}) and is not upgraded unasked: back it up, "
+                        f"then run `mlflow db upgrade {shown_uri}`")
+    raise UserError(f"tracking store {shown_uri!r} has MLflow schema {shown(version)}, which the installed MLflow "
+                    f"{mlflow.__version__} does not know (a newer MLflow made it?): use that MLflow's version")
+
+
+#: Tables every MLflow tracking store has (its schema version is in ``alembic_version``).
+MLFLOW_TABLES = frozenset({"alembic_version", "experiments", "runs"})
+
+
+@functools.lru_cache(maxsize=1)
+def mlflow_schema() -> tuple[str, frozenset[str]]:
+    """The head revision of the installed MLflow's store schema and every revision it knows."""
+    from alembic.script import ScriptDirectory
+    from mlflow.store.db.utils import _get_alembic_config, _get_latest_schema_revision
+
+    script = ScriptDirectory.from_config(_get_alembic_config(""))
+    return _get_latest_schema_revision(), frozenset(r.revision for r in script.walk_revisions())
 
 
 def check_server_answers(uri: str, timeout: float = 5.0) -> None:
@@ -283,18 +421,162 @@ def check_server_answers(uri: str, timeout: float = 5.0) -> None:
     import socket
     from urllib.parse import urlsplit
 
+    shown_uri = redact_credentials(uri)
     parts = urlsplit(uri)
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        raise UserError(f"tracking store {uri!r}: not a valid address") from None
+        raise UserError(f"tracking store {shown_uri!r}: not a valid address") from None
     if not parts.hostname:
-        raise UserError(f"tracking store {uri!r}: not a valid address")
+        raise UserError(f"tracking store {shown_uri!r}: not a valid address")
     try:
         socket.create_connection((parts.hostname, port), timeout=timeout).close()
     except OSError as exc:
-        raise UserError(f"tracking store {uri!r}: no server answers at {parts.hostname}:{port} "
+        raise UserError(f"tracking store {shown_uri!r}: no server answers at {parts.hostname}:{port} "
                         f"({exc.strerror or type(exc).__name__})") from None
+
+
+def tracking_timeout() -> float:
+    """Seconds one call to a tracking server may take: ``DEBIASBENCH_TRACKING_TIMEOUT``, else
+    ``TRACKING_TIMEOUT``."""
+    text = os.environ.get(TIMEOUT_VARIABLE, "").strip()
+    if not text:
+        return TRACKING_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 1 <= seconds <= 86400:  # NaN included
+        raise UserError(f"{TIMEOUT_VARIABLE}: expected seconds from 1 to 86400, got {shown(text)}")
+    return seconds
+
+
+#: The values ``bound_server_calls`` set, so that a later call may change its own (and
+#: never a value the user set).
+_BOUNDS_SET: dict[str, str] = {}
+
+
+def bound_server_calls() -> float:
+    """Bound every call MLflow's REST client makes to a tracking server to about
+    ``tracking_timeout()`` seconds (30 by default), retries included; the bound.
+
+    MLflow waits 120 s per request and retries 7 times with growing pauses, so a server
+    that accepts connections and never answers held a command silent for many minutes.
+    Three attempts share the bound: MLflow's variables ``MLFLOW_HTTP_REQUEST_TIMEOUT``
+    (a third of it, less the pause), ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` (2),
+    ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR`` (a pause of 2 s before the last attempt where
+    the bound is 12 s or more) and ``MLFLOW_HTTP_REQUEST_BACKOFF_JITTER`` (0) are set for
+    this process and the processes it starts, each unless the user set it."""
+    limit = tracking_timeout()
+    backoff = 1 if limit >= 12 else 0
+    wanted = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int((limit - 2 * backoff) // 3))),
+              "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(backoff),
+              "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0"}
+    for name, value in wanted.items():
+        if os.environ.get(name) in (None, _BOUNDS_SET.get(name)):
+            os.environ[name] = _BOUNDS_SET[name] = value
+    return limit
+
+
+def server_label(uri: str) -> str:
+    """A server's address as messages name it: scheme, host and port, no credentials."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}"
+
+
+def store_problem(exc: BaseException, uri: str, seconds: float) -> UserError | None:
+    """The one-line error for a failure that is the store's, not the call's: a full disk
+    (``StoreFull``, naming where) or a tracking server that did not answer in time or at
+    all (``StoreUnavailable``, naming the server and the bound); None for anything else."""
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and cause not in chain and len(chain) < 20:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    text = " ".join(str(e) for e in chain)
+    if (any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in chain)
+            or "database or disk is full" in text or "No space left on device" in text):
+        path = sqlite_path(uri)
+        # shutil's copies name the source first and the file written second
+        written = next((e.filename2 or e.filename for e in chain if isinstance(e, OSError) and e.filename), None)
+        where = (f"the disk of tracking store {str(path)!r}" if path is not None
+                 else f"the disk of tracking store {redact_credentials(uri)!r}")
+        detail = f" (writing {str(written)!r})" if written else ""
+        free = f"free space in {str(path.parent)!r}" if path is not None else "free space there"
+        return StoreFull(f"{where} is full{detail}: {free} or choose another --tracking-uri")
+    if uri.startswith(("http://", "https://")):
+        lowered = text.lower()
+        if "timed out" in lowered or "timeout" in lowered:
+            return StoreUnavailable(f"tracking server {server_label(uri)} did not answer within {seconds:.0f} s; "
+                                    f"{TIMEOUT_VARIABLE} (now {tracking_timeout():g}) sets how many seconds a "
+                                    "call may wait")
+        if "max retries exceeded" in lowered or "connection refused" in lowered or "connection aborted" in lowered:
+            return StoreUnavailable(f"tracking server {server_label(uri)} stopped answering "
+                                    f"(no connection after {seconds:.0f} s)")
+    return None
+
+
+class StoreClient:
+    """An ``MlflowClient`` whose failures that are the store's (``store_problem``: a full
+    disk, a server that does not answer) are one-line ``UserError``s instead of MLflow's
+    exceptions and tracebacks; anything else passes through unchanged. After a server did
+    not answer, calls fail at once for ``tracking_timeout()`` seconds: a failing run's
+    last writes do not each wait the whole bound again."""
+
+    def __init__(self, client: Any, uri: str):
+        self._client = client
+        self.uri = uri
+        self._down: UserError | None = None
+        self._down_until = 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._client, name)
+        if name.startswith("_") or not callable(value):
+            return value
+
+        @functools.wraps(value)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self._down is not None and time.monotonic() < self._down_until:
+                raise type(self._down)(str(self._down))
+            began = time.monotonic()
+            try:
+                return value(*args, **kwargs)
+            except UserError:
+                raise
+            except Exception as exc:
+                problem = store_problem(exc, self.uri, time.monotonic() - began)
+                if problem is None:
+                    raise
+                if isinstance(problem, StoreUnavailable):
+                    self._down, self._down_until = problem, time.monotonic() + tracking_timeout()
+                raise problem from exc
+
+        return call
+
+
+def open_client(uri: str) -> StoreClient:
+    """An MLflow client of the store at ``uri`` (``StoreClient``), its server calls bounded
+    (``bound_server_calls``)."""
+    from mlflow.tracking import MlflowClient
+
+    bound_server_calls()
+    quiet_mlflow()
+    return StoreClient(MlflowClient(uri), uri)
+
+
+def quiet_mlflow() -> None:
+    """MLflow's and alembic's own logging kept to warnings: store creation logs at INFO, and
+    MLflow logs the traceback of every database error it then raises (a full disk printed
+    hundreds of lines), which ``StoreClient`` turns into one line."""
+    for noisy in ("alembic", "mlflow"):  # runs print their own progress
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def prepare_store(uri: str) -> None:
@@ -324,12 +606,13 @@ def prepare_store(uri: str) -> None:
                     os.fsync(handle.fileno())
                 os.replace(temporary, path)
             except OSError as exc:
-                raise UserError(f"tracking store {uri!r} could not be created ({exc.strerror or exc})") from None
+                raise UserError(f"tracking store {redact_credentials(uri)!r} could not be created "
+                                f"({exc.strerror or exc})") from None
             except Exception as exc:
                 text = _first_line(exc)
                 if "full" in text.lower():
                     text += f": free space in {str(path.parent)!r}"
-                raise UserError(f"tracking store {uri!r} could not be created ({text})") from None
+                raise UserError(f"tracking store {redact_credentials(uri)!r} could not be created ({text})") from None
             finally:
                 temporary.unlink(missing_ok=True)
         finally:
@@ -353,15 +636,14 @@ def _build_sqlite_schema(uri: str, folder: Path) -> None:
 def finished_keys(tracking_uri: str | None, experiments: set[str]) -> set[str]:
     """Run keys with a FINISHED run in ``experiments`` of the store, read without writing
     anything: a store or experiment that does not exist yet has none (``sweep --dry-run``)."""
-    from mlflow.tracking import MlflowClient
-
     uri = absolute_tracking_uri(tracking_uri)
     path = sqlite_path(uri)
     if path is not None and not path.is_file():
         return set()
     if uri.startswith(("http://", "https://")):
         check_server_answers(uri)
-    client = MlflowClient(uri)
+    check_sqlite_store(uri)
+    client = open_client(uri)
     keys: set[str] = set()
     for name in experiments:
         experiment = client.get_experiment_by_name(name)
@@ -396,6 +678,7 @@ def absolute_tracking_uri(uri: str | None) -> str:
     import mlflow
 
     uri = uri or mlflow.get_tracking_uri()
+    check_tracking_uri(uri)
     for scheme in ("sqlite:///", "file://"):
         if uri.startswith(scheme) and not uri.startswith(scheme + "/"):
             return scheme + str(Path(uri[len(scheme):]).resolve())
@@ -411,9 +694,23 @@ def artifact_location(tracking_uri: str, experiment: str) -> str | None:
     every working directory it was used in. None (MLflow decides) for other stores."""
     if not tracking_uri.startswith("sqlite:///"):
         return None
-    database = Path(tracking_uri[len("sqlite:///"):]).expanduser().resolve()
-    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in experiment) or "experiment"
-    return (database.parent / "mlruns" / slug).as_uri()
+    database = Path(tracking_uri[len("sqlite:///"):].split("?")[0]).expanduser().resolve()
+    return (database.parent / "mlruns" / experiment_folder(experiment)).as_uri()
+
+
+def experiment_folder(experiment: str) -> str:
+    """The folder of ``mlruns/`` that holds an experiment's artifacts, one per name and
+    always inside ``mlruns/``: a name of ASCII letters, digits, ``-``, ``_`` and ``.``
+    that starts with a letter or digit is its own folder; any other name (``..``,
+    ``a/b``, ``a b``, ``.hidden``, non-ASCII letters) is made of those characters
+    (others as ``_``) followed by ``~`` and 16 hex digits of the name's SHA-256, so
+    ``a/b``, ``a b`` and ``a_b`` get three folders (no name of the first kind has a ``~``)."""
+    if experiment[:1].isascii() and experiment[:1].isalnum() and all(
+            c.isascii() and (c.isalnum() or c in "-_.") for c in experiment):
+        return experiment
+    readable = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in experiment)
+    digest = hashlib.sha256(experiment.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{readable.lstrip('.') or 'experiment'}~{digest}"
 
 
 def _first_line(exc: BaseException) -> str:
