@@ -49,7 +49,8 @@ def command(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[s
         main(list(argv))
     seconds = time.perf_counter() - began
     captured = capsys.readouterr()
-    return exited.value.code, captured.err.strip().splitlines(), captured.out, seconds
+    code = exited.value.code
+    return code if isinstance(code, int) else 1, captured.err.strip().splitlines(), captured.out, seconds
 
 
 def refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
@@ -297,7 +298,7 @@ def test_experiment_names_get_folders_of_their_own_inside_mlruns(here):
     assert len(set(folders)) == len(names)  # no two names share a folder
     mlruns = (here / "mlruns").resolve()
     for name in names:
-        location = Path(artifact_location("sqlite:///mlflow.db", name).removeprefix("file://"))
+        location = Path(str(artifact_location("sqlite:///mlflow.db", name)).removeprefix("file://"))
         assert location.parent == mlruns and location.name not in (".", ".."), (name, location)
         assert "/" not in experiment_folder(name) and not experiment_folder(name).startswith(".")
     assert experiment_folder("a_b") == "a_b" and experiment_folder("runs-2026.v1") == "runs-2026.v1"

@@ -32,7 +32,7 @@ def test_a_relative_sqlite_uri_is_resolved_when_the_experiment_is_made(tmp_path,
     location = artifact_location("sqlite:///mlflow.db", "my_runs_2026")
     assert location == (tmp_path.resolve() / "mlruns" / "my_runs_2026").as_uri()
     # a name that is not a folder name gets a readable folder of its own (test_hostile_store.py)
-    assert artifact_location("sqlite:///mlflow.db", "my runs/2026").startswith(
+    assert str(artifact_location("sqlite:///mlflow.db", "my runs/2026")).startswith(
         (tmp_path.resolve() / "mlruns" / "my_runs_2026~").as_uri())
     assert artifact_location("http://mlflow-server:5000", "x") is None
 
