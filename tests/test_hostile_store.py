@@ -205,6 +205,7 @@ def _refused_by_every_command(here: Path, capsys: pytest.CaptureFixture[str], ur
              refused(capsys, "leaderboard", "--tracking-uri", uri, "--out", str(here / "board"))]
     (here / "s.yaml").write_text("methods: [vanilla]\ndatasets: [synthetic_artifacts]\n")
     lines.append(refused(capsys, "sweep", "s.yaml", "--dry-run", "--tracking-uri", uri))
+    lines.append(refused(capsys, "ui", "--tracking-uri", uri))
     assert not (here / "board").exists() and not (here / ".debiasbench").exists()
     return lines
 
