@@ -12,8 +12,8 @@ import pytest
 import torch
 from threadpoolctl import threadpool_info
 
-from benchmarks.interleave import (Comparison, Ratio, calibrate, compare, measure, percentile, round_order,
-                                   rounds_to_run, summary_lines)
+from benchmarks.interleave import (Comparison, Ratio, calibrate, clock_to_use, compare, measure, percentile,
+                                   round_order, rounds_to_run, summary_lines)
 
 
 class FakeMachine:
@@ -141,7 +141,24 @@ def test_summary_line_names_group_members_ratio_spread_rounds_threads_and_load()
     ]
     assert summary_lines("cav-fit", {**comparison.extra_info(), "threads": 2, "load_1min": None})[0] == \
         "cav-fit: ga / baseline_vanilla = 1.03x (0.98-1.09, 15 rounds, 2 threads): no measurable difference"
+    comparison.clock = "cpu"
+    assert summary_lines("ga-step", comparison.extra_info())[0] == \
+        "ga-step: ga / baseline_vanilla = 1.03x (0.98-1.09, 15 rounds, 1 thread, CPU time, load 2.1-2.3): " \
+        "no measurable difference"
+    assert "wall clock, load" in summary_lines("ga-step", {**comparison.extra_info(), "clock": "wall"})[0]
+    assert summary_lines("sweep", {**comparison.extra_info(), "rounds": 1})[1].startswith(
+        "sweep: lff / baseline_vanilla = 2.14x (2.05-2.20, 1 round, 1 thread, CPU time, load 2.1-2.3)")
     assert summary_lines("not-interleaved", {}) == []
+
+
+def test_a_group_chooses_its_clock_unless_bench_clock_asks_for_the_wall_clock(monkeypatch):
+    monkeypatch.delenv("BENCH_CLOCK", raising=False)
+    assert clock_to_use("cpu") == "cpu" and clock_to_use("wall") == "wall"
+    monkeypatch.setenv("BENCH_CLOCK", "wall")
+    assert clock_to_use("cpu") == "wall"
+    monkeypatch.setenv("BENCH_CLOCK", "cpu")
+    with pytest.raises(ValueError, match="BENCH_CLOCK"):
+        clock_to_use("wall")
 
 
 def test_rounds_come_from_the_environment_and_a_group_may_only_lower_them(monkeypatch):
@@ -168,6 +185,7 @@ class FakeBenchmark:
 
 
 def test_compare_pins_threads_records_them_and_restores_them(monkeypatch):
+    monkeypatch.delenv("BENCH_CLOCK", raising=False)
     monkeypatch.setenv("BENCH_ROUNDS", "2")
     monkeypatch.setenv("BENCH_THREADS", "1")
     before = torch.get_num_threads()
@@ -187,6 +205,7 @@ def test_compare_pins_threads_records_them_and_restores_them(monkeypatch):
     assert benchmark.pedantic_calls == 1 and result.results == {"baseline_x": 7, "other": 7}
     info = benchmark.extra_info
     assert info["baseline"] == "baseline_x" and info["rounds"] == 2 and info["threads"] == 1
+    assert info["clock"] == "wall"
     assert set(info["ratios"]) == {"other"} and len(info["ratios"]["other"]["per_round"]) == 2
 
 

@@ -27,7 +27,7 @@ def pytest_terminal_summary(terminalreporter, config) -> None:
 
 @pytest.fixture
 def compare(benchmark):
-    """``compare(baseline, {name: candidate, ...}, baseline_name=..., rounds=...)``: this
+    """``compare(baseline, {name: candidate, ...}, baseline_name=..., rounds=..., clock=...)``: this
     test's group measured by ``interleave.compare``; returns its ``Comparison``."""
     return functools.partial(interleaved_compare, benchmark)
 

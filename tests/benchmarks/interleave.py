@@ -22,6 +22,12 @@ instead:
    with fewer than ten rounds this is close to their minimum and maximum). A spread that
    contains 1.0 is no measurable difference, whatever the median says.
 
+A sample's duration is wall-clock time, or, for groups whose members compute in this
+process only (``clock="cpu"``), the CPU time of this process: time the scheduler gives
+other processes is not counted, so those ratios stay steady on a loaded machine (on a 2-core
+machine at a load average of 9, identical steps measured 0.79-1.19 by the wall clock and
+0.96-1.01 in CPU time). ``BENCH_CLOCK=wall`` times every group by the wall clock.
+
 The 1-minute load average is read before the first round and after every round; its
 lowest and highest reading are kept with the results, as are the thread count and the
 rounds. ``compare`` runs all of it inside one ``benchmark.pedantic`` round and stores
@@ -106,6 +112,8 @@ class Comparison:
     ratios: dict[str, Ratio] = field(default_factory=dict)
     rounds: int = 0
     threads: int | None = None
+    #: The name of the clock in ``CLOCKS`` (``measure`` only knows the function).
+    clock: str | None = None
     load: tuple[float, float] | None = None
     iterations: dict[str, int] = field(default_factory=dict)
     #: Seconds per call, per member, one entry per round.
@@ -120,6 +128,7 @@ class Comparison:
             "spread": SPREAD_TEXT,
             "rounds": self.rounds,
             "threads": self.threads,
+            "clock": self.clock,
             "load_1min": list(self.load) if self.load else None,
             "iterations": dict(self.iterations),
             "median_seconds_per_call": {name: percentile(s, 50.0) for name, s in self.seconds.items() if s},
@@ -217,14 +226,34 @@ def rounds_to_run(rounds: int | None) -> int:
     return default if rounds is None else min(rounds, default)
 
 
+#: What a sample's duration is read from: wall-clock time, or the CPU time of this process
+#: (all its threads; not its child processes, not time spent waiting for the CPU or a disk).
+CLOCKS: dict[str, Clock] = {"wall": time.perf_counter, "cpu": time.process_time}
+#: ``BENCH_CLOCK=wall`` times every group by the wall clock, whatever the group chose.
+CLOCK_ENV = "BENCH_CLOCK"
+
+
+def clock_to_use(clock: str) -> str:
+    """The group's ``clock``, unless ``BENCH_CLOCK=wall`` asks for the wall clock everywhere."""
+    forced = os.environ.get(CLOCK_ENV, "").strip()
+    if forced not in ("", "wall"):
+        raise ValueError(f"{CLOCK_ENV}={forced}: the only value it takes is 'wall'")
+    if clock not in CLOCKS:
+        raise ValueError(f"clock {clock!r}: one of {sorted(CLOCKS)}")
+    return forced or clock
+
+
 def compare(benchmark: Any, baseline: Callable[[], Any], candidates: Mapping[str, Callable[[], Any]], *,
             baseline_name: str = "baseline", rounds: int | None = None, threads: int | None = None,
-            min_sample_s: float = MIN_SAMPLE_S, warmup: int = 1) -> Comparison:
+            min_sample_s: float = MIN_SAMPLE_S, warmup: int = 1, clock: str = "wall") -> Comparison:
     """Time ``baseline`` against each of ``candidates`` in interleaved rounds inside
     pytest-benchmark's ``benchmark`` fixture (one pedantic round for the whole comparison),
     keeping the ratios, spreads, load, threads and rounds in ``benchmark.extra_info``.
 
     ``rounds``: the group's own cap on ``BENCH_ROUNDS`` (for members taking seconds).
+    ``clock``: ``"wall"``, or ``"cpu"`` for members that compute in this process only (no
+    child processes, no waiting on files): the process's CPU time does not count the time
+    other processes hold the CPU, so it stays steady on a loaded machine.
     ``threads``: torch's intra-op threads and the BLAS / OpenMP pools while timing
     (default ``BENCH_THREADS`` or 1).
     With the fixture disabled, every member is called once and nothing is timed.
@@ -234,6 +263,7 @@ def compare(benchmark: Any, baseline: Callable[[], Any], candidates: Mapping[str
     if baseline_name in candidates:
         raise ValueError(f"a candidate is named like the baseline: {baseline_name!r}")
     members = {baseline_name: baseline, **candidates}
+    clock = clock_to_use(clock)
     threads = threads or bench_threads()
     before = torch.get_num_threads()
     pools = contextlib.ExitStack()
@@ -250,12 +280,13 @@ def compare(benchmark: Any, baseline: Callable[[], Any], candidates: Mapping[str
                                                          threads=threads), rounds=1, iterations=1)
         count = rounds_to_run(rounds)
         comparison: Comparison = benchmark.pedantic(
-            lambda: measure(baseline_name, members, rounds=count, min_sample_s=min_sample_s, warmup=warmup),
+            lambda: measure(baseline_name, members, rounds=count, min_sample_s=min_sample_s, warmup=warmup,
+                            clock=CLOCKS[clock]),
             rounds=1, iterations=1)
     finally:
         torch.set_num_threads(before)
         pools.close()
-    comparison.threads = threads
+    comparison.threads, comparison.clock = threads, clock
     benchmark.extra_info.update(comparison.extra_info())
     return comparison
 
@@ -272,13 +303,17 @@ def format_number(ratio: float) -> str:
 
 def summary_lines(group: str, info: Mapping[str, Any]) -> list[str]:
     """One line per candidate of a group's ``extra_info``:
-    ``group: candidate / baseline = 1.03x (0.98-1.09, 15 rounds, 1 thread, load 2.1-2.3): no measurable difference``."""
+    ``group: candidate / baseline = 1.03x (0.98-1.09, 15 rounds, 1 thread, CPU time, load 2.1-2.3):
+    no measurable difference``."""
     lines = []
     threads = info.get("threads")
     load = info.get("load_1min")
-    context = [f"{info.get('rounds')} rounds"]
+    rounds = info.get("rounds")
+    context = [f"{rounds} round{'s' if rounds != 1 else ''}"]
     if threads is not None:
         context.append(f"{threads} thread{'s' if threads != 1 else ''}")
+    if info.get("clock"):
+        context.append({"cpu": "CPU time", "wall": "wall clock"}.get(info["clock"], info["clock"]))
     if load:
         context.append(f"load {load[0]:.1f}-{load[1]:.1f}")
     for name, figures in info.get("ratios", {}).items():

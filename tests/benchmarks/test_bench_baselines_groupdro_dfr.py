@@ -19,7 +19,8 @@ from debiasbench.data.dataset import Loader
 
 @pytest.mark.benchmark(group="groupdro-step")
 def test_groupdro_step_against_vanilla(compare, method_step):
-    compare(method_step("vanilla"), {"groupdro": method_step("groupdro")}, baseline_name="baseline_vanilla")
+    compare(method_step("vanilla"), {"groupdro": method_step("groupdro")}, baseline_name="baseline_vanilla",
+            clock="cpu")
 
 
 @pytest.mark.benchmark(group="dfr-refit")
@@ -37,5 +38,6 @@ def test_dfr_refit_against_a_vanilla_epoch(compare, colored_digits, method_on_di
             optimizer.step()
 
     dfr, dfr_ctx = method_on_digits("dfr")
-    compare(epoch, {"dfr_prepare": lambda: dfr.prepare(dfr_ctx)}, baseline_name="baseline_vanilla_epoch")
+    compare(epoch, {"dfr_prepare": lambda: dfr.prepare(dfr_ctx)}, baseline_name="baseline_vanilla_epoch",
+            clock="cpu")
     assert dfr_ctx.model.net.fc.weight.abs().sum() > 0

@@ -28,4 +28,4 @@ def test_jtt_and_lff_steps_against_vanilla(compare, method_step):
     compare(method_step("vanilla"), {"jtt_upsampled": method_step("jtt", {"id_epochs": 1}),
                                      "jtt_loss_weighted": method_step("jtt", {"id_epochs": 1, "mode": "loss"}),
                                      "lff": method_step("lff")},
-            baseline_name="baseline_vanilla")
+            baseline_name="baseline_vanilla", clock="cpu")

@@ -104,7 +104,7 @@ def test_correction_steps_against_vanilla(compare, synthetic_artifacts, batch):
                "rrr": rrr_params}
     before = {name: [p.detach().clone() for p in params] for name, params in trained.items()}
     result = compare(vanilla, {"vanilla_head_only": head_only, "rrclarc": rrclarc, "rrr": rrr},
-                     baseline_name="baseline_vanilla")
+                     baseline_name="baseline_vanilla", clock="cpu")
     for name, params in trained.items():
         assert torch.isfinite(result.results[name]), name
         assert all(not torch.equal(b, p) for b, p in zip(before[name], params)), name
@@ -142,6 +142,6 @@ def test_cav_fits_against_pattern(compare, cav_data):
     kinds = [k for k in CAV_KINDS if k != "pattern"]
     result = compare(lambda: fit_cav(acts, labels, "pattern"),
                      {kind: functools.partial(fit_cav, acts, labels, kind) for kind in kinds},
-                     baseline_name="baseline_pattern", rounds=ROUNDS)
+                     baseline_name="baseline_pattern", rounds=ROUNDS, clock="cpu")
     for kind, cav in result.results.items():
         check_cav(cav, direction, kind)

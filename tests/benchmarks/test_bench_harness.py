@@ -26,7 +26,8 @@ def config():
 
 @pytest.mark.benchmark(group="harness_per_run")
 def test_run_against_a_bare_training_loop(compare, config, tracker, tracking_uri):
-    """The fresh process gets ``--threads`` with the count the comparison pins here."""
+    """The fresh process gets ``--threads`` with the count the comparison pins here. Timed by
+    the wall clock: the fresh process's work is not this process's CPU time."""
     dataset = build_dataset(config)
     sets = [f"--set=dataset_params.{k}={v}" for k, v in TINY_SYNTHETIC.items()]
     command = [sys.executable, "-m", "debiasbench.cli", "run", "-m", "vanilla", "-d", "synthetic_artifacts",

@@ -39,6 +39,7 @@ def test_epoch_images_cached_against_decoding_every_epoch(compare, jpegs, tmp_pa
                       artifact=labels.bool(), conflicting=labels.bool())
         return torch.cat([batch.x for batch in split.batches(64)])
 
+    # by the wall clock (the default): both members read files, and waiting for them counts
     result = compare(decode_epoch, {"cached": cached_epoch}, baseline_name="baseline_decode_every_epoch")
     for name, images in result.results.items():
         assert images.shape == (N, 3, SIZE, SIZE), name

@@ -36,7 +36,7 @@ def test_iterate_device_loader_against_plain_slicing(compare, colored_digits):
     split = colored_digits.splits["train"]
     loader = Loader(split, BATCH, torch.Generator().manual_seed(0))
     result = compare(lambda: consume(slice_batches(split)), {"device_loader": lambda: consume(loader_batches(loader))},
-                     baseline_name="baseline_plain_slicing")
+                     baseline_name="baseline_plain_slicing", clock="cpu")
     assert set(result.results.values()) == {len(split)}
 
 
@@ -61,4 +61,4 @@ def test_epoch_device_loader_against_plain_slicing(compare, colored_digits):
     sliced, loaded = model_and_optimizer(), model_and_optimizer()
     compare(lambda: train_epoch(slice_batches(split), *sliced),
             {"device_loader": lambda: train_epoch(loader_batches(loader), *loaded)},
-            baseline_name="baseline_plain_slicing")
+            baseline_name="baseline_plain_slicing", clock="cpu")

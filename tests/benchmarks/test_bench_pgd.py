@@ -65,7 +65,7 @@ def test_per_sample_grad_norms_against_a_loop(compare, model, samples: Samples):
         "loop_last_layer_only": lambda: loop_grad_norms(model, *samples, p=P, full_backward=False),
         "vmap": lambda: per_sample_grad_norms(model, *samples, p=P, method="vmap"),
         "closed_form": lambda: per_sample_grad_norms(model, *samples, p=P, method="closed_form"),
-    }, baseline_name="baseline_loop")
+    }, baseline_name="baseline_loop", clock="cpu")
     check_norms(result, N)
 
 
@@ -73,7 +73,7 @@ def test_per_sample_grad_norms_against_a_loop(compare, model, samples: Samples):
 def test_per_sample_grad_norms_of_all_parameters_against_a_loop(compare, model, samples: Samples):
     result = compare(lambda: loop_grad_norms(model, *samples, params="all", p=P), {
         "vmap": lambda: per_sample_grad_norms(model, *samples, params="all", p=P, method="vmap"),
-    }, baseline_name="baseline_loop")
+    }, baseline_name="baseline_loop", clock="cpu")
     check_norms(result, N)
 
 
@@ -89,7 +89,7 @@ def test_resnet18_per_sample_grad_norms_against_a_loop(compare, resnet_and_sampl
     result = compare(lambda: loop_grad_norms(*resnet_and_samples, p=P), {
         "vmap": lambda: per_sample_grad_norms(*resnet_and_samples, p=P, method="vmap"),
         "closed_form": lambda: per_sample_grad_norms(*resnet_and_samples, p=P, method="closed_form"),
-    }, baseline_name="baseline_loop", rounds=RESNET_ROUNDS)
+    }, baseline_name="baseline_loop", rounds=RESNET_ROUNDS, clock="cpu")
     check_norms(result, 64)
 
 
@@ -124,6 +124,6 @@ def test_pgd_scoring_against_a_vanilla_epoch(compare, model, colored_digits):
     train = colored_digits.splits["train"]
     result = compare(epoch, {"scoring_closed_form": lambda: score(model, train, "closed_form"),
                              "scoring_vmap": lambda: score(model, train, "vmap")},
-                     baseline_name="baseline_vanilla_epoch")
+                     baseline_name="baseline_vanilla_epoch", clock="cpu")
     for name in ("scoring_closed_form", "scoring_vmap"):
         assert result.results[name].shape == (len(train),), name

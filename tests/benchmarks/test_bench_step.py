@@ -46,4 +46,4 @@ def test_step_vanilla_method_against_bare_pytorch(compare, setup):
         loss.backward()
         optimizer.step()
 
-    compare(bare_step, {"vanilla_method": method_step}, baseline_name="baseline_bare_pytorch")
+    compare(bare_step, {"vanilla_method": method_step}, baseline_name="baseline_bare_pytorch", clock="cpu")

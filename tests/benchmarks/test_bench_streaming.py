@@ -125,7 +125,8 @@ def epoch_of(batches: Callable[[], Iterator[tuple[Tensor, Tensor]]],
 @pytest.mark.benchmark(group="stream-epoch")
 def test_epoch_harness_loader_against_a_torch_dataloader(compare, cache_file):
     """Each member trains its own model (same seed). An epoch takes about 2 s on the 2-core
-    CPU, so the group runs at most 6 rounds."""
+    CPU, so the group runs at most 6 rounds. The groups of this file are timed by the wall
+    clock: the DataLoader's workers are other processes."""
     result = compare(epoch_of(torch_batches(cache_file), make_step()),
                      {f"harness_loader_{placement}": epoch_of(harness_batches(cache_file, placement), make_step())
                       for placement in ("stream", "device")},
