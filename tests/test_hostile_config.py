@@ -56,7 +56,7 @@ def write(folder: Path, name: str, content: str) -> str:
 # --- item 3: a sweep of 10^8 jobs is counted, not expanded -----------------------------------
 
 def _axis(key: str, n: int) -> str:
-    return f"  {key}: [{', '.join(str(i) for i in range(n))}]\n"
+    return f"  {key}: [{', '.join(str(i) for i in range(1, n + 1))}]\n"
 
 
 @pytest.mark.parametrize("content,count", [
