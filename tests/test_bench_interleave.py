@@ -1,7 +1,7 @@
 """The arithmetic of ``make bench``'s interleaved comparisons (tests/benchmarks/interleave.py)
 with a fake clock: members take turns in A B B A order, ratios are taken within a round,
-the spread is the 10th-90th percentile, and a spread containing 1.0 is reported as no
-measurable difference."""
+the spread is the 10th-90th percentile, and a spread containing 1.0 (or within 1% of it)
+is reported as no measurable difference."""
 
 from __future__ import annotations
 
@@ -122,10 +122,15 @@ def test_percentile_interpolates_as_numpy_does(values, q):
 def test_spread_is_the_10th_to_90th_percentile_and_decides_the_verdict():
     ratio = Ratio.of([1.0 + i / 100 for i in range(11)])  # 1.00 ... 1.10
     assert (ratio.median, ratio.low, ratio.high) == pytest.approx((1.05, 1.01, 1.09))
-    assert ratio.verdict() == "slower"
+    assert ratio.verdict() == "no measurable difference"  # 1.01: within 1% of 1.0
+    assert Ratio.of([1.0 + i / 100 for i in range(2, 13)]).verdict() == "slower"  # 1.03 ... 1.11
     assert Ratio.of([0.96, 0.99, 1.02, 0.98, 1.01]).verdict() == "no measurable difference"
     # a median below 1.0 is still no speed-up when some rounds measured slower
     assert Ratio.of([0.80, 0.85, 0.90, 1.05, 1.10]).verdict() == "no measurable difference"
+    # within 1% of 1.0 is too close to call
+    assert Ratio.of([0.93, 0.99, 0.999]).verdict() == "no measurable difference"  # 0.93-0.997
+    assert Ratio.of([1.005, 1.02, 1.04]).verdict() == "no measurable difference"
+    assert Ratio.of([1.02, 1.03, 1.04]).verdict() == "slower"
     assert Ratio.of([0.4, 0.5, 0.6]).verdict() == "2.0x faster"
     assert Ratio.of([0.78, 0.8, 0.82]).verdict() == "1.25x faster"
 

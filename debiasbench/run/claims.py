@@ -9,8 +9,13 @@ is a lease that expires with its holder and never needs cleaning up by hand.
 
 Claims are seen by every process that uses the same checkpoint folder (the default,
 ``.debiasbench/checkpoints``, is relative to the working directory: sweeps started from
-one folder, or given an absolute ``checkpoint_dir``, share it). On a cluster the folder
-must be on a filesystem whose locks all nodes see (NFSv4, Lustre, GPFS). The lock files
+one folder, or given an absolute ``checkpoint_dir``, share it); they are the fast, local
+path. Processes that share the store but not the folder (another working directory,
+another machine) see each other through the store: a RUNNING run whose holder keeps its
+heartbeat fresh makes the job busy (``RunHeld``), and only a run whose holder is provably
+gone is marked KILLED (``debiasbench.track.heartbeat``). On a cluster, a folder on a
+filesystem whose locks all nodes see (NFSv4, Lustre, GPFS) also lets a job resume on
+another node from its checkpoints. The lock files
 are left in place (empty): removing one while another process waits on it would let two
 processes hold "the same" claim.
 """
@@ -28,7 +33,12 @@ CLAIMS_FOLDER = "claims"
 
 
 class JobBusy(UserError):
-    """Another process holds the claim on this job."""
+    """Another process holds the claim on this job, or runs it (``RunHeld``)."""
+
+
+class RunHeld(JobBusy):
+    """Another process, which may use another claim folder, runs this job: the store holds
+    a RUNNING run of it whose holder may be alive (``debiasbench.track.heartbeat``)."""
 
 
 class Claim:

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from debiasbench.run import checkpoints
-from debiasbench.run.claims import Claim, JobBusy
+from debiasbench.run.claims import Claim, JobBusy, RunHeld
 from debiasbench.run.base_model import MODEL_ARTIFACT, check_base_run, load_base_weights, resolve_base_checkpoint
 from debiasbench.train.class_weights import class_weights
 from debiasbench.contract.config import RunConfig
@@ -37,6 +37,7 @@ from debiasbench.contract.method import Batch, Method, RunContext
 from debiasbench.models.build import build_model
 from debiasbench.models.latent import LatentModel
 from debiasbench.core.registry import DATASETS, METHODS
+from debiasbench.track import heartbeat
 from debiasbench.track.inputs import dataset_input
 from debiasbench.track.mlflow_model import log_torch_model
 from debiasbench.track.store import TrackedRun, Tracker, store_problem
@@ -469,9 +470,12 @@ def run(config: RunConfig, tracker: Tracker, progress: bool | ProgressReporter |
     Then the job is claimed (``debiasbench.run.claims``): where another process holds the
     claim, ``JobBusy`` is raised, or with ``wait`` the call waits for it. With
     ``skip_finished``, a job that has a FINISHED run once the claim is held is not run
-    again: that run's result is returned, with ``ran`` False. Runs of the job still
-    RUNNING in the store once the claim is held were killed before they could say so
-    (no live process holds their claim): they are marked KILLED. ``progress`` says where
+    again: that run's result is returned, with ``ran`` False. A RUNNING run of the job in
+    the store whose holder may be alive (``debiasbench.track.heartbeat``: a process that
+    uses another claim folder, from another working directory or machine) makes the job
+    busy as a claim does: ``RunHeld``, or with ``wait`` the call polls until it ends.
+    RUNNING runs whose holder is provably gone were killed before they could say so: they
+    are marked KILLED. ``progress`` says where
     the run's progress goes (``progress_for``): a ``ProgressReporter``, True for a bar
     on stderr, False for nowhere, None for the current reporter (a sweep's) or a bar at
     a terminal.
@@ -493,17 +497,30 @@ def run(config: RunConfig, tracker: Tracker, progress: bool | ProgressReporter |
     model = build_run_model(config, dataset, device)
     if config.base_run and METHODS.get(config.method).starts_from_vanilla:
         check_base_run(config, tracker)  # read only: a base_run refused leaves no store and no claim
+    beat = heartbeat.interval()  # DEBIASBENCH_HEARTBEAT_SECONDS refused before anything is written
     key = config.run_key()
     claim = Claim(config.checkpoint_dir, key)
     if not claim.acquire(wait):
         raise JobBusy(f"another process (pid {claim.holder() or 'unknown'}) is running this job "
                       f"(run key {key}) with checkpoints in {config.checkpoint_dir!r}: wait for it to end")
+    pauses = random.Random()  # not the seeded global generator
     try:
-        done = tracker.finished_run(key) if skip_finished else None
-        if done is not None:
-            return RunResult(run_id=done.info.run_id, run_key=key, metrics=dict(done.data.metrics), ran=False)
-        with progress_for(progress) as reporter:
-            return _train_claimed(config, tracker, reporter, device, dataset, placement, model)
+        while True:
+            done = tracker.finished_run(key) if skip_finished else None
+            if done is not None:
+                return RunResult(run_id=done.info.run_id, run_key=key, metrics=dict(done.data.metrics), ran=False)
+            held = tracker.live_run(key)
+            if held is None:
+                try:
+                    with progress_for(progress) as reporter:
+                        return _train_claimed(config, tracker, reporter, device, dataset, placement, model)
+                except RunHeld:  # another process created its run of the job first
+                    if not wait:
+                        raise
+            elif not wait:
+                raise RunHeld(f"another process ({heartbeat.describe(held)}) is running this job (run key {key}, "
+                              f"run {held.info.run_id}): wait for it to end")
+            time.sleep(pauses.uniform(0.5, 1.0) * min(beat, 5.0))
     finally:
         claim.release()
 

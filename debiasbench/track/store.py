@@ -22,6 +22,7 @@ from typing import Any, Iterator, Mapping
 from debiasbench.contract.config import RunConfig
 from debiasbench.core.errors import RunFailed, UserError, redact_credentials, shown
 from debiasbench.core.interrupts import interrupt_reason
+from debiasbench.track import heartbeat
 from debiasbench.track.inputs import EXPERIMENT_KIND_TAG, TRAINING_KIND
 from debiasbench.track.log_buffer import LogBuffer
 
@@ -167,10 +168,23 @@ class Tracker:
     def start(self, config: RunConfig, tags: Mapping[str, Any] | None = None) -> Iterator[TrackedRun]:
         """A run that ends FINISHED, or FAILED / KILLED with the reason, whatever happens;
         what it logged is written before it ends (see ``TrackedRun`` for a killed process).
-        ``tags`` known before the run starts are created with it (no write of their own)."""
+        ``tags`` known before the run starts are created with it (no write of their own).
+
+        The run is created with its holder and a heartbeat this process keeps fresh until
+        it ends (``debiasbench.track.heartbeat``). Where another run of the job, created no
+        later, has a holder that may be alive, this one is ended and deleted at once and
+        ``RunHeld`` is raised: two processes that share no claim folder and start the job at
+        once never both run it."""
         name = f"{config.method}-{config.dataset}-{config.model}-s{config.seed}"
         run = self.client.create_run(self.experiment_id, run_name=name, tags={
-            **self.tags, **{k: str(v) for k, v in (tags or {}).items()}, RUN_KEY_TAG: config.run_key()})
+            **self.tags, **{k: str(v) for k, v in (tags or {}).items()}, RUN_KEY_TAG: config.run_key(),
+            **heartbeat.holder_tags()})
+        beat = heartbeat.Heartbeat(self.client, run.info.run_id)
+        try:
+            self._give_way(run, config.run_key())
+        except BaseException:
+            beat.stop()
+            raise
         tracked = TrackedRun(self.client, run.info.run_id)
         try:
             tracked.log_params(config.flat())
@@ -188,6 +202,33 @@ class Tracker:
             raise
         else:
             self.client.set_terminated(tracked.run_id, "FINISHED")
+        finally:
+            beat.stop()
+
+    def _give_way(self, run: Any, key: str) -> None:
+        """End and delete ``run``, just created, and raise ``RunHeld`` where another RUNNING
+        run of its job, created no later, has a holder that may be alive: of two processes
+        that create runs of one job at once, at least the later one gives way (both, where
+        they were created in the same millisecond)."""
+        from debiasbench.run.claims import RunHeld
+
+        for other in self.search(f"tags.`{RUN_KEY_TAG}` = '{key}' and attributes.status = 'RUNNING'"):
+            if (other.info.run_id != run.info.run_id and other.info.start_time <= run.info.start_time
+                    and heartbeat.holder_gone(other) is None):
+                self._end(TrackedRun(self.client, run.info.run_id), "KILLED",
+                          f"another process ({heartbeat.describe(other)}) started this job first: run "
+                          f"{other.info.run_id}")
+                self.client.delete_run(run.info.run_id)
+                raise RunHeld(f"another process ({heartbeat.describe(other)}) is running this job (run key {key}, "
+                              f"run {other.info.run_id}): wait for it to end")
+
+    def live_run(self, run_key: str) -> Any | None:
+        """A RUNNING run of ``run_key`` whose holder may be alive (``heartbeat.holder_gone``),
+        if any: while there is one, the job is busy, whichever claim folder its holder uses."""
+        for run in self.search(f"tags.`{RUN_KEY_TAG}` = '{run_key}' and attributes.status = 'RUNNING'"):
+            if heartbeat.holder_gone(run) is None:
+                return run
+        return None
 
     def _end(self, tracked: TrackedRun, status: str, reason: str) -> None:
         """Write what the run logged (what cannot be written is given up: the failure must
@@ -248,15 +289,19 @@ class Tracker:
         return search_all(self.client, self.experiment_id, filter_string)
 
     def end_stale_runs(self, run_key: str) -> int:
-        """Mark KILLED the runs of ``run_key`` still RUNNING: their process was killed
-        (SIGKILL, power loss) before it could say so; the job is about to run again. Called
-        by the holder of the job's claim only (``runner.run``), so no live process can be
-        running one of them."""
-        stale = self.search(f"tags.`{RUN_KEY_TAG}` = '{run_key}' and attributes.status = 'RUNNING'")
-        for run in stale:
-            self._end(TrackedRun(self.client, run.info.run_id), "KILLED",
-                      "interrupted: the process ended without closing the run; its job ran again")
-        return len(stale)
+        """Mark KILLED the runs of ``run_key`` still RUNNING whose holder is provably gone
+        (``heartbeat.holder_gone``: killed by SIGKILL or a power loss before it could say so);
+        the job is about to run again. Runs whose holder may be alive are left alone (another
+        process, from another working directory or machine, runs the job): ``runner.run``
+        waits for them or reports the job busy. The number marked."""
+        marked = 0
+        for run in self.search(f"tags.`{RUN_KEY_TAG}` = '{run_key}' and attributes.status = 'RUNNING'"):
+            gone = heartbeat.holder_gone(run)
+            if gone is not None:
+                self._end(TrackedRun(self.client, run.info.run_id), "KILLED",
+                          f"interrupted: the process ended without closing the run ({gone}); its job ran again")
+                marked += 1
+        return marked
 
 
 def get_or_create_experiment(client: Any, name: str, location: str | None, attempts: int = 5) -> str:
