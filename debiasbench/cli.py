@@ -181,17 +181,31 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", metavar="",
                                  help="print the jobs and which the store has finished; "
                                       "run nothing, write nothing"),
-    launcher: str = typer.Option("local", "--launcher", help="local, ray, or a plugin's (entry-point group "
-                                 "debiasbench.launchers)"),
-    workers: int = typer.Option(1, "--workers", "-j", help="local: parallel worker processes"),
-    cpus_per_run: float = typer.Option(1.0, "--cpus-per-run", help="ray: CPUs per run (fractions allowed)"),
-    gpus_per_run: float = typer.Option(0.0, "--gpus-per-run", help="ray: GPUs per run (0.25 = four runs share one)"),
+    launcher: str | None = typer.Option(None, "--launcher", help="local (default), ray, slurm, or a plugin's "
+                                        "(entry-point group debiasbench.launchers); also the sweep file's "
+                                        "launcher.name"),
+    workers: int | None = typer.Option(None, "--workers", "-j", help="local: parallel worker processes [default: 1]"),
+    cpus_per_run: float | None = typer.Option(None, "--cpus-per-run", help="ray: CPUs per run (fractions allowed); "
+                                              "slurm: CPUs per job [default: 1]"),
+    gpus_per_run: float | None = typer.Option(None, "--gpus-per-run", help="ray: GPUs per run (0.25 = four runs "
+                                              "share one); slurm: GPUs per job [default: 0]"),
+    memory: str | None = typer.Option(None, "--mem", metavar="SIZE", help="slurm: memory per job (16G)"),
+    partition: str | None = typer.Option(None, "--partition", metavar="NAME", help="slurm: partition"),
+    time_limit: str | None = typer.Option(None, "--time", metavar="LIMIT", help="slurm: time limit per job "
+                                          "(minutes, HH:MM:SS, D-HH:MM:SS; default: the partition's)"),
+    account: str | None = typer.Option(None, "--account", metavar="NAME", help="slurm: account charged"),
+    max_running: int | None = typer.Option(None, "--max-running", metavar="N", help="slurm: jobs of the sweep "
+                                           "running at once (the job array's %N)"),
+    sbatch: list[str] | None = typer.Option(None, "--sbatch", metavar="OPTION", help="slurm: another sbatch "
+                                            "option, e.g. --sbatch=--qos=high (repeatable)"),
+    log_folder: str | None = typer.Option(None, "--log-folder", metavar="DIR", help="slurm: folder of the jobs' "
+                                          "logs (default: .debiasbench/slurm/HASH/logs)"),
     no_progress: bool = typer.Option(False, "--no-progress", metavar="",
                                      help="only one line per ended job (no bars per "
                                           "running job at a terminal, no epoch lines elsewhere)"),
     threads: int | None = typer.Option(None, "--threads", metavar="N",
                                        help="torch threads per job (default: the cores this process may "
-                                            "use, divided among --workers; ray: --cpus-per-run)"),
+                                            "use, divided among --workers; ray, slurm: --cpus-per-run)"),
 ) -> None:
     """Run every job of a sweep file that has not finished yet; print one table per dataset.
 
@@ -200,12 +214,18 @@ def sweep(
     from debiasbench.sweep.launchers import make_launcher
     from debiasbench.report.comparison import comparison_tables
     from debiasbench.report.tables import jobs_table
-    from debiasbench.sweep.driver import load_sweep, run_sweep
+    from debiasbench.sweep.driver import load_launcher_section, load_sweep, run_sweep
     from debiasbench.sweep.monitor import sweep_view
 
     skipped: list[str] = []
     jobs = load_sweep(file, skipped)
-    start = make_launcher(launcher, workers, cpus_per_run, gpus_per_run)
+    section = load_launcher_section(file)  # the command line's options win over the file's
+    given = {"workers": workers, "cpus_per_run": cpus_per_run, "gpus_per_run": gpus_per_run, "memory": memory,
+             "partition": partition, "time": time_limit, "account": account, "max_running": max_running,
+             "sbatch": sbatch or None, "log_folder": log_folder}
+    settings = {**{k: v for k, v in section.items() if k != "name"},
+                **{k: v for k, v in given.items() if v is not None}}
+    start = make_launcher(launcher or section.get("name", "local"), **settings)
     for reason in skipped:
         err.print(f"not a job: {sentence(reason)}", markup=False, highlight=False, soft_wrap=True)
     if dry_run:

@@ -70,8 +70,8 @@ def test_worker_processes_run_every_job_and_a_failing_run_fails_alone(tmp_path, 
 
 
 def test_bad_launcher_settings_are_config_errors():
-    with pytest.raises(ConfigError, match="unknown launcher 'slurm'"):
-        make_launcher("slurm")
+    with pytest.raises(ConfigError, match="unknown launcher 'pbs'"):
+        make_launcher("pbs")
     with pytest.raises(ConfigError, match="--workers: expected an integer >= 1"):
         make_launcher("local", workers=0)
     with pytest.raises(ConfigError, match="--gpus-per-run"):

@@ -44,7 +44,7 @@ from debiasbench.sweep.events import sending
 from debiasbench.sweep.monitor import SweepMonitor, SweepView, job_label
 
 SWEEP_KEYS = ("methods", "datasets", "models", "seeds", "overrides", "grid", "hparams", "n_trials",
-              "trial_seed")
+              "trial_seed", "launcher")
 
 
 def _as_list(data: dict[str, Any], key: str, default: list[Any] | None) -> list[Any]:
@@ -256,6 +256,33 @@ def load_sweep(path: str | Path, skipped: list[str] | None = None) -> list[RunCo
                     continue
                 jobs.setdefault(config.run_key(), config)
     return list(jobs.values())
+
+
+#: Keys of a sweep file's ``launcher:`` section and the types each takes: the launcher's
+#: name and its settings (``sweep`` options given on the command line win over them).
+LAUNCHER_KEYS: dict[str, tuple[type, ...]] = {
+    "name": (str,), "workers": (int,), "cpus_per_run": (int, float), "gpus_per_run": (int, float),
+    "memory": (str, int), "partition": (str,), "time": (str, int), "account": (str,), "max_running": (int,),
+    "sbatch": (list, str), "log_folder": (str,), "poll_seconds": (int, float)}
+
+
+def load_launcher_section(path: str | Path) -> dict[str, Any]:
+    """A sweep file's ``launcher:`` section, checked (``{}`` where there is none), e.g.
+    ``{name: slurm, partition: gpu, time: "2:00:00", gpus_per_run: 1}``."""
+    section = load_config_file(path).get("launcher") or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"launcher: expected a mapping of launcher settings, got {shown(section)}")
+    for key, value in section.items():
+        if key not in LAUNCHER_KEYS:
+            raise ConfigError(unknown_name_message("launcher key", str(key), list(LAUNCHER_KEYS)))
+        types = LAUNCHER_KEYS[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            expected = " or ".join({"str": "a string", "int": "an integer", "float": "a number",
+                                    "list": "a list"}[t.__name__] for t in types)
+            raise ConfigError(f"launcher.{key}: expected {expected}, got {shown(value)}")
+        if key == "sbatch" and isinstance(value, list) and not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"launcher.sbatch: expected a list of sbatch options, got {shown(value)}")
+    return dict(section)
 
 
 def missing_requirements(method: str, dataset: str) -> str:

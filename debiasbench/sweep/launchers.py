@@ -452,8 +452,16 @@ class LauncherOptions:
     """The command line's launcher settings, checked; each launcher reads those it uses."""
 
     workers: int = 1  # local: parallel worker processes
-    cpus_per_run: float = 1.0  # ray: CPUs per task (fractions allowed)
-    gpus_per_run: float = 0.0  # ray: GPUs per task (0.25: four tasks share one)
+    cpus_per_run: float = 1.0  # ray: CPUs per task (fractions allowed); slurm: CPUs per job
+    gpus_per_run: float = 0.0  # ray: GPUs per task (0.25: four tasks share one); slurm: GPUs per job
+    memory: str | None = None  # slurm: --mem of each job (16G)
+    partition: str | None = None  # slurm
+    time: str | None = None  # slurm: each job's time limit (minutes, HH:MM:SS, D-HH:MM:SS)
+    account: str | None = None  # slurm
+    max_running: int | None = None  # slurm: jobs of the sweep's job array running at once
+    sbatch: tuple[str, ...] = ()  # slurm: more sbatch options (--qos=high)
+    log_folder: str | None = None  # slurm: where submitit writes the jobs' logs
+    poll_seconds: float | None = None  # slurm: seconds between two looks at squeue
 
 
 @LAUNCHERS.register(name="local")
@@ -468,11 +476,29 @@ def ray_launcher(options: LauncherOptions) -> Launcher:
     return RayTasks(options.cpus_per_run, options.gpus_per_run)
 
 
+@LAUNCHERS.register(name="slurm")
+def slurm_launcher(options: LauncherOptions) -> Launcher:
+    """A Slurm job per job (a job array per sweep stage), submitted with submitit."""
+    from debiasbench.sweep.slurm import SlurmJobs, slurm_settings
+
+    return SlurmJobs(slurm_settings(options.cpus_per_run, options.gpus_per_run, memory=options.memory,
+                                    partition=options.partition, time=options.time, account=options.account,
+                                    max_running=options.max_running, sbatch=options.sbatch,
+                                    log_folder=options.log_folder, poll_seconds=options.poll_seconds))
+
+
+#: Launcher settings besides workers, CPUs and GPUs (``make_launcher``'s keywords, a sweep
+#: file's ``launcher:`` keys).
+LAUNCHER_SETTINGS = ("memory", "partition", "time", "account", "max_running", "sbatch", "log_folder",
+                     "poll_seconds")
+
+
 def make_launcher(name: str, workers: int = 1, cpus_per_run: float = 1.0,
-                  gpus_per_run: float = 0.0) -> Launcher:
-    """The launcher registered as ``name`` in ``LAUNCHERS`` (the built-ins ``local`` and
-    ``ray``, or a plugin's from the ``debiasbench.launchers`` entry-point group); unknown
-    names and bad numbers are one-line user errors."""
+                  gpus_per_run: float = 0.0, **settings: Any) -> Launcher:
+    """The launcher registered as ``name`` in ``LAUNCHERS`` (the built-ins ``local``,
+    ``ray`` and ``slurm``, or a plugin's from the ``debiasbench.launchers`` entry-point
+    group) with ``settings`` (``LAUNCHER_SETTINGS``; None leaves one unset); unknown names
+    and bad numbers are one-line user errors."""
     from debiasbench.core.errors import ConfigError, unknown_name_message
 
     if name not in LAUNCHERS:
@@ -486,4 +512,10 @@ def make_launcher(name: str, workers: int = 1, cpus_per_run: float = 1.0,
         raise ConfigError(f"--cpus-per-run: expected a number > 0, got {cpus_per_run}")
     if not gpus_per_run >= 0:
         raise ConfigError(f"--gpus-per-run: expected a number >= 0, got {gpus_per_run}")
-    return LAUNCHERS.get(name)(LauncherOptions(workers, cpus_per_run, gpus_per_run))
+    unknown = sorted(set(settings) - set(LAUNCHER_SETTINGS))
+    if unknown:
+        raise ConfigError(unknown_name_message("launcher setting", unknown[0], list(LAUNCHER_SETTINGS)))
+    given = {key: value for key, value in settings.items() if value is not None}
+    if "sbatch" in given:
+        given["sbatch"] = tuple(given["sbatch"]) if isinstance(given["sbatch"], (list, tuple)) else (given["sbatch"],)
+    return LAUNCHERS.get(name)(LauncherOptions(workers, cpus_per_run, gpus_per_run, **given))
