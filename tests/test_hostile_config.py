@@ -201,8 +201,8 @@ def _log(client: Any, experiment: str, method: str, seed: int, metrics: dict[str
     for name, value in {"method": method, "dataset": "colored_digits", "model": "small_cnn", "seed": str(seed),
                         "lr": "0.001"}.items():
         client.log_param(run.info.run_id, name, value)
-    for name, value in metrics.items():
-        client.log_metric(run.info.run_id, name, value)
+    for metric, number in metrics.items():
+        client.log_metric(run.info.run_id, metric, number)
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
 
