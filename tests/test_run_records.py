@@ -259,3 +259,94 @@ def test_a_run_stopped_after_its_last_checkpoint_resumes_to_a_full_record(regist
     assert resumed.metrics["samples_per_second"] > 0
     assert curves(tracker, resumed.run_id) == pytest.approx(curves(tracker, whole.run_id))
     assert set(stored.data.metrics) == set(tracker.client.get_run(whole.run_id).data.metrics)
+
+
+# -- a run is marked KILLED only when its holder is provably gone ---------------------------
+
+
+def test_the_same_job_from_two_working_directories_runs_once_and_nothing_alive_is_killed(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"  # one absolute store
+    (tmp_path / "store").mkdir()
+    args = ["run", "-d", "synthetic_artifacts", *TINY, "--set", "epochs=40", "--tracking-uri", uri]
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"  # claims in each one's .debiasbench
+    first_dir.mkdir()
+    second_dir.mkdir()
+    first = Command(args, first_dir)
+    first.wait_for("train epoch 2/")
+    second = Command([*args, "--no-progress"], second_dir)
+    assert second.process.wait(timeout=120) == 2, second.stderr
+    assert first.process.wait(timeout=300) == 0, first.stderr
+    second.reader.join(5)
+    line = second.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: another process (") and "is running this job" in line, second.stderr
+    assert "Traceback" not in second.stderr
+    runs = all_runs(uri)
+    assert [r.info.status for r in runs] == ["FINISHED"], [(r.info.status, r.data.tags.get(FAILURE_TAG)) for r in runs]
+
+
+def test_a_run_whose_holder_was_killed_is_taken_over_from_another_working_directory(tmp_path):
+    from debiasbench.contract.config import resolve_config
+    from debiasbench.run.runner import run
+    from debiasbench.track.store import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (tmp_path / "first").mkdir()
+    first = Command(["run", "-d", "synthetic_artifacts", *TINY, "--set", "epochs=40", "--tracking-uri", uri],
+                    tmp_path / "first")
+    first.wait_for("train epoch 2/")
+    first.stop(signal.SIGKILL, group=True)
+    [left] = all_runs(uri)
+    assert left.info.status == "RUNNING"
+    raw = {"dataset": "synthetic_artifacts", "epochs": 40, "batch_size": 32, "device": "cpu", "log_model": False,
+           "dataset_params": {"n_train": 64, "n_val": 32, "n_test": 32, "image_size": 16, "patch_size": 3},
+           "checkpoint_dir": str(tmp_path / "second")}
+    result = run(resolve_config(raw), Tracker(uri, "debiasbench"), progress=False)
+    killed = MlflowClient(uri).get_run(left.info.run_id)
+    assert killed.info.status == "KILLED"
+    assert "has ended" in killed.data.tags[FAILURE_TAG]  # its pid is gone: no wait for its heartbeat
+    assert MlflowClient(uri).get_run(result.run_id).info.status == "FINISHED"
+
+
+def _held_run(tracker: Any, key: str, beat_age: float) -> str:
+    """A RUNNING run of ``key`` held by a process of another machine whose last heartbeat
+    was ``beat_age`` seconds ago."""
+    from debiasbench.track.heartbeat import HEARTBEAT_TAG, HOLDER_SPACE_TAG, HOLDER_TAG
+    from debiasbench.track.store import RUN_KEY_TAG
+
+    return tracker.client.create_run(tracker.experiment_id, tags={
+        RUN_KEY_TAG: key, HOLDER_TAG: "elsewhere:4242", HOLDER_SPACE_TAG: "another machine",
+        HEARTBEAT_TAG: f"{time.time() - beat_age:.3f}"}).info.run_id
+
+
+def test_a_run_with_a_fresh_heartbeat_makes_its_job_busy_and_one_without_is_taken_over(tracker, tmp_path):
+    from debiasbench.run.claims import JobBusy
+    from debiasbench.run.runner import run
+    from debiasbench.testing import tiny_config
+    from debiasbench.track.heartbeat import timeout
+
+    config = tiny_config(checkpoint_dir=str(tmp_path / "ckpt"), epochs=1, log_model=False)
+    alive = _held_run(tracker, config.run_key(), beat_age=1.0)
+    with pytest.raises(JobBusy, match=r"another process \(elsewhere:4242, heartbeat \d+ s ago\) is running this job"):
+        run(config, tracker, progress=False)
+    assert [r.info.status for r in tracker.search()] == ["RUNNING"]  # left alone, nothing of ours
+    tracker.client.set_terminated(alive, "FINISHED")
+
+    again = tiny_config(checkpoint_dir=str(tmp_path / "ckpt"), epochs=1, log_model=False, seed=1)
+    silent = _held_run(tracker, again.run_key(), beat_age=timeout() + 5)
+    result = run(again, tracker, progress=False)
+    assert tracker.client.get_run(silent).info.status == "KILLED"
+    assert "sent no heartbeat for" in tracker.client.get_run(silent).data.tags[FAILURE_TAG]
+    assert tracker.client.get_run(result.run_id).info.status == "FINISHED"
+
+
+def test_of_two_runs_of_a_job_created_at_once_the_later_gives_way(tracker, tmp_path):
+    from debiasbench.run.claims import RunHeld
+    from debiasbench.testing import tiny_config
+
+    config = tiny_config(checkpoint_dir=str(tmp_path / "ckpt"), epochs=1, log_model=False)
+    first = _held_run(tracker, config.run_key(), beat_age=0.0)  # created just before ours, still alive
+    with pytest.raises(RunHeld, match=f"run {first}"):
+        with tracker.start(config):
+            pass
+    assert [r.info.run_id for r in tracker.search()] == [first]  # ours ended and deleted at once
+    assert tracker.client.get_run(first).info.status == "RUNNING"
