@@ -476,17 +476,6 @@ def ray_launcher(options: LauncherOptions) -> Launcher:
     return RayTasks(options.cpus_per_run, options.gpus_per_run)
 
 
-@LAUNCHERS.register(name="slurm")
-def slurm_launcher(options: LauncherOptions) -> Launcher:
-    """A Slurm job per job (a job array per sweep stage), submitted with submitit."""
-    from debiasbench.sweep.slurm import SlurmJobs, slurm_settings
-
-    return SlurmJobs(slurm_settings(options.cpus_per_run, options.gpus_per_run, memory=options.memory,
-                                    partition=options.partition, time=options.time, account=options.account,
-                                    max_running=options.max_running, sbatch=options.sbatch,
-                                    log_folder=options.log_folder, poll_seconds=options.poll_seconds))
-
-
 #: Launcher settings besides workers, CPUs and GPUs (``make_launcher``'s keywords, a sweep
 #: file's ``launcher:`` keys).
 LAUNCHER_SETTINGS = ("memory", "partition", "time", "account", "max_running", "sbatch", "log_folder",
@@ -496,7 +485,7 @@ LAUNCHER_SETTINGS = ("memory", "partition", "time", "account", "max_running", "s
 def make_launcher(name: str, workers: int = 1, cpus_per_run: float = 1.0,
                   gpus_per_run: float = 0.0, **settings: Any) -> Launcher:
     """The launcher registered as ``name`` in ``LAUNCHERS`` (the built-ins ``local``,
-    ``ray`` and ``slurm``, or a plugin's from the ``debiasbench.launchers`` entry-point
+    ``ray`` and ``slurm`` (``debiasbench.sweep.slurm``), or a plugin's from the ``debiasbench.launchers`` entry-point
     group) with ``settings`` (``LAUNCHER_SETTINGS``; None leaves one unset); unknown names
     and bad numbers are one-line user errors."""
     from debiasbench.core.errors import ConfigError, unknown_name_message

@@ -42,8 +42,9 @@ from typing import Any, Callable, Iterator, Mapping
 from debiasbench.contract.config import RunConfig
 from debiasbench.core.atomic import atomic_file
 from debiasbench.core.errors import ConfigError, UserError
+from debiasbench.core.registry import LAUNCHERS
 from debiasbench.sweep.events import JobEvent, job_sink
-from debiasbench.sweep.launchers import JobContext, JobResult
+from debiasbench.sweep.launchers import JobContext, JobResult, LauncherOptions
 
 #: Seconds between two looks at the queue while jobs are queued or running.
 POLL_SECONDS = 10.0
@@ -523,5 +524,14 @@ def slurm_settings(cpus_per_run: float, gpus_per_run: float, **options: Any) -> 
                          poll_seconds=float(poll) if poll is not None else POLL_SECONDS)
 
 
+@LAUNCHERS.register(name="slurm")
+def slurm_launcher(options: LauncherOptions) -> SlurmJobs:
+    """A Slurm job per sweep job (a job array per sweep stage), submitted with submitit."""
+    return SlurmJobs(slurm_settings(options.cpus_per_run, options.gpus_per_run, memory=options.memory,
+                                    partition=options.partition, time=options.time, account=options.account,
+                                    max_running=options.max_running, sbatch=options.sbatch,
+                                    log_folder=options.log_folder, poll_seconds=options.poll_seconds))
+
+
 __all__ = ["ALIVE", "JobBook", "SlurmJobs", "SlurmSettings", "parse_time", "check_memory", "sbatch_options",
-           "scheduler_reason", "slurm_settings"]
+           "scheduler_reason", "slurm_launcher", "slurm_settings"]
