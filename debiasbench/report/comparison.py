@@ -52,7 +52,7 @@ COLUMNS = (
     Column("test_unbiased_acc", "unbiased", "mean accuracy over the class x bias groups"),
     Column("artifact_relevance", "artifact",
            "share of the LRP explanation on the artifact (biased samples of the attacked class)", False),
-    Column("seconds", "seconds", "train_seconds + prepare_seconds: training, with the method's auxiliary "
+    Column("seconds", "seconds", "train_seconds + prepare_seconds, the training with the method's auxiliary "
                                  "models, mining and CAVs (not a test metric)", None),
 )
 
@@ -137,7 +137,7 @@ def dataset_table(dataset: str, rows: list[_Row], columns: Sequence[Column]) -> 
 def legend(columns: Sequence[Column]) -> str:
     """What each column is (its logged name and meaning) and which way is better."""
     lines = ["Columns: ↑ higher is better, ↓ lower is better; n = finished runs (seeds), where not all are."]
-    lines += [f"  {c.header} {c.arrow} = {c.metric}: {c.meaning}." for c in columns]
+    lines += [f"  {' '.join(filter(None, (c.header, c.arrow)))} = {c.metric}: {c.meaning}." for c in columns]
     return "\n".join(lines)
 
 
