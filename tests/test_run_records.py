@@ -350,3 +350,49 @@ def test_of_two_runs_of_a_job_created_at_once_the_later_gives_way(tracker, tmp_p
             pass
     assert [r.info.run_id for r in tracker.search()] == [first]  # ours ended and deleted at once
     assert tracker.client.get_run(first).info.status == "RUNNING"
+
+
+# -- a claim leaves nothing behind -----------------------------------------------------------
+
+
+def test_input_refused_after_the_claim_was_taken_leaves_no_claim(tracking_uri, tmp_path):
+    from typer.testing import CliRunner
+
+    from debiasbench.cli import app
+
+    client = MlflowClient(tracking_uri)  # a store whose experiment 'gone' was deleted
+    client.delete_experiment(client.create_experiment("gone"))
+    refused = CliRunner().invoke(app, ["run", "-d", "synthetic_artifacts", *TINY, "--set", "epochs=1",
+                                       "--set", "experiment=gone", "--no-progress", "--tracking-uri", tracking_uri])
+    assert refused.exit_code == 2
+    assert refused.output.strip().startswith("error: experiment 'gone' was deleted"), refused.output
+    assert not (tmp_path / ".debiasbench").exists()  # no claim, no claims folder, no checkpoint folder
+
+
+def test_a_finished_run_leaves_no_claim_file(tracker, tmp_path):
+    from debiasbench.run.runner import run
+    from debiasbench.testing import tiny_config
+
+    (tmp_path / "ckpt").mkdir()  # a checkpoint folder of the user's stays
+    run(tiny_config(checkpoint_dir=str(tmp_path / "ckpt"), epochs=1, log_model=False), tracker, progress=False)
+    assert list((tmp_path / "ckpt").iterdir()) == []
+
+
+def test_a_claim_taken_while_its_holder_removes_the_file_is_still_exclusive(tmp_path):
+    from debiasbench.run.claims import Claim
+
+    holder, waiter, third = (Claim(tmp_path / "ckpt", "key") for _ in range(3))
+    assert holder.acquire(wait=False)
+    took: list[bool] = []
+    waiting = threading.Thread(target=lambda: took.append(waiter.acquire(wait=True)))
+    waiting.start()
+    time.sleep(0.3)  # the waiter has opened the file and waits for its lock
+    assert took == []
+    holder.release()  # removes the file the waiter locks next
+    waiting.join(10)
+    assert took == [True] and waiter.path.exists()
+    assert not third.acquire(wait=False)  # the waiter holds the claim on the file the path names
+    waiter.release()
+    assert third.acquire(wait=False)
+    third.release()
+    assert list((tmp_path / "ckpt").rglob("*.lock")) == []

@@ -15,9 +15,14 @@ another machine) see each other through the store: a RUNNING run whose holder ke
 heartbeat fresh makes the job busy (``RunHeld``), and only a run whose holder is provably
 gone is marked KILLED (``debiasbench.track.heartbeat``). On a cluster, a folder on a
 filesystem whose locks all nodes see (NFSv4, Lustre, GPFS) also lets a job resume on
-another node from its checkpoints. The lock files
-are left in place (empty): removing one while another process waits on it would let two
-processes hold "the same" claim.
+another node from its checkpoints.
+
+A claim leaves nothing behind: its holder removes the lock file, while still holding the
+lock, when it releases it, and the folders the claim created where they are empty (a run
+refused after its claim was taken, or finished, leaves no ``claims/`` folder). A process
+that was waiting on the removed file finds, once it has the lock, that the path no longer
+names the file it locked, and takes the claim again on a new file: two processes never
+hold "the same" claim on two files.
 """
 
 from __future__ import annotations
@@ -49,23 +54,54 @@ class Claim:
         self.path = Path(checkpoint_dir) / CLAIMS_FOLDER / f"{run_key}.lock"
         self.run_key = run_key
         self._fd: int | None = None
+        #: Folders this claim created, the outermost first (removed on release where empty).
+        self._created: list[Path] = []
+
+    def _open(self) -> int:
+        """The lock file's descriptor, its folders made first (again, where a releasing
+        holder removed them meanwhile)."""
+        for _ in range(100):
+            try:
+                for folder in reversed((self.path.parent, *self.path.parent.parents)):
+                    try:
+                        folder.mkdir()
+                    except FileExistsError:
+                        continue
+                    if folder not in self._created:  # made by this claim: removed by it where empty
+                        self._created.append(folder)
+                return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # the folder was removed between mkdir and open
+                continue
+            except OSError as exc:
+                raise UserError(f"checkpoint_dir: cannot write {str(self.path.parent)!r} ({exc.strerror}); "
+                                "set checkpoint_dir to a writable folder") from None
+        raise UserError(f"checkpoint_dir: cannot keep a claim in {str(self.path.parent)!r}")
+
+    def _names_file(self, fd: int) -> bool:
+        """Whether the claim's path still names the file ``fd`` is open on (a holder that
+        released the claim removed it)."""
+        try:
+            here, there = os.fstat(fd), os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
     def acquire(self, wait: bool) -> bool:
         """Take the claim; without ``wait``, False at once where another process holds it."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise UserError(f"checkpoint_dir: cannot write {str(self.path.parent)!r} ({exc.strerror}); "
-                            "set checkpoint_dir to a writable folder") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        except BaseException:
-            os.close(fd)
-            raise
+        while True:
+            fd = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                os.close(fd)
+                self._remove_folders()
+                return False
+            except BaseException:
+                os.close(fd)
+                raise
+            if self._names_file(fd):
+                break
+            os.close(fd)  # locked a file its holder removed on release: take the claim on a new one
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())  # who holds it, for a person looking
         self._fd = fd
@@ -79,10 +115,25 @@ class Claim:
             return ""
 
     def release(self) -> None:
+        """Remove the lock file (still holding it), unlock it, and remove the folders this
+        claim created where they are empty."""
         if self._fd is not None:
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+            self._remove_folders()
+
+    def _remove_folders(self) -> None:
+        for folder in reversed(self._created):
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (checkpoints, another claim), or gone: keep the rest
+                break
+        self._created = []
 
     def __enter__(self) -> Claim:
         self.acquire(wait=True)
