@@ -122,6 +122,16 @@ def test_the_command_line_wins_over_the_sweep_files_launcher_section(tmp_path, m
     assert seen == {"name": "slurm", "partition": "gpu", "time": 30, "max_running": 2, "sbatch": ["--qos=high"]}
 
 
+def test_without_slurms_commands_the_launcher_says_so_in_one_line(tmp_path, tracking_uri, monkeypatch):
+    from debiasbench.core.errors import UserError
+    from debiasbench.sweep.launchers import JobContext
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    jobs = load_sweep(sweep_file(tmp_path, ""))
+    with pytest.raises(UserError, match="sbatch is not on PATH"):
+        list(make_launcher("slurm")(jobs, JobContext(tracking_uri, {}, cwd=str(tmp_path))))
+
+
 # --- a real Slurm -----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -206,6 +216,17 @@ def test_a_small_sweep_runs_every_job_once_as_a_slurm_job(slurm, tmp_path, track
     assert [r.status for r in again] == ["SKIPPED"] * 3 and len(slurm.jobs()) == len(before) + 3  # none submitted
 
 
+@pytest.mark.slow
+def test_a_job_slurm_refuses_is_one_line_naming_sbatchs_reason(slurm, tmp_path, tracking_uri):
+    from debiasbench.core.errors import UserError
+
+    jobs = load_sweep(sweep_file(tmp_path, ""))
+    with pytest.raises(UserError, match="sbatch refused the sweep's jobs: .*invalid partition") as refused:
+        run_sweep(jobs, tracking_uri, log=lambda line: None, launcher=make_launcher("slurm", partition="nowhere"))
+    assert "\n" not in str(refused.value), str(refused.value)
+    assert recorded_jobs(tmp_path) == {}
+
+
 def _only_job(slurm: SlurmCluster, state: str) -> str:
     ids = [job_id for job_id, (s, _) in slurm.jobs().items() if s == state]
     return ids[0] if len(ids) == 1 else ""
@@ -269,18 +290,21 @@ def test_a_sweep_killed_on_the_login_node_picks_up_its_slurm_jobs_without_runnin
     jobs = load_sweep(path)
     command = [sys.executable, "-m", "debiasbench.cli", "sweep", str(path), "--tracking-uri", tracking_uri,
                "--no-progress"]
+    earlier = set(slurm.jobs())  # other tests' jobs
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wait_until(lambda: len(recorded_jobs(tmp_path)) == 3 and _only_job(slurm, "RUNNING") != "", 240,
                "the sweep's jobs to be submitted and one to run", first)
-    submitted = set(slurm.jobs())
+    submitted = set(slurm.jobs()) - earlier
+    assert len(submitted) == 3
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
-    assert any(state in ALIVE for state, _ in slurm.jobs().values())  # the jobs outlive the sweep
+    assert any(slurm.jobs()[job_id][0] in ALIVE for job_id in submitted)  # the jobs outlive the sweep
 
     second = subprocess.run(command, capture_output=True, text=True, timeout=400)
     assert second.returncode == 0, second.stderr
     assert "still queued or running in Slurm" in second.stderr, second.stderr
-    assert set(slurm.jobs()) == submitted  # nothing submitted again
-    assert all(state == "COMPLETED" for state, _ in slurm.jobs().values()), slurm.jobs()
+    known = slurm.jobs()
+    assert set(known) - earlier == submitted  # nothing submitted again
+    assert all(known[job_id][0] == "COMPLETED" for job_id in submitted), known
     store = runs_by_status(tracking_uri)
     assert store == {"FINISHED": Counter({job.run_key(): 1 for job in jobs})}  # no run killed, none twice

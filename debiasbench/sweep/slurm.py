@@ -53,6 +53,10 @@ POLL_SECONDS = 10.0
 #: filesystem may show it late) before it counts as ended without one.
 RESULT_GRACE_SECONDS = 30.0
 
+#: Seconds a sweep waiting for its jobs bears with a failing ``squeue`` (slurmctld restarting
+#: or busy) before it stops; its jobs go on, and the sweep started again waits for them.
+QUEUE_PATIENCE_SECONDS = 600.0
+
 #: Slurm states of a job that is queued, running, or on its way back to the queue.
 ALIVE = frozenset({"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",
                    "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD"})
@@ -348,6 +352,9 @@ class SlurmJobs:
             import submitit
         except ImportError:
             raise UserError("launcher 'slurm' needs submitit: pip install 'debiasbench[slurm]'") from None
+        if shutil.which("sbatch") is None:
+            raise UserError("launcher 'slurm' needs Slurm's client commands (sbatch is not on PATH): run the sweep "
+                            "on a machine of the cluster, such as its login node")
         context = replace(context, threads=context.threads or self.settings.cpus_per_run)
         folder = sweep_folder(context)
         book = JobBook(folder / "jobs.json")
@@ -407,8 +414,18 @@ class SlurmJobs:
     def _wait(self, pending: dict[str, _Tracked], book: JobBook,
               sink: Callable[[JobEvent], None] | None) -> Iterator[JobResult]:
         progress_folder = book.path.parent / "progress"
+        failing_since: float | None = None
         while pending:
-            states = queue_states(list(pending))
+            try:
+                states = queue_states(list(pending))
+            except UserError:  # slurmctld restarting or busy: ask again, for a while
+                now = time.monotonic()
+                failing_since = failing_since or now
+                if now - failing_since > QUEUE_PATIENCE_SECONDS:
+                    raise
+                time.sleep(self.settings.poll_seconds)
+                continue
+            failing_since = None
             for job_id, item in list(pending.items()):
                 if sink is not None:
                     _forward_progress(progress_folder / f"{item.config.run_key()}.json", item, sink)
