@@ -122,6 +122,18 @@ def test_the_command_line_wins_over_the_sweep_files_launcher_section(tmp_path, m
     assert seen == {"name": "slurm", "partition": "gpu", "time": 30, "max_running": 2, "sbatch": ["--qos=high"]}
 
 
+def test_a_sweep_started_again_finds_its_folder_however_its_file_is_spelled(tmp_path):
+    from debiasbench.sweep.launchers import JobContext
+    from debiasbench.sweep.slurm import sweep_folder
+
+    def folder(spelling: str, uri: str = "http://mlflow:5000") -> Path:
+        return sweep_folder(JobContext(uri, {"debiasbench.sweep_file": spelling}, cwd=str(tmp_path)))
+
+    assert folder("sweep.yaml") == folder("./sweep.yaml") == folder(str(tmp_path / "sweep.yaml"))
+    assert folder("sweep.yaml").parent == tmp_path / STATE_FOLDER
+    assert folder("other.yaml") != folder("sweep.yaml") != folder("sweep.yaml", "http://elsewhere:5000")
+
+
 def test_without_slurms_commands_the_launcher_says_so_in_one_line(tmp_path, tracking_uri, monkeypatch):
     from debiasbench.core.errors import UserError
     from debiasbench.sweep.launchers import JobContext

@@ -216,10 +216,13 @@ class JobBook:
 
 def sweep_folder(context: JobContext) -> Path:
     """``.debiasbench/slurm/<sweep>`` in the sweep's working directory, ``<sweep>`` a hash of
-    its store and sweep file: the same command started again finds its jobs there."""
-    identity = f"{context.tracking_uri}\n{context.tags.get('debiasbench.sweep_file', '')}"
+    its store and sweep file (resolved: ``x.yaml`` and ``./x.yaml`` are one sweep): the same
+    command started again finds its jobs there."""
+    cwd = context.cwd or os.getcwd()
+    sweep_file = context.tags.get("debiasbench.sweep_file", "")
+    identity = f"{context.tracking_uri}\n{Path(cwd, sweep_file).resolve() if sweep_file else ''}"
     digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
-    return Path(context.cwd or os.getcwd()) / STATE_FOLDER / digest
+    return Path(cwd) / STATE_FOLDER / digest
 
 
 def _first_error_line(text: str) -> str:
