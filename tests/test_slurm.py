@@ -288,7 +288,8 @@ def test_a_job_past_its_time_limit_is_reported_with_slurms_reason(slurm, tmp_pat
     print(f"timed out after {time.monotonic() - began:.1f} s")
     assert [r.status for r in results] == ["FAILED"]
     reason = results[0].reason
-    assert "reached its time limit: state TIMEOUT" in reason and "resumes from its last checkpoint" in reason, reason
+    assert "reached its time limit: state TIMEOUT, reason TimeLimit" in reason, reason
+    assert "resumes from its last checkpoint" in reason, reason
     assert "TIMEOUT" in lines[-1]
 
 
