@@ -555,7 +555,8 @@ def markdown(summary: pd.DataFrame, info: dict[str, str], metrics: tuple[str, ..
                 cells = [_md(row[c]) for c in SUMMARY_COLUMNS] + [_cell(row["selection_score"], math.nan)]
                 if str(row["method"]) in missing:
                     cells[0] += " (not installed)"
-                cells += [_cell(row[m], row.get(f"{m}_se", math.nan), row.get(f"rank_{m}", math.nan)) for m in shown]
+                cells += [_cell(row[m], row.get(f"{m}_se", math.nan), row.get(f"rank_{m}", math.nan),
+                                metric_n_note(row, m)) for m in shown]
                 cells.append("yes" if bool(row.get("pareto", False)) else "")
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
