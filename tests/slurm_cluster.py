@@ -120,7 +120,19 @@ class SlurmCluster:
         return "\n".join(parts)
 
     def stop(self) -> None:
-        """SIGTERM each daemon by its PID (slurmd first), SIGKILL those still there after 10 s."""
+        """Cancel every job still queued or running and wait (at most 30 s) until Slurm has
+        ended them, since a job's slurmstepd outlives slurmd; then SIGTERM each daemon by
+        its PID (slurmd first), SIGKILL those still there after 10 s."""
+        if all(process.poll() is None for process in self.processes[1:]) and len(self.processes) == 3:
+            try:
+                self.command("scancel", "--user", str(os.getuid()), check=False)
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and any(
+                        state in ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED")
+                        for state, _ in self.jobs().values()):
+                    time.sleep(0.5)
+            except (RuntimeError, subprocess.SubprocessError):
+                pass
         for process in reversed(self.processes):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
