@@ -190,3 +190,15 @@ def test_log_model_logs_the_trained_network_as_an_mlflow_model_that_gives_the_sa
     signature = mlflow.models.get_model_info(f"runs:/{result.run_id}/model").signature
     assert signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, *x.shape[1:])
     assert signature.outputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, dataset.num_classes)
+
+
+def test_a_relative_sqlite_uri_is_the_file_in_the_working_directory(tmp_path, monkeypatch):
+    """``sqlite:///runs.db`` (three slashes, a relative path) names runs.db here, as
+    MLflow reads it; the store is created there and its artifacts beside it."""
+    from debiasbench.track.store import Tracker
+
+    monkeypatch.chdir(tmp_path)
+    tracker = Tracker("sqlite:///runs.db", "relative")
+    assert tracker.uri == f"sqlite:///{tmp_path / 'runs.db'}"
+    assert tracker.experiment_id
+    assert (tmp_path / "runs.db").is_file()

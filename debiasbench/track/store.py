@@ -116,12 +116,10 @@ class Tracker:
     def __init__(self, tracking_uri: str | None = None, experiment: str = "debiasbench",
                  tags: Mapping[str, str] | None = None):
         """``tags`` go on every run this tracker opens (a sweep's command and file)."""
-        import mlflow
-
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         quiet_mlflow()
 
-        self.uri = tracking_uri or mlflow.get_tracking_uri()
+        self.uri = absolute_tracking_uri(tracking_uri)  # sqlite:///mlflow.db: the file here
         self.experiment = experiment
         self.tags = dict(tags or {})
         bound_server_calls()
