@@ -27,6 +27,11 @@ class Unsuited(ConfigError):
     ``allow_unsuited`` is set; a sweep lists the pair as not a job and goes on)."""
 
 
+class JobBusy(UserError):
+    """Another process holds the claim on this job (``debiasbench.run.claims``), or runs it
+    (``debiasbench.track.heartbeat.RunHeld``)."""
+
+
 class RunFailed(Exception):
     """A run that started but could not finish (diverged loss, a method's own error).
 

@@ -32,18 +32,12 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from debiasbench.core.errors import UserError
+from debiasbench.core.errors import JobBusy, UserError
+from debiasbench.track.heartbeat import RunHeld
+
+__all__ = ["CLAIMS_FOLDER", "Claim", "JobBusy", "RunHeld"]
 
 CLAIMS_FOLDER = "claims"
-
-
-class JobBusy(UserError):
-    """Another process holds the claim on this job, or runs it (``RunHeld``)."""
-
-
-class RunHeld(JobBusy):
-    """Another process, which may use another claim folder, runs this job: the store holds
-    a RUNNING run of it whose holder may be alive (``debiasbench.track.heartbeat``)."""
 
 
 class Claim:

@@ -33,7 +33,7 @@ import threading
 import time
 from typing import Any
 
-from debiasbench.core.errors import UserError, shown
+from debiasbench.core.errors import JobBusy, UserError, shown
 
 HEARTBEAT_TAG = "debiasbench.heartbeat"
 HOLDER_TAG = "debiasbench.holder"
@@ -43,6 +43,12 @@ HEARTBEAT_INTERVAL = 10.0
 INTERVAL_VARIABLE = "DEBIASBENCH_HEARTBEAT_SECONDS"
 #: Intervals without a beat after which a run's holder is taken for gone.
 TIMEOUT_INTERVALS = 3
+
+
+class RunHeld(JobBusy):
+    """Another process, which may use another claim folder, runs this job: the store holds
+    a RUNNING run of it whose holder may be alive (``holder_gone`` is None)."""
+
 
 #: Runs this process beats for (its own runs are alive while they are here).
 _BEATING: set[str] = set()

@@ -208,8 +208,6 @@ class Tracker:
         run of its job, created no later, has a holder that may be alive: of two processes
         that create runs of one job at once, at least the later one gives way (both, where
         they were created in the same millisecond)."""
-        from debiasbench.run.claims import RunHeld
-
         for other in self.search(f"tags.`{RUN_KEY_TAG}` = '{key}' and attributes.status = 'RUNNING'"):
             if (other.info.run_id != run.info.run_id and other.info.start_time <= run.info.start_time
                     and heartbeat.holder_gone(other) is None):
@@ -217,8 +215,8 @@ class Tracker:
                           f"another process ({heartbeat.describe(other)}) started this job first: run "
                           f"{other.info.run_id}")
                 self.client.delete_run(run.info.run_id)
-                raise RunHeld(f"another process ({heartbeat.describe(other)}) is running this job (run key {key}, "
-                              f"run {other.info.run_id}): wait for it to end")
+                raise heartbeat.RunHeld(f"another process ({heartbeat.describe(other)}) is running this job "
+                                        f"(run key {key}, run {other.info.run_id}): wait for it to end")
 
     def live_run(self, run_key: str) -> Any | None:
         """A RUNNING run of ``run_key`` whose holder may be alive (``heartbeat.holder_gone``),
