@@ -3,7 +3,7 @@
 Schedulers (Slurm, Kubernetes), ``docker stop`` and ``kill`` send SIGTERM, whose default
 action ends a process on the spot: its run stayed RUNNING with no reason, and the
 semaphores of its worker queues were reported leaked. ``sigterm_as_interrupt`` (for a
-block: a command) and ``take_sigterm_as_interrupt`` (a sweep's worker inside a job) make
+block: a command) and ``take_interrupts_once`` (a sweep's worker inside a job) make
 SIGTERM raise ``KeyboardInterrupt`` in the main thread, as SIGINT does, so the same path
 runs: the run ends KILLED with its reason (``interrupt_reason``), a sweep stops
 its workers, queues are closed, and the command exits with ``exit_code()``: 143
@@ -54,9 +54,34 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def take_sigterm_as_interrupt() -> None:
-    """From now on SIGTERM raises ``KeyboardInterrupt`` in this process (its main thread):
-    a sweep's worker process inside a job."""
+    """From now on SIGTERM raises ``KeyboardInterrupt`` in this process (its main thread),
+    the first time; later ones are ignored while the run is recorded."""
     signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def take_interrupts_once() -> None:
+    """From now on the first SIGINT or SIGTERM raises ``KeyboardInterrupt`` in this
+    process's main thread; later ones are noted (``terminated``) but raise nothing, so that
+    they cannot cut short the recording of the interrupted run: a sweep's worker inside a
+    job, which gets a signal sent to the sweep's process group and then the sweep's own
+    SIGINT (``launchers._stop_workers``)."""
+    global _interrupted
+    _interrupted = False
+    signal.signal(signal.SIGINT, _interrupt_once)
+    signal.signal(signal.SIGTERM, _interrupt_once)
+
+
+_interrupted = False
+
+
+def _interrupt_once(signum: int, frame: FrameType | None) -> None:
+    global _terminated, _interrupted
+    if signum == signal.SIGTERM:
+        _terminated = True
+    if _interrupted:
+        return
+    _interrupted = True
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def terminated() -> bool:
@@ -72,3 +97,17 @@ def interrupt_reason() -> str:
 def exit_code() -> int:
     """The exit code of an interrupted command: 143 after SIGTERM, else 130."""
     return TERMINATED_EXIT if _terminated else INTERRUPT_EXIT
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Inside the block SIGINT and SIGTERM wait (blocked for this thread) and arrive when it
+    ends: a write that an interrupt would cut short and turn into another error (torch's
+    checkpoint writer reports ``RuntimeError: [enforce fail at inline_container.cc]``) ends
+    first, and the interrupt is raised after it, as ``KeyboardInterrupt``."""
+    wanted = {signal.SIGINT, signal.SIGTERM}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)

@@ -18,6 +18,7 @@ import torch
 from debiasbench.core.atomic import atomic_file
 from debiasbench.core.errors import UserError
 from debiasbench.core.files import CHECKPOINT_LIMIT, open_regular
+from debiasbench.core.interrupts import deferred
 
 
 class CheckpointFolderFull(UserError):
@@ -27,9 +28,10 @@ class CheckpointFolderFull(UserError):
 
 def save_atomic(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` to ``path`` whole or not at all; a full disk is
-    ``CheckpointFolderFull`` (the temporary file removed)."""
+    ``CheckpointFolderFull`` (the temporary file removed). Ctrl-C or SIGTERM during the
+    write arrives after it (``interrupts.deferred``), not as torch's writer error."""
     try:
-        with atomic_file(path) as handle:
+        with deferred(), atomic_file(path) as handle:
             torch.save(state, handle)
     except (OSError, RuntimeError) as exc:
         folder = Path(path).parent

@@ -143,7 +143,9 @@ def _job_in_worker(execute: Callable[[RunConfig, JobContext], JobResult], config
                    context: JobContext) -> JobResult:
     """``execute`` in a worker process with Ctrl-C (SIGINT) and SIGTERM turned into
     KeyboardInterrupt, as in the sweep's own process: the run stops at once and is recorded
-    KILLED. After SIGTERM (a scheduler stopping the sweep's process group, or the pool
+    KILLED; signals after the first are ignored while it is recorded (a signal to the
+    sweep's process group, then the sweep's own SIGINT). After SIGTERM (a scheduler
+    stopping the sweep's process group, or the pool
     terminating its workers) the worker then ends by SIGTERM, as it was asked to: an idle
     worker does so at once (the default action), and a pool that terminates its workers
     joins them."""
@@ -151,8 +153,7 @@ def _job_in_worker(execute: Callable[[RunConfig, JobContext], JobResult], config
 
     from debiasbench.core import interrupts
 
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    interrupts.take_sigterm_as_interrupt()
+    interrupts.take_interrupts_once()  # a second signal must not cut the run's recording short
     try:
         return execute(config, context)
     finally:
