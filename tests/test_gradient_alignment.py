@@ -163,7 +163,7 @@ def test_bias_source_labels_on_a_dataset_without_bias_labels_is_refused_before_t
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines() == [
         "error: hparams.bias_source: 'labels' needs bias labels, which dataset 'test_unlabelled_digits' "
-        "does not provide; use 'mined' or 'auto'"]
+        "does not provide; use 'mined' or 'auto'."]
 
 
 @pytest.mark.parametrize("args,message", [

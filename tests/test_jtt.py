@@ -152,7 +152,7 @@ def test_bad_jtt_hparams_are_config_errors(hparams, message):
 def test_bad_jtt_hparam_on_the_command_line_is_one_line_and_exit_code_2(tracking_uri):
     result = CliRunner().invoke(app, ["run", "--method", "jtt", "--set", "hparams.upweight=0"])
     assert result.exit_code == 2, result.output
-    assert result.output.strip().splitlines() == ["error: hparams.upweight: expected an integer >= 1, got 0"]
+    assert result.output.strip().splitlines() == ["error: hparams.upweight: expected an integer >= 1, got 0."]
 
 
 def test_an_empty_error_set_trains_as_vanilla_and_says_so(monkeypatch):
