@@ -345,3 +345,15 @@ def test_a_full_disk_under_the_store_is_one_line_naming_it(here, capsys, tmpfs, 
     assert code == 2 and len(err) == 1, err[:20]
     assert err[0].startswith(f"error: the disk of tracking store '{disk.path}/mlflow.db' is full"), err
     assert err[0].endswith(f"free space in '{disk.path}' or choose another --tracking-uri."), err
+
+
+def test_the_schema_read_from_the_migration_files_is_alembics():
+    """``mlflow_schema`` reads revision lines instead of importing every migration; it
+    gives the head and the revisions alembic gives."""
+    from alembic.script import ScriptDirectory
+    from mlflow.store.db.utils import _get_alembic_config, _get_latest_schema_revision
+
+    from debiasbench.track.store import mlflow_schema
+
+    script = ScriptDirectory.from_config(_get_alembic_config(""))
+    assert mlflow_schema() == (_get_latest_schema_revision(), frozenset(r.revision for r in script.walk_revisions()))
