@@ -123,6 +123,7 @@ def test_sigterm_to_the_sweep_alone_stops_its_workers_too(tmp_path):
     assert "Traceback" not in command.stderr and "leaked" not in command.stderr, command.stderr
     runs = all_runs(uri)
     assert [r.info.status for r in runs] == ["KILLED", "KILLED"], [r.data.tags.get(FAILURE_TAG) for r in runs]
+    assert all(r.data.tags[FAILURE_TAG] == "interrupted by SIGTERM" for r in runs)
     assert seconds < 10, f"{seconds:.1f} s to stop"
 
 

@@ -16,6 +16,7 @@ recorded (a scheduler that will not wait sends SIGKILL).
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from types import FrameType
@@ -101,13 +102,28 @@ def exit_code() -> int:
 
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
-    """Inside the block SIGINT and SIGTERM wait (blocked for this thread) and arrive when it
-    ends: a write that an interrupt would cut short and turn into another error (torch's
+    """Inside the block SIGINT and SIGTERM wait and are handled when it ends, by the handlers
+    they had: a write that an interrupt would cut short and turn into another error (torch's
     checkpoint writer reports ``RuntimeError: [enforce fail at inline_container.cc]``) ends
-    first, and the interrupt is raised after it, as ``KeyboardInterrupt``."""
-    wanted = {signal.SIGINT, signal.SIGTERM}
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    first, and the interrupt is raised after it. (Blocking the signals would not do: the
+    kernel delivers them to another thread, and Python runs the handler in this one.) Only
+    in the main thread, where handlers can be set; elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    before = {signum: handler for signum, handler in before.items() if handler is not None}  # None: set in C
+    for signum in before:
+        signal.signal(signum, lambda number, frame: received.append(number))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+        for signum in received:
+            handler = before[signum]
+            if callable(handler):
+                handler(signum, None)  # raises KeyboardInterrupt where it would have
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)

@@ -165,17 +165,21 @@ def _job_in_worker(execute: Callable[[RunConfig, JobContext], JobResult], config
 
 def _stop_workers(pool: futures.ProcessPoolExecutor, in_flight: Iterable[futures.Future],
                   grace: float = STOP_GRACE_SECONDS) -> None:
-    """Interrupt the pool's workers (SIGINT: their runs end KILLED, resumable from the last
-    checkpoint), give their jobs at most ``grace`` seconds to return, shut the pool down and
-    kill the workers left, so that an interrupted sweep exits within seconds instead of
-    waiting for its running jobs to end (``concurrent.futures`` joins its workers at exit)."""
+    """Interrupt the pool's workers (SIGINT, or SIGTERM where the sweep was stopped by one:
+    their runs end KILLED with that reason, resumable from the last checkpoint), give their
+    jobs at most ``grace`` seconds to return, shut the pool down and kill the workers left,
+    so that an interrupted sweep exits within seconds instead of waiting for its running
+    jobs to end (``concurrent.futures`` joins its workers at exit)."""
     import signal
 
+    from debiasbench.core.interrupts import terminated
+
+    stop = signal.SIGTERM if terminated() else signal.SIGINT
     processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
     for process in processes:
         if process.is_alive() and process.pid is not None:
             try:
-                os.kill(process.pid, signal.SIGINT)
+                os.kill(process.pid, stop)
             except ProcessLookupError:
                 pass
     deadline = time.monotonic() + grace
