@@ -121,9 +121,9 @@ def deferred() -> Iterator[None]:
     finally:
         for signum, handler in before.items():
             signal.signal(signum, handler)
-        for signum in received:
-            handler = before[signum]
+        for number in received:
+            handler = before[signal.Signals(number)]
             if callable(handler):
-                handler(signum, None)  # raises KeyboardInterrupt where it would have
+                handler(number, None)  # raises KeyboardInterrupt where it would have
             elif handler == signal.SIG_DFL:
-                os.kill(os.getpid(), signum)
+                os.kill(os.getpid(), number)
