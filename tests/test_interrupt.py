@@ -103,7 +103,7 @@ def test_ctrl_c_stops_a_sweep_and_its_workers_within_seconds_leaving_their_runs_
     assert code == 130, stderr
     assert "Traceback" not in stderr
     assert statuses == ["KILLED", "KILLED"]
-    assert seconds < 10, f"{seconds:.1f} s to stop"
+    assert seconds < 20, f"{seconds:.1f} s to stop"
 
 
 @pytest.mark.slow
@@ -111,4 +111,4 @@ def test_an_interrupt_of_the_sweep_alone_also_stops_its_workers(tmp_path):
     seconds, code, stderr, statuses = _interrupt_sweep(tmp_path, whole_group=False)
     assert code == 130, stderr
     assert statuses == ["KILLED", "KILLED"]
-    assert seconds < 10, f"{seconds:.1f} s to stop"
+    assert seconds < 20, f"{seconds:.1f} s to stop"

@@ -108,7 +108,7 @@ def test_sigterm_to_a_sweeps_process_group_ends_every_run_killed_within_seconds(
     runs = all_runs(uri)
     assert [r.info.status for r in runs] == ["KILLED", "KILLED"], [r.data.tags.get(FAILURE_TAG) for r in runs]
     assert all(r.data.tags[FAILURE_TAG] == "interrupted by SIGTERM" for r in runs)
-    assert seconds < 10, f"{seconds:.1f} s to stop"
+    assert seconds < 20, f"{seconds:.1f} s to stop"
 
 
 @pytest.mark.slow
@@ -124,7 +124,7 @@ def test_sigterm_to_the_sweep_alone_stops_its_workers_too(tmp_path):
     runs = all_runs(uri)
     assert [r.info.status for r in runs] == ["KILLED", "KILLED"], [r.data.tags.get(FAILURE_TAG) for r in runs]
     assert all(r.data.tags[FAILURE_TAG] == "interrupted by SIGTERM" for r in runs)
-    assert seconds < 10, f"{seconds:.1f} s to stop"
+    assert seconds < 20, f"{seconds:.1f} s to stop"
 
 
 # -- a refused base model is the correction's recorded failure ------------------------------

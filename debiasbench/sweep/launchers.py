@@ -117,7 +117,7 @@ def sequential(jobs: list[RunConfig], context: JobContext) -> Iterator[JobResult
 
 #: Seconds an interrupted sweep gives its worker processes to record their runs as
 #: KILLED (each has checkpointed its last finished epoch) before it kills them.
-STOP_GRACE_SECONDS = 5.0
+STOP_GRACE_SECONDS = 10.0
 
 
 def _die_with_parent(events: Any = None) -> None:

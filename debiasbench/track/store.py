@@ -471,8 +471,8 @@ def mlflow_schema() -> tuple[str, frozenset[str]]:
     from alembic.script import ScriptDirectory
     from mlflow.store.db.utils import _get_alembic_config, _get_latest_schema_revision
 
-    script = ScriptDirectory.from_config(_get_alembic_config(""))
-    return _get_latest_schema_revision(), frozenset(r.revision for r in script.walk_revisions())
+    scripts = ScriptDirectory.from_config(_get_alembic_config(""))
+    return _get_latest_schema_revision(), frozenset(r.revision for r in scripts.walk_revisions())
 
 
 def check_server_answers(uri: str, timeout: float = 5.0) -> None:
