@@ -89,7 +89,7 @@ def swept_store(plugin_env, tmp_path_factory) -> tuple[str, Path, subprocess.Com
 
 def test_sweep_runs_the_plugin_method(swept_store):
     uri, _, proc = swept_store
-    assert proc.stderr.count("FINISHED") == 3 or proc.stdout.count("FINISHED") == 3, proc.stdout + proc.stderr
+    assert proc.stderr.count("finished in") == 3, proc.stdout + proc.stderr
     runs = finished_runs(uri)
     assert sorted(r.data.params["method"] for r in runs) == ["focal_loss", "focal_loss", "vanilla"]
 
