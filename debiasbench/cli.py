@@ -87,12 +87,13 @@ ThreadsOption = typer.Option(None, "--threads", metavar="N",
 
 def use_threads(threads: int | None) -> None:
     """Give torch ``threads`` threads, or the cores this process may use (not the
-    machine's: under ``taskset`` or a scheduler's limit more threads only contend)."""
+    machine's: under ``taskset`` or a scheduler's limit more threads only contend), at
+    most as many as it has (``core.resources.default_threads``)."""
     import torch
 
-    from debiasbench.core.resources import available_cores
+    from debiasbench.core.resources import default_threads
 
-    torch.set_num_threads(available_cores() if threads is None else check_threads(threads))
+    torch.set_num_threads(default_threads() if threads is None else check_threads(threads))
 
 
 def _default(key: str) -> str:

@@ -9,8 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-# Two threads in one process; one per worker where pytest-xdist runs a worker per core.
+# Two threads in one process; one per worker where pytest-xdist runs a worker per core,
+# and one in the processes its tests start (a `debiasbench run` beside another worker's
+# test: two threads each on two cores run a small model several times slower).
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -280,13 +280,15 @@ def test_the_same_job_from_two_working_directories_runs_once_and_nothing_alive_i
     first.wait_for("train epoch 1/")
     second = Command([*args, "--no-progress"], second_dir)
     assert second.process.wait(timeout=120) == 2, second.stderr
-    assert first.process.wait(timeout=600) == 0, first.stderr
     second.reader.join(5)
     line = second.stderr.strip().splitlines()[-1]
     assert line.startswith("error: another process (") and "is running this job" in line, second.stderr
     assert "Traceback" not in second.stderr
+    # the first was left alone: its only run is still RUNNING, until the first itself ends it
+    assert [r.info.status for r in all_runs(uri)] == ["RUNNING"]
+    first.stop(signal.SIGINT, group=False)
     runs = all_runs(uri)
-    assert [r.info.status for r in runs] == ["FINISHED"], [(r.info.status, r.data.tags.get(FAILURE_TAG)) for r in runs]
+    assert [(r.info.status, r.data.tags.get(FAILURE_TAG)) for r in runs] == [("KILLED", "interrupted by the user")]
 
 
 def test_a_run_whose_holder_was_killed_is_taken_over_from_another_working_directory(tmp_path):

@@ -33,6 +33,16 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def default_threads() -> int:
+    """Torch threads of a run given no ``--threads``: the cores this process may use, but
+    never more than torch has now, so that a caller that set fewer (a test worker beside
+    others, ``OMP_NUM_THREADS``) keeps them: two processes of two threads each on two
+    cores run a small model several times slower than of one thread each."""
+    import torch
+
+    return max(1, min(available_cores(), torch.get_num_threads()))
+
+
 def check_threads(threads: int) -> int:
     """``threads`` as given to ``--threads``: a positive count (more than the cores is
     allowed, and slower)."""

@@ -108,9 +108,9 @@ class Launcher(Protocol):
 def sequential(jobs: list[RunConfig], context: JobContext) -> Iterator[JobResult]:
     """In this process, one job after another, with the cores it may use (``--threads``
     otherwise)."""
-    from debiasbench.core.resources import available_cores
+    from debiasbench.core.resources import default_threads
 
-    context = replace(context, threads=context.threads or available_cores())
+    context = replace(context, threads=context.threads or default_threads())
     for config in jobs:
         yield execute_job(config, context)
 
