@@ -112,18 +112,14 @@ def open_store(tracking_uri: str | None) -> Any:
     """An MLflow client of an existing store (reading never creates an empty one, upgrades
     an older one or adds MLflow's tables to another application's database); its calls to
     a server are bounded (``debiasbench.track.store.bound_server_calls``)."""
-    from debiasbench.track.store import (absolute_tracking_uri, check_server_answers, check_sqlite_store,
-                                         open_client, sqlite_path)
+    from debiasbench.track.store import absolute_tracking_uri, existing_store_client
 
     uri = absolute_tracking_uri(tracking_uri)
-    path = sqlite_path(uri)
-    if path is not None and not path.is_file():
+    client = existing_store_client(uri)
+    if client is None:
         raise UserError(f"tracking store {redact_credentials(uri)!r} does not exist: run a sweep first or pass "
                         "--tracking-uri")
-    if uri.startswith(("http://", "https://")):
-        check_server_answers(uri)
-    check_sqlite_store(uri)
-    return open_client(uri), uri
+    return client, uri
 
 
 def runs_frame(tracking_uri: str | None, experiments: list[str] | None = None) -> tuple[pd.DataFrame, str]:

@@ -33,7 +33,8 @@ import threading
 import time
 from typing import Any
 
-from debiasbench.core.errors import JobBusy, UserError, shown
+from debiasbench.core.environment import seconds_setting
+from debiasbench.core.errors import JobBusy
 
 HEARTBEAT_TAG = "debiasbench.heartbeat"
 HOLDER_TAG = "debiasbench.holder"
@@ -56,16 +57,7 @@ _BEATING: set[str] = set()
 
 def interval() -> float:
     """Seconds between two beats: ``DEBIASBENCH_HEARTBEAT_SECONDS`` (0.1 to 3600), else 10."""
-    text = os.environ.get(INTERVAL_VARIABLE, "").strip()
-    if not text:
-        return HEARTBEAT_INTERVAL
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = float("nan")
-    if not 0.1 <= seconds <= 3600:  # NaN included
-        raise UserError(f"{INTERVAL_VARIABLE}: expected seconds from 0.1 to 3600, got {shown(text)}")
-    return seconds
+    return seconds_setting(INTERVAL_VARIABLE, HEARTBEAT_INTERVAL, 0.1, 3600)
 
 
 def timeout() -> float:

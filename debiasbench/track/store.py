@@ -21,6 +21,7 @@ from typing import Any, Iterator, Mapping
 
 from debiasbench.contract.config import RunConfig
 from debiasbench.core.errors import RunFailed, UserError, redact_credentials, shown
+from debiasbench.core.environment import seconds_setting
 from debiasbench.core.interrupts import interrupt_reason
 from debiasbench.track import heartbeat
 from debiasbench.track.inputs import EXPERIMENT_KIND_TAG, TRAINING_KIND
@@ -499,16 +500,7 @@ def check_server_answers(uri: str, timeout: float = 5.0) -> None:
 def tracking_timeout() -> float:
     """Seconds one call to a tracking server may take: ``DEBIASBENCH_TRACKING_TIMEOUT``, else
     ``TRACKING_TIMEOUT``."""
-    text = os.environ.get(TIMEOUT_VARIABLE, "").strip()
-    if not text:
-        return TRACKING_TIMEOUT
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = float("nan")
-    if not 1 <= seconds <= 86400:  # NaN included
-        raise UserError(f"{TIMEOUT_VARIABLE}: expected seconds from 1 to 86400, got {shown(text)}")
-    return seconds
+    return seconds_setting(TIMEOUT_VARIABLE, TRACKING_TIMEOUT, 1, 86400)
 
 
 #: The values ``bound_server_calls`` set, so that a later call may change its own (and
@@ -693,17 +685,26 @@ def _build_sqlite_schema(uri: str, folder: Path) -> None:
             engine.dispose()
 
 
-def finished_keys(tracking_uri: str | None, experiments: set[str]) -> set[str]:
-    """Run keys with a FINISHED run in ``experiments`` of the store, read without writing
-    anything: a store or experiment that does not exist yet has none (``sweep --dry-run``)."""
-    uri = absolute_tracking_uri(tracking_uri)
+def existing_store_client(uri: str) -> Any | None:
+    """A client of the store at ``uri`` (absolute) for reading, opened without writing:
+    None where its sqlite file does not exist yet; a server that does not answer, another
+    application's database or an MLflow store of an older schema is refused (the file left
+    unchanged). What readers (``sweep --dry-run``, ``leaderboard``, ``ui``) open a store with."""
     path = sqlite_path(uri)
     if path is not None and not path.is_file():
-        return set()
+        return None
     if uri.startswith(("http://", "https://")):
         check_server_answers(uri)
     check_sqlite_store(uri)
-    client = open_client(uri)
+    return open_client(uri)
+
+
+def finished_keys(tracking_uri: str | None, experiments: set[str]) -> set[str]:
+    """Run keys with a FINISHED run in ``experiments`` of the store, read without writing
+    anything: a store or experiment that does not exist yet has none (``sweep --dry-run``)."""
+    client = existing_store_client(absolute_tracking_uri(tracking_uri))
+    if client is None:
+        return set()
     keys: set[str] = set()
     for name in experiments:
         experiment = client.get_experiment_by_name(name)

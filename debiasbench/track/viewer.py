@@ -38,16 +38,13 @@ def experiment_address(base_url: str, experiment_id: str | None) -> str:
 def experiment_id_of(tracking_uri: str, experiment: str) -> str | None:
     """The id of ``experiment`` in the store, read without writing (None where the store
     or the experiment does not exist yet)."""
-    from debiasbench.track.store import check_server_answers, check_sqlite_store, open_client, sqlite_path
+    from debiasbench.track.store import existing_store_client, sqlite_path
 
-    path = sqlite_path(tracking_uri)
-    if path is not None and not path.is_file():
-        raise UserError(f"no tracking store at {path}: run `debiasbench run` or `make demo` first, "
-                        "or name a store with --tracking-uri")
-    if tracking_uri.startswith(("http://", "https://")):
-        check_server_answers(tracking_uri)
-    check_sqlite_store(tracking_uri)  # another application's database or an older schema: refused, unchanged
-    found = open_client(tracking_uri).get_experiment_by_name(experiment)
+    client = existing_store_client(tracking_uri)  # another application's database, an older schema: refused
+    if client is None:
+        raise UserError(f"no tracking store at {sqlite_path(tracking_uri)}: run `debiasbench run` or `make demo` "
+                        "first, or name a store with --tracking-uri")
+    found = client.get_experiment_by_name(experiment)
     return None if found is None else str(found.experiment_id)
 
 
