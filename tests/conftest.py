@@ -17,6 +17,14 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+@pytest.fixture
+def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The test's folder as the working directory, with no store named by the environment."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
 @pytest.fixture(scope="session", autouse=True)
 def image_cache_folder(tmp_path_factory: pytest.TempPathFactory):
     """Image caches of the tests' generated datasets go to a folder of the session (its

@@ -20,31 +20,9 @@ from typing import Any, Iterator
 import pytest
 
 from debiasbench.cli import main
+from refusals import refuse
 
 SWEEP_OK = "methods: [vanilla]\ndatasets: [colored_digits]\n"
-
-
-def refuse(tmp_path: Path, capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    """Run ``debiasbench argv`` against a store in ``tmp_path``; assert exit 2, one line on
-    stderr and nothing written; the line."""
-    store = tmp_path / "store.db"
-    with pytest.raises(SystemExit) as exited:
-        main([*argv, "--tracking-uri", f"sqlite:///{store}"])
-    err = capsys.readouterr().err
-    assert exited.value.code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    assert not store.exists() and not (tmp_path / "mlflow.db").exists()
-    assert not (tmp_path / ".debiasbench").exists()
-    return lines[0]
-
-
-@pytest.fixture
-def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return tmp_path
 
 
 def write(folder: Path, name: str, content: str) -> str:

@@ -25,7 +25,7 @@ import pytest
 import torch
 from PIL import Image
 
-from debiasbench.cli import main
+import refusals
 from debiasbench.core.errors import UserError
 from debiasbench.core.files import FileRefused, check_regular_file, read_regular_bytes
 from debiasbench.data import idx, image_cache
@@ -57,30 +57,15 @@ def deadline(seconds: int, *pipes: Path) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+def refuse(tmp_path: Path, capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """``debiasbench argv`` exits 2 with one line on stderr and creates no store; the line."""
+    return refusals.refuse(tmp_path, capsys, *argv, nothing_written=False)
+
+
 def fifo(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     os.mkfifo(path)
     return path
-
-
-def refuse(tmp_path: Path, capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    """``debiasbench argv`` exits 2 with one line on stderr and creates no store; the line."""
-    store = tmp_path / "store.db"
-    with pytest.raises(SystemExit) as exited:
-        main([*argv, "--tracking-uri", f"sqlite:///{store}"])
-    err = capsys.readouterr().err
-    assert exited.value.code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err and not store.exists()
-    return lines[0]
-
-
-@pytest.fixture
-def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return tmp_path
 
 
 # -- the check itself ---------------------------------------------------------------------
