@@ -202,3 +202,36 @@ def test_a_relative_sqlite_uri_is_the_file_in_the_working_directory(tmp_path, mo
     assert tracker.uri == f"sqlite:///{tmp_path / 'runs.db'}"
     assert tracker.experiment_id
     assert (tmp_path / "runs.db").is_file()
+
+
+def test_two_runs_logging_the_same_new_dataset_at_once_both_list_it(tmp_path: Path):
+    """Two runs starting together on the same data (a sweep's parallel workers) both find
+    no dataset row and both insert it: the later insert breaks the store's unique key.
+    The interleaving is forced: just before the first run inserts the row, the second run
+    logs the same data set (and commits it)."""
+    from sqlalchemy import event
+
+    from debiasbench.run.runner import build_dataset
+    from debiasbench.track.inputs import dataset_input
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "tests")
+    config = tiny_config(epochs=1, log_model=False)
+    inputs = [dataset_input(config, build_dataset(config))]
+    engine = tracker.client._tracking_client.store.engine
+    with tracker.start(config) as first, tracker.start(tiny_config(epochs=1, log_model=False, seed=1)) as second:
+        raced: list[bool] = []
+
+        def second_run_inserts_first(conn, cursor, statement, *args) -> None:
+            if statement.startswith("INSERT INTO datasets") and not raced:
+                raced.append(True)
+                second.log_inputs(inputs)
+
+        event.listen(engine, "before_cursor_execute", second_run_inserts_first)
+        try:
+            first.log_inputs(inputs)
+        finally:
+            event.remove(engine, "before_cursor_execute", second_run_inserts_first)
+        assert raced
+    for tracked in (first, second):
+        (logged,) = tracker.client.get_run(tracked.run_id).inputs.dataset_inputs
+        assert logged.dataset.name == "synthetic_artifacts"

@@ -89,7 +89,15 @@ class TrackedRun:
         """Record ``mlflow.entities.DatasetInput``s as the run's inputs (the UI's Dataset
         column; ``debiasbench.track.inputs.dataset_input``), written at once."""
         began = time.perf_counter()
-        self.client.log_inputs(self.run_id, datasets=datasets)
+        try:
+            self.client.log_inputs(self.run_id, datasets=datasets)
+        except Exception as exc:
+            # Two runs starting at once on the same data both find no dataset row and
+            # both insert it; the loser's insert breaks the store's unique key. The row
+            # now exists, and a second call links the run to it.
+            if not is_duplicate_row(exc):
+                raise
+            self.client.log_inputs(self.run_id, datasets=datasets)
         self.seconds += time.perf_counter() - began
 
     def flush(self) -> None:
@@ -301,6 +309,13 @@ class Tracker:
         return marked
 
 
+def is_duplicate_row(exc: BaseException) -> bool:
+    """Whether ``exc`` is a store's refusal of a row that another writer inserted first
+    (sqlite's and PostgreSQL's unique-key errors, as MLflow passes them on)."""
+    text = str(exc)
+    return "UNIQUE constraint failed" in text or "duplicate key value" in text or "IntegrityError" in text
+
+
 def get_or_create_experiment(client: Any, name: str, location: str | None, attempts: int = 5) -> str:
     """The id of experiment ``name``, created if missing. Two processes creating it at
     once (two sweeps on a fresh store or server) both get the one that exists: the loser
@@ -322,8 +337,7 @@ def get_or_create_experiment(client: Any, name: str, location: str | None, attem
             return str(client.create_experiment(name, artifact_location=location,
                                                 tags={EXPERIMENT_KIND_TAG: TRAINING_KIND}))
         except Exception as exc:
-            text = str(exc)
-            if "RESOURCE_ALREADY_EXISTS" not in text and "UNIQUE constraint" not in text:
+            if "RESOURCE_ALREADY_EXISTS" not in str(exc) and not is_duplicate_row(exc):
                 raise
             time.sleep(0.05 * (attempt + 1))  # another process created it meanwhile: read it
     raise UserError(f"experiment {name!r} could neither be found nor created")
