@@ -105,7 +105,13 @@ class RunConfig:
     selection_metric: str = _key("val_acc", choices=VALIDATION_METRICS,
                                  help="validation metric maximised when selection=best")
     experiment: str = _key("debiasbench", help="MLflow experiment name")
-    checkpoint_dir: str = _key(".debiasbench/checkpoints", help="where per-epoch checkpoints go")
+    checkpoint_dir: str = _key(".debiasbench/checkpoints", help="where per-epoch checkpoints go (the environment "
+                                                                "variable DEBIASBENCH_CHECKPOINT_DIR, where set, "
+                                                                "replaces it: a node's own scratch folder)")
+    store_checkpoints: str = _key("auto", choices=("auto", "always", "never"),
+                                  help="also keep each checkpoint as an artifact of its run (checkpoint/), so a "
+                                       "killed job resumes on any node that reaches the store; auto: where the "
+                                       "tracking URI is a server (http/https)")
     dataset_params: dict[str, Any] = field(default_factory=dict)
     hparams: dict[str, Any] = field(default_factory=dict)
     #: The dataset class's ``version`` (``BenchmarkDataset.version``), recorded, not chosen:
@@ -115,8 +121,8 @@ class RunConfig:
     dataset_version: int = 1
 
     #: Keys that change where or how fast a run happens, not its result.
-    NON_SEMANTIC = ("device", "experiment", "checkpoint_dir", "eval_batch_size", "log_model", "data_placement",
-                    "allow_unsuited", "val_curves")
+    NON_SEMANTIC = ("device", "experiment", "checkpoint_dir", "store_checkpoints", "eval_batch_size", "log_model",
+                    "data_placement", "allow_unsuited", "val_curves")
     #: Keys added after runs were stored, left out of the run key at their default so that
     #: those runs keep their keys (a sweep still finds them finished).
     ADDED_LATER = {"explain_samples": 512, "dataset_version": 1}

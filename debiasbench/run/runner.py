@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from debiasbench.run import checkpoints
+from debiasbench.run import checkpoints, store_checkpoints
 from debiasbench.run.claims import Claim, JobBusy, RunHeld
 from debiasbench.run.base_model import MODEL_ARTIFACT, check_base_run, load_base_weights, resolve_base_checkpoint
 from debiasbench.train.class_weights import class_weights
@@ -54,6 +54,9 @@ PHASE_SECONDS = "seconds/"
 MODEL_NOT_LOGGED_TAG = "debiasbench.model_not_logged"
 #: Folder of ``checkpoint_dir`` where checkpoints that could not be resumed from are kept.
 UNUSABLE_FOLDER = "unusable"
+#: Where set, the folder of this process's checkpoints and claims whatever a config's
+#: ``checkpoint_dir`` says: a cluster node's own scratch folder, set in its environment.
+CHECKPOINT_DIR_VARIABLE = "DEBIASBENCH_CHECKPOINT_DIR"
 
 
 @dataclass
@@ -137,8 +140,12 @@ class Trainer:
     """The training loop of one run; built by ``run``. ``train`` reads as its steps."""
 
     def __init__(self, config: RunConfig, dataset: BenchmarkDataset, model: LatentModel,
-                 tracked: TrackedRun, device: torch.device, progress: ProgressReporter | None):
+                 tracked: TrackedRun, device: torch.device, progress: ProgressReporter | None,
+                 keep_in_store: bool = False):
+        """With ``keep_in_store``, each checkpoint is also logged as an artifact of the run
+        (``debiasbench.run.store_checkpoints``)."""
         self.config = config
+        self.keep_in_store = keep_in_store
         self.model = model
         self.dataset = dataset
         self.tracked = tracked
@@ -305,7 +312,7 @@ class Trainer:
         if self.best is None or val[metric] > self.best:
             self.best = val[metric]
             self.selected_validation = dict(val)
-            checkpoints.save_atomic({"model": self.model.state_dict()}, self.checkpoint_dir / "best.pt")
+            self.checkpoint({"model": self.model.state_dict()}, "best.pt")
 
     def save_last(self, training: Training, epoch: int) -> None:
         """Everything a resumed run needs to end as an uninterrupted one: weights, optimiser
@@ -318,7 +325,15 @@ class Trainer:
                  "torch_rng": torch.get_rng_state(),
                  **({"cuda_rng": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {}),
                  "method": training.method.state_dict(), "accounting": self.accounting()}
-        checkpoints.save_atomic(state, self.checkpoint_dir / "last.pt")
+        self.checkpoint(state, "last.pt")
+
+    def checkpoint(self, state: dict[str, Any], name: str) -> None:
+        """Write ``state`` as checkpoint ``name`` of the run's folder (and of the store, where
+        the run keeps its checkpoints there)."""
+        path = self.checkpoint_dir / name
+        checkpoints.save_atomic(state, path)
+        if self.keep_in_store:
+            store_checkpoints.keep(self.tracked, path)
 
     def accounting(self) -> dict[str, Any]:
         """What the run has measured and logged so far that a resumed run carries on from:
@@ -480,6 +495,8 @@ def run(config: RunConfig, tracker: Tracker, progress: bool | ProgressReporter |
     on stderr, False for nowhere, None for the current reporter (a sweep's) or a bar at
     a terminal.
     """
+    if os.environ.get(CHECKPOINT_DIR_VARIABLE):
+        config = replace(config, checkpoint_dir=os.environ[CHECKPOINT_DIR_VARIABLE])
     device = resolve_device(config.device)
     dataset = build_dataset(config)
     placement = dataset.place(device, config.data_placement)
@@ -525,6 +542,18 @@ def run(config: RunConfig, tracker: Tracker, progress: bool | ProgressReporter |
         claim.release()
 
 
+def fetch_kept_checkpoint(tracker: Tracker, tracked: TrackedRun, run_key: str, folder: Path) -> None:
+    """Where ``folder`` holds no checkpoint of the job, fetch the newest one an earlier,
+    unfinished run of it kept in the store (killed on another node), and tag the run with
+    where it came from."""
+    if (folder / "last.pt").exists():
+        return
+    origin = store_checkpoints.fetch_latest(tracker, run_key, tracked.run_id, folder)
+    if origin is not None:
+        tracked.set_tags({store_checkpoints.RESUMED_FROM_RUN_TAG: origin})
+        _note(f"resuming from the checkpoint run {origin} kept in the tracking store")
+
+
 def _train_claimed(config: RunConfig, tracker: Tracker, progress: ProgressReporter | None, device: torch.device,
                    dataset: BenchmarkDataset, placement: str, model: LatentModel) -> RunResult:
     """``run`` once the job is claimed: a correction first finds (or trains) its vanilla
@@ -547,11 +576,16 @@ def _train_claimed(config: RunConfig, tracker: Tracker, progress: ProgressReport
                 load_base_weights(model, initial_state, str(base_run_id), device)
                 seed_everything(config.seed, config.deterministic)  # the same whether the base was trained now
             tracked.log_inputs([dataset_input(config, dataset)])
-            trainer = Trainer(config, dataset, model, tracked, device, reporter)
+            in_store = store_checkpoints.wanted(config, tracker.uri)
+            trainer = Trainer(config, dataset, model, tracked, device, reporter, keep_in_store=in_store)
+            if in_store:
+                fetch_kept_checkpoint(tracker, tracked, config.run_key(), trainer.checkpoint_dir)
             metrics = trainer.train()
             tracked.log_metrics(metrics, step=config.epochs)
     finally:
         if base_folder is not None:
             shutil.rmtree(base_folder, ignore_errors=True)
     shutil.rmtree(trainer.checkpoint_dir, ignore_errors=True)
+    if in_store:
+        store_checkpoints.discard(tracker, config.run_key())
     return RunResult(run_id=tracked.run_id, run_key=config.run_key(), metrics=metrics)
