@@ -4,14 +4,13 @@ is got or created, and overlapping sweeps split their jobs so each runs exactly 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from servers import mlflow_server
 
 from debiasbench.run.claims import Claim, JobBusy
 from debiasbench.sweep.launchers import JobContext, execute_job
@@ -78,12 +77,6 @@ def test_a_run_of_a_job_another_process_holds_is_refused_and_a_sweep_job_is_busy
     assert execute_job(config, JobContext(tracker.uri, {}, wait_for_claims=True)).status == "SKIPPED"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _four_overlapping_sweeps(folder: Path, tracking_uri: str) -> list[subprocess.CompletedProcess]:
     """Four sweeps of 3 of 5 seeds each (every seed in at least two), started together."""
     seed_sets = ([0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 0])
@@ -121,24 +114,6 @@ def test_four_sweeps_on_one_fresh_sqlite_store_run_every_job_exactly_once(tmp_pa
 
 @pytest.mark.slow
 def test_four_sweeps_on_one_fresh_mlflow_server_run_every_job_exactly_once(tmp_path):
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, "the MLflow server did not start"
-                time.sleep(0.5)
+    with mlflow_server(tmp_path) as uri:
         results = _four_overlapping_sweeps(tmp_path, uri)
         _assert_every_job_ran_exactly_once(results, Tracker(uri, "debiasbench"))
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=60)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from servers import start_mlflow_server, stop
 
 from debiasbench.cli import main
 from debiasbench.core.errors import redact_credentials
@@ -128,28 +129,9 @@ def test_credentials_in_a_uri_are_redacted_wherever_it_is_shown():
     assert redact_credentials("sqlite:////data/mlflow.db") == "sqlite:////data/mlflow.db"
 
 
-def _start_mlflow_server(folder: Path) -> tuple[subprocess.Popen, int]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
-         "--artifacts-destination", str(folder / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return server, port
-        except OSError:
-            assert time.monotonic() < deadline and server.poll() is None, "the MLflow server did not start"
-            time.sleep(0.5)
-
-
 @pytest.mark.slow  # an MLflow server: about 15 s on 2 cores
 def test_a_run_and_a_leaderboard_on_a_server_with_credentials_never_show_them(here, capsys, tmp_path):
-    server, port = _start_mlflow_server(tmp_path)
+    server, port = start_mlflow_server(tmp_path)
     uri = f"http://alice:s3cret-pw@127.0.0.1:{port}"
     try:
         code, err, out, _ = command(capsys, *TINY_RUN, "--tracking-uri", uri)
@@ -163,8 +145,7 @@ def test_a_run_and_a_leaderboard_on_a_server_with_credentials_never_show_them(he
         code, err, _, _ = command(capsys, *TINY_RUN, "--set", "lr=-1", "--tracking-uri", uri)
         assert code == 2 and "s3cret" not in "\n".join(err)
     finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=60)
+        stop(server)
 
 
 # --------------------------------------------------------------------------- what the file is

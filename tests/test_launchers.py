@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from servers import free_port
 
 from debiasbench.sweep.launchers import make_launcher
 from debiasbench.core.errors import ConfigError
@@ -196,48 +197,30 @@ def test_each_sweep_tags_its_own_runs_in_one_process(tmp_path, tracking_uri):
     assert tagged == {jobs[0].run_key(): "first.yaml", jobs[1].run_key(): "second.yaml"}
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
-def test_a_sweep_joins_an_existing_ray_cluster_on_loopback(tmp_path, tracking_uri, monkeypatch):
-    """A head started here on 127.0.0.1 only (as `ray start --head --node-ip-address=127.0.0.1`):
+def test_a_sweep_joins_an_existing_ray_cluster_on_loopback(tmp_path, tracking_uri):
+    """A head started here on 127.0.0.1 only (`ray start --head --node-ip-address=127.0.0.1`):
     RAY_ADDRESS joins it, with the auth token `ray start` wrote, and the jobs finish there."""
     pytest.importorskip("ray")
-    import shutil
+    from ray_nodes import clean_environment, ray_cluster
 
-    ray_cli = shutil.which("ray", path=os.path.dirname(sys.executable))
-    assert ray_cli is not None
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    started = subprocess.run([ray_cli, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
-                              "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
-                             env=env, capture_output=True, text=True, timeout=180)
-    try:
-        assert started.returncode == 0, started.stderr
+    with ray_cluster(tmp_path / "ray", [{"OMP_NUM_THREADS": "1"}]) as (address, _):
         path = sweep_file(tmp_path, """
             methods: [vanilla]
             seeds: [0, 1]
         """)
         result = subprocess.run([sys.executable, "-m", "debiasbench.cli", "sweep", str(path), "--launcher", "ray",
                                  "--tracking-uri", tracking_uri], cwd=tmp_path, capture_output=True, text=True,
-                                env={**env, "RAY_ADDRESS": f"127.0.0.1:{port}"}, timeout=600)
+                                env={**clean_environment(), "RAY_ADDRESS": address}, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
         assert runs_by_status(tracking_uri)["FINISHED"] == Counter({job.run_key(): 1 for job in load_sweep(path)})
-    finally:
-        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
 def test_an_unreachable_ray_address_is_one_line_naming_it(tmp_path, tracking_uri, monkeypatch, capsys):
     pytest.importorskip("ray")
     from debiasbench.cli import main
 
-    port = _free_port()
+    port = free_port()
     monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
     path = sweep_file(tmp_path, """
         methods: [vanilla]
@@ -255,7 +238,7 @@ def test_an_unreachable_tracking_server_is_one_line_at_once(capsys, tmp_path, mo
     from debiasbench.cli import main
 
     monkeypatch.chdir(tmp_path)
-    port = _free_port()
+    port = free_port()
     began = time.perf_counter()
     with pytest.raises(SystemExit) as exited:
         main(["run", "--set", "epochs=1", "--tracking-uri", f"http://127.0.0.1:{port}"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from servers import free_port
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
@@ -24,12 +24,6 @@ TINY = ["--dataset", "synthetic_artifacts", "--set", "dataset_params.n_train=100
         "--set", "dataset_params.n_test=40", "--set", "dataset_params.image_size=16",
         "--set", "dataset_params.patch_size=3", "--set", "epochs=1", "--set", "device=cpu"]
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_the_address_opens_the_training_pages_and_never_shows_credentials():
