@@ -13,9 +13,10 @@ one folder, or given an absolute ``checkpoint_dir``, share it); they are the fas
 path. Processes that share the store but not the folder (another working directory,
 another machine) see each other through the store: a RUNNING run whose holder keeps its
 heartbeat fresh makes the job busy (``RunHeld``), and only a run whose holder is provably
-gone is marked KILLED (``debiasbench.track.heartbeat``). On a cluster, a folder on a
-filesystem whose locks all nodes see (NFSv4, Lustre, GPFS) also lets a job resume on
-another node from its checkpoints.
+gone is marked KILLED (``debiasbench.track.heartbeat``). So on a cluster the claim folder
+need not be shared: a node's own (``DEBIASBENCH_CHECKPOINT_DIR``) serves, and a job resumes
+on another node from the checkpoints its runs keep in the store
+(``debiasbench.run.store_checkpoints``).
 
 A claim leaves nothing behind: its holder removes the lock file, while still holding the
 lock, when it releases it, and the folders the claim created where they are empty (a run
