@@ -160,22 +160,79 @@ def group_weights(groups: Tensor) -> Tensor:
     return weights * len(groups) / weights.sum()
 
 
-def fit_l1_logistic(z: np.ndarray, y: np.ndarray, c: float, num_classes: int,
-                    sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """One-vs-rest L1 logistic regressions (liblinear): coefficients [K, D], intercepts [K]."""
+#: liblinear's solver number for L1-regularised logistic regression (``L1R_LR``), what
+#: ``LogisticRegression(solver="liblinear", penalty="l1")`` runs; and that estimator's
+#: defaults the authors' code keeps (``tol``, ``max_iter``, ``intercept_scaling``).
+L1R_LR, LIBLINEAR_TOL, LIBLINEAR_MAX_ITER, INTERCEPT_SCALING = 6, 1e-4, 100, 1.0
+
+
+def liblinear_binding():
+    """scikit-learn's liblinear binding (``sklearn.svm._liblinear``), or None where a
+    scikit-learn version no longer has it (then ``LogisticRegression`` fits)."""
+    try:
+        from sklearn.svm import _liblinear
+    except ImportError:  # a private module: absent from some future release
+        return None
+    return _liblinear
+
+
+def binary_l1_logistic(z: np.ndarray, target: np.ndarray, c: float,
+                       sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """One binary L1 logistic regression of ``target`` (0/1, both present) on ``z``
+    (float64, C order): coefficients [D] and intercept, bit for bit what
+    ``LogisticRegression(C=c, solver="liblinear", penalty="l1").fit(z, target,
+    sample_weight)`` gives (tests/test_dfr.py), calling the liblinear binding that
+    estimator calls with the same arguments, its random seed drawn from numpy's global
+    generator as ``random_state=None`` draws it. On DFR's fit sets (tens of samples) the
+    estimator's checks of its inputs and parameters took about 90% of a fit's time: about
+    10x slower than liblinear itself (``docs/performance.md``)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    liblinear = liblinear_binding()
+    if liblinear is None:
+        return _estimator_l1_logistic(z, target, c, sample_weight)
+    weights = np.ones(len(z)) if sample_weight is None else np.ascontiguousarray(sample_weight, dtype=np.float64)
+    seed = np.random.randint(np.iinfo("i").max)  # what check_random_state(None) draws from
+    liblinear.set_verbosity_wrap(0)  # liblinear prints every iteration unless told not to
+    raw, n_iter = liblinear.train_wrap(z, np.asarray(target, dtype=np.float64), False, L1R_LR, LIBLINEAR_TOL,
+                                       INTERCEPT_SCALING, c, np.ones(2), LIBLINEAR_MAX_ITER, seed, 0.1, weights)
+    if max(n_iter) >= LIBLINEAR_MAX_ITER:
+        warnings.warn("Liblinear failed to converge, increase the number of iterations.", ConvergenceWarning,
+                      stacklevel=3)  # DFR's call of fit_l1_logistic
+    return raw[0, :-1], float(INTERCEPT_SCALING * raw[0, -1])
+
+
+def _estimator_l1_logistic(z: np.ndarray, target: np.ndarray, c: float,
+                           sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """``binary_l1_logistic`` through scikit-learn's estimator (its checks included)."""
     import sklearn
     from sklearn.linear_model import LogisticRegression
 
     version = tuple(int(part) for part in sklearn.__version__.split(".")[:2])
     l1 = {"l1_ratio": 1.0} if version >= (1, 8) else {"penalty": "l1"}
+    model = LogisticRegression(C=c, solver="liblinear", **l1)
+    model.fit(z, target, sample_weight=sample_weight)
+    return model.coef_[0], float(model.intercept_[0])
+
+
+def fit_l1_logistic(z: np.ndarray, y: np.ndarray, c: float, num_classes: int,
+                    sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One-vs-rest L1 logistic regressions (liblinear, ``binary_l1_logistic``):
+    coefficients [K, D], intercepts [K]."""
     coef = np.zeros((num_classes, z.shape[1]))
     intercept = np.full(num_classes, ABSENT_INTERCEPT)
     if len(np.unique(y)) < 2:
         raise RunFailed(f"dfr: a balanced fit set holds only class {int(y[0])}; it needs at least two")
+    z = np.ascontiguousarray(z, dtype=np.float64)
+    # the estimator's own refusals, once per fit set instead of once per class
+    if not np.isfinite(z).all():
+        raise RunFailed("dfr: the standardised penultimate features hold NaN or infinite values")
+    if np.max(z) > 1e30:  # liblinear would not return (scikit-learn refuses it too)
+        raise RunFailed("dfr: a standardised penultimate feature exceeds 1e30; liblinear cannot fit it")
     for k in np.unique(y):
-        model = LogisticRegression(C=c, solver="liblinear", **l1)
-        model.fit(z, (y == k).astype(int), sample_weight=sample_weight)
-        coef[k], intercept[k] = model.coef_[0], model.intercept_[0]
+        coef[k], intercept[k] = binary_l1_logistic(z, (y == k).astype(np.float64), c, sample_weight)
     return coef, intercept
 
 
