@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -29,7 +30,7 @@ def ray_cli() -> str:
 
 
 def clean_environment() -> dict[str, str]:
-    """This process's environment without Ray's variables (a test's RAY_ADDRESS)."""
+    """This process's environment without Ray's variables (a test's RAY_ADDRESS, a token)."""
     return {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
 
 
@@ -82,22 +83,30 @@ class RayNode:
 
 @contextlib.contextmanager
 def ray_cluster(folder: Path, nodes: Sequence[Mapping[str, str]],
-                head_env: Mapping[str, str] | None = None) -> Iterator[tuple[str, list[RayNode]]]:
+                head_env: Mapping[str, str] | None = None) -> Iterator[tuple[dict[str, str], list[RayNode]]]:
     """A head and ``len(nodes) - 1`` more nodes with one CPU each; node ``i`` runs in
-    ``folder/node<i>`` with the environment variables ``nodes[i]``. Yields the head's
-    address and the nodes (the head first), once every node has joined."""
+    ``folder/node<i>`` with the environment variables ``nodes[i]``. Yields the environment
+    of a driver and the nodes (the head first), once every node has joined.
+
+    Each cluster has its own auth token (``RAY_AUTH_TOKEN`` on the nodes): heads started at
+    once on a machine without ``~/.ray/auth_token`` would each write theirs there, and the
+    loser's cluster would refuse its own drivers. A driver gets ``RAY_ADDRESS`` and
+    ``RAY_AUTH_TOKEN_PATH``, a file holding the token, and no ``RAY_AUTH_MODE``: as with the
+    file ``ray start`` writes, the sweep must see the token and turn token mode on itself."""
     port = free_port()
-    base = clean_environment()
+    token = secrets.token_hex(32)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "auth_token").write_text(token)
+    base = {**clean_environment(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     started: list[RayNode] = []
     try:
         started.append(RayNode(["--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"],
                                folder / "node0", {**base, **FAST_HEALTH_CHECKS, **(head_env or {}), **nodes[0]}))
-        token = {"RAY_AUTH_MODE": "token"} if (Path.home() / ".ray" / "auth_token").is_file() else {}
         for index, extra in enumerate(nodes[1:], start=1):
             started.append(RayNode([f"--address=127.0.0.1:{port}", "--num-cpus=1"], folder / f"node{index}",
-                                   {**base, **token, **extra}))
-        _wait_for_nodes(f"127.0.0.1:{port}", len(nodes), {**base, **token})
-        yield f"127.0.0.1:{port}", started
+                                   {**base, **extra}))
+        _wait_for_nodes(f"127.0.0.1:{port}", len(nodes), base)
+        yield {"RAY_ADDRESS": f"127.0.0.1:{port}", "RAY_AUTH_TOKEN_PATH": str(folder / "auth_token")}, started
     finally:
         for node in reversed(started):
             node.stop()

@@ -200,18 +200,19 @@ def test_each_sweep_tags_its_own_runs_in_one_process(tmp_path, tracking_uri):
 @pytest.mark.slow
 def test_a_sweep_joins_an_existing_ray_cluster_on_loopback(tmp_path, tracking_uri):
     """A head started here on 127.0.0.1 only (`ray start --head --node-ip-address=127.0.0.1`):
-    RAY_ADDRESS joins it, with the auth token `ray start` wrote, and the jobs finish there."""
+    RAY_ADDRESS joins it, with the auth token in the file RAY_AUTH_TOKEN_PATH names (token
+    mode turned on by the sweep), and the jobs finish there."""
     pytest.importorskip("ray")
     from ray_nodes import clean_environment, ray_cluster
 
-    with ray_cluster(tmp_path / "ray", [{"OMP_NUM_THREADS": "1"}]) as (address, _):
+    with ray_cluster(tmp_path / "ray", [{"OMP_NUM_THREADS": "1"}]) as (driver, _):
         path = sweep_file(tmp_path, """
             methods: [vanilla]
             seeds: [0, 1]
         """)
         result = subprocess.run([sys.executable, "-m", "debiasbench.cli", "sweep", str(path), "--launcher", "ray",
                                  "--tracking-uri", tracking_uri], cwd=tmp_path, capture_output=True, text=True,
-                                env={**clean_environment(), "RAY_ADDRESS": address}, timeout=600)
+                                env={**clean_environment(), **driver}, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
         assert runs_by_status(tracking_uri)["FINISHED"] == Counter({job.run_key(): 1 for job in load_sweep(path)})
 

@@ -54,13 +54,13 @@ def test_a_sweep_on_two_ray_nodes_sharing_only_a_tracking_server_survives_losing
 
     nodes = [{CHECKPOINT_DIR_VARIABLE: str(tmp_path / f"node{i}" / "scratch"), "OMP_NUM_THREADS": "1"}
              for i in range(2)]
-    with mlflow_server(tmp_path / "server") as uri, ray_cluster(tmp_path, nodes) as (address, (head, worker)):
+    with mlflow_server(tmp_path / "server") as uri, ray_cluster(tmp_path, nodes) as (driver, (head, worker)):
         client = MlflowClient(uri)
         (tmp_path / "driver").mkdir()
         (tmp_path / "driver" / "sweep.yaml").write_text(textwrap.dedent(SWEEP))
         sweep = subprocess.Popen([sys.executable, "-m", "debiasbench.cli", "sweep", "sweep.yaml", "--launcher", "ray",
                                   "--tracking-uri", uri, "--no-progress"], cwd=tmp_path / "driver",
-                                 env={**clean_environment(), "RAY_ADDRESS": address},
+                                 env={**clean_environment(), **driver},
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             # once the worker node's job has kept a checkpoint in the store, the node dies
