@@ -82,10 +82,17 @@ THREADS_TAG = "debiasbench.torch_threads"
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed Python's, numpy's and torch's global generators; deterministic kernels on or off.
+
+    ``torch.use_deterministic_algorithms`` imports ``torch._inductor`` to set inductor's
+    flag too (a run that compiles nothing has no use for it), so it is called only where it
+    changes something: to turn determinism on, or off after an earlier run of this process
+    turned it on."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    if deterministic or torch.are_deterministic_algorithms_enabled():
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.benchmark = not deterministic
 
 
