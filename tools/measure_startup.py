@@ -12,7 +12,10 @@ Each round starts, in fresh processes with ``OMP_NUM_THREADS=1``:
 - B0 (with ``--other-tree DIR``): B with the package of another checkout, e.g. ``git
   worktree add /tmp/before <commit>``: before and after a change, side by side;
 - C (with ``--fresh-store``): B into a new sqlite file each round, so C also builds the
-  store's schema.
+  store's schema;
+- A1 (with ``--paused-baseline``): A with Python's garbage collector disabled, as a run
+  imports torch and MLflow (``debiasbench.core.startup``): what the imports cost without
+  the collections that A makes while they run.
 
 The members take turns (A B ... in even rounds, ... B A in odd ones), so load that comes
 and goes hits them alike. Each process is timed by the wall clock and by the CPU time it
@@ -43,6 +46,7 @@ TINY = ["--method", "vanilla", "--dataset", "synthetic_artifacts", "--set", "dat
         "--set", "dataset_params.image_size=16", "--set", "dataset_params.patch_size=3", "--set", "epochs=1",
         "--set", "device=cpu", "--set", "log_model=false", "--no-progress", "--rerun"]
 IMPORTS = [sys.executable, "-c", "import torch, mlflow"]
+PAUSED_IMPORTS = [sys.executable, "-c", "import gc; gc.disable(); import torch, mlflow"]
 #: What the ``debiasbench`` console script runs.
 CONSOLE_SCRIPT = "import sys; from debiasbench.cli import main; sys.exit(main())"
 
@@ -129,6 +133,8 @@ def main() -> None:
     parser.add_argument("--other-tree", type=Path, metavar="DIR",
                         help="also time B0: B with the debiasbench of this checkout (PYTHONPATH=DIR), e.g. a "
                              "git worktree of an earlier commit")
+    parser.add_argument("--paused-baseline", action="store_true",
+                        help="also time A1: A with the garbage collector disabled")
     parser.add_argument("--importtime", type=Path, metavar="FILE", help="write B's imports beyond A's here")
     args = parser.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -143,6 +149,8 @@ def main() -> None:
             other = {**env, "PYTHONPATH": str(args.other_tree.resolve())}
             members["B0"] = (f"the same run, debiasbench of {args.other_tree}",
                              lambda _: run_command(folder, "store.db", module=True), other)
+        if args.paused_baseline:
+            members["A1"] = ("import torch, mlflow, garbage collector disabled", lambda _: PAUSED_IMPORTS, env)
         if args.fresh_store:
             members["C"] = ("debiasbench run, new store", lambda r: run_command(folder, f"fresh-{r}.db"), env)
         wall: dict[str, list[float]] = {member: [] for member in members}
@@ -169,8 +177,9 @@ def main() -> None:
     for member in members:
         if member != "A":
             print(f"  {member} / A: {ratios(wall[member], wall['A'])} / {ratios(cpu[member], cpu['A'])}")
-    if args.other_tree:
-        print(f"  B / B0: {ratios(wall['B'], wall['B0'])} / {ratios(cpu['B'], cpu['B0'])}")
+    for member, base in (("B", "B0"), ("B", "A1")):
+        if base in members:
+            print(f"  {member} / {base}: {ratios(wall[member], wall[base])} / {ratios(cpu[member], cpu[base])}")
 
 
 if __name__ == "__main__":
