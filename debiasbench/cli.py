@@ -130,18 +130,22 @@ def run(
     Progress goes to stderr: a bar per phase (epoch, step, rate, time left) at a
     terminal, else one line per epoch.
     """
-    from debiasbench.contract.config import load_config_file, merge, parse_overrides, resolve_config
-    from debiasbench.report.tables import metrics_table
-    from debiasbench.run.display import console_progress
-    from debiasbench.run.runner import run as run_one
-    from debiasbench.track.store import Tracker
+    from debiasbench.core.startup import import_run_modules, long_lived_imports
 
-    flags = parse_overrides(f"{k}={v}" for k, v in
-                            {"method": method, "dataset": dataset, "model": model, "seed": seed}.items()
-                            if v is not None)
-    raw = merge(load_config_file(config) if config else {}, flags, parse_overrides(overrides or []))
-    resolved = resolve_config(raw)
-    tracker = Tracker(tracking_uri, resolved.experiment)
+    with long_lived_imports():
+        from debiasbench.contract.config import load_config_file, merge, parse_overrides, resolve_config
+        from debiasbench.report.tables import metrics_table
+        from debiasbench.run.display import console_progress
+        from debiasbench.run.runner import run as run_one
+        from debiasbench.track.store import Tracker
+
+        flags = parse_overrides(f"{k}={v}" for k, v in
+                                {"method": method, "dataset": dataset, "model": model, "seed": seed}.items()
+                                if v is not None)
+        raw = merge(load_config_file(config) if config else {}, flags, parse_overrides(overrides or []))
+        resolved = resolve_config(raw)
+        tracker = Tracker(tracking_uri, resolved.experiment)
+        import_run_modules(tracker.uri)  # after the input is checked: a refusal does not wait for them
     use_threads(threads)
     with console_progress(err, enabled=not no_progress) as reporter:
         result = _run_reporting_failure(functools.partial(run_one, skip_finished=not rerun, progress=reporter or False),
@@ -408,8 +412,10 @@ def main(argv: list[str] | None = None) -> None:
     run that finished exits 0 with one line on stderr saying the output is incomplete
     (nothing for a reader that went away)."""
     from debiasbench.core.output import broken_pipe, failure_text, guarded_streams
+    from debiasbench.core.startup import command_of_this_process
 
-    with guarded_streams() as (stdout, _):
+    # argv None: this process's own command line, so the process ends with the command
+    with guarded_streams() as (stdout, _), command_of_this_process(argv is None):
         code = _main(argv)
         stdout.flush()
         if stdout.error is not None and not broken_pipe(stdout.error):

@@ -1,7 +1,8 @@
-"""What a command imports at its start: help and version need neither torch nor MLflow;
-seeding without determinism leaves torch's compiler alone. Each check runs in a fresh
-interpreter, since this one has imported everything already. Nothing is timed here
-(``tools/measure_startup.py`` measures).
+"""What a command imports at its start, and how (``debiasbench.core.startup``): help and
+version need neither torch nor MLflow; seeding without determinism leaves torch's
+compiler alone; a run's imports are made with the garbage collector paused, which runs
+again before the run trains. Each check runs in a fresh interpreter, since this one has
+imported everything already. Nothing is timed here (``tools/measure_startup.py`` measures).
 """
 
 from __future__ import annotations
@@ -11,6 +12,12 @@ import sys
 import textwrap
 
 import pytest
+
+TINY_RUN = ["run", "--dataset", "synthetic_artifacts", "--set", "dataset_params.n_train=64",
+            "--set", "dataset_params.n_val=32", "--set", "dataset_params.n_test=32",
+            "--set", "dataset_params.image_size=16", "--set", "dataset_params.patch_size=3", "--set", "epochs=1",
+            "--set", "device=cpu", "--set", "log_model=false", "--no-progress"]
+
 
 def last_line(script: str, *args: str, cwd=None) -> str:
     """The last line a fresh interpreter running ``script`` (with ``args``) prints."""
@@ -48,3 +55,53 @@ def test_seeding_without_determinism_does_not_import_torchs_compiler_and_switche
         print(off, on, torch.are_deterministic_algorithms_enabled())
     """)
     assert states == "(False, False) (True, True) False"
+
+
+def test_the_run_modules_are_those_of_the_store_in_use():
+    loaded = last_line("""
+        import sys
+        from debiasbench.core.startup import import_run_modules
+
+        store = "mlflow.store.tracking.sqlalchemy_store"
+        import_run_modules("http://127.0.0.1:5000")
+        server = store in sys.modules, "torch._dynamo" in sys.modules
+        import_run_modules("sqlite:////tmp/mlflow.db")
+        print(server, store in sys.modules)
+    """)
+    assert loaded == "(False, True) True"
+
+
+#: A tiny run whose method notes whether the collector runs at each training step; at exit
+#: it prints that, whether the collector is enabled and whether objects were frozen.
+GC_PROBE = """
+    import atexit, gc, sys
+    from debiasbench.cli import main
+    from debiasbench.core.registry import METHODS
+    from debiasbench.methods.vanilla import Vanilla
+
+    steps = []
+
+    class Probe(Vanilla):
+        name = "startup_probe"
+
+        def loss(self, model, batch):
+            steps.append(gc.isenabled())
+            return super().loss(model, batch)
+
+    METHODS.register(Probe)
+    atexit.register(lambda: print(bool(steps) and all(steps), gc.isenabled(), gc.get_freeze_count() > 0))
+    own = sys.argv[1] == "own"
+    sys.argv[1:2] = []
+    main(None if own else sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("how,frozen", [("own", True), ("caller's", False)])
+def test_a_run_imports_with_the_collector_paused_and_trains_with_it_running(how, frozen, tmp_path):
+    """``main()`` reads this process's command line, so the process ends with the run and
+    what its start imported is frozen; ``main(argv)``, as a caller's process calls it (a
+    test, a notebook), freezes nothing: that process's objects must stay collectable."""
+    state = last_line(GC_PROBE, "own" if how == "own" else "argv", *TINY_RUN, "--method", "startup_probe",
+                      "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                      "--set", f"checkpoint_dir={tmp_path / 'checkpoints'}", cwd=tmp_path)
+    assert state == f"True True {frozen}"
