@@ -235,3 +235,37 @@ def test_two_runs_logging_the_same_new_dataset_at_once_both_list_it(tmp_path: Pa
     for tracked in (first, second):
         (logged,) = tracker.client.get_run(tracked.run_id).inputs.dataset_inputs
         assert logged.dataset.name == "synthetic_artifacts"
+
+
+# --------------------------------------------------------------------------- store creation
+def _synchronous(path: Path) -> int:
+    """sqlite's ``synchronous`` setting of a new SQLAlchemy connection to ``path``."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as connection:
+            return int(connection.exec_driver_sql("PRAGMA synchronous").scalar_one())
+    finally:
+        engine.dispose()
+
+
+def test_the_schema_file_alone_skips_sqlites_syncs_while_it_is_built(tmp_path: Path):
+    from debiasbench.track.store import unsynced_connections
+
+    building, other = tmp_path / ".mlflow.db.creating", tmp_path / "other.db"
+    default = _synchronous(other)
+    assert default != 0  # sqlite syncs commits unless told otherwise
+    with unsynced_connections(str(building)):
+        assert (_synchronous(building), _synchronous(other)) == (0, default)
+    assert _synchronous(building) == default  # a setting of the connection, gone with the block
+    with pytest.raises(RuntimeError), unsynced_connections(str(other)):
+        raise RuntimeError("creation failed")
+    assert _synchronous(other) == default
+
+
+def test_a_store_made_without_syncs_opens_as_any_store(tmp_path: Path):
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "tests")
+    assert tracker.experiment_id is not None and not list(tmp_path.glob(".mlflow.db.*"))
+    assert _synchronous(tmp_path / "mlflow.db") != 0
+    assert Tracker(tracker.uri, "other").experiment_id != tracker.experiment_id  # the schema MLflow verifies
