@@ -172,8 +172,10 @@ class Split:
 #: layer are 6.6 GB of float32). See ``eval_batch_for``.
 EVAL_PIXEL_BUDGET = 512 * 32 * 32
 #: The same on the CPU, where large batches run slower per image (their activations leave
-#: the caches): 64 images of 32x32 pixels predicted 1.7-1.9x faster per image than 512 on
-#: a 2-core CPU with one or two threads (small_cnn, the three validation views).
+#: the caches): with one thread, 64 images of 32x32 pixels predicted 2.2-3.1x faster per image
+#: than 512 and within 10% of the best size (small_cnn on a 2-core CPU; the table, and what
+#: two threads did on a loaded machine, in docs/performance.md, "Evaluation batch on the CPU",
+#: measured by tools/measure_eval_batch.py).
 CPU_EVAL_PIXEL_BUDGET = 64 * 32 * 32
 
 
@@ -181,7 +183,9 @@ def eval_batch_for(requested: int | None, sample_shape: tuple[int, ...],
                    device: torch.device | str | None = None) -> int:
     """The evaluation batch size: ``requested`` if given, else 512 images of 32x32 pixels
     (64 on the CPU ``device``) and proportionally fewer for larger images (64 at 90x90,
-    10 at 224x224 on a GPU; at least 1, on the CPU at least 4)."""
+    10 at 224x224 on a GPU; at least 1, on the CPU at least 4). The CPU's budget is
+    checked against the per-image times by batch size in docs/performance.md ("Evaluation
+    batch on the CPU"; ``tools/measure_eval_batch.py`` measures them again)."""
     if requested is not None:
         return requested
     pixels = max(math.prod(sample_shape[1:]), 1)
