@@ -173,6 +173,48 @@ def test_a_worker_that_dies_fails_only_its_own_job(tmp_path, tracking_uri):
     assert "worker process died" in next(r.reason for r in results if r.status == "FAILED")
 
 
+def probe_collector(config, context):
+    """``execute_job`` in a worker, with vanilla's loss noting whether the garbage collector
+    runs at each training step; the result's metrics say so, and whether the worker froze
+    objects at its start (only its initializer freezes)."""
+    import gc
+
+    from debiasbench.methods.vanilla import Vanilla
+    from debiasbench.sweep.launchers import execute_job
+
+    frozen = gc.get_freeze_count() > 0
+    steps: list[bool] = []
+    loss = Vanilla.loss
+
+    def noting(self, model, batch):
+        steps.append(gc.isenabled())
+        return loss(self, model, batch)
+
+    Vanilla.loss = noting  # type: ignore[method-assign]
+    try:
+        result = execute_job(config, context)
+    finally:
+        Vanilla.loss = loss  # type: ignore[method-assign]
+    result.metrics.update(collector_in_steps=float(bool(steps) and all(steps)), frozen_at_start=float(frozen))
+    return result
+
+
+@pytest.mark.slow  # two worker processes importing torch
+def test_worker_processes_import_with_the_collector_paused_and_train_with_it_running(tmp_path, tracking_uri,
+                                                                                   tracker):
+    """A worker imports a job's modules when it starts, with the collector paused, and
+    freezes them (``startup.prepare_job_process``); its jobs train with the collector
+    running, and finish."""
+    from debiasbench.sweep.launchers import JobContext, ProcessPool
+
+    tracker.finished_runs()  # the store, made before the workers start as a sweep makes it
+    jobs = load_sweep(sweep_file(tmp_path, "methods: [vanilla]\nseeds: [0, 1]\n"))
+    results = list(ProcessPool(2, execute=probe_collector, imports=True)(jobs, JobContext(tracking_uri, {})))
+    assert [r.status for r in results] == ["FINISHED", "FINISHED"], [r.reason for r in results]
+    assert all(r.metrics["collector_in_steps"] == 1.0 and r.metrics["frozen_at_start"] == 1.0 for r in results)
+    assert ProcessPool(2).imports and not ProcessPool(2, execute=die_on_seed_1).imports  # execute_job's only
+
+
 def test_a_worker_that_cannot_see_the_sqlite_store_fails_instead_of_creating_one(tmp_path):
     from debiasbench.sweep.launchers import JobContext, execute_job
 

@@ -105,3 +105,21 @@ def test_a_run_imports_with_the_collector_paused_and_trains_with_it_running(how,
                       "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
                       "--set", f"checkpoint_dir={tmp_path / 'checkpoints'}", cwd=tmp_path)
     assert state == f"True True {frozen}"
+
+
+def test_a_job_process_imports_a_jobs_modules_and_freezes_only_where_it_is_ours():
+    """``prepare_job_process``: a local worker or a Slurm job's process is the sweep's and
+    freezes what it imported; a process another program reuses (Ray's workers) does not.
+    The collector runs afterwards in both."""
+    state = last_line("""
+        import gc, sys
+        from debiasbench.core.startup import prepare_job_process
+
+        prepare_job_process("sqlite:////tmp/mlflow.db", ours=False)
+        imported = all(name in sys.modules for name in ("torch", "mlflow", "debiasbench.run.runner",
+                                                        "torch._dynamo", "mlflow.store.tracking.sqlalchemy_store"))
+        print(imported, gc.isenabled(), gc.get_freeze_count() > 0, end=" ")
+        prepare_job_process(None, ours=True)
+        print(gc.isenabled(), gc.get_freeze_count() > 0)
+    """)
+    assert state == "True True False True True"

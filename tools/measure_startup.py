@@ -1,7 +1,7 @@
 """What a tiny ``debiasbench run`` costs as a process, against importing torch and MLflow.
 
     python tools/measure_startup.py [--rounds 7] [--fresh-store] [--other-tree DIR]
-                                    [--importtime FILE]
+                                    [--sweep JOBS] [--importtime FILE]
 
 Each round starts, in fresh processes with ``OMP_NUM_THREADS=1``:
 
@@ -13,6 +13,9 @@ Each round starts, in fresh processes with ``OMP_NUM_THREADS=1``:
   worktree add /tmp/before <commit>``: before and after a change, side by side;
 - C (with ``--fresh-store``): B into a new sqlite file each round, so C also builds the
   store's schema;
+- S (with ``--sweep JOBS``): ``debiasbench sweep --workers 2`` of JOBS tiny jobs (B's job,
+  seeds new in each round) into B's store: two worker processes each importing what a job
+  imports, then the jobs; S0 (with ``--other-tree`` too): S with the other checkout;
 - A1 (with ``--paused-baseline``): A with Python's garbage collector disabled, as a run
   imports torch and MLflow (``debiasbench.core.startup``): what the imports cost without
   the collections that A makes while they run.
@@ -64,6 +67,21 @@ def run_command(folder: Path, store: str, module: bool = False) -> list[str]:
     start = [sys.executable, "-c", CONSOLE_SCRIPT] if module else command()
     return [*start, "run", *TINY, "--tracking-uri", f"sqlite:///{folder / store}",
             "--set", f"checkpoint_dir={folder / 'checkpoints'}"]
+
+
+def sweep_command(folder: Path, name: str, first_seed: int, jobs: int, module: bool = False) -> list[str]:
+    """``debiasbench sweep --workers 2`` of B's job with seeds ``first_seed`` on (new to the
+    store, so every job runs) into B's store, from a sweep file ``folder/name.yaml``."""
+    sets = [TINY[i + 1].split("=", 1) for i, flag in enumerate(TINY) if flag == "--set"]
+    params = {key.split(".", 1)[1]: value for key, value in sets if key.startswith("dataset_params.")}
+    path = folder / f"{name}.yaml"
+    path.write_text(f"methods: [vanilla]\ndatasets: [synthetic_artifacts]\n"
+                    f"seeds: [{', '.join(str(first_seed + i) for i in range(jobs))}]\n"
+                    f"overrides:\n  epochs: 1\n  device: cpu\n  log_model: false\n"
+                    f"  checkpoint_dir: {folder / 'checkpoints'}\n"
+                    f"  dataset_params: {{{', '.join(f'{k}: {v}' for k, v in params.items())}}}\n")
+    start = [sys.executable, "-c", CONSOLE_SCRIPT] if module else command()
+    return [*start, "sweep", str(path), "--workers", "2", "--tracking-uri", f"sqlite:///{folder / 'store.db'}"]
 
 
 def timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
@@ -135,6 +153,8 @@ def main() -> None:
                              "git worktree of an earlier commit")
     parser.add_argument("--paused-baseline", action="store_true",
                         help="also time A1: A with the garbage collector disabled")
+    parser.add_argument("--sweep", type=int, metavar="JOBS",
+                        help="also time S: debiasbench sweep --workers 2 of JOBS tiny jobs (S0 with --other-tree)")
     parser.add_argument("--importtime", type=Path, metavar="FILE", help="write B's imports beyond A's here")
     args = parser.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -151,6 +171,13 @@ def main() -> None:
                              lambda _: run_command(folder, "store.db", module=True), other)
         if args.paused_baseline:
             members["A1"] = ("import torch, mlflow, garbage collector disabled", lambda _: PAUSED_IMPORTS, env)
+        if args.sweep:
+            members["S"] = (f"debiasbench sweep --workers 2, {args.sweep} jobs",
+                            lambda r: sweep_command(folder, f"S{r}", r * args.sweep, args.sweep), env)
+            if args.other_tree:
+                members["S0"] = (f"the same sweep, debiasbench of {args.other_tree}",
+                                 lambda r: sweep_command(folder, f"S0{r}", (args.rounds + r) * args.sweep, args.sweep,
+                                                         module=True), other)
         if args.fresh_store:
             members["C"] = ("debiasbench run, new store", lambda r: run_command(folder, f"fresh-{r}.db"), env)
         wall: dict[str, list[float]] = {member: [] for member in members}
@@ -177,7 +204,7 @@ def main() -> None:
     for member in members:
         if member != "A":
             print(f"  {member} / A: {ratios(wall[member], wall['A'])} / {ratios(cpu[member], cpu['A'])}")
-    for member, base in (("B", "B0"), ("B", "A1")):
+    for member, base in (("B", "B0"), ("B", "A1"), ("S", "S0")):
         if base in members:
             print(f"  {member} / {base}: {ratios(wall[member], wall[base])} / {ratios(cpu[member], cpu[base])}")
 

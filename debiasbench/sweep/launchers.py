@@ -139,6 +139,18 @@ def _die_with_parent(events: Any = None) -> None:
         set_process_sink(events.put)
 
 
+def _start_worker(events: Any = None, tracking_uri: str | None = None, imports: bool = False) -> None:
+    """Worker initializer: ``_die_with_parent``, then with ``imports`` what a job of
+    ``execute_job`` imports (``startup.prepare_job_process``), with the garbage collector
+    paused and frozen afterwards: the worker is the sweep's for its whole life, and its
+    objects at this point are modules. Its jobs run with the collector enabled."""
+    _die_with_parent(events)
+    if imports:
+        from debiasbench.core.startup import prepare_job_process
+
+        prepare_job_process(tracking_uri, ours=True)
+
+
 def _job_in_worker(execute: Callable[[RunConfig, JobContext], JobResult], config: RunConfig,
                    context: JobContext) -> JobResult:
     """``execute`` in a worker process with Ctrl-C (SIGINT) and SIGTERM turned into
@@ -231,9 +243,13 @@ class ProcessPool:
     Where the sweep listens (``monitor.job_sink``), workers send their jobs' progress
     through a queue of each pool (a worker killed while writing cannot block the next)."""
 
-    def __init__(self, workers: int, execute: Callable[[RunConfig, JobContext], JobResult] = execute_job):
+    def __init__(self, workers: int, execute: Callable[[RunConfig, JobContext], JobResult] = execute_job,
+                 imports: bool | None = None):
         self.workers = workers
         self.execute = execute  # a module-level function (workers import it by name)
+        #: Whether each worker imports a job's modules when it starts (``_start_worker``);
+        #: by default where ``execute`` is ``execute_job``.
+        self.imports = execute is execute_job if imports is None else imports
 
     @property
     def slots(self) -> int:
@@ -260,8 +276,8 @@ class ProcessPool:
         spawn = multiprocessing.get_context("spawn")
         while queue:
             events = spawn.Queue() if sink is not None else None
-            pool = futures.ProcessPoolExecutor(workers, mp_context=spawn, initializer=_die_with_parent,
-                                               initargs=(events,))
+            pool = futures.ProcessPoolExecutor(workers, mp_context=spawn, initializer=_start_worker,
+                                               initargs=(events, context.tracking_uri, self.imports))
             drain = _Drain(events, sink) if events is not None and sink is not None else None
             if drain is not None:
                 drain.start()

@@ -34,6 +34,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -314,18 +315,31 @@ class _ProgressFile:
             stream.write(json.dumps({"last": asdict(event), "epoch_end": self.epoch_end}).encode())
 
 
+def _in_submitit_job_process() -> bool:
+    """Whether this process is submitit's for one job (``python -m submitit.core._submit``,
+    as Slurm starts it), which ends when the job has returned; not a caller's process
+    calling ``_slurm_job`` itself."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return getattr(spec, "name", None) == "submitit.core._submit"
+
+
 def _slurm_job(config: RunConfig, context: JobContext, progress: str | None = None) -> JobResult:
     """``execute_job`` in a Slurm job. SIGTERM (Slurm's time limit, ``scancel``,
     preemption) ends the run KILLED after its last checkpoint, to be resumed when the sweep
-    runs again; submitit's requeue on USR2 is switched off (the sweep resumes instead)."""
+    runs again; submitit's requeue on USR2 is switched off (the sweep resumes instead).
+    What the job imports is imported first with the garbage collector paused
+    (``startup.prepare_job_process``), and frozen in submitit's job process, which runs this
+    one job and exits (``_in_submitit_job_process``)."""
     import signal
 
     from debiasbench.core.interrupts import take_sigterm_as_interrupt
+    from debiasbench.core.startup import prepare_job_process
     from debiasbench.sweep.events import set_process_sink
     from debiasbench.sweep.launchers import execute_job
 
     take_sigterm_as_interrupt()
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    prepare_job_process(context.tracking_uri, ours=_in_submitit_job_process())
     if progress:
         set_process_sink(_ProgressFile(Path(progress)))
     try:
