@@ -203,7 +203,7 @@ def probe_collector(config, context):
 def test_worker_processes_import_with_the_collector_paused_and_train_with_it_running(tmp_path, tracking_uri,
                                                                                    tracker):
     """A worker imports a job's modules when it starts, with the collector paused, and
-    freezes them (``startup.prepare_job_process``); its jobs train with the collector
+    freezes them (``job_process.prepare_job_process``); its jobs train with the collector
     running, and finish."""
     from debiasbench.sweep.launchers import JobContext, ProcessPool
 

@@ -113,7 +113,7 @@ def test_a_job_process_imports_a_jobs_modules_and_freezes_only_where_it_is_ours(
     The collector runs afterwards in both."""
     state = last_line("""
         import gc, sys
-        from debiasbench.core.startup import prepare_job_process
+        from debiasbench.sweep.job_process import prepare_job_process
 
         prepare_job_process("sqlite:////tmp/mlflow.db", ours=False)
         imported = all(name in sys.modules for name in ("torch", "mlflow", "debiasbench.run.runner",

@@ -16,7 +16,7 @@ has ended, so nothing a run allocates afterwards is kept from it.
 
 A sweep's local worker processes and its Slurm jobs' processes are the sweep's for their
 whole life: each imports a job's modules so when it starts, and freezes them
-(``prepare_job_process``). Ray's worker processes are Ray's, reused for other tasks: a Ray
+(``debiasbench.sweep.job_process``). Ray's worker processes are Ray's, reused for other tasks: a Ray
 task imports as any code does, with the collector running.
 """
 
@@ -80,25 +80,4 @@ def import_run_modules(tracking_uri: str) -> None:
         try:
             importlib.import_module(name)
         except ImportError:
-            pass
-
-
-def prepare_job_process(tracking_uri: str | None, ours: bool) -> None:
-    """In a process that will run sweep jobs (``execute_job``), import now, inside
-    ``long_lived_imports``, what its first job would import: torch, MLflow, the runner and
-    the tracker, and ``import_run_modules`` for the store at ``tracking_uri`` (None: the run
-    modules only). ``ours``: the process is the sweep's for its whole life (a local worker
-    process, a Slurm job's process), so what exists at the end, modules, is frozen; a process
-    that another program owns and reuses (a Ray worker) freezes nothing. A failed import is
-    left for the job to meet, where it is reported as its failure."""
-    with command_of_this_process(ours), long_lived_imports():
-        try:
-            import mlflow  # noqa: F401
-            import torch  # noqa: F401
-
-            import debiasbench.run.runner  # noqa: F401
-            import debiasbench.track.store  # noqa: F401
-
-            import_run_modules(tracking_uri or "")
-        except Exception:  # ImportError, or a broken install: the job reports it
             pass

@@ -141,12 +141,12 @@ def _die_with_parent(events: Any = None) -> None:
 
 def _start_worker(events: Any = None, tracking_uri: str | None = None, imports: bool = False) -> None:
     """Worker initializer: ``_die_with_parent``, then with ``imports`` what a job of
-    ``execute_job`` imports (``startup.prepare_job_process``), with the garbage collector
+    ``execute_job`` imports (``job_process.prepare_job_process``), with the garbage collector
     paused and frozen afterwards: the worker is the sweep's for its whole life, and its
     objects at this point are modules. Its jobs run with the collector enabled."""
     _die_with_parent(events)
     if imports:
-        from debiasbench.core.startup import prepare_job_process
+        from debiasbench.sweep.job_process import prepare_job_process
 
         prepare_job_process(tracking_uri, ours=True)
 

@@ -328,12 +328,12 @@ def _slurm_job(config: RunConfig, context: JobContext, progress: str | None = No
     preemption) ends the run KILLED after its last checkpoint, to be resumed when the sweep
     runs again; submitit's requeue on USR2 is switched off (the sweep resumes instead).
     What the job imports is imported first with the garbage collector paused
-    (``startup.prepare_job_process``), and frozen in submitit's job process, which runs this
+    (``job_process.prepare_job_process``), and frozen in submitit's job process, which runs this
     one job and exits (``_in_submitit_job_process``)."""
     import signal
 
     from debiasbench.core.interrupts import take_sigterm_as_interrupt
-    from debiasbench.core.startup import prepare_job_process
+    from debiasbench.sweep.job_process import prepare_job_process
     from debiasbench.sweep.events import set_process_sink
     from debiasbench.sweep.launchers import execute_job
 
