@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("bench_table", ROOT / "tools" / "bench_table.py")
 assert spec is not None and spec.loader is not None
 bench_table = importlib.util.module_from_spec(spec)
-sys.modules["bench_table"] = bench_table  # its dataclass looks its module up there
 spec.loader.exec_module(bench_table)
 
 

@@ -13,38 +13,35 @@ exits 1 (the suite disagreeing with itself is what issue 30 asked to rule out).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 
-@dataclass(frozen=True)
-class Ratio:
-    median: float
-    low: float
-    high: float
-    rounds: int
-    clock: str
-    load: tuple[float, float]
-    threads: int
+def _interleave() -> ModuleType:
+    """The suite's own ``tests/benchmarks/interleave.py`` (its ``Ratio`` and numbers as
+    ``make bench`` prints them; standard library only at import)."""
+    path = Path(__file__).resolve().parents[1] / "tests" / "benchmarks" / "interleave.py"
+    spec = importlib.util.spec_from_file_location("debiasbench_bench_interleave", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
-def _number(value: float) -> str:
-    if value >= 100:
-        return f"{value:.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    if value >= 0.1:
-        return f"{value:.2f}"
-    return f"{value:.3f}"
+interleave = _interleave()
+format_number = interleave.format_number
 
 
-def read_run(path: Path) -> tuple[dict[tuple[str, str, str], Ratio], dict[str, str]]:
-    """``(group, candidate, baseline) -> Ratio`` of one ``--benchmark-json`` file, and the
-    run's conditions (commit, date, load range, threads)."""
+def read_run(path: Path) -> tuple[dict[tuple[str, str, str], tuple[Any, str]], dict[str, str]]:
+    """``(group, candidate, baseline) -> (interleave.Ratio, clock)`` of one
+    ``--benchmark-json`` file, and the run's conditions (commit, date, load range, threads)."""
     data = json.loads(path.read_text())
-    ratios: dict[tuple[str, str, str], Ratio] = {}
+    ratios: dict[tuple[str, str, str], tuple[Any, str]] = {}
     loads: list[float] = []
     threads: set[int] = set()
     for bench in data["benchmarks"]:
@@ -55,14 +52,17 @@ def read_run(path: Path) -> tuple[dict[tuple[str, str, str], Ratio], dict[str, s
         loads.extend(load)
         threads.add(int(info.get("threads", 0)))
         for candidate, ratio in info["ratios"].items():
-            ratios[(bench["group"], candidate, info["baseline"])] = Ratio(
-                ratio["median"], ratio["low"], ratio["high"], int(info["rounds"]), info["clock"],
-                (load[0], load[-1]), int(info.get("threads", 0)))
+            ratios[(bench["group"], candidate, info["baseline"])] = (interleave.Ratio(
+                ratio["median"], ratio["low"], ratio["high"], tuple(ratio.get("per_round", ()))), info["clock"])
     commit = (data.get("commit_info") or {}).get("id", "")[:7]
     conditions = {"commit": commit, "date": data.get("datetime", "")[:10],
                   "load": f"{min(loads):.1f}-{max(loads):.1f}" if loads else "?",
                   "threads": "/".join(str(t) for t in sorted(threads))}
     return ratios, conditions
+
+
+def _cell(ratio: Any) -> str:
+    return f"{format_number(ratio.median)}x ({format_number(ratio.low)}-{format_number(ratio.high)})"
 
 
 def table(runs: list[tuple[str, Path]]) -> tuple[str, bool]:
@@ -76,11 +76,11 @@ def table(runs: list[tuple[str, Path]]) -> tuple[str, bool]:
     agree = True
     for key in keys:
         found = [ratios.get(key) for _, ratios, _ in read]
-        cells = [f"{_number(r.median)}x ({_number(r.low)}-{_number(r.high)})" if r else "-" for r in found]
-        present = [r for r in found if r is not None]
+        present = [item[0] for item in found if item]
+        cells = [_cell(item[0]) if item else "-" for item in found]
         overlap = not present or max(r.low for r in present) <= min(r.high for r in present)
         agree &= overlap
-        clock = next((r.clock for r in present), "")
+        clock = next((item[1] for item in found if item), "")
         lines.append(f"| `{key[0]}` | {key[1]} / {key[2]} | {'CPU' if clock == 'cpu' else 'wall'} | "
                      + " | ".join(cells) + f" | {'' if overlap else 'ranges do not overlap'} |")
     lines.append("")
