@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
-from servers import descendants, free_port
+from servers import descendants, free_port, process_table
 
 #: The head's health checks, fast: a node killed in a test is declared dead in seconds.
 FAST_HEALTH_CHECKS = {"RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "1000",
@@ -53,18 +53,9 @@ class RayNode:
     def processes(self) -> set[int]:
         """The node's live processes: its process group and everything below them (Ray's
         workers included)."""
-        members = set()
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(fields[2]) == self.group:
-                    members.add(int(entry.name))
-        for pid in list(members):
-            members |= descendants(pid)
-        return members
+        table = process_table()
+        members = {pid for pid, (_, group) in table.items() if group == self.group}
+        return members | descendants(members, table)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to every process of the node (SIGKILL: the node dies at once)."""

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 
 def free_port() -> int:
@@ -71,19 +71,26 @@ def mlflow_server(folder: Path) -> Iterator[str]:
         stop(server)
 
 
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid`` (children, their children, ...), from /proc."""
-    parents: dict[int, int] = {}
+def process_table() -> dict[int, tuple[int, int]]:
+    """Every live process's ``(parent pid, process group)``, from one pass over /proc."""
+    table: dict[int, tuple[int, int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        table[int(entry.name)] = (int(fields[1]), int(fields[2]))
+    return table
+
+
+def descendants(roots: Iterable[int], table: dict[int, tuple[int, int]] | None = None) -> set[int]:
+    """Every live process below ``roots`` (children, their children, ...), from ``table``
+    (``process_table()`` where not given)."""
+    parents = {child: parent for child, (parent, _) in (table or process_table()).items()}
     found: set[int] = set()
-    frontier = {pid}
+    frontier = set(roots)
     while frontier:
         frontier = {child for child, parent in parents.items() if parent in frontier} - found
         found |= frontier
