@@ -9,7 +9,6 @@ never comes, the test fails after a few seconds instead of hanging the suite."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import signal
@@ -18,7 +17,6 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -26,6 +24,7 @@ import torch
 from PIL import Image
 
 import refusals
+from deadlines import deadline
 from debiasbench.core.errors import UserError
 from debiasbench.core.files import FileRefused, check_regular_file, read_regular_bytes
 from debiasbench.data import idx, image_cache
@@ -35,26 +34,6 @@ from debiasbench.report.leaderboard import read_notes
 from debiasbench.run import checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@contextlib.contextmanager
-def deadline(seconds: int, *pipes: Path) -> Iterator[None]:
-    """Fail with TimeoutError after ``seconds``; first open each of ``pipes`` for writing
-    and close it, so a thread blocked opening one for reading gets end-of-file and ends."""
-
-    def expire(signum: int, frame: object) -> None:
-        for pipe in pipes:
-            with contextlib.suppress(OSError):
-                os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
-        raise TimeoutError(f"still waiting after {seconds} s: a pipe was opened as a file")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def refuse(tmp_path: Path, capsys: pytest.CaptureFixture[str], *argv: str) -> str:

@@ -6,7 +6,6 @@ sweep killed on the login node picking up its running jobs without submitting th
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -27,6 +26,7 @@ from debiasbench.sweep.monitor import SweepLines
 from debiasbench.sweep.slurm import ALIVE, STATE_FOLDER, check_memory, parse_time, sbatch_options
 
 sys.path.insert(0, str(Path(__file__).parent))
+from deadlines import deadline  # noqa: E402
 from slurm_cluster import SlurmCluster, missing_programs, start_cluster  # noqa: E402
 from test_launchers import runs_by_status  # noqa: E402
 
@@ -174,23 +174,6 @@ def recorded_jobs(workdir: Path) -> dict:
     return out
 
 
-@contextlib.contextmanager
-def within(seconds: int):
-    """Fail the test where the block runs longer than ``seconds`` (SIGALRM; the suite has
-    no timeout plugin), instead of hanging on a cluster that never answers."""
-
-    def expired(signum, frame):
-        raise TimeoutError(f"the test ran past its {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def wait_until(predicate, timeout: float, what: str, process: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -209,7 +192,7 @@ def test_a_small_sweep_runs_every_job_once_as_a_slurm_job(slurm, tmp_path, track
     views: list[str] = []
     before = set(slurm.jobs())
     began = time.monotonic()
-    with within(300):
+    with deadline(300):
         results = run_sweep(jobs, tracking_uri, log=lines.append, view=SweepLines(views.append, interval=0),
                             launcher=make_launcher("slurm", max_running=2, poll_seconds=1, memory="500M"))
     print(f"3 jobs on Slurm in {time.monotonic() - began:.1f} s")
@@ -282,7 +265,7 @@ def test_a_job_past_its_time_limit_is_reported_with_slurms_reason(slurm, tmp_pat
     jobs = load_sweep(sweep_file(tmp_path, "", epochs=100_000))
     lines: list[str] = []
     began = time.monotonic()
-    with within(400):
+    with deadline(400):
         results = run_sweep(jobs, tracking_uri, log=lines.append,
                             launcher=make_launcher("slurm", time="1", poll_seconds=2))
     print(f"timed out after {time.monotonic() - began:.1f} s")
