@@ -698,8 +698,10 @@ def _build_sqlite_schema(uri: str, folder: Path) -> None:
     5.1-5.6, 2026-12-06)."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
+    path = sqlite_path(uri)
+    assert path is not None, uri
     try:
-        with unsynced_connections(uri[len("sqlite:///"):]):
+        with unsynced_connections(str(path)):
             SqlAlchemyStore(uri, (folder / "mlruns").as_uri())
     finally:
         engines = getattr(SqlAlchemyStore, "_engine_map", {})
