@@ -28,7 +28,7 @@ from deadlines import deadline
 from debiasbench.core.errors import UserError
 from debiasbench.core.files import FileRefused, check_regular_file, read_regular_bytes
 from debiasbench.data import idx, image_cache
-from debiasbench.data.idx import read_idx, write_idx
+from debiasbench.data.idx import MNIST_FILES, read_idx, write_idx
 from debiasbench.data.image_cache import load_images, open_images
 from debiasbench.report.leaderboard import read_notes
 from debiasbench.run import checkpoints
@@ -131,6 +131,22 @@ def test_read_notes_reads_a_small_file_and_refuses_a_pipe(tmp_path):
 def test_an_idx_file_that_is_a_pipe_is_refused(tmp_path):
     with deadline(5, tmp_path / "train-images-idx3-ubyte"), pytest.raises(FileRefused, match="named pipe"):
         read_idx(fifo(tmp_path / "train-images-idx3-ubyte"))
+
+
+@pytest.mark.parametrize("kind", ["pipe", "device"])
+def test_mnist_files_that_are_not_regular_files_are_named_not_reported_missing(here, capsys, kind):
+    root = here / "mnist" / "raw"
+    root.mkdir(parents=True)
+    for name in MNIST_FILES.values():
+        if kind == "pipe":
+            fifo(root / name)
+        else:
+            (root / f"{name}.gz").symlink_to("/dev/zero")
+    first = root / (MNIST_FILES["train_images"] + ("" if kind == "pipe" else ".gz"))
+    with deadline(20, first):
+        line = refuse(here, capsys, "run", "-d", "colored_mnist", "--set", f"dataset_params.root={here / 'mnist'}")
+    what = "a named pipe (FIFO)" if kind == "pipe" else "a character device"
+    assert line == f"error: IDX file '{first}' is {what}, not a regular file."
 
 
 def test_a_gzip_idx_file_that_inflates_past_the_limit_is_refused(tmp_path, monkeypatch):

@@ -114,12 +114,17 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None 
 
 
 def mnist_file(folder: str | os.PathLike, role: str) -> Path | None:
-    """The file of ``role`` (a key of ``MNIST_FILES``) in ``folder``, plain or ``.gz``."""
+    """The file of ``role`` (a key of ``MNIST_FILES``) in ``folder``, plain or ``.gz``.
+
+    A regular file is preferred; failing one, anything else of that name (a named pipe,
+    a device, a folder) is returned too, so that ``read_idx`` refuses it saying what it is
+    instead of the files being reported missing."""
     name = MNIST_FILES[role]
-    for candidate in (Path(folder) / name, Path(folder) / f"{name}.gz"):
+    candidates = (Path(folder) / name, Path(folder) / f"{name}.gz")
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
-    return None
+    return next((candidate for candidate in candidates if candidate.exists()), None)
 
 
 def find_mnist(root: str | os.PathLike) -> Path | None:
