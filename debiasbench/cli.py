@@ -257,7 +257,9 @@ def _log_line(line: str) -> None:
 @user_errors
 def leaderboard(
     tracking_uri: str | None = TrackingOption,
-    out_dir: Path = typer.Option(Path("leaderboard"), "--out", help="folder of the files written"),
+    out_dir: Path | None = typer.Option(None, "--out", help="folder of the files written (default: "
+                                           "NAME-leaderboard here, NAME the store's: mlflow-leaderboard for "
+                                           "mlflow.db; never the published leaderboard/)"),
     rules: list[str] | None = typer.Option(None, "--rule", help="selection rules shown (repeatable): val_acc, "
                                               "bias_annotated, oracle (default: all three)"),
     select_by: str | None = typer.Option(None, "--select", help="also select by this one metric, as a rule "
@@ -271,28 +273,36 @@ def leaderboard(
                                help="replace a leaderboard in --out built from another store"),
 ) -> None:
     """Select hparams under each rule, average over seeds, rank, and write results.csv,
-    summary.csv, README.md and index.html.
+    summary.csv, README.md, index.html and source.json (the store, experiments and sweep
+    files it was built from).
 
-    A leaderboard already in --out that was built from runs this store does not hold (the
-    published one, with the demo's store) is not replaced unless --force is given.
+    Without --out the files go to NAME-leaderboard in the working directory, NAME being the
+    store's file or host name (mlflow-leaderboard for mlflow.db), never to the published
+    leaderboard/. A leaderboard already in --out that was built from another store is not
+    replaced unless --force is given.
     """
     from debiasbench.report.leaderboard import (NOT_INSTALLED_TEXT, add_verdict, build_info, finished_once,
-                                                mark_installed, not_installed, read_notes, runs_frame,
+                                                mark_installed, not_installed, read_notes, read_store,
                                                 summary_metrics)
-    from debiasbench.report.leaderboard import public_text, store_label
-    from debiasbench.report.publish import check_output_folder, check_same_source, write_leaderboard
+    from debiasbench.report.leaderboard import public_text
+    from debiasbench.report.publish import (check_output_folder, check_same_source, default_out,
+                                            leaderboard_source, write_leaderboard)
+    from debiasbench.track.store import absolute_tracking_uri
     from debiasbench.report.tables import leaderboard_table
     from debiasbench.report.selection import RULES, check_selection_metric, metric_rule, select_rules
 
+    if out_dir is None:
+        out_dir = default_out(absolute_tracking_uri(tracking_uri))
     check_output_folder(out_dir)
     notes_text = read_notes(notes)  # before the store is read: a bad --notes file fails at once
     unknown = [r for r in rules or () if r not in RULES]
     if unknown:
         raise UserError(f"--rule {unknown[0]!r} is not a rule; rules: {', '.join(RULES)}")
-    runs, uri = runs_frame(tracking_uri, experiments)
+    runs, uri, read_from = read_store(tracking_uri, experiments)
     if runs.empty or not (runs["status"] == "FINISHED").any():
         raise UserError(f"no finished debiasbench runs in {uri!r}: run a sweep first")
-    check_same_source(out_dir, runs, store_label(uri), force)
+    source = leaderboard_source(runs, uri, read_from)
+    check_same_source(out_dir, runs, source, force)
     finished = finished_once(runs)
     chosen = [RULES[r] for r in dict.fromkeys(rules or RULES)]
     if select_by is not None:
@@ -311,7 +321,7 @@ def leaderboard(
                         *([f"--notes {notes}"] if notes else [])])
     info = build_info(finished, chosen, uri, command)
     info["notes"] = notes_text
-    written = write_leaderboard(runs, summary, info, metrics, out_dir)
+    written = write_leaderboard(runs, summary, info, metrics, out_dir, source)
     out().print(leaderboard_table(summary))
     if not_installed(summary):
         out().print(f"Not installed: {', '.join(not_installed(summary))}. {NOT_INSTALLED_TEXT}", highlight=False,

@@ -330,7 +330,8 @@ def test_leaderboard_writes_results_summary_readme_and_page(store, tmp_path):
     out = tmp_path / "board"
     result = CliRunner().invoke(app, ["leaderboard", "--tracking-uri", store, "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "index.html", "results.csv", "summary.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "index.html", "results.csv", "source.json",
+                                                        "summary.csv"]
     results = pd.read_csv(out / "results.csv")
     assert len(results) == 14 and (results["status"] == "FAILED").sum() == 1
     assert "non-finite loss" in results.loc[results["status"] == "FAILED", f"tags.{FAILURE_TAG}"].iloc[0]

@@ -14,7 +14,8 @@ the best of its tier unless Welch's t-test over seeds rejects equal means at lev
 clean accuracy against the dataset's bias metric (``pareto_axes``).
 
 **No machine paths.** The published files name the store by kind and file name only
-(``store_label``: ``sqlite: mlflow.db``), and every absolute path in a run's params, tags,
+(``store_label``: ``sqlite: mlflow.db``; ``source.json`` by its URI, credentials redacted
+and its path made public as below), and every absolute path in a run's params, tags,
 command lines or labels is shown relative to the working directory where it lies below
 it, else as ``<dir>/`` and its last component (``public_text``).
 """
@@ -38,6 +39,7 @@ from debiasbench.core.stats import MISSING, TIE_ALPHA, format_mean_se, is_finite
 from debiasbench.track.store import RUN_KEY_TAG, search_all
 
 COMMAND_TAG = "debiasbench.command"
+SWEEP_FILE_TAG = "debiasbench.sweep_file"
 #: Columns of summary tables besides the metrics (the dataset is the table's heading).
 SUMMARY_COLUMNS = ("method", "model", "setting", "hparams", "n")
 #: Metrics where lower is better.
@@ -125,6 +127,15 @@ def open_store(tracking_uri: str | None) -> Any:
 def runs_frame(tracking_uri: str | None, experiments: list[str] | None = None) -> tuple[pd.DataFrame, str]:
     """Every debiasbench run of the store (or of ``experiments``) as one row: ``run_id``,
     ``experiment``, ``status``, ``start_time``, ``params.*``, ``metrics.*``, ``tags.*``."""
+    runs, uri, _ = read_store(tracking_uri, experiments)
+    return runs, uri
+
+
+def read_store(tracking_uri: str | None,
+               experiments: list[str] | None = None) -> tuple[pd.DataFrame, str, list[dict[str, str]]]:
+    """``runs_frame``'s runs and store URI, and the experiments those runs belong to, each
+    as its ``name``, ``id`` and ``created`` (its creation time, ISO 8601 UTC; "" where the
+    store keeps none): what identifies a store in a leaderboard's ``source.json``."""
     client, uri = open_store(tracking_uri)
     shown_uri = redact_credentials(uri)
     try:
@@ -141,11 +152,15 @@ def runs_frame(tracking_uri: str | None, experiments: list[str] | None = None) -
             raise UserError(f"experiment {missing[0]!r} not in {shown_uri!r}; it has: "
                             f"{', '.join(sorted(names.values()))}")
         names = {i: n for i, n in names.items() if n in experiments}
-    rows = []
+    created = {e.experiment_id: e.creation_time for e in found}
+    rows: list[dict[str, Any]] = []
+    read_from: list[dict[str, str]] = []
     for experiment_id, name in names.items():
         for run in search_all(client, experiment_id):
             if RUN_KEY_TAG not in run.data.tags:
                 continue  # not a debiasbench run
+            if not read_from or read_from[-1]["id"] != experiment_id:
+                read_from.append({"name": name, "id": experiment_id, "created": _utc(created.get(experiment_id))})
             rows.append({"run_id": run.info.run_id, "experiment": name, "status": run.info.status,
                          "start_time": pd.Timestamp(run.info.start_time, unit="ms"),
                          **{f"params.{k}": v for k, v in run.data.params.items()},
@@ -153,7 +168,13 @@ def runs_frame(tracking_uri: str | None, experiments: list[str] | None = None) -
                          NON_FINITE_COLUMN: ", ".join(f"{k}={non_finite_text(v)}" for k, v in
                                                       sorted(run.data.metrics.items()) if not is_finite(v)),
                          **{f"tags.{k}": v for k, v in run.data.tags.items() if k.startswith("debiasbench.")}})
-    return pd.DataFrame(rows), uri
+    return pd.DataFrame(rows), uri, read_from
+
+
+def _utc(milliseconds: int | None) -> str:
+    if milliseconds is None:
+        return ""
+    return dt.datetime.fromtimestamp(milliseconds / 1000, dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def finished_once(runs: pd.DataFrame) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Writing a leaderboard: the four files side by side, renamed into place only once all
+"""Writing a leaderboard: its files side by side, renamed into place only once all
 are written, so an interrupted command never leaves half a leaderboard.
 
 Apart from ``leaderboard`` (tables, ranks, Markdown) and ``page`` (the HTML page) so
@@ -7,14 +7,19 @@ that neither of those two needs the other.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import tempfile
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pandas as pd
 
-from debiasbench.core.errors import UserError
-from debiasbench.report.leaderboard import markdown, public_frame
+from debiasbench.core.errors import UserError, redact_credentials
+from debiasbench.core.files import MiB, FileRefused, read_regular_bytes
+from debiasbench.report.leaderboard import SWEEP_FILE_TAG, markdown, public_frame, public_text
 from debiasbench.report.page import render_page
 
 
@@ -33,17 +38,102 @@ def check_output_folder(out: Path) -> None:
         raise UserError(f"--out: folder '{existing}' is not writable (a read-only filesystem or permissions)")
 
 
-def check_same_source(out: Path, runs: pd.DataFrame, store: str, force: bool = False) -> None:
+#: The file of a leaderboard that says which store, experiments and sweep files it was built from.
+SOURCE_FILE = "source.json"
+#: ``source.json`` is a few lines; anything larger is not one.
+SOURCE_LIMIT = 1 * MiB
+
+
+def default_out(uri: str) -> Path:
+    """Where ``debiasbench leaderboard`` writes without ``--out``: ``<store>-leaderboard``
+    in the working directory, ``<store>`` being the store's file name without its suffix
+    (``mlflow-leaderboard`` for ``sqlite:///mlflow.db``) or a server's host and port. Never
+    the published ``leaderboard/``, which is written only when named."""
+    parts = urlsplit(uri)
+    if "://" not in uri:
+        name = Path(uri).stem
+    elif parts.scheme in ("sqlite", "file") or not parts.hostname:
+        name = Path(parts.path.split("?")[0]).stem
+    else:
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        name = parts.hostname + (f"-{port}" if port else "")
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "store"
+    return Path(f"{name}-leaderboard")
+
+
+def leaderboard_source(runs: pd.DataFrame, uri: str, experiments: list[dict[str, str]],
+                       cwd: Path | None = None) -> dict[str, Any]:
+    """What ``source.json`` records: the tracking store's URI (credentials redacted, a file
+    path as the published files show paths: ``public_text``), the experiments the runs came
+    from (name, id, creation time: two stores never share those) and the sweep files that
+    made the runs."""
+    sweeps = runs.get(f"tags.{SWEEP_FILE_TAG}", pd.Series(dtype=object)).dropna()
+    return {
+        "tracking_store": public_text(redact_credentials(uri), cwd),
+        "experiments": sorted((dict(e) for e in experiments), key=lambda e: (e["name"], e["id"])),
+        "sweep_files": sorted({str(public_text(str(s), cwd)) for s in sweeps}),
+    }
+
+
+def _experiment_keys(source: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(str(e.get("id")), str(e.get("created"))) for e in source.get("experiments") or []
+            if isinstance(e, dict)}
+
+
+def describe_source(source: dict[str, Any]) -> str:
+    """A source on one line: ``sqlite:///mlflow.db (experiment debiasbench of 2026-12-06
+    13:28 UTC; sweep files benchmarks/quick.yaml)``."""
+    experiments = [e for e in source.get("experiments") or [] if isinstance(e, dict)]
+    named = ", ".join(f"{e.get('name')}" + (f" of {str(e['created'])[:16].replace('T', ' ')} UTC"
+                                             if e.get("created") else "") for e in experiments)
+    parts = [f"experiment{'s' if len(experiments) != 1 else ''} {named or 'none'}"]
+    sweeps = [str(s) for s in source.get("sweep_files") or []]
+    if sweeps:
+        parts.append(f"sweep file{'s' if len(sweeps) != 1 else ''} {', '.join(sweeps)}")
+    return f"{source.get('tracking_store') or 'an unnamed store'} ({'; '.join(parts)})"
+
+
+def read_source(out: Path) -> dict[str, Any] | None:
+    """The ``source.json`` of the leaderboard in ``out``; None where there is none (a
+    leaderboard written before leaderboards recorded their source, or no leaderboard)."""
+    path = out / SOURCE_FILE
+    if not path.exists():
+        return None
+    try:
+        source = json.loads(read_regular_bytes(path, "--out: source.json", SOURCE_LIMIT))
+    except (FileRefused, ValueError):
+        source = None
+    if not isinstance(source, dict) or not isinstance(source.get("experiments"), list):
+        raise UserError(f"--out: '{out}' holds a {SOURCE_FILE} that is not a leaderboard's; pass --force to "
+                        "replace it, or choose another --out")
+    return source
+
+
+def check_same_source(out: Path, runs: pd.DataFrame, source: dict[str, Any], force: bool = False) -> None:
     """Refuse, in one line, to replace a leaderboard built from another store.
 
-    A leaderboard's ``results.csv`` lists every run it was built from (``run_id``, with
-    each run's sweep file and command among its tags): where ``out`` holds one with runs
-    that are not among ``runs``, it came from another store (or another selection of
-    experiments), and writing over it would silently drop them (a demo's store over the
-    published leaderboard). ``force`` replaces it anyway.
+    A leaderboard's ``source.json`` names the store, experiments and sweep files it was
+    built from: where ``out`` holds one built from experiments this store does not hold (a
+    demo's store over the published leaderboard), the line names both sources. An older
+    leaderboard without ``source.json`` is judged by its ``results.csv``, which lists every
+    run it was built from (``run_id``): runs that are not among ``runs`` mean another store
+    (or another selection of experiments). The same store, with more runs or experiments,
+    updates its own leaderboard; ``force`` replaces any.
     """
+    if force:
+        return
+    recorded = read_source(out)
+    if recorded is not None:
+        if not _experiment_keys(recorded) or not _experiment_keys(recorded) <= _experiment_keys(source):
+            raise UserError(f"--out: '{out}' holds a leaderboard built from {describe_source(recorded)}, not from "
+                            f"this store, {describe_source(source)}; pass --force to replace it, or choose "
+                            "another --out")
+        return
     existing = out / "results.csv"
-    if force or not existing.is_file():
+    if not existing.is_file():
         return
     try:
         built_from = set(pd.read_csv(existing, usecols=["run_id"], dtype=str)["run_id"].dropna())
@@ -53,14 +143,15 @@ def check_same_source(out: Path, runs: pd.DataFrame, store: str, force: bool = F
     missing = built_from - set(runs["run_id"].astype(str))
     if missing:
         raise UserError(f"--out: '{out}' holds a leaderboard built from another store: {len(missing)} of its "
-                        f"{len(built_from)} runs are not in {store}; pass --force to replace it, or choose "
-                        "another --out")
+                        f"{len(built_from)} runs are not in {source.get('tracking_store')}; pass --force to "
+                        "replace it, or choose another --out")
 
 
 def write_leaderboard(runs: pd.DataFrame, summary: pd.DataFrame, info: dict[str, str],
-                      metrics: tuple[str, ...], out: Path) -> list[Path]:
-    """The four files under ``out``, each renamed into place only once all are written;
-    no machine path in any of them (``public_frame``)."""
+                      metrics: tuple[str, ...], out: Path, source: dict[str, Any]) -> list[Path]:
+    """The five files under ``out`` (``source.json`` among them: ``leaderboard_source``),
+    each renamed into place only once all are written; no machine path in any of them
+    (``public_frame``)."""
     runs = public_frame(runs)
     summary = public_frame(summary, ("setting", "hparams"))
     check_output_folder(out)
@@ -69,6 +160,7 @@ def write_leaderboard(runs: pd.DataFrame, summary: pd.DataFrame, info: dict[str,
         "summary.csv": summary.to_csv(index=False),
         "README.md": markdown(summary, info, metrics),
         "index.html": render_page(summary, info, metrics),
+        SOURCE_FILE: json.dumps(source, indent=2) + "\n",
     }
     staged: list[tuple[Path, Path]] = []
     try:
