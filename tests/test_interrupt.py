@@ -51,6 +51,37 @@ def test_ctrl_c_in_an_epoch_names_it_and_the_same_command_resumes(register, trac
     assert finished.data.tags["debiasbench.resumed_from_epoch"] == "1"
 
 
+def test_ctrl_c_while_the_last_epoch_validates_resumes_that_epoch_as_the_line_says(tracking_uri, monkeypatch):
+    """An epoch counts as done once its checkpoint is written: interrupted while validating
+    (before ``last.pt``), the line names that epoch and the one before as checkpointed (it
+    said 'epoch 3 of 2', 'after epoch 2'), and the rerun resumes where the line says."""
+    from debiasbench.run import runner
+
+    calls = {"validations": 0}
+    evaluate = runner.evaluate
+
+    def interrupted_validation(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("facts") is False:  # an epoch's validation, not the final evaluation
+            calls["validations"] += 1
+            if calls["validations"] == 1:
+                raise KeyboardInterrupt
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "evaluate", interrupted_validation)
+    args = [a.replace("epochs=3", "epochs=2") for a in ARGS]
+    args[args.index("interrupted_vanilla")] = "vanilla"
+    stopped = CliRunner().invoke(app, [*args, "--tracking-uri", tracking_uri])
+    assert stopped.exit_code == 130
+    assert stopped.output.strip().splitlines()[-1] == ("interrupted in epoch 2 of 2; run the same command again to "
+                                                       "resume after epoch 1 (checkpointed).")
+    resumed = CliRunner().invoke(app, [*args, "--tracking-uri", tracking_uri])
+    assert resumed.exit_code == 0, resumed.output
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    finished = next(r for r in runs if r.info.status == "FINISHED")
+    assert finished.data.tags["debiasbench.resumed_from_epoch"] == "1"
+
+
 SWEEP = """
 methods: [vanilla]
 datasets: [synthetic_artifacts]

@@ -293,7 +293,6 @@ class Trainer:
         self.train_seconds += epoch.seconds
         self.samples += epoch.samples
         index = epoch.index
-        self.epochs_done = index + 1
         train_logs = {f"train_{k}": v for k, v in epoch.logs.items()}
         val: dict[str, float] = {}
         if self.config.val_curves or self.config.selection == "best" or index + 1 == self.config.epochs:
@@ -309,6 +308,7 @@ class Trainer:
         else:
             self.selected_validation = val
         self.save_last(training, index)
+        self.epochs_done = index + 1  # only now what a rerun resumes after: interrupted earlier, it redoes it
 
     def keep_if_best(self, val: Mapping[str, float]) -> None:
         """Save the model as ``best.pt`` when the selection metric improved."""
