@@ -84,6 +84,35 @@ def test_sigterm_to_a_run_ends_it_killed_with_its_reason_and_exit_code_143(tmp_p
     assert stopped.data.tags[FAILURE_TAG] == "interrupted by SIGTERM"
 
 
+
+def test_ctrl_c_to_a_run_ends_it_killed_with_its_checkpoint_within_seconds(tmp_path):
+    """Ctrl-C as a terminal sends it (to the process group) mid-epoch: the process exits
+    within seconds (about 1 s on a 2-core machine with two busy loops beside it; 10 s
+    allowed here), the run is KILLED, and the checkpoint the line names is on disk."""
+    import re
+
+    import torch
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    command = Command(["run", "-d", "synthetic_artifacts", *TINY, "--set", "epochs=500", "--tracking-uri", uri],
+                      tmp_path)
+    command.wait_for("train epoch 2/")
+    time.sleep(0.3)  # inside an epoch
+    code, seconds = command.stop(signal.SIGINT, group=True)
+    assert code == 130, command.stderr
+    assert seconds < 10, f"{seconds:.1f} s to exit"
+    assert "Traceback" not in command.stderr and "leaked" not in command.stderr, command.stderr
+    line = command.stderr.strip().splitlines()[-1]
+    said = re.fullmatch(r"interrupted in epoch (\d+) of 500; run the same command again to resume after epoch "
+                        r"(\d+) \(checkpointed\)\.", line)
+    assert said is not None, line
+    [stopped] = all_runs(uri)
+    assert stopped.info.status == "KILLED"
+    assert stopped.data.tags[FAILURE_TAG] == "interrupted by the user"
+    [last] = (tmp_path / ".debiasbench" / "checkpoints").glob("*/last.pt")
+    assert torch.load(last, weights_only=False)["epoch"] == int(said[2]) >= 1
+
+
 SWEEP = """
 methods: [vanilla]
 datasets: [synthetic_artifacts]
