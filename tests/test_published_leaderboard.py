@@ -7,6 +7,7 @@ dataset, or that leaks a machine path fails here.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def test_unsuited_pairs_are_not_on_the_board(summary):
     assert set(ga["dataset"]) == {"colored_digits", "colored_mnist"}
 
 
-@pytest.mark.parametrize("name", ["README.md", "index.html", "summary.csv", "results.csv"])
+@pytest.mark.parametrize("name", ["README.md", "index.html", "summary.csv", "results.csv", "source.json"])
 def test_no_machine_path_is_published(name):
     text = (BOARD / name).read_text(encoding="utf-8")
     text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", text)  # base64 may spell anything
@@ -60,13 +61,61 @@ def test_no_machine_path_is_published(name):
         assert path not in text, (name, path)
 
 
-def test_the_published_page_opens_in_chromium_with_its_plots_and_notes():
+def test_the_published_leaderboard_records_its_store_and_sweep_files():
+    """source.json: what `debiasbench leaderboard` checks before replacing the folder."""
+    source = json.loads((BOARD / "source.json").read_text(encoding="utf-8"))
+    assert source["tracking_store"] == "sqlite:///mlflow.db"
+    assert source["sweep_files"] == ["benchmarks/quick.yaml", "benchmarks/quick_mnist.yaml"]
+    assert [e["name"] for e in source["experiments"]] == ["debiasbench"]
+    assert source["experiments"][0]["created"].startswith("2026-12-")
+
+
+def _chromium() -> str:
     import shutil
 
-    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    pytest.importorskip("playwright.sync_api")
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("needs a chromium binary")
+    return chromium
+
+
+def test_the_published_page_at_1400_pixels_shows_score_verdict_metrics_and_n_without_scrolling_sideways():
+    """The committed index.html as a reader opens it on a laptop: no table is wider than its
+    container or the window, and every table starts with the method, the rule's score, the
+    ranked (verdict) metrics and n; the rest of each row is in its details cell."""
+    from playwright.sync_api import sync_playwright
+
+    from debiasbench.report.leaderboard import ranked_metrics
+
+    summary = pd.read_csv(BOARD / "summary.csv", keep_default_na=False, na_values=[""])
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto((BOARD / "index.html").resolve().as_uri())
+            tables = page.locator("table.results")
+            overflowing = tables.evaluate_all(
+                "ts => ts.filter(t => t.parentElement.scrollWidth > t.parentElement.clientWidth"
+                " || t.getBoundingClientRect().right > document.documentElement.clientWidth).map(t => t.id)")
+            page_fits = page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+            headers = tables.evaluate_all(
+                "ts => ts.map(t => [t.closest('section.dataset').dataset.dataset,"
+                " Array.from(t.querySelectorAll('thead th'), th => th.textContent)])")
+            details = page.locator("td.more details").count()
+        finally:
+            browser.close()
+    assert len(headers) == len(summary.drop_duplicates(["dataset", "rule"]))  # a table per dataset and rule
+    assert overflowing == [] and page_fits
+    for dataset, columns in headers:
+        ranked = ranked_metrics(summary[summary["dataset"] == dataset])
+        assert columns == ["method", "score", *ranked, "n", "Pareto", "details"], (dataset, columns)
+    assert details == len(summary)
+
+
+def test_the_published_page_opens_in_chromium_with_its_plots_and_notes():
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    chromium = _chromium()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         try:
