@@ -132,3 +132,32 @@ def test_run_with_the_plugin_method_and_architecture_finishes_and_logs_the_float
     assert run.data.params["method"] == "float_focal" and run.data.params["model"] == "probe_net"
     assert "epoch/train_focal" in run.data.metrics
 
+
+
+def test_runs_of_a_plugin_no_longer_installed_stay_on_the_leaderboard_marked_not_installed(plugin_env, tmp_path):
+    """Runs of the plugin's method, then the plugin gone (a process that does not see its
+    folder, as after ``pip uninstall``): the leaderboard lists them, marked in the printed
+    table, README.md, summary.csv and index.html, with a line naming the method."""
+    import pandas as pd
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for method in ("float_focal", "vanilla"):
+        debiasbench(plugin_env, tmp_path, "run", "--method", method, "--dataset", "synthetic_artifacts",
+                    "--set", "epochs=1", "--set", "device=cpu", "--set", "log_model=false",
+                    "--set", "allow_unsuited=true", *TINY_SET, "--tracking-uri", uri)
+    uninstalled = {k: v for k, v in plugin_env.items() if k != "PYTHONPATH"}
+    assert "float_focal" not in debiasbench(uninstalled, tmp_path, "methods").stdout
+    proc = debiasbench(uninstalled, tmp_path, "leaderboard", "--tracking-uri", uri, "--out", "board")
+    printed = proc.stdout.splitlines()
+    [row] = [i for i, line in enumerate(printed) if "float_focal" in line and "synthetic_artifacts" in line]
+    assert "(not installed)" in printed[row + 1].split("│")[1]  # under its name, in the method column
+    assert sum("(not installed)" in line for line in printed) == 1  # vanilla is not marked
+    assert "Not installed: float_focal. No installed plugin registers these methods" in " ".join(printed)
+    board = tmp_path / "board"
+    assert pd.read_csv(board / "summary.csv").groupby("method")["installed"].all().to_dict() == {
+        "float_focal": False, "vanilla": True}
+    readme = (board / "README.md").read_text()
+    assert "| float_focal (not installed) |" in readme and "| vanilla (not installed)" not in readme
+    assert "Not installed: float_focal." in readme
+    page = (board / "index.html").read_text()
+    assert '<span class="not-installed"' in page and "Not installed: float_focal." in page

@@ -89,11 +89,22 @@ def _short(metric: str) -> str:
     return SHORT_NAMES.get(metric, metric.removeprefix("test_"))
 
 
+#: After a method's name where no installed plugin registers it (``leaderboard.mark_installed``).
+NOT_INSTALLED_MARK = "(not installed)"
+
+
+def _not_installed(rows: Any) -> bool:
+    """Whether ``rows`` (of one method) are marked not installed by ``mark_installed``
+    (``installed`` False, or "False" as read back from summary.csv)."""
+    return "installed" in rows and any(v is False or str(v) == "False" for v in rows["installed"])
+
+
 def leaderboard_table(summary: Any) -> Table:
     """The selection rules side by side (``leaderboard.add_verdict``'s summary): one row per
     method x dataset x model x setting, one column per rule holding the mean and rank of
     clean accuracy and the bias metrics (worst-group accuracy only where no conflicting
-    accuracy is logged); the caption says what each rule selected on for each dataset."""
+    accuracy is logged); the caption says what each rule selected on for each dataset. A
+    method no installed plugin registers is marked ``(not installed)`` under its name."""
     ranked = [c.removeprefix("rank_") for c in summary.columns if c.startswith("rank_")]
     if "test_conflicting_acc" in ranked:  # compact: worst-group accuracy is in the files
         ranked = [m for m in ranked if m != "test_worst_group_acc"]
@@ -122,7 +133,8 @@ def leaderboard_table(summary: Any) -> Table:
             if bool(row.get("pareto", False)):
                 lines[:1] = [f"{lines[0]} *"] if lines else ["*"]
             cells.append("\n".join(lines) or MISSING)
-        table.add_row(str(method), str(dataset), str(model), str(setting).replace(" ", "\n"), *cells)
+        table.add_row(f"{method}\n{NOT_INSTALLED_MARK}" if _not_installed(rows) else str(method), str(dataset),
+                      str(model), str(setting).replace(" ", "\n"), *cells)
     on = summary.drop_duplicates(["rule", "dataset"])
     table.caption = "\n".join(f"{r.rule} on {r.dataset} selected on {r.selection_metric}" for r in on.itertuples())
     return table
