@@ -15,12 +15,33 @@ from typing import Any, Callable
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand, TyperGroup
 
 from debiasbench.core.errors import INTERRUPTED, RunInterrupted, UserError, one_line, redact_credentials, sentence
 from debiasbench.core.resources import check_threads
 
+
+class _QuietHelp:
+    """``--help`` listed without a value type: typer 0.29 shows ``<bool>`` beside it, as
+    beside any flag not given ``metavar=""``."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)  # type: ignore[misc]
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class _Group(_QuietHelp, TyperGroup):
+    pass
+
+
+class _Command(_QuietHelp, TyperCommand):
+    pass
+
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  rich_markup_mode="markdown",
+                  rich_markup_mode="markdown", cls=_Group,
                   help="Benchmark methods that unlearn a model's shortcuts.")
 err = Console(stderr=True)
 
@@ -103,7 +124,7 @@ def _default(key: str) -> str:
     return f"(default: {RUN_KEYS[key].default})"
 
 
-@app.command()
+@app.command(cls=_Command)
 @user_errors
 def run(
     method: str | None = typer.Option(None, "--method", "-m", metavar="NAME",
@@ -178,22 +199,25 @@ def _run_reporting_failure(run_one: Callable, config: Any, tracker: Any) -> Any:
     raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=_Command)
 @user_errors
 def sweep(
-    file: Path = typer.Argument(..., help="sweep YAML (see benchmarks/)"),
+    file: Path = typer.Argument(..., metavar="FILE", help="sweep YAML (see benchmarks/)"),
     tracking_uri: str | None = TrackingOption,
     dry_run: bool = typer.Option(False, "--dry-run", metavar="",
                                  help="print the jobs and which the store has finished; "
                                       "run nothing, write nothing"),
-    launcher: str | None = typer.Option(None, "--launcher", help="local (default), ray, slurm, or a plugin's "
-                                        "(entry-point group debiasbench.launchers); also the sweep file's "
-                                        "launcher.name"),
-    workers: int | None = typer.Option(None, "--workers", "-j", help="local: parallel worker processes [default: 1]"),
-    cpus_per_run: float | None = typer.Option(None, "--cpus-per-run", help="ray: CPUs per run (fractions allowed); "
-                                              "slurm: CPUs per job [default: 1]"),
-    gpus_per_run: float | None = typer.Option(None, "--gpus-per-run", help="ray: GPUs per run (0.25 = four runs "
-                                              "share one); slurm: GPUs per job [default: 0]"),
+    launcher: str | None = typer.Option(None, "--launcher", metavar="NAME",
+                                        help="local (default), ray, slurm, or a plugin's (entry-point group "
+                                             "debiasbench.launchers); also the sweep file's launcher.name"),
+    workers: int | None = typer.Option(None, "--workers", "-j", metavar="N",
+                                       help="local: parallel worker processes [default: 1]"),
+    cpus_per_run: float | None = typer.Option(None, "--cpus-per-run", metavar="CPUS",
+                                              help="ray: CPUs per run (fractions allowed); "
+                                                   "slurm: CPUs per job [default: 1]"),
+    gpus_per_run: float | None = typer.Option(None, "--gpus-per-run", metavar="GPUS",
+                                              help="ray: GPUs per run (0.25 = four runs "
+                                                   "share one); slurm: GPUs per job [default: 0]"),
     memory: str | None = typer.Option(None, "--mem", metavar="SIZE", help="slurm: memory per job (16G)"),
     partition: str | None = typer.Option(None, "--partition", metavar="NAME", help="slurm: partition"),
     time_limit: str | None = typer.Option(None, "--time", metavar="LIMIT", help="slurm: time limit per job "
@@ -253,22 +277,26 @@ def _log_line(line: str) -> None:
     err.print(redact_credentials(line), markup=False, highlight=False)
 
 
-@app.command()
+@app.command(cls=_Command)
 @user_errors
 def leaderboard(
     tracking_uri: str | None = TrackingOption,
-    out_dir: Path | None = typer.Option(None, "--out", help="folder of the files written (default: "
+    out_dir: Path | None = typer.Option(None, "--out", metavar="DIR", help="folder of the files written (default: "
                                            "NAME-leaderboard here, NAME the store's: mlflow-leaderboard for "
                                            "mlflow.db; never the published leaderboard/)"),
-    rules: list[str] | None = typer.Option(None, "--rule", help="selection rules shown (repeatable): val_acc, "
-                                              "bias_annotated, oracle (default: all three)"),
-    select_by: str | None = typer.Option(None, "--select", help="also select by this one metric, as a rule "
-                                            "of its own: val_worst_group_acc, ..."),
+    rules: list[str] | None = typer.Option(None, "--rule", metavar="RULE",
+                                           help="selection rules shown (repeatable): val_acc, "
+                                                "bias_annotated, oracle (default: all three)"),
+    select_by: str | None = typer.Option(None, "--select", metavar="METRIC",
+                                         help="also select by this one metric, as a rule "
+                                              "of its own: val_worst_group_acc, ..."),
     oracle: bool = typer.Option(False, "--oracle", metavar="",
                                 help="allow --select on a test metric (labelled ORACLE)"),
-    experiments: list[str] | None = typer.Option(None, "--experiment", help="only these experiments (repeatable)"),
-    notes: Path | None = typer.Option(None, "--notes", help="a text file of paragraphs shown under the tables: "
-                                         "what the ranking shows and what it does not"),
+    experiments: list[str] | None = typer.Option(None, "--experiment", metavar="NAME",
+                                                 help="only these experiments (repeatable)"),
+    notes: Path | None = typer.Option(None, "--notes", metavar="FILE",
+                                      help="a text file of paragraphs shown under the tables: "
+                                           "what the ranking shows and what it does not"),
     force: bool = typer.Option(False, "--force", metavar="",
                                help="replace a leaderboard in --out built from another store"),
 ) -> None:
@@ -332,7 +360,7 @@ def leaderboard(
                 + ", ".join(str(p) for p in written), highlight=False)
 
 
-@app.command()
+@app.command(cls=_Command)
 @user_errors
 def ui(
     tracking_uri: str | None = TrackingOption,
@@ -359,7 +387,7 @@ def ui(
         raise typer.Exit(serve(uri, host, port))
 
 
-@app.command()
+@app.command(cls=_Command)
 @user_errors
 def methods() -> None:
     """List methods: requirements and hyper-parameters with defaults."""
@@ -369,7 +397,7 @@ def methods() -> None:
     _print_listing(plugin_listing("method", METHODS, lambda cls: cls.hparams, lambda cls: cls.requires))
 
 
-@app.command()
+@app.command(cls=_Command)
 @user_errors
 def datasets() -> None:
     """List datasets: what they provide and their parameters with defaults."""
@@ -379,7 +407,7 @@ def datasets() -> None:
     _print_listing(plugin_listing("dataset", DATASETS, lambda cls: cls.params, lambda cls: cls.provides))
 
 
-@app.command()
+@app.command(cls=_Command)
 @user_errors
 def models() -> None:
     """List architectures (--model): each registered builder and what it builds."""

@@ -44,6 +44,17 @@ def test_run_help_shows_the_defaults_and_readable_value_types():
     assert "<str>" not in text and "<path>" not in text
 
 
+def test_every_commands_options_show_readable_value_types_and_none_for_flags():
+    """typer 0.29 writes an option without a metavar as <str>, <int>, <path>, <list[str]>,
+    and --help (and any flag) as <bool>."""
+    for command in ([], ["run"], ["sweep"], ["leaderboard"], ["ui"], ["methods"], ["datasets"], ["models"]):
+        text = invoke(*command, "--help").output
+        options = [line for line in text.splitlines() if re.match(r"│ +-", line)]
+        assert any("--help" in line for line in options), (command, text)
+        shown = [line for line in options if re.search(r"<[a-z][a-z\[\], ]*>", line)]
+        assert shown == [], (command, shown)
+
+
 def test_a_second_run_of_a_finished_configuration_is_not_trained_again_unless_asked(tracking_uri):
     first = invoke("run", "--method", "vanilla", *TINY, "--tracking-uri", tracking_uri)
     assert first.exit_code == 0, first.output
