@@ -82,6 +82,29 @@ def test_ctrl_c_while_the_last_epoch_validates_resumes_that_epoch_as_the_line_sa
     assert finished.data.tags["debiasbench.resumed_from_epoch"] == "1"
 
 
+class InterruptedPreparation(Vanilla):
+    """Vanilla whose preparation (an auxiliary model, mining, a CAV in other methods) is
+    interrupted by a Ctrl-C."""
+
+    name = "interrupted_preparation"
+
+    def prepare(self, ctx: Any) -> None:
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_while_a_method_prepares_says_its_preparation_starts_again(register, tracking_uri):
+    """Nothing of a preparation is kept: the line does not claim finished epochs are."""
+    register(METHODS, InterruptedPreparation)
+    args = [a if a != "interrupted_vanilla" else "interrupted_preparation" for a in ARGS]
+    stopped = CliRunner().invoke(app, [*args, "--tracking-uri", tracking_uri])
+    assert stopped.exit_code == 130
+    assert stopped.output.strip().splitlines()[-1] == ("interrupted while interrupted_preparation prepared (not "
+                                                       "checkpointed); run the same command again to start it again.")
+    [killed] = MlflowClient(tracking_uri).search_runs(
+        [e.experiment_id for e in MlflowClient(tracking_uri).search_experiments()])
+    assert killed.info.status == "KILLED"
+
+
 SWEEP = """
 methods: [vanilla]
 datasets: [synthetic_artifacts]

@@ -236,7 +236,14 @@ class Trainer:
         ctx.log_metrics = log_prepared
         announce("prepare", self.progress)
         began = time.perf_counter()
-        method.prepare(ctx)
+        try:
+            method.prepare(ctx)
+        except KeyboardInterrupt:
+            resumes = (self.checkpoint_dir / "last.pt").exists()
+            raise RunInterrupted(
+                f"interrupted while {self.config.method} prepared (not checkpointed); run the same command again to "
+                + ("prepare again and resume training from its checkpoint" if resumes else "start it again")
+            ) from None
         self.synchronize()
         self.prepared["prepare_seconds"] = time.perf_counter() - began
         ctx.log_metrics = self.tracked.log_metrics
