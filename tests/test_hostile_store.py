@@ -21,7 +21,8 @@ from servers import start_mlflow_server, stop
 
 from debiasbench.cli import main
 from debiasbench.core.errors import redact_credentials
-from debiasbench.track.store import (TIMEOUT_VARIABLE, Tracker, artifact_location, bound_server_calls,
+from debiasbench.track import store
+from debiasbench.track.store import (TIMEOUT_VARIABLE, Tracker, artifact_location, bound_server_calls, call_within,
                                      experiment_folder)
 
 TINY_RUN = ["run", "-d", "synthetic_artifacts", "--set", "dataset_params.n_train=40", "--set",
@@ -104,6 +105,66 @@ def test_a_server_that_accepts_and_never_answers_is_one_line_within_the_bound(he
                           f"{TIMEOUT_VARIABLE} (now 3) sets how many seconds a call may wait."), err
         assert seconds < 20  # MLflow's own client waits 120 s a request, 8 times
     assert not (here / "board").exists() and not (here / "mlflow.db").exists()
+
+
+@pytest.fixture
+def trickling_server() -> Iterator[int]:
+    """A port where every request gets a status line, then a byte every 0.2 s, never an
+    end: each read a client makes succeeds, so a read timeout never fires; the port."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    accepted: list[socket.socket] = []
+
+    def trickle(connection: socket.socket) -> None:
+        try:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\n")
+            while True:
+                connection.sendall(b"X")
+                time.sleep(0.2)
+        except OSError:
+            return
+
+    def accept() -> None:
+        while True:
+            try:
+                connection = listener.accept()[0]
+            except OSError:
+                return
+            accepted.append(connection)
+            threading.Thread(target=trickle, args=(connection,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield listener.getsockname()[1]
+    listener.close()
+    for connection in accepted:
+        connection.close()
+
+
+def test_a_server_that_trickles_bytes_forever_is_given_up_within_the_bound(here, capsys, monkeypatch,
+                                                                           trickling_server):
+    monkeypatch.setenv(TIMEOUT_VARIABLE, "1")
+    monkeypatch.setattr(store, "CALL_DEADLINE_MARGIN", 1.0)  # a call ends 2 s after it began
+    uri = f"http://127.0.0.1:{trickling_server}"
+    (here / "sweep.yaml").write_text("methods: [vanilla]\ndatasets: [synthetic_artifacts]\nseeds: [0]\n")
+    for argv in (TINY_RUN, ["leaderboard", "--out", str(here / "board")], ["sweep", "sweep.yaml", "--dry-run"]):
+        code, err, _, seconds = command(capsys, *argv, "--tracking-uri", uri)
+        assert code == 2 and len(err) == 1, err
+        assert err[0].startswith(f"error: tracking server http://127.0.0.1:{trickling_server} did not answer "
+                                 "within "), err
+        assert seconds < 12  # each read succeeds: only the call's deadline ends it
+    assert not (here / "board").exists() and not (here / "mlflow.db").exists()
+
+
+def test_a_call_given_up_raises_at_its_deadline_and_a_call_within_it_returns_or_raises_as_it_would():
+    began = time.monotonic()
+    with pytest.raises(TimeoutError, match="timed out after 0.5 s"):
+        call_within(0.5, time.sleep, 30)
+    assert time.monotonic() - began < 5
+    assert call_within(5, sum, [1, 2, 3]) == 6
+    with pytest.raises(ZeroDivisionError):
+        call_within(5, lambda: 1 / 0)
 
 
 def test_the_bound_is_checked_and_never_overrides_what_the_user_set_for_mlflow(here, capsys, monkeypatch):

@@ -588,18 +588,61 @@ def store_problem(exc: BaseException, uri: str, seconds: float) -> UserError | N
     return None
 
 
+#: Seconds a call to a tracking server may run past ``tracking_timeout()`` before
+#: ``StoreClient`` gives it up itself: MLflow's request timeout bounds each wait for a byte,
+#: not the call, so a server that trickles a byte every few seconds held a call forever.
+CALL_DEADLINE_MARGIN = 5.0
+#: ``MlflowClient`` methods left to MLflow's per-read timeout alone: they move files
+#: (checkpoints of gigabytes) whose transfer may rightly take longer than the bound.
+TRANSFER_CALLS = frozenset({"log_artifact", "log_artifacts", "download_artifacts"})
+
+
+def call_within(seconds: float, function: Any, *args: Any, **kwargs: Any) -> Any:
+    """``function(*args, **kwargs)``, or ``TimeoutError`` once it has run ``seconds``.
+
+    The call runs in a daemon thread (its context copied), which a call given up is left
+    to: a command then exits without waiting for it. Ctrl-C reaches the waiting thread at
+    once."""
+    import contextvars
+    import threading
+
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+    context = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            outcome["value"] = context.run(function, *args, **kwargs)
+        except BaseException as exc:  # handed to the caller
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="debiasbench-tracking-call", daemon=True).start()
+    if not done.wait(seconds):
+        raise TimeoutError(f"the call timed out after {seconds:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
 class StoreClient:
     """An ``MlflowClient`` whose failures that are the store's (``store_problem``: a full
     disk, a server that does not answer) are one-line ``UserError``s instead of MLflow's
     exceptions and tracebacks; anything else passes through unchanged. After a server did
     not answer, calls fail at once for ``tracking_timeout()`` seconds: a failing run's
-    last writes do not each wait the whole bound again."""
+    last writes do not each wait the whole bound again.
+
+    A call to a tracking server (but an artifact transfer, ``TRANSFER_CALLS``) is given up
+    after ``tracking_timeout()`` + ``CALL_DEADLINE_MARGIN`` seconds whatever the server
+    sends meanwhile (``call_within``)."""
 
     def __init__(self, client: Any, uri: str):
         self._client = client
         self.uri = uri
         self._down: UserError | None = None
         self._down_until = 0.0
+        self._server = uri.startswith(("http://", "https://"))
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._client, name)
@@ -612,6 +655,8 @@ class StoreClient:
                 raise type(self._down)(str(self._down))
             began = time.monotonic()
             try:
+                if self._server and name not in TRANSFER_CALLS:
+                    return call_within(tracking_timeout() + CALL_DEADLINE_MARGIN, value, *args, **kwargs)
                 return value(*args, **kwargs)
             except UserError:
                 raise
