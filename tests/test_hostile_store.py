@@ -5,6 +5,7 @@ Each is one line (exit code 2) that names the store, and the store is left as it
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -252,16 +253,24 @@ def _refused_by_every_command(here: Path, capsys: pytest.CaptureFixture[str], ur
     return lines
 
 
-def test_a_database_of_another_application_is_refused_and_left_byte_for_byte(here, capsys):
+@pytest.mark.parametrize("schema,listed", [
+    (["CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)", "INSERT INTO notes (text) VALUES ('mine')"],
+     "tables notes"),
+    # in WAL mode: a read-only connection would leave app.db-wal and app.db-shm beside it
+    (["PRAGMA journal_mode=WAL", "CREATE TABLE notes (text TEXT)", "INSERT INTO notes VALUES ('mine')"],
+     "tables notes"),
+    (["CREATE VIEW answer AS SELECT 42 AS value"], "view answer"),  # no table, yet not empty
+])
+def test_a_database_of_another_application_is_refused_and_left_byte_for_byte(here, capsys, schema, listed):
     path = here / "app.db"
-    with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
-        db.execute("INSERT INTO notes (text) VALUES ('mine')")
-    db.close()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        for statement in schema:
+            db.execute(statement)
+        db.commit()
     before, listing = digest(path), files_in(here)
     for line in _refused_by_every_command(here, capsys, f"sqlite:///{path}"):
         assert line == (f"error: tracking store 'sqlite:///{path}': '{path}' is a database of another application "
-                        "(tables notes), not an MLflow store; it is left unchanged: name a new file or an MLflow "
+                        f"({listed}), not an MLflow store; it is left unchanged: name a new file or an MLflow "
                         "store."), line
     assert digest(path) == before and files_in(here) == listing | {"s.yaml"}
 

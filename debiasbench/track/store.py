@@ -418,7 +418,10 @@ def check_sqlite_store(uri: str) -> None:
     another application (MLflow would add its tables and runs to it), an MLflow store of
     an older schema (MLflow would migrate it, or fail with a traceback: it is upgraded
     only when asked, ``mlflow db upgrade``) or of a newer MLflow. An empty file, or a
-    database without tables, is a new store. The file is opened read-only."""
+    database without tables, views, indexes or triggers, is a new store. The file is
+    opened read-only, and a database in WAL mode that no process has open (no ``-wal``
+    file beside it) as immutable: a read-only connection would leave the ``-wal`` and
+    ``-shm`` files sqlite makes for it beside another application's database."""
     import sqlite3
     from urllib.parse import quote
 
@@ -426,22 +429,29 @@ def check_sqlite_store(uri: str) -> None:
     if path is None or not path.is_file() or path.stat().st_size == 0:
         return
     shown_uri = redact_credentials(uri)
+    options = "mode=ro&immutable=1" if _wal_mode(path) and not Path(f"{path}-wal").exists() else "mode=ro"
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True,
+        with contextlib.closing(sqlite3.connect(f"file:{quote(str(path.resolve()))}?{options}", uri=True,
                                                 timeout=30)) as db:
-            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-                      if not name.startswith("sqlite_")}
+            objects = [(kind, name) for kind, name in db.execute("SELECT type, name FROM sqlite_master")
+                       if not name.startswith("sqlite_")]
+            tables = {name for kind, name in objects if kind == "table"}
             versions = ([row[0] for row in db.execute("SELECT version_num FROM alembic_version")]
                         if "alembic_version" in tables else [])
     except sqlite3.DatabaseError as exc:
         raise UserError(f"tracking store {shown_uri!r}: {str(path)!r} is not an sqlite database ({exc}); "
                         "name a new file or an MLflow store") from None
-    if not tables:
+    if not objects:
         return
     if not MLFLOW_TABLES <= tables:
-        listed = ", ".join(sorted(tables)[:5]) + (f", ... ({len(tables)} tables)" if len(tables) > 5 else "")
+        if tables:
+            listed = "tables " + ", ".join(sorted(tables)[:5]) + (f", ... ({len(tables)} tables)"
+                                                                  if len(tables) > 5 else "")
+        else:  # views, triggers or indexes only
+            listed = ", ".join(f"{kind} {name}" for kind, name in sorted(objects)[:5]) + (
+                f", ... ({len(objects)} objects)" if len(objects) > 5 else "")
         raise UserError(f"tracking store {shown_uri!r}: {str(path)!r} is a database of another application "
-                        f"(tables {listed}), not an MLflow store; it is left unchanged: name a new file "
+                        f"({listed}), not an MLflow store; it is left unchanged: name a new file "
                         "or an MLflow store")
     head, known = mlflow_schema()
     version = versions[0] if len(versions) == 1 else None
@@ -455,6 +465,17 @@ def check_sqlite_store(uri: str) -> None:
                         f"then run `mlflow db upgrade {shown_uri}`")
     raise UserError(f"tracking store {shown_uri!r} has MLflow schema {shown(version)}, which the installed MLflow "
                     f"{mlflow.__version__} does not know (a newer MLflow made it?): use that MLflow's version")
+
+
+def _wal_mode(path: Path) -> bool:
+    """Whether the sqlite database at ``path`` is in WAL mode (its header's write and read
+    versions, bytes 18 and 19, are 2)."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(20)
+    except OSError:
+        return False
+    return header.startswith(b"SQLite format 3\0") and header[18:20] == b"\x02\x02"
 
 
 #: Tables every MLflow tracking store has (its schema version is in ``alembic_version``).
