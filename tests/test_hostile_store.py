@@ -384,7 +384,8 @@ def test_an_unknown_base_run_is_refused_before_anything_is_written(here, capsys)
 
 # --------------------------------------------------------------------------- a full disk
 
-@pytest.mark.parametrize("free_kib", [16, 700])  # full at the run's first write; while logging its model
+#: full at the run's first write; while logging its model (the weights cut short: 700, 500)
+@pytest.mark.parametrize("free_kib", [16, 500, 700])
 def test_a_full_disk_under_the_store_is_one_line_naming_it(here, capsys, tmpfs, free_kib):
     disk = tmpfs("2m")
     uri = f"sqlite:///{disk.path}/mlflow.db"
@@ -396,6 +397,15 @@ def test_a_full_disk_under_the_store_is_one_line_naming_it(here, capsys, tmpfs, 
     assert code == 2 and len(err) == 1, err[:20]
     assert err[0].startswith(f"error: the disk of tracking store '{disk.path}/mlflow.db' is full"), err
     assert err[0].endswith(f"free space in '{disk.path}' or choose another --tracking-uri."), err
+    # the run is recorded FAILED, not left RUNNING: a write cut short by the full disk
+    # (the MLflow model's weights) is removed, so the failure has room to be written
+    db = sqlite3.connect(disk.path / "mlflow.db")
+    try:
+        ended = db.execute("SELECT r.status, t.value FROM runs r LEFT JOIN tags t ON t.run_uuid = r.run_uuid "
+                           "AND t.key = 'debiasbench.failure'").fetchall()
+    finally:
+        db.close()
+    assert all(status == "FAILED" and reason.startswith("StoreFull: ") for status, reason in ended), ended
 
 
 def test_the_schema_read_from_the_migration_files_is_alembics():

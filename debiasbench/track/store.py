@@ -43,7 +43,12 @@ class StoreUnavailable(UserError):
 
 
 class StoreFull(UserError):
-    """A tracking store whose disk is full."""
+    """A tracking store whose disk is full; ``written`` is the file a failed write left
+    partly written, where the error names one."""
+
+    def __init__(self, message: str, written: str | None = None):
+        super().__init__(message)
+        self.written = written
 
 
 class TrackedRun:
@@ -205,6 +210,8 @@ class Tracker:
             self._end(tracked, "FAILED", exc.reason)
             raise
         except BaseException as exc:
+            if isinstance(exc, StoreFull):
+                self._remove_partial_artifact(tracked, exc.written)
             self._end(tracked, "FAILED", f"{type(exc).__name__}: {_first_line(exc)}")
             raise
         else:
@@ -234,6 +241,23 @@ class Tracker:
             if heartbeat.holder_gone(run) is None:
                 return run
         return None
+
+    def _remove_partial_artifact(self, tracked: TrackedRun, written: str | None) -> None:
+        """Remove the artifact a write that filled the disk left partly written (a copy cut
+        short is of no use), where it lies in this run's experiment's artifact folder: on a
+        disk with no byte left, the space it took is what recording the run FAILED needs
+        (else the run stayed RUNNING until a later run of its job marked it KILLED)."""
+        from urllib.parse import unquote, urlsplit
+
+        if not written:
+            return
+        with contextlib.suppress(Exception):  # best effort: the failure is recorded if it can be
+            location = urlsplit(self.client.get_experiment(self.experiment_id).artifact_location)
+            if location.scheme not in ("", "file"):
+                return
+            root, given = Path(unquote(location.path)).resolve(), Path(written)
+            if not given.is_symlink() and given.is_file() and given.resolve().is_relative_to(root):
+                given.unlink()
 
     def _end(self, tracked: TrackedRun, status: str, reason: str) -> None:
         """Write what the run logged (what cannot be written is given up: the failure must
@@ -596,7 +620,8 @@ def store_problem(exc: BaseException, uri: str, seconds: float) -> UserError | N
                  else f"the disk of tracking store {redact_credentials(uri)!r}")
         detail = f" (writing {str(written)!r})" if written else ""
         free = f"free space in {str(path.parent)!r}" if path is not None else "free space there"
-        return StoreFull(f"{where} is full{detail}: {free} or choose another --tracking-uri")
+        return StoreFull(f"{where} is full{detail}: {free} or choose another --tracking-uri",
+                         str(written) if written else None)
     if uri.startswith(("http://", "https://")):
         lowered = text.lower()
         if "timed out" in lowered or "timeout" in lowered:
