@@ -195,6 +195,38 @@ def test_a_base_model_that_is_not_plain_weights_fails_the_correction_in_one_line
     assert "refused: not plain weights" in failed.data.tags[FAILURE_TAG]
 
 
+def test_a_base_model_that_is_a_folder_or_empty_fails_the_correction_naming_the_base_run(tracking_uri, tmp_path):
+    """Whatever keeps the base model's weights from loading is the correction's recorded
+    failure in one line naming the base run, never the temporary copy's path."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from debiasbench.cli import app
+
+    base = ["-d", "synthetic_artifacts", *TINY, "--set", "log_model=true", "--set", "epochs=1", "--no-progress",
+            "--tracking-uri", tracking_uri]
+    made = CliRunner().invoke(app, ["run", "-m", "vanilla", *base])
+    assert made.exit_code == 0, made.output
+    [vanilla] = all_runs(tracking_uri)
+    [weights] = (tmp_path / "mlruns").rglob(f"{vanilla.info.run_id}/artifacts/model.pt")
+    where = f"base model model.pt of run {vanilla.info.run_id}"
+    for make, expected in [(lambda: weights.write_bytes(b""), f"{where} cannot be read: EOFError: the file ends early"),
+                           (lambda: (weights.unlink(), weights.mkdir(), (weights / "x").write_bytes(b"x")),
+                            f"{where} refused: it is a folder, not a regular file")]:
+        if weights.is_dir():
+            shutil.rmtree(weights)
+        make()
+        corrected = CliRunner().invoke(app, ["run", "-m", "rrclarc", *base, "--rerun",
+                                             "--set", f"base_run={vanilla.info.run_id}"])
+        lines = [line for line in corrected.output.splitlines() if line.strip()]
+        assert corrected.exit_code == 1 and len(lines) == 1, corrected.output
+        assert lines[0].startswith(f"run failed: {expected}"), corrected.output
+        [failed] = [r for r in all_runs(tracking_uri) if r.info.run_name.startswith("rrclarc")
+                    and r.data.tags.get(FAILURE_TAG, "").startswith(expected)]
+        assert failed.info.status == "FAILED"
+
+
 # -- a resumed run's record equals an uninterrupted one's -----------------------------------
 
 #: Seconds each training step of ``SlowVanilla`` sleeps: a run's ``train_seconds`` is at

@@ -96,6 +96,7 @@ def load_base_weights(model: Any, path: Path, run_id: str, device: Any) -> None:
     import warnings
 
     from debiasbench.core.errors import RunFailed, one_line
+    from debiasbench.core.files import FileRefused
     from debiasbench.run import checkpoints
 
     where = f"base model {MODEL_ARTIFACT} of run {run_id}"
@@ -103,6 +104,8 @@ def load_base_weights(model: Any, path: Path, run_id: str, device: Any) -> None:
         with warnings.catch_warnings():  # torch warns of a foreign pickle protocol before refusing it
             warnings.simplefilter("ignore")
             state = checkpoints.load(path, device)
+    except FileRefused as exc:  # a folder, pipe or oversized file where the weights should be
+        raise RunFailed(f"{where} refused: it {exc.problem}") from None
     except UserError:
         raise
     except pickle.UnpicklingError as exc:
@@ -111,7 +114,8 @@ def load_base_weights(model: Any, path: Path, run_id: str, device: Any) -> None:
         raise RunFailed(f"{where} refused: not plain weights (torch.load with weights_only=True: {detail}); "
                         "it is never unpickled in full, as that could run code") from None
     except Exception as exc:
-        raise RunFailed(f"{where} cannot be read: {type(exc).__name__}: {one_line(str(exc), 300)}") from None
+        detail = one_line(str(exc), 300) or "the file ends early (empty or truncated)"
+        raise RunFailed(f"{where} cannot be read: {type(exc).__name__}: {detail}") from None
     if not isinstance(state, dict):
         raise RunFailed(f"{where} is a {type(state).__name__}, not a state dict of weights")
     try:
