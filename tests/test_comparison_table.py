@@ -91,3 +91,25 @@ def test_seeds_become_mean_and_standard_error_and_failed_runs_are_counted():
     assert "0.810 ± 0.006" in text
     lff = next(line for line in text.splitlines() if line.strip().startswith("lff"))
     assert "1/2" in lff
+
+
+def test_non_finite_metrics_count_as_missing_and_a_cell_of_fewer_seeds_says_its_n():
+    """As in the leaderboard: NaN, infinities and MLflow's stored infinity (1.8e308) take
+    part in no mean, and a cell whose mean rests on fewer seeds than its row's n says so."""
+    stored_infinity = 1.7976931348623157e308
+    results = [result("vanilla", "colored_digits", seed=0, test_clean_acc=0.6),
+               result("vanilla", "colored_digits", seed=1, test_clean_acc=float("nan"), train_seconds=float("inf")),
+               result("vanilla", "colored_digits", seed=2, test_clean_acc=0.8),
+               result("jtt", "colored_digits", seed=0, test_conflicting_acc=stored_infinity),
+               result("jtt", "colored_digits", seed=1, test_conflicting_acc=0.5),
+               result("jtt", "colored_digits", seed=2, test_conflicting_acc=0.6)]
+    text = render(results, width=200)
+    vanilla = next(line for line in text.splitlines() if line.strip().startswith("vanilla"))
+    jtt = next(line for line in text.splitlines() if line.strip().startswith("jtt"))
+    assert "0.700 ± 0.100 (n=2)" in vanilla  # clean: seeds 0 and 2
+    assert "2.000 ± 0.000 (n=2)" in vanilla  # seconds: train 1.5 + prepare 0.5, the infinite one left out
+    assert "0.550 ± 0.050 (n=2)" in jtt  # conflicting: the stored infinity left out
+    assert "e+308" not in text and "inf" not in text.split("Columns:")[0]
+    assert "highest bias-conflicting accuracy: jtt 0.550" in text
+    assert "(n=k) after a value: only k of them logged a finite value" in text
+    assert "(n=k)" not in render(SWEEP, width=200)  # said only where a cell needs it

@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from debiasbench.contract.method import BASE_METHOD
-from debiasbench.core.stats import mean_se
+from debiasbench.core.stats import is_finite, mean_se
 from debiasbench.report.tables import format_cell, variant_labels
 
 
@@ -73,16 +73,22 @@ class _Row:
         return mean_se(_values(self.finished, metric))[0]
 
     def cell(self, metric: str) -> str:
-        mean, se, _ = mean_se(_values(self.finished, metric))
-        return format_cell(mean, se)
+        """The mean ± standard error, followed by ``(n=k)`` where only k of the row's
+        finished runs have a finite value of ``metric`` (as the leaderboard writes it)."""
+        values = _values(self.finished, metric)
+        mean, se, _ = mean_se(values)
+        fewer = f" (n={len(values)})" if values and len(values) < len(self.finished) else ""
+        return format_cell(mean, se) + fewer
 
 
 def _values(runs: Iterable[dict[str, float]], metric: str) -> list[float]:
-    """``metric`` of each run that logged it; ``seconds`` is the sum of training and the
-    method's preparation."""
+    """``metric`` of each run that logged a finite value of it (NaN, infinities and MLflow's
+    stored infinity count as missing: ``core.stats.is_finite``); ``seconds`` is the sum of
+    training and the method's preparation."""
     if metric == "seconds":
-        return [float(m["train_seconds"]) + float(m.get("prepare_seconds", 0.0)) for m in runs if "train_seconds" in m]
-    return [float(m[metric]) for m in runs if metric in m and not math.isnan(float(m[metric]))]
+        sums = [float(m["train_seconds"]) + float(m.get("prepare_seconds", 0.0)) for m in runs if "train_seconds" in m]
+        return [value for value in sums if is_finite(value)]
+    return [float(m[metric]) for m in runs if metric in m and is_finite(m[metric])]
 
 
 def comparison_tables(results: Sequence[Any]) -> list[RenderableType]:
@@ -104,7 +110,9 @@ def comparison_tables(results: Sequence[Any]) -> list[RenderableType]:
         columns = [c for c in COLUMNS if any(_values(r.finished, c.metric) for r in rows.values())]
         shown += [c for c in columns if c not in shown]
         renderables.append(dataset_table(dataset, list(rows.values()), columns))
-    renderables.append(Text(legend([c for c in COLUMNS if c in shown]), style="dim"))
+    partial = any(0 < len(_values(r.finished, c.metric)) < len(r.finished)
+                  for rows in by_dataset.values() for r in rows.values() for c in shown)
+    renderables.append(Text(legend([c for c in COLUMNS if c in shown], partial), style="dim"))
     return renderables
 
 
@@ -134,9 +142,10 @@ def dataset_table(dataset: str, rows: list[_Row], columns: Sequence[Column]) -> 
     return Group(table, *(Text(line) for line in notes), Text(reading(rows), style="italic"), Text(""))
 
 
-def legend(columns: Sequence[Column]) -> str:
+def legend(columns: Sequence[Column], partial: bool = False) -> str:
     """What each column is (its logged name and meaning) and which way is better."""
-    lines = ["Columns: ↑ higher is better, ↓ lower is better; n = finished runs (seeds), where not all are."]
+    lines = ["Columns: ↑ higher is better, ↓ lower is better; n = finished runs (seeds), where not all are"
+             + ("; (n=k) after a value: only k of them logged a finite value." if partial else ".")]
     lines += [f"  {' '.join(filter(None, (c.header, c.arrow)))} = {c.metric}: {c.meaning}." for c in columns]
     return "\n".join(lines)
 
