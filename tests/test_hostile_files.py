@@ -242,6 +242,44 @@ def test_a_16_bit_png_is_scaled_by_its_bit_depth_not_clipped(tmp_path):
     assert [np.array_equal(channel, expected) for channel in decoded] == [True, True, True]
 
 
+def _png16(path: Path, values: np.ndarray, color_type: int) -> None:
+    """A 16-bit PNG of ``values`` [H, W, C] (colour type 0 grey, 2 RGB, 4 grey + alpha,
+    6 RGBA), written chunk by chunk: PIL cannot write 16-bit colour PNGs."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    height, width = values.shape[:2]
+    rows = b"".join(b"\0" + values[i].astype(">u2").tobytes() for i in range(height))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("color_type,channels", [(0, 1), (2, 3), (4, 2), (6, 4)])
+def test_16_bit_pngs_of_every_colour_type_decode_by_bit_depth(tmp_path, color_type, channels):
+    """Grey, RGB, grey + alpha and RGBA at 16 bits: each colour channel is its 16-bit value
+    brought to 8 bits (within one step of rounding), never clipped to white."""
+    grey = (np.arange(16 * 16, dtype=np.uint32).reshape(16, 16) * 257).astype(np.uint16)
+    planes = {1: [grey], 2: [grey, grey // 2], 3: [grey, grey // 2, grey // 3], 4: [grey, grey // 2, grey // 3, grey]}
+    path = tmp_path / "deep.png"
+    _png16(path, np.stack(planes[channels], -1), color_type)
+    decoded = load_images([path], 16, tmp_path / "cache")[0].astype(int)
+    colours = planes[channels][:3] if channels >= 3 else [grey] * 3
+    for channel, values in zip(decoded, colours):
+        assert np.abs(channel - values.astype(int) / 257).max() <= 1
+
+
+def test_palette_and_cmyk_images_decode_to_their_colours(tmp_path):
+    values = np.arange(16 * 16, dtype=np.uint8).reshape(16, 16)
+    Image.fromarray(values).convert("P").save(tmp_path / "palette.png", transparency=0)
+    Image.fromarray(np.zeros((16, 16, 4), np.uint8), "CMYK").save(tmp_path / "white.jpg")  # no ink
+    palette, white = load_images([tmp_path / "palette.png", tmp_path / "white.jpg"], 16, tmp_path / "cache")
+    assert [np.array_equal(channel, values) for channel in palette] == [True, True, True]
+    assert white.min() >= 250
+
+
 def test_an_8_bit_image_decodes_as_before(tmp_path):
     values = np.arange(16 * 16, dtype=np.uint8).reshape(16, 16)
     path = tmp_path / "grey.png"
