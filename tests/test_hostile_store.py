@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from deadlines import deadline
 from servers import start_mlflow_server, stop
 
 from debiasbench.cli import main
@@ -330,11 +331,28 @@ def test_a_store_with_a_schema_this_mlflow_does_not_know_is_refused(here, capsys
     ("sqlite:///store.db?mode=ro", "option 'mode' of the URI is not applied to an sqlite store (only timeout is)"),
     ("sqlite:///store.db?cache=shared&timeout=5", "option 'cache' of the URI is not applied"),
     ("http://127.0.0.1:1/?token=abc", "a server address takes no query or fragment"),
+    ("sqlite:///store.db?timeout=soon", "option 'timeout' expects seconds (a number > 0), got 'soon'"),
+    ("sqlite:///store.db?timeout=5&timeout=6", "option 'timeout' is given 2 times"),
+    ("sqlite:///store.db#latest", "an sqlite URI takes no fragment"),  # was a file 'store.db#latest'
 ])
 def test_uris_whose_runs_would_not_persist_or_whose_options_are_ignored_are_refused(here, capsys, uri, expected):
     for line in _refused_by_every_command(here, capsys, uri):
         assert expected in line, line
     assert files_in(here) == {"s.yaml"}  # no store (no file named ':memory:' either)
+
+
+@pytest.mark.parametrize("kind", ["pipe", "device", "folder"])
+def test_a_store_path_that_is_not_a_regular_file_is_refused_for_what_it_is(here, capsys, kind):
+    path = {"pipe": here / "store.db", "device": Path("/dev/null"), "folder": here / "store.db"}[kind]
+    if kind == "pipe":
+        os.mkfifo(path)  # sqlite opened it and waited for a writer for good
+    elif kind == "folder":
+        path.mkdir()
+    what = {"pipe": "a named pipe (FIFO)", "device": "a character device", "folder": "a folder"}[kind]
+    with deadline(60, here / "store.db"):
+        for line in _refused_by_every_command(here, capsys, f"sqlite:///{path}"):
+            assert line.endswith(f": '{path}' is {what}, not an sqlite file."), line
+    assert files_in(here) == {"s.yaml", "store.db"} - ({"store.db"} if kind == "device" else set())
 
 
 def test_an_sqlite_uri_with_an_option_it_applies_is_accepted(here):

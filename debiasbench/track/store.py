@@ -391,8 +391,7 @@ def check_store_writable(uri: str) -> None:
         return
     shown_uri = redact_credentials(uri)
     folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise UserError(f"tracking store {shown_uri!r}: {str(path)!r} is a folder, not an sqlite file")
+    check_store_file(uri)
     if not folder.is_dir():
         raise UserError(f"tracking store {shown_uri!r}: folder {str(folder)!r} does not exist")
     # sqlite writes a journal beside the file, so the folder must be writable too.
@@ -407,6 +406,26 @@ def check_store_writable(uri: str) -> None:
 
 #: Options of an sqlite URI that MLflow's store (SQLAlchemy's pysqlite driver) applies.
 SQLITE_OPTIONS = ("timeout",)
+
+
+def check_store_file(uri: str) -> None:
+    """Refuse, in one line, an sqlite store's path that exists and is not a regular file (a
+    folder, a named pipe sqlite would wait on for good, a device): said for what it is,
+    before sqlite opens it."""
+    import stat
+
+    from debiasbench.core.files import kind_of
+
+    path = sqlite_path(uri)
+    if path is None:
+        return
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # not there (a new store), or not reachable: the folder's checks say why
+    if not stat.S_ISREG(mode):
+        raise UserError(f"tracking store {redact_credentials(uri)!r}: {str(path)!r} is {kind_of(mode)}, "
+                        "not an sqlite file")
 
 
 def check_tracking_uri(uri: str) -> None:
@@ -429,11 +448,32 @@ def check_tracking_uri(uri: str) -> None:
         if ignored or (query and not options):
             raise UserError(f"tracking store {shown_uri!r}: option {shown((ignored or [query])[0])} of the URI is "
                             f"not applied to an sqlite store (only {', '.join(SQLITE_OPTIONS)} is); remove it")
+        if "#" in uri:
+            raise UserError(f"tracking store {shown_uri!r}: an sqlite URI takes no fragment (#...: it would "
+                            "become part of the file's name); remove it")
+        timeouts = [value for key, value in parse_qsl(query, keep_blank_values=True) if key == "timeout"]
+        if len(timeouts) > 1:
+            raise UserError(f"tracking store {shown_uri!r}: option 'timeout' is given {len(timeouts)} times; "
+                            "give it once")
+        if timeouts and not _positive_seconds(timeouts[0]):
+            raise UserError(f"tracking store {shown_uri!r}: option 'timeout' expects seconds (a number > 0), "
+                            f"got {shown(timeouts[0])}")
     elif uri.startswith(("http://", "https://")):
         parts = urlsplit(uri)
         if parts.query or parts.fragment:
             raise UserError(f"tracking store {shown_uri!r}: a server address takes no query or fragment "
                             "(MLflow would not apply it); give scheme, host, port and path only")
+
+
+def _positive_seconds(text: str) -> bool:
+    """Whether ``text`` is a finite number of seconds above zero."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        return False
+    return math.isfinite(value) and value > 0
 
 
 def check_sqlite_store(uri: str) -> None:
@@ -832,6 +872,7 @@ def existing_store_client(uri: str) -> Any | None:
     None where its sqlite file does not exist yet; a server that does not answer, another
     application's database or an MLflow store of an older schema is refused (the file left
     unchanged). What readers (``sweep --dry-run``, ``leaderboard``, ``ui``) open a store with."""
+    check_store_file(uri)
     path = sqlite_path(uri)
     if path is not None and not path.is_file():
         return None
