@@ -82,6 +82,35 @@ def test_ctrl_c_while_the_last_epoch_validates_resumes_that_epoch_as_the_line_sa
     assert finished.data.tags["debiasbench.resumed_from_epoch"] == "1"
 
 
+def test_ctrl_c_during_an_epochs_checkpoint_write_counts_that_epoch_as_checkpointed(tracking_uri, monkeypatch):
+    """A Ctrl-C during ``torch.save`` arrives once the file is written (``interrupts.deferred``):
+    the line names that epoch as the one a rerun resumes after, as the rerun does."""
+    from debiasbench.run import checkpoints
+
+    save = checkpoints.save_atomic
+    writes = {"last.pt": 0}
+
+    def interrupted_after_writing(state: Any, path: Any) -> None:
+        save(state, path)
+        if str(path).endswith("last.pt"):
+            writes["last.pt"] += 1
+            if writes["last.pt"] == 1:
+                raise KeyboardInterrupt  # as deferred() raises it after the write
+
+    monkeypatch.setattr(checkpoints, "save_atomic", interrupted_after_writing)
+    args = [a if a != "interrupted_vanilla" else "vanilla" for a in ARGS]
+    stopped = CliRunner().invoke(app, [*args, "--tracking-uri", tracking_uri])
+    assert stopped.exit_code == 130
+    assert stopped.output.strip().splitlines()[-1] == ("interrupted in epoch 2 of 3; run the same command again to "
+                                                       "resume after epoch 1 (checkpointed).")
+    resumed = CliRunner().invoke(app, [*args, "--tracking-uri", tracking_uri])
+    assert resumed.exit_code == 0, resumed.output
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    finished = next(r for r in runs if r.info.status == "FINISHED")
+    assert finished.data.tags["debiasbench.resumed_from_epoch"] == "1"
+
+
 class InterruptedPreparation(Vanilla):
     """Vanilla whose preparation (an auxiliary model, mining, a CAV in other methods) is
     interrupted by a Ctrl-C."""

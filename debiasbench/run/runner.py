@@ -315,7 +315,6 @@ class Trainer:
         else:
             self.selected_validation = val
         self.save_last(training, index)
-        self.epochs_done = index + 1  # only now what a rerun resumes after: interrupted earlier, it redoes it
 
     def keep_if_best(self, val: Mapping[str, float]) -> None:
         """Save the model as ``best.pt`` when the selection metric improved."""
@@ -339,7 +338,13 @@ class Trainer:
                  "torch_rng": torch.get_rng_state(),
                  **({"cuda_rng": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {}),
                  "method": training.method.state_dict(), "accounting": self.accounting()}
-        self.checkpoint(state, "last.pt")
+        path = self.checkpoint_dir / "last.pt"
+        before = _file_identity(path)
+        try:
+            self.checkpoint(state, "last.pt")
+        finally:  # the epoch is what a rerun resumes after once its file is written, even where
+            if _file_identity(path) != before:  # Ctrl-C came during the write (raised after it)
+                self.epochs_done = epoch + 1
 
     def checkpoint(self, state: dict[str, Any], name: str) -> None:
         """Write ``state`` as checkpoint ``name`` of the run's folder (and of the store, where
@@ -483,6 +488,16 @@ class Trainer:
             reason = one_line(f"{type(exc).__name__}: {exc}")
             _note(f"the trained model was not logged as an MLflow model: {reason}")
             self.tracked.set_tags({MODEL_NOT_LOGGED_TAG: reason[:5000]})
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """Inode and modification time of ``path`` (None where it does not exist): a file
+    written anew in its place (``atomic_file`` renames a new one there) has another."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
 
 
 def _note(message: str) -> None:
