@@ -192,6 +192,52 @@ def test_credentials_in_a_uri_are_redacted_wherever_it_is_shown():
     assert redact_credentials("sqlite:////data/mlflow.db") == "sqlite:////data/mlflow.db"
 
 
+@pytest.fixture
+def refusing_server(request: pytest.FixtureRequest) -> Iterator[int]:
+    """An HTTP server answering every request with the status ``request.param`` and an
+    MLflow error body; the port."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    status = request.param
+    code = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"}.get(status, "INTERNAL_ERROR")
+
+    class Refusing(BaseHTTPRequestHandler):
+        def answer(self) -> None:
+            body = f'{{"error_code": "{code}", "message": "{code.lower()} by the test server"}}'.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PATCH = do_DELETE = answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("refusing_server,expected", [
+    (401, "refused the request (UNAUTHENTICATED: unauthenticated by the test server); check the user name and "
+          "password"),
+    (403, "refused the request (PERMISSION_DENIED: permission_denied by the test server); check the user name"),
+    (500, "answered with HTTP 500 errors to every attempt for"),
+], indirect=["refusing_server"])
+def test_a_server_that_refuses_or_fails_every_request_is_one_line_without_the_credentials(
+        here, capsys, monkeypatch, refusing_server, expected):
+    monkeypatch.setenv(TIMEOUT_VARIABLE, "3")  # 500s are retried: three attempts, no pause
+    uri = f"http://alice:s3cret-pw@127.0.0.1:{refusing_server}"
+    for line in _refused_by_every_command(here, capsys, uri):  # sweep --dry-run and ui: tracebacks before
+        assert line.startswith(f"error: tracking server http://127.0.0.1:{refusing_server} {expected}"), line
+        assert "s3cret" not in line and "alice" not in line
+    assert files_in(here) == {"s.yaml"}
+
+
 @pytest.mark.slow  # an MLflow server: about 15 s on 2 cores
 def test_a_run_and_a_leaderboard_on_a_server_with_credentials_never_show_them(here, capsys, tmp_path):
     server, port = start_mlflow_server(tmp_path)

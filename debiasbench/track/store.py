@@ -14,6 +14,7 @@ import functools
 import hashlib
 import logging
 import os
+import re
 import time
 import uuid
 from pathlib import Path
@@ -664,6 +665,17 @@ def store_problem(exc: BaseException, uri: str, seconds: float) -> UserError | N
                          str(written) if written else None)
     if uri.startswith(("http://", "https://")):
         lowered = text.lower()
+        refusal = next((e for e in chain if getattr(e, "error_code", None) in ("UNAUTHENTICATED", "PERMISSION_DENIED")),
+                       None)
+        if refusal is not None:
+            return StoreUnavailable(f"tracking server {server_label(uri)} refused the request "
+                                    f"({redact_credentials(_first_line(refusal))[:300]}); "
+                                    "check the user name and password (in the URI, or MLFLOW_TRACKING_USERNAME "
+                                    "and MLFLOW_TRACKING_PASSWORD) and what they may do")
+        server_errors = re.search(r"too many (5\d\d) error responses", text)
+        if server_errors:
+            return StoreUnavailable(f"tracking server {server_label(uri)} answered with HTTP {server_errors[1]} "
+                                    f"errors to every attempt for {seconds:.0f} s; see the server's log")
         if "timed out" in lowered or "timeout" in lowered:
             return StoreUnavailable(f"tracking server {server_label(uri)} did not answer within {seconds:.0f} s; "
                                     f"{TIMEOUT_VARIABLE} (now {tracking_timeout():g}) sets how many seconds a "
