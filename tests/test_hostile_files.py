@@ -300,6 +300,22 @@ def test_a_thin_strip_is_refused_from_its_header_before_it_is_decoded(tmp_path):
     assert list((tmp_path / "cache").glob("*")) == []
 
 
+def test_an_image_pil_warns_of_is_refused_in_one_line_without_its_warning(here):
+    root = image_tree(here / "images")
+    big = root / "b" / "big.png"
+    Image.new("1", (12_000, 12_000)).save(big)  # 17 KB; 144 megapixels, where PIL warns of a bomb
+    # in a process of its own: pytest records warnings instead of printing them
+    done = subprocess.run([sys.executable, "-c", "from debiasbench.cli import main; main()", "run", "-d",
+                           "image_folder", "--set", f"dataset_params.root={root}", *FAST, "--tracking-uri",
+                           f"sqlite:///{here / 'store.db'}"], cwd=here, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    line = done.stderr.strip()
+    assert not (here / "store.db").exists()
+    assert line.startswith(f"error: image_folder: cannot read image '{big}' (12000 x 12000 pixels, more than the "
+                           "limit of 50,000,000 pixels of an image)")
+
+
 def test_an_image_of_too_many_pixels_is_refused_from_its_header(tmp_path, monkeypatch):
     path = tmp_path / "large.png"
     Image.new("RGB", (300, 200)).save(path)

@@ -50,6 +50,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -78,6 +79,11 @@ MAX_PIXELS = 50_000_000
 #: within 3:1; resizing the shorter side to ``image_size`` makes an intermediate image
 #: ``ratio * image_size**2`` pixels large, so a thin strip would cost gigabytes.
 MAX_ASPECT = 100
+# PIL warns of images above 89 megapixels when it opens them; MAX_PIXELS, checked right
+# after, is lower and refuses them in one line, so the warning would only add two lines
+# of PIL's source to that line.
+warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit of \d+ pixels, could be "
+                        "decompression bomb")
 #: Temporaries of a writer of an older version (no process id in the name) are removed
 #: once they have not been written to for this long (seconds): a live writer writes rows
 #: continually.
