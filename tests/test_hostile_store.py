@@ -322,6 +322,30 @@ def test_a_database_of_another_application_is_refused_and_left_byte_for_byte(her
     assert digest(path) == before and files_in(here) == listing | {"s.yaml"}
 
 
+def test_a_store_creation_killed_outright_leaves_no_temporary_after_the_next_run(here):
+    store = here / "store.db"
+    uri = f"sqlite:///{store}"
+    creator = subprocess.Popen([sys.executable, "-c", "import sys; from debiasbench.track.store import Tracker; "
+                                "Tracker(sys.argv[1], 'tests').experiment_id", uri])
+    left: list[Path] = []
+    for _ in range(1200):  # the schema takes a second or more to build
+        left = list(here.glob(".store.db.*.creating"))
+        if left or creator.poll() is not None:
+            break
+        time.sleep(0.01)
+    creator.kill()
+    creator.wait()
+    if not left:
+        pytest.skip("the creator finished before it could be killed")
+    assert not store.exists() and all(p.exists() for p in left)
+    _make_store(uri)  # the next process to open the store
+    assert store.is_file() and list(here.glob(".store.db.*.creating")) == []
+    stale = here / ".store.db.4242.0badcafe.creating"  # beside a store that exists by now
+    stale.write_bytes(b"SQLite format 3\0")
+    _make_store(uri)
+    assert not stale.exists()
+
+
 def test_a_file_that_is_not_a_database_is_refused_and_left_byte_for_byte(here, capsys):
     path = here / "notes.txt"
     path.write_text("not a database, but some of my notes\n" * 100)

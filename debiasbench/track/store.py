@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import glob
 import hashlib
 import logging
 import os
@@ -798,13 +799,18 @@ def prepare_store(uri: str) -> None:
     beside the store and renamed onto it when complete; a process that waited on the lock
     finds the store made. Other stores (servers, file stores) are left to MLflow."""
     path = sqlite_path(uri)
-    if path is None or path.exists():
+    if path is None or (path.exists() and not _creation_temporaries(path)):
         return
     import fcntl
 
     with open(f"{path}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
+            # Creators hold the lock while they build: a temporary found under it is one
+            # a creator killed outright (SIGKILL, power loss) left behind.
+            for stale in _creation_temporaries(path):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
             if path.exists():
                 return
             # A new name per attempt: MLflow keeps per-URI state in the process.
@@ -826,6 +832,14 @@ def prepare_store(uri: str) -> None:
                 temporary.unlink(missing_ok=True)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _creation_temporaries(path: Path) -> list[Path]:
+    """The temporary files ``prepare_store`` builds the store at ``path`` in."""
+    try:
+        return [entry for entry in path.parent.glob(f".{glob.escape(path.name)}.*.creating") if entry.is_file()]
+    except OSError:
+        return []
 
 
 def _build_sqlite_schema(uri: str, folder: Path) -> None:
