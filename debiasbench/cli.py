@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import typer
 from rich.console import Console
-from typer.core import TyperCommand, TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from debiasbench.core.errors import INTERRUPTED, RunInterrupted, UserError, one_line, redact_credentials, sentence
 from debiasbench.core.resources import check_threads
@@ -36,8 +36,24 @@ class _Group(_QuietHelp, TyperGroup):
     pass
 
 
+class _Argument(TyperArgument):
+    """An argument shown by its name alone (``FILE``): typer 0.29 adds its value type in the
+    help (``FILE <path>``) and braces in the usage line (``{FILE}``)."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+    def _usage_display_name(self) -> str:
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return name if self.nargs == 1 else f"{name}..."
+
+
 class _Command(_QuietHelp, TyperCommand):
-    pass
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument):
+                param.__class__ = _Argument
 
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -472,7 +488,7 @@ def _main(argv: list[str] | None) -> int:
         else:
             command = ctx.command_path if ctx is not None else "debiasbench"
             message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-            print_error(f"{message} (see '{command} --help')")
+            print_error(f"{message.rstrip('.')} (see '{command} --help')")
         code = getattr(exc, "exit_code", 2)
     except typer.Abort:
         err.print(sentence(INTERRUPTED), markup=False)

@@ -44,15 +44,21 @@ def test_run_help_shows_the_defaults_and_readable_value_types():
     assert "<str>" not in text and "<path>" not in text
 
 
-def test_every_commands_options_show_readable_value_types_and_none_for_flags():
+def test_every_commands_options_and_arguments_show_readable_value_types_and_none_for_flags():
     """typer 0.29 writes an option without a metavar as <str>, <int>, <path>, <list[str]>,
-    and --help (and any flag) as <bool>."""
+    --help (and any flag) as <bool>, an argument as its name and type (FILE <path>) and a
+    required argument in the usage line in braces ({FILE})."""
     for command in ([], ["run"], ["sweep"], ["leaderboard"], ["ui"], ["methods"], ["datasets"], ["models"]):
         text = invoke(*command, "--help").output
         options = [line for line in text.splitlines() if re.match(r"│ +-", line)]
         assert any("--help" in line for line in options), (command, text)
-        shown = [line for line in options if re.search(r"<[a-z][a-z\[\], ]*>", line)]
+        shown = [line for line in text.splitlines() if re.search(r"<[a-z][a-z\[\], ]*>", line)]
         assert shown == [], (command, shown)
+        usage = next(line for line in text.splitlines() if "Usage:" in line)
+        assert "{" not in usage, (command, usage)
+    sweep = invoke("sweep", "--help").output
+    assert re.search(r"Usage: .*sweep \[OPTIONS\] FILE", sweep), sweep
+    assert re.search(r"│ \* +FILE +sweep YAML", sweep), sweep
 
 
 def test_a_second_run_of_a_finished_configuration_is_not_trained_again_unless_asked(tracking_uri):
@@ -123,11 +129,12 @@ def main_output(capsys, *args: str) -> str:
 def test_every_error_line_ends_as_a_sentence(tmp_path, capsys):
     cases = [("run", "--method", "nope"), ("run", "--method", "vanila"), ("run", "--seed", "abc"),
              ("run", "--set", "epochs=x"), ("run", "--set", "epoch=3"), ("sweep", str(tmp_path / "missing.yaml")),
-             ("run", "--config", str(tmp_path)), ("run", "--nonsense"), ("leaderboard", "--select", "nope")]
+             ("run", "--config", str(tmp_path)), ("run", "--nonsense"), ("sweep",), ("leaderboard", "--select", "nope")]
     for args in cases:
         lines = [line for line in main_output(capsys, *args).splitlines() if line.strip()]
         assert len(lines) == 1, (args, lines)
         assert lines[0].startswith("error: ") and lines[0].endswith((".", "?", "!")), (args, lines[0])
+        assert ". (see " not in lines[0], (args, lines[0])  # click ends its message in a stop
 
 
 def test_help_paragraphs_are_reflowed_to_the_terminal_width():
