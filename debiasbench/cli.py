@@ -78,6 +78,19 @@ def _options(
     """Benchmark methods that unlearn a model's shortcuts."""
 
 
+class _Work:
+    """Whether the command under way did work (trained, ran a sweep, wrote files, served the
+    UI) rather than only print: the exit code of work stays what the work makes it when
+    standard output fails (``main``); a command that only prints exits 1 then."""
+
+    done = False
+
+
+def doing_work() -> None:
+    """Mark the command under way as one that does work (``_Work``)."""
+    _Work.done = True
+
+
 def out() -> Console:
     """Stdout console; tables are not squeezed to 80 columns when piped or captured."""
     return Console() if sys.stdout.isatty() else Console(width=200)
@@ -169,6 +182,7 @@ def run(
     """
     from debiasbench.core.startup import import_run_modules, long_lived_imports
 
+    doing_work()
     with long_lived_imports():
         from debiasbench.contract.config import load_config_file, merge, parse_overrides, resolve_config
         from debiasbench.report.tables import metrics_table
@@ -278,6 +292,7 @@ def sweep(
 
         out().print(jobs_table(jobs, finished_keys(tracking_uri, {c.experiment for c in jobs})))
         return
+    doing_work()
     tags = {"debiasbench.sweep_file": str(file), "debiasbench.command": f"debiasbench sweep {file}"}
     with sweep_view(err, not no_progress) as view:
         results = run_sweep(jobs, tracking_uri, log=_log_line, launcher=start, tags=tags, view=view,
@@ -366,6 +381,7 @@ def leaderboard(
     info = build_info(finished, chosen, uri, command)
     info["notes"] = notes_text
     written = write_leaderboard(runs, summary, info, metrics, out_dir, source)
+    doing_work()
     out().print(leaderboard_table(summary))
     if not_installed(summary):
         out().print(f"Not installed: {', '.join(not_installed(summary))}. {NOT_INSTALLED_TEXT}", highlight=False,
@@ -400,6 +416,7 @@ def ui(
     missing = "" if found is not None else f" (the store has no experiment {experiment!r} yet)"
     out().print(f"open {address}{missing}", highlight=False, markup=False, soft_wrap=True)
     if not remote:
+        doing_work()
         raise typer.Exit(serve(uri, host, port))
 
 
@@ -445,15 +462,8 @@ def _summary(obj: Any) -> str:
 
 def _print_listing(text: str) -> None:
     """A listing on stdout (``methods``, ``datasets``, ``models``), the whole of what such a
-    command makes: one that could not be written (a full disk) exits 1; a reader that went
-    away (``| head -1``) is no failure."""
-    from debiasbench.core.output import broken_pipe
-
+    command makes: one that could not be written (a full disk) exits 1 (``main``)."""
     print(text)
-    sys.stdout.flush()
-    error = getattr(sys.stdout, "error", None)
-    if error is not None and not broken_pipe(error):
-        raise typer.Exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -464,16 +474,21 @@ def main(argv: list[str] | None = None) -> None:
     Standard output that cannot be written (``> /dev/full``, a closed pipe) never gives a
     traceback or changes the exit code of finished work (``debiasbench.core.output``): a
     run that finished exits 0 with one line on stderr saying the output is incomplete
-    (nothing for a reader that went away)."""
+    (nothing for a reader that went away). A command that only prints (``--help``,
+    ``--version``, the listings, ``sweep --dry-run``, ``ui`` for a tracking server) exits 1
+    after that line, as its output was all it had to make (``_Work``)."""
     from debiasbench.core.output import broken_pipe, failure_text, guarded_streams
     from debiasbench.core.startup import command_of_this_process
 
+    _Work.done = False
     # argv None: this process's own command line, so the process ends with the command
     with guarded_streams() as (stdout, _), command_of_this_process(argv is None):
         code = _main(argv)
         stdout.flush()
         if stdout.error is not None and not broken_pipe(stdout.error):
             print_error(failure_text(stdout.error))
+            if code == 0 and not _Work.done:
+                code = 1
     sys.exit(code)
 
 

@@ -134,13 +134,42 @@ def closed_pipe() -> Iterator[int]:
         os.close(write)
 
 
-@pytest.mark.parametrize("command", ["methods", "models"])
-def test_a_listing_to_a_full_disk_is_one_line_and_exit_1(tmp_path, command):
+FULL_DISK_LINE = ("error: standard output could not be written (No space left on device): what was printed is "
+                  "incomplete.\n")
+
+
+@pytest.mark.parametrize("argv", [["methods"], ["models"], ["datasets"], ["--help"], ["--version"], ["run", "--help"],
+                                  ["leaderboard", "--help"], ["sweep", "s.yaml", "--dry-run"]])
+def test_a_command_that_only_prints_exits_1_in_one_line_when_its_output_is_lost(tmp_path, argv):
+    """Listings, help, the version and a sweep's dry run make nothing but their output."""
+    (tmp_path / "s.yaml").write_text(SWEEP_OK)
     with open("/dev/full", "w") as full:
-        done = _cli([command], full, tmp_path)
-    assert done.returncode == 1, done.stderr
-    assert done.stderr == ("error: standard output could not be written (No space left on device): what was "
-                           "printed is incomplete.\n")
+        done = _cli(argv, full, tmp_path)
+    assert (done.returncode, done.stderr) == (1, FULL_DISK_LINE)
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_leaderboard_written_keeps_exit_0_when_its_printed_table_is_lost(non_finite_store, tmp_path):
+    argv = ["leaderboard", "--tracking-uri", non_finite_store[0], "--rule", "val_acc", "--out", str(tmp_path / "b")]
+    with open("/dev/full", "w") as full:
+        done = _cli(argv, full, tmp_path)
+    assert (done.returncode, done.stderr) == (0, FULL_DISK_LINE)
+    assert (tmp_path / "b" / "summary.csv").is_file()
+
+
+def test_a_sweep_that_ran_keeps_exit_0_when_its_printed_table_is_lost(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    sweep = write(tmp_path, "s.yaml", "methods: [vanilla]\ndatasets: [{synthetic_artifacts: {n_train: 64, n_val: 32, "
+                                      "n_test: 32, image_size: 16, patch_size: 3}}]\n"
+                                      "overrides: {epochs: 1, batch_size: 32, device: cpu, log_model: false}\n")
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    with open("/dev/full", "w") as full:
+        done = _cli(["sweep", sweep, "--no-progress", "--tracking-uri", uri], full, tmp_path)
+    assert done.returncode == 0 and done.stderr.endswith(FULL_DISK_LINE), done.stderr
+    experiment = MlflowClient(uri).get_experiment_by_name("debiasbench")
+    assert experiment is not None
+    assert [r.info.status for r in MlflowClient(uri).search_runs([experiment.experiment_id])] == ["FINISHED"]
 
 
 @pytest.mark.parametrize("command", ["methods", "--help"])
