@@ -346,6 +346,29 @@ def test_a_store_creation_killed_outright_leaves_no_temporary_after_the_next_run
     assert not stale.exists()
 
 
+def test_a_run_leaves_only_its_store_and_artifacts_beside_it(here):
+    """The creation lock (``<store>.lock``) is removed by the process that made the store."""
+    done = subprocess.run([sys.executable, "-m", "debiasbench.cli", *TINY_RUN, "--tracking-uri",
+                           f"sqlite:///{here / 'mlflow.db'}"], cwd=here, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(here)) == ["mlflow.db", "mlruns"]
+
+
+def test_processes_waiting_on_a_store_creation_lock_that_is_removed_create_one_store(here):
+    """Creators wait on the lock while one builds the store; the builder removes the lock file
+    before it lets go, and each waiter then locks a new file, finds the store made and removes
+    that one too."""
+    uri = f"sqlite:///{here / 'store.db'}"
+    script = ("import sys; from debiasbench.track.store import Tracker; "
+              "print(Tracker(sys.argv[1], 'shared').experiment_id)")
+    procs = [subprocess.Popen([sys.executable, "-c", script, uri], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(3)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 3, outputs
+    assert len({out.strip() for out, _ in outputs}) == 1
+    assert "store.db" in os.listdir(here) and set(os.listdir(here)) <= {"store.db", "mlruns"}
+
+
 def test_a_file_that_is_not_a_database_is_refused_and_left_byte_for_byte(here, capsys):
     path = here / "notes.txt"
     path.write_text("not a database, but some of my notes\n" * 100)

@@ -797,14 +797,32 @@ def prepare_store(uri: str) -> None:
 
     Under an exclusive lock on ``<file>.lock``, the schema is built in a temporary file
     beside the store and renamed onto it when complete; a process that waited on the lock
-    finds the store made. Other stores (servers, file stores) are left to MLflow."""
+    finds the store made. The lock file is removed by its holder, while still holding it,
+    however the creation ends (as ``debiasbench.run.claims`` removes a claim's): a process
+    that waited on the removed file sees that the path no longer names it and locks a new
+    one, so nothing is left beside the store. Other stores (servers, file stores) are left
+    to MLflow."""
     path = sqlite_path(uri)
     if path is None or (path.exists() and not _creation_temporaries(path)):
         return
     import fcntl
 
-    with open(f"{path}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    lock_path = Path(f"{path}.lock")
+    while True:
+        lock = open(lock_path, "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            opened, named = os.fstat(lock.fileno()), os.stat(lock_path)
+        except FileNotFoundError:  # its holder removed the file meanwhile: lock a new one
+            lock.close()
+            continue
+        except BaseException:
+            lock.close()
+            raise
+        if (opened.st_dev, opened.st_ino) == (named.st_dev, named.st_ino):
+            break
+        lock.close()  # locked a file its holder removed on release: lock the one now there
+    with lock:
         try:
             # Creators hold the lock while they build: a temporary found under it is one
             # a creator killed outright (SIGKILL, power loss) left behind.
@@ -831,6 +849,8 @@ def prepare_store(uri: str) -> None:
             finally:
                 temporary.unlink(missing_ok=True)
         finally:
+            with contextlib.suppress(OSError):
+                lock_path.unlink()  # still held: a waiter that locked it now locks a new file
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
