@@ -227,6 +227,31 @@ def test_a_base_model_that_is_a_folder_or_empty_fails_the_correction_naming_the_
         assert failed.info.status == "FAILED"
 
 
+def test_a_base_model_that_is_a_pipe_or_a_device_is_refused_for_what_it_is(tracking_uri, tmp_path):
+    """A base run's model.pt that cannot be downloaded because it is a named pipe or a link
+    to a device is named for what it is, not reported missing ('was it run with
+    log_model=false?'), in one line, without waiting on the pipe."""
+    base = ["-d", "synthetic_artifacts", *TINY, "--set", "log_model=true", "--set", "epochs=1", "--no-progress",
+            "--tracking-uri", tracking_uri]
+
+    def debiasbench(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "debiasbench.cli", *args], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)
+
+    made = debiasbench("run", "-m", "vanilla", *base)
+    assert made.returncode == 0, made.stderr
+    [vanilla] = all_runs(tracking_uri)
+    [weights] = (tmp_path / "mlruns").rglob(f"{vanilla.info.run_id}/artifacts/model.pt")
+    where = f"error: base model model.pt of run {vanilla.info.run_id} refused: it"
+    for make, expected in [(lambda: os.mkfifo(weights), f"{where} is a named pipe (FIFO), not a regular file."),
+                           (lambda: weights.symlink_to("/dev/zero"),
+                            f"{where} is a character device, not a regular file.")]:
+        weights.unlink()
+        make()
+        corrected = debiasbench("run", "-m", "rrclarc", *base, "--set", f"base_run={vanilla.info.run_id}")
+        assert corrected.returncode == 2 and corrected.stderr.strip() == expected, corrected.stderr
+
+
 # -- a resumed run's record equals an uninterrupted one's -----------------------------------
 
 #: Seconds each training step of ``SlowVanilla`` sleeps: a run's ``train_seconds`` is at

@@ -9,6 +9,7 @@ starts silently from a model of another dataset, architecture or seed.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -79,11 +80,35 @@ def resolve_base_checkpoint(config: RunConfig, tracker: Any,
     folder = Path(tempfile.mkdtemp(prefix="debiasbench-base-"))
     try:
         path = tracker.download(run.info.run_id, MODEL_ARTIFACT, folder)
-    except Exception:
+    except Exception as exc:
         shutil.rmtree(folder, ignore_errors=True)
-        raise UserError(f"run {run.info.run_id} has no {MODEL_ARTIFACT} artifact "
-                        f"(was it run with log_model=false?)") from None
+        raise UserError(_missing_model(run, exc)) from None
     return Path(path), run.info.run_id
+
+
+def _missing_model(run: Any, exc: BaseException) -> str:
+    """Why ``model.pt`` of ``run`` could not be downloaded, in one line: where the run's
+    artifacts lie in a local folder and something is there by that name (a named pipe, a
+    link to a device), what it is; where nothing is, that the run has no model (run with
+    ``log_model=false``); else the download's error."""
+    from urllib.parse import unquote, urlsplit
+
+    from debiasbench.core.errors import one_line
+    from debiasbench.core.files import FileRefused, check_regular_file
+
+    where = f"base model {MODEL_ARTIFACT} of run {run.info.run_id}"
+    location = urlsplit(str(run.info.artifact_uri or ""))
+    if location.scheme in ("", "file"):
+        local = Path(unquote(location.path)) / MODEL_ARTIFACT
+        if not os.path.lexists(local):
+            return f"run {run.info.run_id} has no {MODEL_ARTIFACT} artifact (was it run with log_model=false?)"
+        if local.is_symlink() and not local.exists():
+            return f"{where} refused: it is a link to '{os.readlink(local)}', which does not exist"
+        try:
+            check_regular_file(local, MODEL_ARTIFACT, None)
+        except FileRefused as refused:
+            return f"{where} refused: it {refused.problem}"
+    return f"{where} cannot be downloaded: {type(exc).__name__}: {one_line(str(exc), 300)}"
 
 
 def load_base_weights(model: Any, path: Path, run_id: str, device: Any) -> None:
