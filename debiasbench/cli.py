@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
-from debiasbench.core.errors import INTERRUPTED, RunInterrupted, UserError, one_line, redact_credentials, sentence
+from debiasbench.core.errors import INTERRUPTED, Interrupted, UserError, one_line, redact_credentials, sentence
 from debiasbench.core.resources import check_threads
 
 
@@ -103,9 +103,20 @@ def print_error(message: str) -> None:
               soft_wrap=True)
 
 
+#: What a command says on Ctrl-C or SIGTERM, unless the interrupt says more itself
+#: (``errors.Interrupted``: a run's epoch, a leaderboard written); others say "interrupted".
+INTERRUPT_LINES = {
+    "run": INTERRUPTED,
+    "sweep": "interrupted; run the same command again to resume (finished jobs are skipped, finished epochs "
+             "are kept as checkpoints)",
+    "leaderboard": "interrupted; nothing was written",  # its files are renamed into place all at once
+}
+
+
 def user_errors(command: Callable) -> Callable:
     """Turn a ``UserError`` into one line and exit code 2, and Ctrl-C or SIGTERM
-    (``debiasbench.core.interrupts``: taken as Ctrl-C) into one line and exit code 130 or 143."""
+    (``debiasbench.core.interrupts``: taken as Ctrl-C) into one line and exit code 130 or
+    143: the interrupt's own message, or the command's line (``INTERRUPT_LINES``)."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -118,7 +129,8 @@ def user_errors(command: Callable) -> Callable:
                 print_error(str(exc))
                 raise typer.Exit(2) from None
             except KeyboardInterrupt as exc:
-                message = exc.message if isinstance(exc, RunInterrupted) else INTERRUPTED
+                message = (exc.message if isinstance(exc, Interrupted)
+                           else INTERRUPT_LINES.get(command.__name__, "interrupted"))
                 err.print(sentence(f"SIGTERM: {message}" if interrupts.terminated() else message), markup=False,
                           highlight=False, soft_wrap=True)
                 raise typer.Exit(interrupts.exit_code()) from None
@@ -345,7 +357,7 @@ def leaderboard(
                                                 summary_metrics)
     from debiasbench.report.leaderboard import public_text
     from debiasbench.report.publish import (check_output_folder, check_same_source, default_out,
-                                            leaderboard_source, write_leaderboard)
+                                            leaderboard_source, write_leaderboard, written_interrupt)
     from debiasbench.track.store import absolute_tracking_uri
     from debiasbench.report.tables import leaderboard_table
     from debiasbench.report.selection import RULES, check_selection_metric, metric_rule, select_rules
@@ -382,14 +394,17 @@ def leaderboard(
     info["notes"] = notes_text
     written = write_leaderboard(runs, summary, info, metrics, out_dir, source)
     doing_work()
-    out().print(leaderboard_table(summary))
-    if not_installed(summary):
-        out().print(f"Not installed: {', '.join(not_installed(summary))}. {NOT_INSTALLED_TEXT}", highlight=False,
-                    markup=False)
-    if info["non_finite"]:
-        out().print(public_text(info["non_finite"]), highlight=False, markup=False, soft_wrap=True)
-    out().print(f"{len(runs)} runs, {len(summary)} selected results under {len(chosen)} rules; wrote "
-                + ", ".join(str(p) for p in written), highlight=False)
+    try:
+        out().print(leaderboard_table(summary))
+        if not_installed(summary):
+            out().print(f"Not installed: {', '.join(not_installed(summary))}. {NOT_INSTALLED_TEXT}", highlight=False,
+                        markup=False)
+        if info["non_finite"]:
+            out().print(public_text(info["non_finite"]), highlight=False, markup=False, soft_wrap=True)
+        out().print(f"{len(runs)} runs, {len(summary)} selected results under {len(chosen)} rules; wrote "
+                    + ", ".join(str(p) for p in written), highlight=False)
+    except KeyboardInterrupt:
+        raise written_interrupt(out_dir) from None
 
 
 @app.command(cls=_Command)
@@ -505,8 +520,8 @@ def _main(argv: list[str] | None) -> int:
             message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
             print_error(f"{message.rstrip('.')} (see '{command} --help')")
         code = getattr(exc, "exit_code", 2)
-    except typer.Abort:
-        err.print(sentence(INTERRUPTED), markup=False)
+    except typer.Abort:  # Ctrl-C before a command began (its own line is user_errors')
+        err.print(sentence("interrupted"), markup=False)
         code = 130
     return code if isinstance(code, int) else 0
 

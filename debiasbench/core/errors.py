@@ -43,11 +43,12 @@ class RunFailed(Exception):
         self.reason = reason
 
 
-class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a run's epochs, saying where it stopped and that a rerun resumes.
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) that says what it left: the command line prints ``message``
+    instead of the command's own interrupt line.
 
-    Still a ``KeyboardInterrupt``: the store marks the run KILLED and sweeps stop as for
-    any interrupt; the command line prints the message.
+    Still a ``KeyboardInterrupt``: the store marks a run KILLED and sweeps stop as for
+    any interrupt.
     """
 
     def __init__(self, message: str):
@@ -55,7 +56,11 @@ class RunInterrupted(KeyboardInterrupt):
         self.message = message
 
 
-#: What the command line says on Ctrl-C outside a run's epochs.
+class RunInterrupted(Interrupted):
+    """Ctrl-C during a run's epochs, saying where it stopped and that a rerun resumes."""
+
+
+#: What ``debiasbench run`` says on Ctrl-C outside a run's epochs.
 INTERRUPTED = "interrupted; run the same command again to resume (finished epochs are kept as checkpoints)"
 
 

@@ -1,5 +1,7 @@
 """Writing a leaderboard: its files side by side, renamed into place only once all
-are written, so an interrupted command never leaves half a leaderboard.
+are written, so an interrupted command never leaves half a leaderboard: interrupted
+before the renames it leaves the folder as it was (``write_leaderboard``); an interrupt
+during them waits for the last one.
 
 Apart from ``leaderboard`` (tables, ranks, Markdown) and ``page`` (the HTML page) so
 that neither of those two needs the other.
@@ -7,6 +9,7 @@ that neither of those two needs the other.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -17,7 +20,8 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
-from debiasbench.core.errors import UserError, redact_credentials
+from debiasbench.core import interrupts
+from debiasbench.core.errors import Interrupted, UserError, redact_credentials
 from debiasbench.core.files import MiB, FileRefused, read_regular_bytes
 from debiasbench.report.leaderboard import SWEEP_FILE_TAG, markdown, public_frame, public_text
 from debiasbench.report.page import render_page
@@ -147,11 +151,30 @@ def check_same_source(out: Path, runs: pd.DataFrame, source: dict[str, Any], for
                         "replace it, or choose another --out")
 
 
+def written_interrupt(out: Path) -> Interrupted:
+    """What an interrupt after the leaderboard's files were renamed into place says."""
+    return Interrupted(f"interrupted; the leaderboard was written to '{out}'")
+
+
+def _missing_folders(out: Path) -> list[Path]:
+    """``out`` and those of its parents that do not exist, the outermost first: what
+    creating ``out`` makes, and what a failed write removes again."""
+    missing: list[Path] = []
+    while not out.exists() and out != out.parent:
+        missing.insert(0, out)
+        out = out.parent
+    return missing
+
+
 def write_leaderboard(runs: pd.DataFrame, summary: pd.DataFrame, info: dict[str, str],
                       metrics: tuple[str, ...], out: Path, source: dict[str, Any]) -> list[Path]:
     """The five files under ``out`` (``source.json`` among them: ``leaderboard_source``),
     each renamed into place only once all are written; no machine path in any of them
-    (``public_frame``)."""
+    (``public_frame``).
+
+    An interrupt (or an error) before the renames removes the temporaries and the folders
+    this call created, leaving ``out`` as it was; one during the renames waits for the last
+    and is then raised as ``written_interrupt``."""
     runs = public_frame(runs)
     summary = public_frame(summary, ("setting", "hparams"))
     check_output_folder(out)
@@ -163,22 +186,29 @@ def write_leaderboard(runs: pd.DataFrame, summary: pd.DataFrame, info: dict[str,
         SOURCE_FILE: json.dumps(source, indent=2) + "\n",
     }
     staged: list[tuple[Path, Path]] = []
+    created = _missing_folders(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         for name, text in texts.items():
-            handle, temp_name = tempfile.mkstemp(prefix=f".{name}.", dir=out)
-            staged.append((Path(temp_name), out / name))
+            with interrupts.deferred():  # a temporary made is a temporary known, to be removed
+                handle, temp_name = tempfile.mkstemp(prefix=f".{name}.", dir=out)
+                staged.append((Path(temp_name), out / name))
             with os.fdopen(handle, "w", encoding="utf-8") as file:
                 file.write(text)
-    except OSError as exc:
+    except BaseException as exc:
         for temp, _ in staged:
             temp.unlink(missing_ok=True)
-        raise UserError(f"--out: cannot write the leaderboard to '{out}' ({exc.strerror or exc})") from None
-    except BaseException:
-        for temp, _ in staged:
-            temp.unlink(missing_ok=True)
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        if isinstance(exc, OSError):
+            raise UserError(f"--out: cannot write the leaderboard to '{out}' ({exc.strerror or exc})") from None
         raise
-    for temp, final in staged:
-        os.chmod(temp, 0o644)
-        os.replace(temp, final)
+    try:
+        with interrupts.deferred():
+            for temp, final in staged:
+                os.chmod(temp, 0o644)
+                os.replace(temp, final)
+    except KeyboardInterrupt:
+        raise written_interrupt(out) from None
     return [final for _, final in staged]
