@@ -189,3 +189,33 @@ def test_without_out_the_files_go_to_a_folder_named_after_the_store_never_the_pu
 ])
 def test_the_default_out_is_named_after_the_store(uri, folder):
     assert default_out(uri) == Path(folder)
+
+
+def test_files_staged_by_a_killed_leaderboard_are_removed_by_the_next_and_no_one_elses(published):
+    """A leaderboard killed outright (``kill -9``) leaves its staged copies
+    (``.<file>~<host>~<pid>~<random>.tmp``): the next leaderboard written there removes
+    those of writers of this host that are gone, never a live writer's or another host's."""
+    import os
+    import subprocess
+    import sys
+
+    from debiasbench.core.atomic import this_host
+
+    uri, out = published
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = this_host()
+    dead = [out / f".index.html~{host}~{gone.pid}~k1ll3d00.tmp", out / f".results.csv~{host}~{gone.pid}~k1ll3d01.tmp"]
+    alive = out / f".README.md~{host}~{os.getpid()}~w0rk1ng0.tmp"
+    elsewhere = out / f".summary.csv~another-host~{gone.pid}~n0d3b000.tmp"
+    foreign = out / f".notes.txt~{host}~{gone.pid}~m1n3x000.tmp"  # not a leaderboard file
+    for path in (*dead, alive, elsewhere, foreign):
+        path.write_text("half a file")
+    done = subprocess.run([sys.executable, "-m", "debiasbench.cli", "leaderboard", "--tracking-uri", uri,
+                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert not any(path.exists() for path in dead)
+    assert alive.exists() and elsewhere.exists() and foreign.exists()
+    assert f"removed '{dead[0]}', a leaderboard file staged by process {gone.pid}, which is no longer running" \
+        in done.stderr
+    assert {p.name for p in out.iterdir() if p.name.startswith(".")} == {alive.name, elsewhere.name, foreign.name}

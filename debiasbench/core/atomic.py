@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -35,3 +37,43 @@ def atomic_file(path: str | os.PathLike, permissions: int | None = None) -> Iter
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def this_host() -> str:
+    """This machine's name as temporaries carry it: no ``~``, ``/`` or odd characters."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:64]
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (another user's included). A reused id
+    reads as running: its temporary is kept, which is safe."""
+    if pid <= 0:
+        return True  # not a writer's id: leave the file alone
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, under another user
+        return True
+    return True
+
+
+def writer_tag() -> str:
+    """``~<host>~<pid>~``: what a temporary's name carries of its writer, between the name
+    it stands for and mkstemp's random part (``.<name>~<host>~<pid>~<random><suffix>``)."""
+    return f"~{this_host()}~{os.getpid()}~"
+
+
+#: ``.<name>~<host>~<pid>~<random><suffix>``: a temporary named with ``writer_tag``.
+TAGGED_TEMPORARY = re.compile(r"^\.(?P<name>[^~]+)~(?P<host>[^~]*)~(?P<pid>[0-9]+)~[^~]+$")
+
+
+def left_by_dead_writer(name: str) -> str | None:
+    """Where ``name`` is a temporary named with ``writer_tag`` by a process of this host
+    that no longer runs, its pid; else None (another host's, a live writer's, not one)."""
+    match = TAGGED_TEMPORARY.match(name)
+    if match is None or match["host"] != this_host() or running(int(match["pid"])):
+        return None
+    return match["pid"]

@@ -45,7 +45,6 @@ import hashlib
 import os
 import re
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -58,7 +57,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from debiasbench.core.atomic import atomic_file
+from debiasbench.core.atomic import atomic_file, running, this_host, writer_tag
 from debiasbench.core.errors import UserError
 from debiasbench.core.files import IMAGE_FILE_LIMIT, FileRefused, check_stat, open_regular, size_text
 from debiasbench.data.pixels import ImageStore
@@ -298,27 +297,6 @@ def read_store(path: Path) -> ImageStore:
     return ImageStore(path, shape, offset)
 
 
-def this_host() -> str:
-    """This machine's name as temporaries carry it: no ``~``, ``/`` or odd characters."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:64]
-
-
-def running(pid: int) -> bool:
-    """Whether process ``pid`` exists on this host (another user's included). A reused id
-    reads as running: its temporary is kept, which is safe."""
-    if pid <= 0:
-        return True  # not a writer's id: leave the file alone
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: it exists, under another user
-        return True
-    return True
-
-
 def remove_stale_temporaries(folder: Path) -> list[Path]:
     """Remove the temporary caches in ``folder`` whose writer is gone: a process of this
     host that no longer runs, or (older names without a writer) untouched for
@@ -402,7 +380,7 @@ def _write_cache(paths: list[Path], image_size: int, target: Path, workers: int 
     shape = (len(paths), 3, image_size, image_size)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{target.stem}~{this_host()}~{os.getpid()}~",
+        handle, temporary = tempfile.mkstemp(prefix=f".{target.stem}{writer_tag()}",
                                              suffix=".npy.tmp", dir=target.parent)
     except OSError as exc:
         raise UserError(f"cannot write the image cache in '{target.parent}' ({exc.strerror}): "

@@ -22,6 +22,7 @@ import pandas as pd
 
 from debiasbench.core import interrupts
 from debiasbench.core.errors import Interrupted, UserError, redact_credentials
+from debiasbench.core.atomic import TAGGED_TEMPORARY, left_by_dead_writer, writer_tag
 from debiasbench.core.files import MiB, FileRefused, read_regular_bytes
 from debiasbench.report.leaderboard import SWEEP_FILE_TAG, markdown, public_frame, public_text
 from debiasbench.report.page import render_page
@@ -40,6 +41,47 @@ def check_output_folder(out: Path) -> None:
         raise UserError(f"--out: '{existing}' is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"--out: folder '{existing}' is not writable (a read-only filesystem or permissions)")
+
+
+#: Leaderboard files staged under names of ours (``.index.html.<random>``) before names
+#: carried their writer; removed once this old (seconds): a write takes seconds.
+LEGACY_STAGING_AGE = 24 * 3600
+
+
+def remove_stale_staging(out: Path, names: tuple[str, ...]) -> list[Path]:
+    """Remove the staged copies of leaderboard files ``names`` in ``out`` that a writer
+    killed outright (``kill -9``) left: those named with ``writer_tag`` by a process of
+    this host that no longer runs, and unnamed ones of an older version left for a day.
+    A live writer's, another host's and anything that is not a plain file are left alone.
+    The paths removed, each with a note on stderr."""
+    import sys
+    import time
+
+    try:
+        entries = list(os.scandir(out))
+    except OSError:
+        return []
+    legacy = re.compile(r"^\.(" + "|".join(re.escape(n) for n in names) + r")\.[a-z0-9_]{8}$")
+    removed = []
+    for entry in entries:
+        tagged = TAGGED_TEMPORARY.match(entry.name)
+        pid = left_by_dead_writer(entry.name) if tagged and tagged["name"] in names else None
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            if pid is not None:
+                whose = f"process {pid}, which is no longer running"
+            elif legacy.match(entry.name) and time.time() - entry.stat(follow_symlinks=False).st_mtime \
+                    > LEGACY_STAGING_AGE:
+                whose = "a writer that stopped more than a day ago"
+            else:
+                continue
+            os.unlink(entry.path)
+        except OSError:  # removed meanwhile, or not ours to remove: left
+            continue
+        print(f"removed '{entry.path}', a leaderboard file staged by {whose}", file=sys.stderr)
+        removed.append(Path(entry.path))
+    return removed
 
 
 #: The file of a leaderboard that says which store, experiments and sweep files it was built from.
@@ -189,9 +231,10 @@ def write_leaderboard(runs: pd.DataFrame, summary: pd.DataFrame, info: dict[str,
     created = _missing_folders(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(out, tuple(texts))
         for name, text in texts.items():
             with interrupts.deferred():  # a temporary made is a temporary known, to be removed
-                handle, temp_name = tempfile.mkstemp(prefix=f".{name}.", dir=out)
+                handle, temp_name = tempfile.mkstemp(prefix=f".{name}{writer_tag()}", suffix=".tmp", dir=out)
                 staged.append((Path(temp_name), out / name))
             with os.fdopen(handle, "w", encoding="utf-8") as file:
                 file.write(text)
