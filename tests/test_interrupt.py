@@ -195,3 +195,80 @@ def test_an_interrupt_of_the_sweep_alone_also_stops_its_workers(tmp_path):
     assert code == 130, stderr
     assert statuses == ["KILLED", "KILLED"]
     assert seconds < 20, f"{seconds:.1f} s to stop"
+
+
+ONE_WORKER_SWEEP = """
+methods: [vanilla]
+datasets: [synthetic_artifacts]
+seeds: [0, 1]
+overrides:
+  epochs: 40
+  device: cpu
+  log_model: false
+  dataset_params: {n_train: 512, n_val: 32, n_test: 32, image_size: 16, patch_size: 3}
+"""
+
+
+def _worker_pids(pid: int) -> list[int]:
+    """The sweep's worker processes: its spawned children (not multiprocessing's resource tracker)."""
+    from pathlib import Path
+
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in children
+            if "spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes().decode(errors="replace")]
+
+
+@pytest.mark.parametrize("signum", [pytest.param("SIGTERM"), pytest.param("SIGKILL", marks=pytest.mark.slow)])
+def test_a_signal_to_one_sweep_worker_reruns_its_job_alone_and_leaves_the_other_untouched(tmp_path, signum):
+    """``kill -TERM`` (or ``-KILL``) of one of a 2-worker sweep's workers: the sweep says in
+    one line which worker got which signal and that its job starts again; the other
+    worker's job trains on untouched (one FINISHED run, no KILLED one), the killed job
+    resumes and finishes, and the sweep exits 0."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    (tmp_path / "sweep.yaml").write_text(ONE_WORKER_SWEEP)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep = subprocess.Popen([sys.executable, "-m", "debiasbench.cli", "sweep", "sweep.yaml", "-j", "2",
+                              "--tracking-uri", uri], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(sweep.stderr.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        deadline = time.time() + 120
+        while sum("train epoch" in line for line in lines) < 2 and time.time() < deadline and sweep.poll() is None:
+            time.sleep(0.2)
+        workers = _worker_pids(sweep.pid)
+        assert len(workers) == 2, "".join(lines)
+        os.kill(workers[0], getattr(signal, signum))
+        code = sweep.wait(timeout=240)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+            sweep.wait()
+    reader.join(5)
+    stderr = " ".join(line.strip() for line in lines)  # long lines are wrapped
+    assert code == 0, stderr
+    assert "Traceback" not in stderr and "leaked" not in stderr, stderr
+    said = re.search(rf"seed (\d)\): its worker process \(pid {workers[0]}\) was stopped by {signum}.*? the job "
+                     r"starts again, from its last checkpoint, and the other jobs go on", stderr)
+    assert said is not None, stderr
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    by_job: dict[str, list[tuple[str, str | None]]] = {}
+    for run in runs:
+        by_job.setdefault(run.data.tags["debiasbench.run_key"], []).append(
+            (run.info.status, run.data.tags.get("debiasbench.failure")))
+    untouched, restarted = sorted((sorted(job) for job in by_job.values()), key=len)
+    assert untouched == [("FINISHED", None)], by_job  # the other worker's job: one run, never stopped
+    assert [status for status, _ in restarted] == ["FINISHED", "KILLED"], by_job
+    if signum == "SIGTERM":  # the worker recorded its run KILLED; a killed one's is marked so by the rerun
+        assert restarted[1][1] == "interrupted by SIGTERM", by_job
+    else:
+        assert "has ended" in (restarted[1][1] or ""), by_job

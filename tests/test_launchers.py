@@ -166,7 +166,10 @@ def test_a_worker_that_dies_fails_only_its_own_job(tmp_path, tracking_uri):
     from debiasbench.sweep.launchers import JobContext, ProcessPool
 
     jobs = load_sweep(sweep_file(tmp_path, "methods: [vanilla]\nseeds: [0, 1, 2, 3]\n"))
-    results = list(ProcessPool(2, execute=die_on_seed_1)(jobs, JobContext(tracking_uri, {})))
+    yielded = list(ProcessPool(2, execute=die_on_seed_1)(jobs, JobContext(tracking_uri, {})))
+    [restarted] = [r for r in yielded if r.status == "RESTARTED"]  # its worker died once: it ran again, once
+    assert restarted.config.seed == 1 and "died (exit code 137)" in restarted.reason, restarted.reason
+    results = [r for r in yielded if r.status != "RESTARTED"]
     status = {r.config.seed: r.status for r in results}
     assert status == {0: "FINISHED", 1: "FAILED", 2: "FINISHED", 3: "FINISHED"}
     assert len(results) == 4

@@ -336,6 +336,10 @@ def run_sweep(jobs: list[RunConfig], tracking_uri: str | None,
         for stage in (bases, todo):
             busy: list[RunConfig] = []
             for result in launcher(stage, context):
+                if result.status == "RESTARTED":  # its worker ended under it: one line, and it runs again
+                    monitor.on_result(result)
+                    log(f"{job_label(result.config)}: {result.reason}")
+                    continue
                 if result.status == "BUSY":
                     monitor.on_result(result)
                     busy.append(result.config)

@@ -2,8 +2,9 @@
 
 Every launcher runs the same ``execute_job`` and yields ``JobResult``s as jobs end, so
 resuming, failure handling and progress are written once (``sweep.run_sweep``). A job
-that raises is FAILED and the others go on; a worker process that dies (killed, out of
-memory) fails only the job it ran. Local workers die with the sweep (SIGKILL included),
+that raises is FAILED and the others go on; a local worker process that ends under its
+job (a signal to it alone, the OOM killer) touches no other job: its own starts again,
+once. Local workers die with the sweep (SIGKILL included),
 so a sweep started again never races a leftover worker for the same job.
 
 Launchers are looked up by name in ``LAUNCHERS`` (``debiasbench.core.registry``), filled like
@@ -14,14 +15,13 @@ and ``debiasbench sweep --launcher <name>`` finds it.
 
 from __future__ import annotations
 
-import concurrent.futures as futures
 import multiprocessing
 import os
-from queue import Empty
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
+from typing import Any, Callable, Iterator, Mapping, Protocol
 
 from debiasbench.contract.config import RunConfig
 from debiasbench.core.errors import RunFailed, UserError
@@ -32,8 +32,9 @@ from debiasbench.sweep.events import JobEvent, job_progress, job_sink, set_proce
 @dataclass
 class JobResult:
     config: RunConfig
-    #: FINISHED, FAILED, SKIPPED (finished earlier or meanwhile) or BUSY (another process
-    #: holds its claim; ``run_sweep`` comes back to it)
+    #: FINISHED, FAILED, SKIPPED (finished earlier or meanwhile), BUSY (another process
+    #: holds its claim; ``run_sweep`` comes back to it) or RESTARTED (its worker process
+    #: ended under it, ``reason`` says how; the launcher runs it again and yields its result)
     status: str
     metrics: dict[str, float] = field(default_factory=dict)
     reason: str = ""
@@ -119,12 +120,15 @@ def sequential(jobs: list[RunConfig], context: JobContext) -> Iterator[JobResult
 #: KILLED (each has checkpointed its last finished epoch) before it kills them.
 STOP_GRACE_SECONDS = 10.0
 
+#: Times a job starts again after its worker process ended under it (a signal to that
+#: worker alone, the OOM killer); the next such end records it FAILED.
+WORKER_RESTARTS = 1
 
-def _die_with_parent(events: Any = None) -> None:
-    """Worker initializer: on Linux, the kernel kills this worker when the sweep dies.
+
+def _die_with_parent() -> None:
+    """In a worker: on Linux, the kernel kills this worker when the sweep dies.
     Ctrl-C reaches the worker only inside a job (``_job_in_worker``): an idle worker
-    ignores it, so a terminal's Ctrl-C prints no worker traceback.
-    With a queue of ``events``, the worker's jobs send their progress to it."""
+    ignores it, so a terminal's Ctrl-C prints no worker traceback."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -134,21 +138,6 @@ def _die_with_parent(events: Any = None) -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-    if events is not None:
-        events.cancel_join_thread()  # a worker never waits at exit for events nobody reads
-        set_process_sink(events.put)
-
-
-def _start_worker(events: Any = None, tracking_uri: str | None = None, imports: bool = False) -> None:
-    """Worker initializer: ``_die_with_parent``, then with ``imports`` what a job of
-    ``execute_job`` imports (``job_process.prepare_job_process``), with the garbage collector
-    paused and frozen afterwards: the worker is the sweep's for its whole life, and its
-    objects at this point are modules. Its jobs run with the collector enabled."""
-    _die_with_parent(events)
-    if imports:
-        from debiasbench.sweep.job_process import prepare_job_process
-
-        prepare_job_process(tracking_uri, ours=True)
 
 
 def _job_in_worker(execute: Callable[[RunConfig, JobContext], JobResult], config: RunConfig,
@@ -156,11 +145,9 @@ def _job_in_worker(execute: Callable[[RunConfig, JobContext], JobResult], config
     """``execute`` in a worker process with Ctrl-C (SIGINT) and SIGTERM turned into
     KeyboardInterrupt, as in the sweep's own process: the run stops at once and is recorded
     KILLED; signals after the first are ignored while it is recorded (a signal to the
-    sweep's process group, then the sweep's own SIGINT). After SIGTERM (a scheduler
-    stopping the sweep's process group, or the pool
-    terminating its workers) the worker then ends by SIGTERM, as it was asked to: an idle
-    worker does so at once (the default action), and a pool that terminates its workers
-    joins them."""
+    sweep's process group, then the sweep's own). After SIGTERM (a scheduler stopping the
+    sweep's process group, ``kill`` of this worker) the worker then ends by SIGTERM, as it
+    was asked to; an idle worker does so at once (the default action)."""
     import signal
 
     from debiasbench.core import interrupts
@@ -175,79 +162,132 @@ def _job_in_worker(execute: Callable[[RunConfig, JobContext], JobResult], config
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _stop_workers(pool: futures.ProcessPoolExecutor, in_flight: Iterable[futures.Future],
-                  grace: float = STOP_GRACE_SECONDS) -> None:
-    """Interrupt the pool's workers (SIGINT, or SIGTERM where the sweep was stopped by one:
-    their runs end KILLED with that reason, resumable from the last checkpoint), give their
-    jobs at most ``grace`` seconds to return, shut the pool down and kill the workers left,
-    so that an interrupted sweep exits within seconds instead of waiting for its running
-    jobs to end (``concurrent.futures`` joins its workers at exit)."""
+class _Sender:
+    """A worker's end of its pipe to the sweep: results and its jobs' progress events, each
+    sent whole under a lock. A sweep that has gone is no error here: the worker ends when
+    it next reads the pipe."""
+
+    def __init__(self, conn: Any):
+        self.conn, self.lock = conn, threading.Lock()
+
+    def __call__(self, message: tuple[str, Any]) -> None:
+        with self.lock:
+            try:
+                self.conn.send(message)
+            except (OSError, ValueError):
+                pass
+
+    def event(self, event: JobEvent) -> None:
+        self(("event", event))
+
+
+def _worker_main(conn: Any, tracking_uri: str | None, imports: bool, events: bool) -> None:
+    """A sweep's worker process: runs the jobs its pipe sends, ``(execute, config,
+    context)``, one at a time, and sends back each result, until the pipe ends or sends
+    None. With ``events`` its jobs' progress goes through the pipe too; with ``imports`` it
+    first imports what a job of ``execute_job`` imports (``job_process.prepare_job_process``),
+    with the garbage collector paused and frozen afterwards: the worker is the sweep's for
+    its whole life, and its objects at this point are modules. Its jobs run with the
+    collector enabled."""
+    _die_with_parent()
+    send = _Sender(conn)
+    if events:
+        set_process_sink(send.event)
+    if imports:
+        from debiasbench.sweep.job_process import prepare_job_process
+
+        prepare_job_process(tracking_uri, ours=True)
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        execute, config, context = task
+        try:
+            result = _job_in_worker(execute, config, context)
+        except KeyboardInterrupt:  # SIGINT to this worker: its run is recorded KILLED
+            send(("interrupted", "SIGINT"))
+            continue
+        except BaseException as exc:  # the job's own failure, whatever it is: the worker goes on
+            result = JobResult(config, "FAILED", reason=f"{type(exc).__name__}: {exc}")
+        send(("result", result))
+
+
+@dataclass
+class _Worker:
+    """A worker process of ``ProcessPool``, the sweep's end of its pipe (None once it
+    ended) and the job it runs."""
+
+    process: Any
+    conn: Any
+    job: RunConfig | None = None
+
+    def ended_how(self) -> str:
+        import signal
+
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            try:
+                return f"was stopped by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"was stopped by signal {-code}"
+        return f"died (exit code {code})"
+
+    def stopped(self) -> bool:
+        """Whether it ended by SIGTERM, which its job takes as Ctrl-C (``_job_in_worker``)."""
+        import signal
+
+        return self.process.exitcode == -signal.SIGTERM
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def _stop_workers(workers: list[_Worker], grace: float = STOP_GRACE_SECONDS) -> None:
+    """Interrupt the workers (SIGINT, or SIGTERM where the sweep was stopped by one: their
+    runs end KILLED with that reason, resumable from the last checkpoint), give them at most
+    ``grace`` seconds to record their runs and end, and kill the workers left, so that an
+    interrupted sweep exits within seconds instead of waiting for its running jobs to end."""
     import signal
 
     from debiasbench.core.interrupts import terminated
 
     stop = signal.SIGTERM if terminated() else signal.SIGINT
-    processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
-    for process in processes:
-        if process.is_alive() and process.pid is not None:
+    for worker in workers:
+        if worker.process.is_alive() and worker.process.pid is not None:
             try:
-                os.kill(process.pid, stop)
+                os.kill(worker.process.pid, stop)
             except ProcessLookupError:
                 pass
+        worker.close()  # a worker reads the pipe's end once its run is recorded, and ends
     deadline = time.monotonic() + grace
-    futures.wait(list(in_flight), timeout=grace)
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
-        if process.is_alive():
-            process.kill()
-            process.join(1.0)
-
-
-class _Drain(threading.Thread):
-    """Hands the events worker processes put in ``events`` to ``sink``, in this process,
-    until stopped."""
-
-    def __init__(self, events: Any, sink: Callable[[JobEvent], None]):
-        super().__init__(name="debiasbench-sweep-events", daemon=True)
-        self.events, self.sink = events, sink
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        while True:
-            try:
-                event = self.events.get(timeout=0.1)
-            except Empty:
-                if self.stopping.is_set():
-                    return
-                continue
-            except (EOFError, OSError, ValueError):  # the queue was closed
-                return
-            try:
-                self.sink(event)
-            except Exception:  # a display error must not stop the sweep's events
-                pass
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.join(timeout=5)
+    for worker in workers:
+        worker.process.join(max(0.0, deadline - time.monotonic()))
+        if worker.process.is_alive():
+            worker.process.kill()
+            worker.process.join(1.0)
 
 
 class ProcessPool:
     """``workers`` spawned processes, each given the cores this process may use divided by
-    ``workers`` as torch threads (``--threads`` otherwise).
+    ``workers`` as torch threads (``--threads`` otherwise), each sent one job at a time
+    through a pipe of its own (results and, where the sweep listens (``monitor.job_sink``),
+    its jobs' progress come back through it).
 
-    At most ``workers`` jobs are in flight, so a worker that dies (which breaks the whole
-    pool in ``concurrent.futures``) can only have hit those; they are suspects, run again
-    one at a time in a pool of their own at the end, where a death names its job FAILED.
-    Where the sweep listens (``monitor.job_sink``), workers send their jobs' progress
-    through a queue of each pool (a worker killed while writing cannot block the next)."""
+    A worker that ends under its job (SIGTERM or SIGINT sent to it alone, SIGKILL, the OOM
+    killer) touches no other worker's job: its job is yielded ``RESTARTED`` with the reason
+    (which worker, which signal) and runs again, resuming from its last checkpoint, in a
+    new worker; a second such end records it FAILED (``WORKER_RESTARTS``)."""
 
     def __init__(self, workers: int, execute: Callable[[RunConfig, JobContext], JobResult] = execute_job,
                  imports: bool | None = None):
         self.workers = workers
         self.execute = execute  # a module-level function (workers import it by name)
-        #: Whether each worker imports a job's modules when it starts (``_start_worker``);
+        #: Whether each worker imports a job's modules when it starts (``_worker_main``);
         #: by default where ``execute`` is ``execute_job``.
         self.imports = execute is execute_job if imports is None else imports
 
@@ -260,52 +300,109 @@ class ProcessPool:
         from debiasbench.core.resources import available_cores
 
         threads = context.threads or max(1, available_cores() // self.workers)
-        context = replace(context, threads=threads)
-        suspects: list[RunConfig] = []
-        yield from self._run(jobs, context, self.workers, suspects)
-        for config in suspects:
-            alone: list[RunConfig] = []
-            yield from self._run([config], context, 1, alone)
-            for dead in alone:
-                yield JobResult(dead, "FAILED", reason="its worker process died (killed, or out of memory)")
+        yield from self._run(jobs, replace(context, threads=threads))
 
-    def _run(self, jobs: list[RunConfig], context: JobContext, workers: int,
-             suspects: list[RunConfig]) -> Iterator[JobResult]:
-        queue = list(reversed(jobs))
-        sink = job_sink()
+    def _start(self, context: JobContext, events: bool) -> _Worker:
         spawn = multiprocessing.get_context("spawn")
-        while queue:
-            events = spawn.Queue() if sink is not None else None
-            pool = futures.ProcessPoolExecutor(workers, mp_context=spawn, initializer=_start_worker,
-                                               initargs=(events, context.tracking_uri, self.imports))
-            drain = _Drain(events, sink) if events is not None and sink is not None else None
-            if drain is not None:
-                drain.start()
-            in_flight: dict[futures.Future, RunConfig] = {}
-            try:
-                broken = False
-                while (queue or in_flight) and not broken:
-                    while queue and len(in_flight) < workers:
-                        config = queue.pop()
-                        in_flight[pool.submit(_job_in_worker, self.execute, config, context)] = config
-                    done, _ = futures.wait(in_flight, return_when=futures.FIRST_COMPLETED)
-                    for future in done:
-                        config = in_flight.pop(future)
+        ours, theirs = spawn.Pipe()
+        process = spawn.Process(target=_worker_main, args=(theirs, context.tracking_uri, self.imports, events),
+                                name="debiasbench-sweep-worker")
+        process.start()
+        theirs.close()
+        return _Worker(process, ours)
+
+    def _run(self, jobs: list[RunConfig], context: JobContext) -> Iterator[JobResult]:
+        from multiprocessing.connection import wait
+
+        sink = job_sink()
+        queue = deque(jobs)
+        ends: dict[str, int] = {}  # run key: times a worker ended under the job
+        workers: list[_Worker] = []
+        try:
+            while queue or any(worker.job is not None for worker in workers):
+                idle = [worker for worker in workers if worker.job is None and worker.conn is not None]
+                for _ in range(min(len(queue) - len(idle), self.workers - len(workers))):
+                    worker = self._start(context, sink is not None)
+                    workers.append(worker)
+                    idle.append(worker)
+                for worker in idle:
+                    if queue:
+                        worker.job = queue.popleft()
                         try:
-                            yield future.result()
-                        except futures.process.BrokenProcessPool:
-                            broken = True
-                            suspects.append(config)
-                if broken:  # every job still in flight died with the pool: a new one takes the queue
-                    suspects.extend(in_flight.values())
-            except BaseException:  # Ctrl-C, or the sweep's consumer stopped: stop the workers too
-                _stop_workers(pool, in_flight)
-                raise
-            else:
-                pool.shutdown(wait=not broken, cancel_futures=broken)
-            finally:
-                if drain is not None:
-                    drain.stop()
+                            worker.conn.send((self.execute, worker.job, context))
+                        except OSError:  # it has ended: the job was never sent
+                            queue.appendleft(worker.job)
+                            worker.job = None
+                            worker.close()
+                wait([worker.conn for worker in workers if worker.conn is not None]
+                     + [worker.process.sentinel for worker in workers])
+                for worker in list(workers):
+                    yield from self._receive(worker, queue, ends, sink)
+                    if worker.conn is None or not worker.process.is_alive():
+                        if worker.process.is_alive():
+                            continue  # its pipe ended first: it is ending
+                        worker.process.join()
+                        worker.close()
+                        workers.remove(worker)
+                        if worker.job is not None:
+                            recorded = "; a run it had begun is recorded KILLED" if worker.stopped() else ""
+                            yield self._ended_under(worker.job, f"its worker process (pid {worker.process.pid}) "
+                                                    f"{worker.ended_how()}{recorded}", queue, ends)
+        except BaseException:  # Ctrl-C, or the sweep's consumer stopped: stop the workers too
+            _stop_workers(workers)
+            raise
+        else:
+            for worker in workers:
+                try:
+                    worker.conn.send(None)
+                except (OSError, AttributeError):
+                    pass
+            for worker in workers:
+                worker.close()
+                worker.process.join(STOP_GRACE_SECONDS)
+                if worker.process.is_alive():
+                    worker.process.kill()
+                    worker.process.join(1.0)
+
+    def _receive(self, worker: _Worker, queue: deque[RunConfig], ends: dict[str, int],
+                 sink: Callable[[JobEvent], None] | None) -> Iterator[JobResult]:
+        """What ``worker`` has sent: events go to ``sink``, results are yielded, and a job its
+        worker reports interrupted (SIGINT to it alone) is ``_ended_under``; the pipe is
+        closed at its end (the worker has ended, or is ending)."""
+        while worker.conn is not None:
+            try:
+                if not worker.conn.poll():
+                    return
+                kind, payload = worker.conn.recv()
+            except (EOFError, OSError):
+                worker.close()
+                return
+            if kind == "event":
+                if sink is not None:
+                    try:
+                        sink(payload)
+                    except Exception:  # a display error must not stop the sweep
+                        pass
+                continue
+            job, worker.job = worker.job, None
+            if kind == "result":
+                yield payload
+            elif job is not None:
+                yield self._ended_under(job, f"its worker process (pid {worker.process.pid}) got {payload}; "
+                                        "a run it had begun is recorded KILLED", queue, ends)
+
+    @staticmethod
+    def _ended_under(job: RunConfig, what: str, queue: deque[RunConfig], ends: dict[str, int]) -> JobResult:
+        """The result of a job whose worker ended under it (``what``): RESTARTED, queued first
+        to run again, or FAILED after ``WORKER_RESTARTS`` restarts."""
+        key = job.run_key()
+        ends[key] = ends.get(key, 0) + 1
+        if ends[key] > WORKER_RESTARTS:
+            return JobResult(job, "FAILED", reason=f"its worker process died under it a second time (killed, or out "
+                             f"of memory): {what.removeprefix('its worker process ')}")
+        queue.appendleft(job)
+        return JobResult(job, "RESTARTED", reason=f"{what}; the job starts again, from its last checkpoint, "
+                         "and the other jobs go on")
 
 
 class RayTasks:

@@ -258,11 +258,12 @@ class SweepMonitor:
         phase.measured_at = now
 
     def on_result(self, result: JobResult) -> None:
-        """A job ended; a BUSY one (another process held it) is queued again."""
+        """A job ended; a BUSY one (another process held it) or a RESTARTED one (its worker
+        ended under it) is queued again."""
         with self.lock:
             key = result.config.run_key()
             job = self.running.pop(key, None)
-            if result.status == "BUSY":
+            if result.status in ("BUSY", "RESTARTED"):
                 return
             self.ended.add(key)
             self.busy += result.seconds
