@@ -41,11 +41,18 @@ def test_a_store_that_does_not_exist_is_one_line_and_is_not_created(tmp_path):
 
 @pytest.mark.slow
 def test_ui_serves_the_store_and_its_address_shows_the_run_with_dataset_and_model(tmp_path):
+    """A run logged with log_model=true shows its data in the Dataset column and its model
+    in the Models column, linked to the logged model's page."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    trained = CliRunner().invoke(app, ["run", *TINY, "--tracking-uri", uri, "--no-progress"])
+    trained = CliRunner().invoke(app, ["run", *TINY, "--set", "log_model=true", "--tracking-uri", uri,
+                                       "--no-progress"])
     assert trained.exit_code == 0, trained.output
     run_id = re.search(r"run (\w+) logged to", trained.output).group(1)  # type: ignore[union-attr]
-    run_name = MlflowClient(uri).get_run(run_id).info.run_name
+    run = MlflowClient(uri).get_run(run_id)
+    run_name = run.info.run_name
+    [output] = run.outputs.model_outputs  # log_model: the trained network is the run's logged model
+    model = MlflowClient(uri).get_logged_model(output.model_id)
+    assert (model.name, model.source_run_id, str(model.status)) == ("model", run_id, "READY")
     port = free_port()
     command = [sys.executable, "-m", "debiasbench.cli", "ui", "--tracking-uri", uri, "--port", str(port)]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
@@ -75,7 +82,11 @@ def test_ui_serves_the_store_and_its_address_shows_the_run_with_dataset_and_mode
             page.goto(address)
             page.get_by_text(run_name, exact=True).first.wait_for(timeout=60_000)
             text = page.inner_text("body")
+            # the Models column links the run's model to its page (MLflow shows "-" where a run has none)
+            models = page.locator(f'a[href$="/models/{model.model_id}"]')
+            linked = [models.nth(i).inner_text().strip() for i in range(models.count())]
             browser.close()
+        assert linked == ["model"], linked
         assert "synthetic_artifacts" in text  # the Dataset column names the run's data
         assert "1 matching run" in text  # the runs table, not the traces page
     finally:
