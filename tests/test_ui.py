@@ -50,6 +50,7 @@ def test_ui_serves_the_store_and_its_address_shows_the_run_with_dataset_and_mode
     run_id = re.search(r"run (\w+) logged to", trained.output).group(1)  # type: ignore[union-attr]
     run = MlflowClient(uri).get_run(run_id)
     run_name = run.info.run_name
+    assert run.outputs is not None
     [output] = run.outputs.model_outputs  # log_model: the trained network is the run's logged model
     model = MlflowClient(uri).get_logged_model(output.model_id)
     assert (model.name, model.source_run_id, str(model.status)) == ("model", run_id, "READY")
