@@ -24,7 +24,7 @@ def test_a_full_checkpoint_folder_is_one_line_naming_it(tmp_path, tmpfs, capsys,
     assert exited.value.code == 2 and len(err) == 1, err[:20]
     assert err[0].startswith(f"error: the disk of checkpoint folder '{disk.path / 'checkpoints'}"), err
     assert err[0].endswith("free space there or set checkpoint_dir to another folder."), err
-    assert not list((disk.path / "checkpoints").rglob("*.tmp"))
+    assert list(disk.path.iterdir()) == [disk.path / "filler"]  # no temporary, no empty folder of the run
     client = MlflowClient(uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [r.info.status for r in runs] == ["FAILED"]

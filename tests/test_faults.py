@@ -92,15 +92,16 @@ def test_a_full_disk_while_reserving_the_cache_is_one_error_naming_the_folder_an
     monkeypatch.setattr(os, "posix_fallocate", no_space)
     with pytest.raises(UserError, match=r"no space left for the image cache in '.*cache': it needs \d+ bytes"):
         load_images(paths, 16, tmp_path / "cache")
-    assert os.listdir(tmp_path / "cache") == []  # no temporary file left
+    assert not (tmp_path / "cache").exists()  # no temporary file left, nor the folder made for it
 
 
 def test_a_really_full_disk_is_the_same_error_and_leaves_nothing(tmp_path, tmpfs):
     small = tmpfs("64k")
     paths = images(tmp_path / "images", n=200)  # 200 x 3 x 32 x 32 bytes: far more than 64 KiB
-    with pytest.raises(UserError, match=f"no space left for the image cache in '{small.path}'"):
-        load_images(paths, 32, small.path)
-    assert os.listdir(small.path) == []
+    folder = small.path / "images" / "data-0123456789abcdef"  # a dataset's folder under the cache root
+    with pytest.raises(UserError, match=f"no space left for the image cache in '{folder}'"):
+        load_images(paths, 32, folder)
+    assert os.listdir(small.path) == []  # no temporary, and not the folders made for the cache
 
 
 def checkpoint_of(config) -> Path:

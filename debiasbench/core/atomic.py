@@ -39,6 +39,34 @@ def atomic_file(path: str | os.PathLike, permissions: int | None = None) -> Iter
         raise
 
 
+def make_folders(folder: str | os.PathLike) -> list[Path]:
+    """Create ``folder`` and its missing parents; those this call created, the outermost
+    first (for ``remove_empty_folders`` to take back where what was to go in them failed)."""
+    folder = Path(folder)
+    missing = [f for f in (folder, *folder.parents) if not f.exists()][::-1]
+    created: list[Path] = []
+    for path in missing:
+        try:
+            path.mkdir()
+        except FileExistsError:  # made meanwhile by another process: not ours to remove
+            continue
+        except OSError:
+            remove_empty_folders(created)
+            raise
+        created.append(path)
+    return created
+
+
+def remove_empty_folders(created: list[Path]) -> None:
+    """Remove the folders of ``make_folders`` that are empty, innermost first, stopping at
+    the first one that is not (it holds what another process put there meanwhile)."""
+    for folder in reversed(created):
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
 def this_host() -> str:
     """This machine's name as temporaries carry it: no ``~``, ``/`` or odd characters."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:64]

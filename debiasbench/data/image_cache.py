@@ -57,8 +57,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from debiasbench.core.atomic import atomic_file, running, this_host, writer_tag
-from debiasbench.core.errors import UserError
+from debiasbench.core.atomic import atomic_file, make_folders, remove_empty_folders, running, this_host, writer_tag
+from debiasbench.core.errors import UserError, sentence
 from debiasbench.core.files import IMAGE_FILE_LIMIT, FileRefused, check_stat, open_regular, size_text
 from debiasbench.data.pixels import ImageStore
 
@@ -231,7 +231,7 @@ def open_images(paths: Sequence[Path], image_size: int, cache_dir: Path,
         damage = check_cache(target, shape)
         if damage is None:
             return read_store(target)
-        print(f"image cache '{target}' is damaged ({damage}): rebuilding it", file=sys.stderr)
+        print(sentence(f"image cache '{target}' is damaged ({damage}): rebuilding it"), file=sys.stderr)
         for stale in (target, checksum_path(target)):
             stale.unlink(missing_ok=True)
     write_cache(paths, image_size, target, workers)
@@ -327,9 +327,10 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
         except FileNotFoundError:  # removed meanwhile by another run
             continue
         except OSError as exc:
-            print(f"cannot remove the stale image cache temporary '{entry.path}' ({exc.strerror})", file=sys.stderr)
+            print(sentence(f"cannot remove the stale image cache temporary '{entry.path}' ({exc.strerror})"),
+                  file=sys.stderr)
             continue
-        print(f"removed the image cache temporary '{entry.path}' ({size_text(size)}) left by {whose}",
+        print(sentence(f"removed the image cache temporary '{entry.path}' ({size_text(size)}) left by {whose}"),
               file=sys.stderr)
         removed.append(Path(entry.path))
     return removed
@@ -378,11 +379,13 @@ def write_cache(paths: list[Path], image_size: int, target: Path, workers: int |
 
 def _write_cache(paths: list[Path], image_size: int, target: Path, workers: int | None) -> None:
     shape = (len(paths), 3, image_size, image_size)
+    created: list[Path] = []
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        created = make_folders(target.parent)  # the dataset's cache folder: removed again where left empty
         handle, temporary = tempfile.mkstemp(prefix=f".{target.stem}{writer_tag()}",
                                              suffix=".npy.tmp", dir=target.parent)
     except OSError as exc:
+        remove_empty_folders(created)
         raise UserError(f"cannot write the image cache in '{target.parent}' ({exc.strerror}): "
                         f"set dataset_params.cache_dir to a writable folder") from None
     row_bytes = 3 * image_size * image_size
@@ -426,6 +429,8 @@ def _write_cache(paths: list[Path], image_size: int, target: Path, workers: int 
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+        if not target.exists():  # refused (no space, a bad image, an interrupt): nothing left behind
+            remove_empty_folders(created)
 
 
 def reserve(fd: int, size: int) -> None:

@@ -614,6 +614,8 @@ def _train_claimed(config: RunConfig, tracker: Tracker, progress: ProgressReport
     finally:
         if base_folder is not None:
             shutil.rmtree(base_folder, ignore_errors=True)
+        with contextlib.suppress(OSError):  # no checkpoint was written (a full disk, an early failure)
+            (Path(config.checkpoint_dir) / config.run_key()).rmdir()  # empty only; the claim's folders go with it
     shutil.rmtree(trainer.checkpoint_dir, ignore_errors=True)
     if in_store:
         store_checkpoints.discard(tracker, config.run_key())
