@@ -218,7 +218,8 @@ def run(
                   f"{result.run_key}): its metrics, not trained again; --rerun trains it anew.",
                   markup=False, highlight=False, soft_wrap=True)
     out().print(metrics_table(resolved, result.metrics))
-    out().print(f"run {result.run_id} {'logged to' if result.ran else 'found in'} {tracker.shown_uri}", highlight=False)
+    out().print(sentence(f"run {result.run_id} {'logged to' if result.ran else 'found in'} {tracker.shown_uri}"),
+                highlight=False, markup=False, soft_wrap=True)
 
 
 def _run_reporting_failure(run_one: Callable, config: Any, tracker: Any) -> Any:
@@ -316,8 +317,9 @@ def sweep(
 
 
 def _log_line(line: str) -> None:
-    """A sweep's progress line on stderr, credentials of any URI in it shown as ``***``."""
-    err.print(redact_credentials(line), markup=False, highlight=False)
+    """A sweep's line on stderr (what it skips, each job that ends): one sentence on one
+    line however wide, credentials of any URI in it shown as ``***``."""
+    err.print(sentence(redact_credentials(line)), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command(cls=_Command)
@@ -398,11 +400,12 @@ def leaderboard(
         out().print(leaderboard_table(summary))
         if not_installed(summary):
             out().print(f"Not installed: {', '.join(not_installed(summary))}. {NOT_INSTALLED_TEXT}", highlight=False,
-                        markup=False)
+                        markup=False, soft_wrap=True)
         if info["non_finite"]:
             out().print(public_text(info["non_finite"]), highlight=False, markup=False, soft_wrap=True)
-        out().print(f"{len(runs)} runs, {len(summary)} selected results under {len(chosen)} rules; wrote "
-                    + ", ".join(str(p) for p in written), highlight=False)
+        out().print(sentence(f"{len(runs)} runs, {len(summary)} selected results under {len(chosen)} rules; "
+                             f"wrote {', '.join(str(p) for p in written)}"), highlight=False, markup=False,
+                    soft_wrap=True)
     except KeyboardInterrupt:
         raise written_interrupt(out_dir) from None
 
@@ -429,7 +432,7 @@ def ui(
     found = experiment_id_of(uri, experiment)
     address = experiment_address(uri if remote else f"http://{host}:{port}", found)
     missing = "" if found is not None else f" (the store has no experiment {experiment!r} yet)"
-    out().print(f"open {address}{missing}", highlight=False, markup=False, soft_wrap=True)
+    out().print(f"open {address} in a browser{missing}.", highlight=False, markup=False, soft_wrap=True)
     if not remote:
         doing_work()
         raise typer.Exit(serve(uri, host, port))

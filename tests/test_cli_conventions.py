@@ -1,7 +1,7 @@
 """The command line's conventions: a version, help that shows defaults and readable value
-types (none for flags) in paragraphs fitted to the terminal, error lines that end as
-sentences, a second `run` of a finished configuration that says so instead of training it
-again, and plugin listings that name each plugin once."""
+types (none for flags) in paragraphs fitted to the terminal, error and informational lines
+that end as sentences, a second `run` of a finished configuration that says so instead of
+training it again, and plugin listings that name each plugin once."""
 from __future__ import annotations
 
 import re
@@ -149,3 +149,54 @@ def test_flags_show_no_value_type():
     text = invoke("run", "--help").output
     rerun = next(line for line in text.splitlines() if "--rerun" in line)
     assert "<bool>" not in rerun and "BOOLEAN" not in rerun
+
+
+#: Lines that are not prose: a table's (box-drawn, or padded to the table's width with
+#: spaces as rich pads every line of a table, its title and caption included) and progress
+#: (a run's phase and epoch lines, 'dfr · test', 'vanilla · train epoch 1/5: 1 steps in
+#: 0.5s ...', and a sweep's indented epoch lines of its running jobs).
+NOT_PROSE = re.compile(r"[\u2500-\u257f]|\s$|^\s*$|^\S+ · |^  \S.* · .* epoch \d+/\d+ \[sweep ETA")
+
+
+def prose_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if not NOT_PROSE.search(line)]
+
+
+def test_every_informational_line_of_run_sweep_and_leaderboard_ends_as_a_sentence(tmp_path, capfd, monkeypatch):
+    """The rule: every line a command prints that is prose, on stdout or stderr, ends in
+    '.', '!', '?' or ':' (what a correction says before training its base first, a finished
+    run found, where a run was logged, what a sweep skips and trains first, each job that
+    ends, a table's reading and legend, what a leaderboard wrote). Tables and progress
+    (``NOT_PROSE``) are not prose."""
+    import pytest
+
+    from debiasbench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    small = ["--dataset", "synthetic_artifacts", "--set", "dataset_params.n_train=64", "--set",
+             "dataset_params.n_val=32", "--set", "dataset_params.n_test=32", "--set", "dataset_params.image_size=16",
+             "--set", "dataset_params.patch_size=3", "--set", "epochs=1", "--set", "batch_size=32", "--set",
+             "device=cpu", "--set", "log_model=false", "--tracking-uri", uri]
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(SWEEP.replace("methods: [vanilla]", "methods: [vanilla, dfr]")
+                     .replace("seeds: [0, 1]", "seeds: [1]"))
+    commands = [["run", "--method", "dfr", *small], ["run", "--method", "dfr", *small],
+                ["sweep", str(sweep), "--tracking-uri", uri], ["sweep", str(sweep), "--tracking-uri", uri],
+                ["leaderboard", "--tracking-uri", uri, "--out", str(tmp_path / "board")]]
+    said = []
+    for argv in commands:
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        printed = capfd.readouterr()
+        assert exited.value.code == 0, (argv, printed.err)
+        lines = prose_lines(printed.out) + prose_lines(printed.err)
+        unfinished = [line for line in lines if not line.endswith((".", "!", "?", ":"))]
+        assert unfinished == [], (argv, unfinished)
+        said += lines
+    text = "\n".join(said)
+    for expected in ("in the store: training it first.", "a finished run of this configuration is in the store",
+                     " logged to ", " found in ", "training 1 vanilla base model first", ": finished in ",
+                     "2 of 2 jobs finished earlier: skipped.", "Columns: ", " selected results under ",
+                     "/board/source.json."):
+        assert expected in text, (expected, text)

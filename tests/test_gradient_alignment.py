@@ -221,6 +221,6 @@ def test_conflicting_samples_confined_to_one_class_are_reported_once(tracker, ca
     lines = [line for line in capsys.readouterr().err.splitlines() if "gradient_alignment:" in line]
     assert lines == ["gradient_alignment: bias-conflicting training samples lie in only 1 of 4 classes; GA "
                      "assumes a shortcut shared by the classes and may collapse to predicting that class "
-                     "(see docs/methods.md)"]
+                     "(see docs/methods.md)."]
 
 

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import pandas as pd
 
 from debiasbench.core import interrupts
-from debiasbench.core.errors import Interrupted, UserError, redact_credentials
+from debiasbench.core.errors import Interrupted, UserError, redact_credentials, sentence
 from debiasbench.core.atomic import TAGGED_TEMPORARY, left_by_dead_writer, writer_tag
 from debiasbench.core.files import MiB, FileRefused, read_regular_bytes
 from debiasbench.report.leaderboard import SWEEP_FILE_TAG, markdown, public_frame, public_text
@@ -79,7 +79,7 @@ def remove_stale_staging(out: Path, names: tuple[str, ...]) -> list[Path]:
             os.unlink(entry.path)
         except OSError:  # removed meanwhile, or not ours to remove: left
             continue
-        print(f"removed '{entry.path}', a leaderboard file staged by {whose}", file=sys.stderr)
+        print(sentence(f"removed '{entry.path}', a leaderboard file staged by {whose}"), file=sys.stderr)
         removed.append(Path(entry.path))
     return removed
 

@@ -30,7 +30,7 @@ from debiasbench.run.base_model import MODEL_ARTIFACT, check_base_run, load_base
 from debiasbench.train.class_weights import class_weights
 from debiasbench.contract.config import RunConfig
 from debiasbench.data.dataset import BenchmarkDataset, Loader, eval_batch_for
-from debiasbench.core.errors import RunFailed, RunInterrupted, UserError, one_line
+from debiasbench.core.errors import RunFailed, RunInterrupted, UserError, one_line, sentence
 from debiasbench.evaluation.explanation import ArtifactCav, artifact_metrics
 from debiasbench.evaluation.metrics import evaluate, validation_views
 from debiasbench.contract.method import Batch, Method, RunContext
@@ -501,7 +501,9 @@ def _file_identity(path: Path) -> tuple[int, int] | None:
 
 
 def _note(message: str) -> None:
-    print(message, file=sys.stderr)
+    """One line on stderr for the person running it (the runner's, a method's ``ctx.note``),
+    as a sentence."""
+    print(sentence(message), file=sys.stderr)
 
 
 def run(config: RunConfig, tracker: Tracker, progress: bool | ProgressReporter | None = None, *,

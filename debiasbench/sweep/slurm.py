@@ -42,7 +42,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from debiasbench.contract.config import RunConfig
 from debiasbench.core.atomic import atomic_file
-from debiasbench.core.errors import ConfigError, UserError
+from debiasbench.core.errors import ConfigError, UserError, sentence
 from debiasbench.core.registry import LAUNCHERS
 from debiasbench.sweep.events import JobEvent, job_sink
 from debiasbench.sweep.launchers import JobContext, JobResult, LauncherOptions
@@ -497,10 +497,11 @@ class SlurmJobs:
 
 
 def _say(line: str) -> None:
-    """A line of the launcher's on stderr, as the sweep's own lines go (shown above its bars)."""
+    """A line of the launcher's on stderr, as the sweep's own lines go (shown above its bars):
+    a sentence."""
     import sys
 
-    print(f"slurm: {line}", file=sys.stderr, flush=True)
+    print(sentence(f"slurm: {line}"), file=sys.stderr, flush=True)
 
 
 def _ids(jobs: Mapping[str, Any], most: int = 6) -> str:
