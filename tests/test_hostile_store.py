@@ -448,6 +448,21 @@ def test_a_store_path_that_is_not_a_regular_file_is_refused_for_what_it_is(here,
     assert files_in(here) == {"s.yaml", "store.db"} - ({"store.db"} if kind == "device" else set())
 
 
+@pytest.mark.parametrize("kind", ["missing target", "loop"])
+def test_a_store_path_that_is_a_link_to_no_file_is_refused_and_the_link_kept(here, capsys, kind):
+    """A symbolic link to a file not made yet, or a loop of links: the store was created in
+    its place, replacing the link with a regular file."""
+    path = here / "store.db"
+    target = str(here / "elsewhere.db") if kind == "missing target" else str(here / "other.db")
+    path.symlink_to(target)
+    if kind == "loop":
+        (here / "other.db").symlink_to(path)
+    for line in _refused_by_every_command(here, capsys, f"sqlite:///{path}"):
+        assert f": '{path}' is a symbolic link to '{target}', which leads to no file" in line, line
+    assert path.is_symlink() and os.readlink(path) == target
+    assert files_in(here) == {"s.yaml", "store.db"} | ({"other.db"} if kind == "loop" else set())
+
+
 def test_an_sqlite_uri_with_an_option_it_applies_is_accepted(here):
     tracker = Tracker(f"sqlite:///{here / 'store.db'}?timeout=20", "tests")
     assert tracker.search() == [] and (here / "store.db").is_file()

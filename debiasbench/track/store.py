@@ -412,8 +412,9 @@ SQLITE_OPTIONS = ("timeout",)
 
 def check_store_file(uri: str) -> None:
     """Refuse, in one line, an sqlite store's path that exists and is not a regular file (a
-    folder, a named pipe sqlite would wait on for good, a device): said for what it is,
-    before sqlite opens it."""
+    folder, a named pipe sqlite would wait on for good, a device), or is a symbolic link
+    that leads to no file (creating the store would replace the link): said for what it
+    is, before sqlite opens it."""
     import stat
 
     from debiasbench.core.files import kind_of
@@ -424,6 +425,10 @@ def check_store_file(uri: str) -> None:
     try:
         mode = path.stat().st_mode
     except OSError:
+        if path.is_symlink():  # creating the store would replace the link with a file
+            raise UserError(f"tracking store {redact_credentials(uri)!r}: {str(path)!r} is a symbolic link to "
+                            f"{os.readlink(path)!r}, which leads to no file (a missing target or a loop of "
+                            "links); point it at a store, or name the file itself") from None
         return  # not there (a new store), or not reachable: the folder's checks say why
     if not stat.S_ISREG(mode):
         raise UserError(f"tracking store {redact_credentials(uri)!r}: {str(path)!r} is {kind_of(mode)}, "
