@@ -399,7 +399,7 @@ class ProcessPool:
         ends[key] = ends.get(key, 0) + 1
         if ends[key] > WORKER_RESTARTS:
             return JobResult(job, "FAILED", reason=f"its worker process died under it a second time (killed, or out "
-                             f"of memory): {what.removeprefix('its worker process ')}")
+                             f"of memory), so it is not run again: {what}")
         queue.appendleft(job)
         return JobResult(job, "RESTARTED", reason=f"{what}; the job starts again, from its last checkpoint, "
                          "and the other jobs go on")
