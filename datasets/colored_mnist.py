@@ -158,6 +158,11 @@ class ColoredMNIST(BenchmarkDataset):
     train_defaults = {"model": "mlp", "epochs": 20, "batch_size": 256, "lr": 1e-3, "optimizer": "adam",
                       "schedule": "constant", "grad_clip": 0.0}
 
+    @classmethod
+    def check_files(cls, params):
+        """The four IDX files found under root (``_locate``), without reading them."""
+        _locate(params["root"])
+
     def __init__(self, **params):
         super().__init__(**params)
         p = self.p

@@ -305,6 +305,10 @@ def sweep(
 
         out().print(jobs_table(jobs, finished_keys(tracking_uri, {c.experiment for c in jobs})))
         return
+    from debiasbench.sweep.preflight import check_jobs
+
+    # what run refuses before it opens the store, for every job before the store is created
+    check_jobs(jobs, tracking_uri, on_this_machine=(launcher or section.get("name", "local")) == "local")
     doing_work()
     tags = {"debiasbench.sweep_file": str(file), "debiasbench.command": f"debiasbench sweep {file}"}
     with sweep_view(err, not no_progress) as view:

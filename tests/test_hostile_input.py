@@ -121,3 +121,32 @@ def test_a_bad_command_line_option_is_one_line_not_a_usage_box(here, capsys):
 ])
 def test_rejected_input_creates_no_store(here, capsys, argv):
     refuse(here, capsys, *argv)
+
+
+@pytest.mark.parametrize("datasets,reason", [
+    ("[colored_digits, image_folder]", "dataset_params.root: expected the folder holding"),  # only some jobs bad
+    ("[{image_folder: {root: nowhere}}]", "dataset_params.root: folder 'nowhere' not found"),
+    ("[{image_folder: {root: images, classes: 'cat,dog'}}]", "dataset_params.classes: no class folder 'dog'"),
+    ("[{bone_age: {root: images, age_bins: 'young,old'}}]", "dataset_params.age_bins: expected increasing"),
+])
+def test_a_sweep_whose_job_run_would_refuse_is_refused_before_anything_is_written(tmp_path, datasets, reason):
+    """What ``run`` refuses before it opens the store (a dataset's files, a parameter only
+    the dataset checks) refuses the whole sweep in one line naming the job, exit 2, before
+    the store or a claim exists: no job ran, so none is reported FAILED without a run."""
+    import subprocess
+    import sys
+
+    (tmp_path / "images" / "cat").mkdir(parents=True)
+    (tmp_path / "images" / "cow").mkdir()
+    (tmp_path / "s.yaml").write_text(f"methods: [vanilla]\ndatasets: {datasets}\nseeds: [0, 1]\n"
+                                     "overrides: {epochs: 1}\n")
+    done = subprocess.run([sys.executable, "-m", "debiasbench.cli", "sweep", "s.yaml", "--tracking-uri",
+                           f"sqlite:///{tmp_path / 'store.db'}"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    dataset = "bone_age" if "bone_age" in datasets else "image_folder"
+    assert lines[0].startswith(f"error: sweep job vanilla on {dataset} (small_cnn, seed 0) (and 1 other job of "
+                               f"this dataset config): {reason}"), lines[0]
+    assert lines[0].endswith("; the sweep ran no job (every job's input is checked before the first one starts).")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "s.yaml"]  # no store, no claim, no lock

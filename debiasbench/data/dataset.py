@@ -303,6 +303,15 @@ class BenchmarkDataset:
         so a sweep fails before its first job; by default nothing to check."""
 
     @classmethod
+    def check_files(cls, params: Mapping[str, Any]) -> None:
+        """Refuse (``UserError``, one line naming the file) where the files the dataset would
+        be built from under the resolved ``params`` are missing or not laid out as expected:
+        a cheap look (folders, tables, file names; no image decoded) that a sweep makes once
+        per distinct dataset config before it writes anything, so a bad ``root`` refuses the
+        whole sweep at once instead of failing its jobs one by one. Building the dataset checks
+        the same again. By default nothing to check (data generated or fetched in memory)."""
+
+    @classmethod
     def shortcut_in_one_class(cls, params: Mapping[str, Any]) -> bool:
         """True where the shortcut marks one class only (an artifact inserted into an attacked
         class), so that every bias-conflicting sample lies in that class. Methods that

@@ -99,17 +99,9 @@ class ImageFileDataset(BenchmarkDataset):
         super().__init__(**params)
         p = self.p
         self.provides = type(self).provides_for(p)
-        self.root = self.check_root()
-        table = self.read_table(self.root)
-        self.check_inside_root(table)
-        self.check_labels(table)
+        table, inject, rows = self.read_checked()
         self.classes = list(table.classes)
         self.num_classes = len(self.classes)
-        inject = make_artifact(p, p["image_size"], self.num_classes)
-        rows = self.assign_splits(table)
-        for split in SPLITS:
-            if len(rows[split]) == 0:
-                raise UserError(f"{self.name}: no {split} images under '{self.root}'; expected layout: {self.layout}")
         order = np.concatenate([rows[s] for s in SPLITS])
         self.store = self.load([table.paths[i] for i in order])
         bounds = np.cumsum([0] + [len(rows[s]) for s in SPLITS])
@@ -160,6 +152,30 @@ class ImageFileDataset(BenchmarkDataset):
         chosen = self.store.place(device, placement)
         self.to(device)
         return chosen
+
+    @classmethod
+    def check_files(cls, params: Mapping[str, Any]) -> None:
+        """The root, the table the layout gives (every file named, its labels, the splits)
+        and the artifact checked as building does, without decoding an image."""
+        dataset = cls.__new__(cls)
+        BenchmarkDataset.__init__(dataset, **params)
+        dataset.provides = cls.provides_for(params)
+        dataset.read_checked()
+
+    def read_checked(self) -> tuple[ImageTable, Any, dict[str, np.ndarray]]:
+        """The table of the files under root, checked (inside root, labels in range), the
+        artifact injected (None: none) and the rows of each split, none of them empty."""
+        p = self.p
+        self.root = self.check_root()
+        table = self.read_table(self.root)
+        self.check_inside_root(table)
+        self.check_labels(table)
+        inject = make_artifact(p, p["image_size"], len(table.classes))
+        rows = self.assign_splits(table)
+        for split in SPLITS:
+            if len(rows[split]) == 0:
+                raise UserError(f"{self.name}: no {split} images under '{self.root}'; expected layout: {self.layout}")
+        return table, inject, rows
 
     def read_table(self, root: Path) -> ImageTable:
         raise NotImplementedError
