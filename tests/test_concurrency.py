@@ -49,7 +49,7 @@ def test_creating_an_experiment_another_process_just_created_gets_that_one():
 
 
 @pytest.mark.slow  # four processes importing mlflow at once: 10 s on 2 cores
-def test_processes_opening_one_fresh_sqlite_store_at_once_all_succeed(tmp_path):
+def test_processes_opening_one_fresh_sqlite_store_at_once_all_succeed_and_leave_only_the_store(tmp_path):
     uri = f"sqlite:///{tmp_path / 'fresh.db'}"
     script = ("import sys; from debiasbench.track.store import Tracker; "
               "t = Tracker(sys.argv[1], 'shared'); print(t.experiment_id, len(t.search()))")
@@ -59,6 +59,9 @@ def test_processes_opening_one_fresh_sqlite_store_at_once_all_succeed(tmp_path):
     assert [p.returncode for p in procs] == [0] * 4, outputs
     assert len({out.split()[0] for out, _ in outputs}) == 1  # one experiment, the same for all
     assert Tracker(uri, "shared").search() == []  # and the store stays usable
+    # The creation lock is removed by whoever holds it last, so waiters that then lock a
+    # new file find the store made: nothing but the store is left beside it.
+    assert set(os.listdir(tmp_path)) <= {"fresh.db", "mlruns"}
 
 
 def test_a_run_of_a_job_another_process_holds_is_refused_and_a_sweep_job_is_busy(tracker, tmp_path):

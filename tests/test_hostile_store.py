@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 from deadlines import deadline
@@ -74,9 +74,10 @@ def files_in(folder: Path) -> set[str]:
 
 # --------------------------------------------------------------------------- a silent server
 
-@pytest.fixture
-def silent_server() -> Iterator[int]:
-    """A port where connections are accepted and never answered; the port."""
+@contextlib.contextmanager
+def socket_server(serve: Callable[[socket.socket], None] | None = None) -> Iterator[int]:
+    """A port on loopback whose connections are accepted and handed to ``serve`` in a
+    thread of their own (never answered where it is None); the port. Closed on exit."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)
@@ -85,15 +86,27 @@ def silent_server() -> Iterator[int]:
     def accept() -> None:
         while True:
             try:
-                accepted.append(listener.accept()[0])
+                connection = listener.accept()[0]
             except OSError:
                 return
+            accepted.append(connection)
+            if serve is not None:
+                threading.Thread(target=serve, args=(connection,), daemon=True).start()
 
     threading.Thread(target=accept, daemon=True).start()
-    yield listener.getsockname()[1]
-    listener.close()
-    for connection in accepted:
-        connection.close()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        for connection in accepted:
+            connection.close()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A port where connections are accepted and never answered; the port."""
+    with socket_server() as port:
+        yield port
 
 
 def test_a_server_that_accepts_and_never_answers_is_one_line_within_the_bound(here, capsys, monkeypatch,
@@ -113,10 +126,6 @@ def test_a_server_that_accepts_and_never_answers_is_one_line_within_the_bound(he
 def trickling_server() -> Iterator[int]:
     """A port where every request gets a status line, then a byte every 0.2 s, never an
     end: each read a client makes succeeds, so a read timeout never fires; the port."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    accepted: list[socket.socket] = []
 
     def trickle(connection: socket.socket) -> None:
         try:
@@ -128,20 +137,8 @@ def trickling_server() -> Iterator[int]:
         except OSError:
             return
 
-    def accept() -> None:
-        while True:
-            try:
-                connection = listener.accept()[0]
-            except OSError:
-                return
-            accepted.append(connection)
-            threading.Thread(target=trickle, args=(connection,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    yield listener.getsockname()[1]
-    listener.close()
-    for connection in accepted:
-        connection.close()
+    with socket_server(trickle) as port:
+        yield port
 
 
 def test_a_server_that_trickles_bytes_forever_is_given_up_within_the_bound(here, capsys, monkeypatch,
@@ -352,21 +349,6 @@ def test_a_run_leaves_only_its_store_and_artifacts_beside_it(here):
                            f"sqlite:///{here / 'mlflow.db'}"], cwd=here, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert sorted(os.listdir(here)) == ["mlflow.db", "mlruns"]
-
-
-def test_processes_waiting_on_a_store_creation_lock_that_is_removed_create_one_store(here):
-    """Creators wait on the lock while one builds the store; the builder removes the lock file
-    before it lets go, and each waiter then locks a new file, finds the store made and removes
-    that one too."""
-    uri = f"sqlite:///{here / 'store.db'}"
-    script = ("import sys; from debiasbench.track.store import Tracker; "
-              "print(Tracker(sys.argv[1], 'shared').experiment_id)")
-    procs = [subprocess.Popen([sys.executable, "-c", script, uri], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(3)]
-    outputs = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0] * 3, outputs
-    assert len({out.strip() for out, _ in outputs}) == 1
-    assert "store.db" in os.listdir(here) and set(os.listdir(here)) <= {"store.db", "mlruns"}
 
 
 def test_a_file_that_is_not_a_database_is_refused_and_left_byte_for_byte(here, capsys):

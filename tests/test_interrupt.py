@@ -34,21 +34,27 @@ class InterruptedVanilla(Vanilla):
         return super().loss(model, batch)
 
 
-def test_ctrl_c_in_an_epoch_names_it_and_the_same_command_resumes(register, tracking_uri):
-    register(METHODS, InterruptedVanilla)
-    stopped = CliRunner().invoke(app, [*ARGS, "--tracking-uri", tracking_uri])
+def stop_then_resume(args: list[str], tracking_uri: str, line: str, resumed_after: int) -> list[Any]:
+    """Run ``args`` until its Ctrl-C, whose last line must be ``line``, then the same command
+    again, which must finish resuming after epoch ``resumed_after``; the store's runs."""
+    stopped = CliRunner().invoke(app, [*args, "--tracking-uri", tracking_uri])
     assert stopped.exit_code == 130
     # the last line on stderr (the epochs' progress lines come before it)
-    assert stopped.output.strip().splitlines()[-1] == ("interrupted in epoch 2 of 3; run the same command again to "
-                                                       "resume after epoch 1 (checkpointed).")
-    resumed = CliRunner().invoke(app, [*ARGS, "--tracking-uri", tracking_uri])
+    assert stopped.output.strip().splitlines()[-1] == line
+    resumed = CliRunner().invoke(app, [*args, "--tracking-uri", tracking_uri])
     assert resumed.exit_code == 0, resumed.output
-    runs = MlflowClient(tracking_uri).search_runs(
-        [e.experiment_id for e in MlflowClient(tracking_uri).search_experiments()])
-    statuses = sorted(r.info.status for r in runs)
-    assert statuses == ["FINISHED", "KILLED"]
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     finished = next(r for r in runs if r.info.status == "FINISHED")
-    assert finished.data.tags["debiasbench.resumed_from_epoch"] == "1"
+    assert finished.data.tags["debiasbench.resumed_from_epoch"] == str(resumed_after)
+    return runs
+
+
+def test_ctrl_c_in_an_epoch_names_it_and_the_same_command_resumes(register, tracking_uri):
+    register(METHODS, InterruptedVanilla)
+    runs = stop_then_resume(ARGS, tracking_uri, "interrupted in epoch 2 of 3; run the same command again to "
+                            "resume after epoch 1 (checkpointed).", resumed_after=1)
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]
 
 
 def test_ctrl_c_while_the_last_epoch_validates_resumes_that_epoch_as_the_line_says(tracking_uri, monkeypatch):
@@ -70,16 +76,8 @@ def test_ctrl_c_while_the_last_epoch_validates_resumes_that_epoch_as_the_line_sa
     monkeypatch.setattr(runner, "evaluate", interrupted_validation)
     args = [a.replace("epochs=3", "epochs=2") for a in ARGS]
     args[args.index("interrupted_vanilla")] = "vanilla"
-    stopped = CliRunner().invoke(app, [*args, "--tracking-uri", tracking_uri])
-    assert stopped.exit_code == 130
-    assert stopped.output.strip().splitlines()[-1] == ("interrupted in epoch 2 of 2; run the same command again to "
-                                                       "resume after epoch 1 (checkpointed).")
-    resumed = CliRunner().invoke(app, [*args, "--tracking-uri", tracking_uri])
-    assert resumed.exit_code == 0, resumed.output
-    client = MlflowClient(tracking_uri)
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    finished = next(r for r in runs if r.info.status == "FINISHED")
-    assert finished.data.tags["debiasbench.resumed_from_epoch"] == "1"
+    stop_then_resume(args, tracking_uri, "interrupted in epoch 2 of 2; run the same command again to "
+                     "resume after epoch 1 (checkpointed).", resumed_after=1)
 
 
 def test_ctrl_c_during_an_epochs_checkpoint_write_counts_that_epoch_as_checkpointed(tracking_uri, monkeypatch):
@@ -99,16 +97,8 @@ def test_ctrl_c_during_an_epochs_checkpoint_write_counts_that_epoch_as_checkpoin
 
     monkeypatch.setattr(checkpoints, "save_atomic", interrupted_after_writing)
     args = [a if a != "interrupted_vanilla" else "vanilla" for a in ARGS]
-    stopped = CliRunner().invoke(app, [*args, "--tracking-uri", tracking_uri])
-    assert stopped.exit_code == 130
-    assert stopped.output.strip().splitlines()[-1] == ("interrupted in epoch 2 of 3; run the same command again to "
-                                                       "resume after epoch 1 (checkpointed).")
-    resumed = CliRunner().invoke(app, [*args, "--tracking-uri", tracking_uri])
-    assert resumed.exit_code == 0, resumed.output
-    client = MlflowClient(tracking_uri)
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    finished = next(r for r in runs if r.info.status == "FINISHED")
-    assert finished.data.tags["debiasbench.resumed_from_epoch"] == "1"
+    stop_then_resume(args, tracking_uri, "interrupted in epoch 2 of 3; run the same command again to "
+                     "resume after epoch 1 (checkpointed).", resumed_after=1)
 
 
 class InterruptedPreparation(Vanilla):

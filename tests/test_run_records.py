@@ -166,10 +166,9 @@ class Payload:
         return (print, ("the payload ran",))
 
 
-def test_a_base_model_that_is_not_plain_weights_fails_the_correction_in_one_line_and_is_recorded(
-        tracking_uri, tmp_path, capfd):
-    import pickle
-
+def vanilla_with_logged_weights(tracking_uri: str, tmp_path: Path) -> tuple[list[str], str, Path]:
+    """A 1-epoch vanilla run with ``log_model``: the keys a correction of it shares, its run
+    id and its ``model.pt`` artifact on disk (the store's artifacts are under ``tmp_path``)."""
     from typer.testing import CliRunner
 
     from debiasbench.cli import app
@@ -180,16 +179,28 @@ def test_a_base_model_that_is_not_plain_weights_fails_the_correction_in_one_line
     assert made.exit_code == 0, made.output
     [vanilla] = all_runs(tracking_uri)
     [weights] = (tmp_path / "mlruns").rglob(f"{vanilla.info.run_id}/artifacts/model.pt")
+    return base, vanilla.info.run_id, weights
+
+
+def test_a_base_model_that_is_not_plain_weights_fails_the_correction_in_one_line_and_is_recorded(
+        tracking_uri, tmp_path, capfd):
+    import pickle
+
+    from typer.testing import CliRunner
+
+    from debiasbench.cli import app
+
+    base, vanilla_id, weights = vanilla_with_logged_weights(tracking_uri, tmp_path)
     weights.write_bytes(pickle.dumps(Payload()))
     capfd.readouterr()
 
-    corrected = CliRunner().invoke(app, ["run", "-m", "rrclarc", *base, "--set", f"base_run={vanilla.info.run_id}"])
+    corrected = CliRunner().invoke(app, ["run", "-m", "rrclarc", *base, "--set", f"base_run={vanilla_id}"])
     assert corrected.exit_code == 1
     lines = [line for line in corrected.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith(f"run failed: base model model.pt of run {vanilla.info.run_id} "
+    assert len(lines) == 1 and lines[0].startswith(f"run failed: base model model.pt of run {vanilla_id} "
                                                    "refused: not plain weights"), corrected.output
     assert "the payload ran" not in corrected.output + capfd.readouterr().out
-    [failed] = [r for r in all_runs(tracking_uri) if r.info.run_id != vanilla.info.run_id]
+    [failed] = [r for r in all_runs(tracking_uri) if r.info.run_id != vanilla_id]
     assert failed.info.status == "FAILED"
     assert failed.data.tags[FAILURE_TAG].startswith("base model model.pt of run ")
     assert "refused: not plain weights" in failed.data.tags[FAILURE_TAG]
@@ -204,13 +215,8 @@ def test_a_base_model_that_is_a_folder_or_empty_fails_the_correction_naming_the_
 
     from debiasbench.cli import app
 
-    base = ["-d", "synthetic_artifacts", *TINY, "--set", "log_model=true", "--set", "epochs=1", "--no-progress",
-            "--tracking-uri", tracking_uri]
-    made = CliRunner().invoke(app, ["run", "-m", "vanilla", *base])
-    assert made.exit_code == 0, made.output
-    [vanilla] = all_runs(tracking_uri)
-    [weights] = (tmp_path / "mlruns").rglob(f"{vanilla.info.run_id}/artifacts/model.pt")
-    where = f"base model model.pt of run {vanilla.info.run_id}"
+    base, vanilla_id, weights = vanilla_with_logged_weights(tracking_uri, tmp_path)
+    where = f"base model model.pt of run {vanilla_id}"
     for make, expected in [(lambda: weights.write_bytes(b""), f"{where} cannot be read: EOFError: the file ends early"),
                            (lambda: (weights.unlink(), weights.mkdir(), (weights / "x").write_bytes(b"x")),
                             f"{where} refused: it is a folder, not a regular file")]:
@@ -218,7 +224,7 @@ def test_a_base_model_that_is_a_folder_or_empty_fails_the_correction_naming_the_
             shutil.rmtree(weights)
         make()
         corrected = CliRunner().invoke(app, ["run", "-m", "rrclarc", *base, "--rerun",
-                                             "--set", f"base_run={vanilla.info.run_id}"])
+                                             "--set", f"base_run={vanilla_id}"])
         lines = [line for line in corrected.output.splitlines() if line.strip()]
         assert corrected.exit_code == 1 and len(lines) == 1, corrected.output
         assert lines[0].startswith(f"run failed: {expected}"), corrected.output
@@ -231,24 +237,19 @@ def test_a_base_model_that_is_a_pipe_or_a_device_is_refused_for_what_it_is(track
     """A base run's model.pt that cannot be downloaded because it is a named pipe or a link
     to a device is named for what it is, not reported missing ('was it run with
     log_model=false?'), in one line, without waiting on the pipe."""
-    base = ["-d", "synthetic_artifacts", *TINY, "--set", "log_model=true", "--set", "epochs=1", "--no-progress",
-            "--tracking-uri", tracking_uri]
+    base, vanilla_id, weights = vanilla_with_logged_weights(tracking_uri, tmp_path)
 
     def debiasbench(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "debiasbench.cli", *args], cwd=tmp_path, capture_output=True,
                               text=True, timeout=300)
 
-    made = debiasbench("run", "-m", "vanilla", *base)
-    assert made.returncode == 0, made.stderr
-    [vanilla] = all_runs(tracking_uri)
-    [weights] = (tmp_path / "mlruns").rglob(f"{vanilla.info.run_id}/artifacts/model.pt")
-    where = f"error: base model model.pt of run {vanilla.info.run_id} refused: it"
+    where = f"error: base model model.pt of run {vanilla_id} refused: it"
     for make, expected in [(lambda: os.mkfifo(weights), f"{where} is a named pipe (FIFO), not a regular file."),
                            (lambda: weights.symlink_to("/dev/zero"),
                             f"{where} is a character device, not a regular file.")]:
         weights.unlink()
         make()
-        corrected = debiasbench("run", "-m", "rrclarc", *base, "--set", f"base_run={vanilla.info.run_id}")
+        corrected = debiasbench("run", "-m", "rrclarc", *base, "--set", f"base_run={vanilla_id}")
         assert corrected.returncode == 2 and corrected.stderr.strip() == expected, corrected.stderr
 
 
