@@ -217,9 +217,17 @@ def test_a_base_model_that_is_a_folder_or_empty_fails_the_correction_naming_the_
 
     base, vanilla_id, weights = vanilla_with_logged_weights(tracking_uri, tmp_path)
     where = f"base model model.pt of run {vanilla_id}"
-    for make, expected in [(lambda: weights.write_bytes(b""), f"{where} cannot be read: EOFError: the file ends early"),
-                           (lambda: (weights.unlink(), weights.mkdir(), (weights / "x").write_bytes(b"x")),
-                            f"{where} refused: it is a folder, not a regular file")]:
+
+    def empty_file() -> None:
+        weights.write_bytes(b"")
+
+    def folder() -> None:
+        weights.unlink()
+        weights.mkdir()
+        (weights / "x").write_bytes(b"x")
+
+    for make, expected in [(empty_file, f"{where} cannot be read: EOFError: the file ends early"),
+                           (folder, f"{where} refused: it is a folder, not a regular file")]:
         if weights.is_dir():
             shutil.rmtree(weights)
         make()
