@@ -46,6 +46,8 @@ class NeedsMasks(Method):
     (["run", "--dataset", "colored_digit"], "did you mean 'colored_digits'?"),
     (["run", "--seed", "abc"], "seed: expected an integer in [0, 4294967295], got 'abc'"),
     (["run", "--set", "lr=fast"], "lr: expected a float >= 0.0, got 'fast'"),
+    (["run", "--set", "lr=.inf"], "lr: expected a finite float >= 0.0, got inf"),
+    (["run", "--set", "lr=.nan"], "lr: expected a finite float >= 0.0, got nan"),
     (["run", "--set", "dataset_params.bias_ratio=1.5"], "dataset_params.bias_ratio: expected a float in [0.0, 1.0]"),
     (["run", "--set", "epoch=3"], "did you mean 'epochs'?"),
     (["run", "--set", "hparams.lambda=1"], "unknown key 'hparams.lambda'"),

@@ -109,7 +109,11 @@ class HParam:
         expected = self.value_type
         converted = _coerce(value, expected)
         if converted is _INVALID:
-            raise ConfigError(f"{key}: expected {self.describe()}, got {shown(value)}")
+            described = self.describe()
+            if expected is float and isinstance(value, float) and not math.isfinite(value):
+                # inf passes 'a float >= 0' as written: say which part it fails
+                described = described.replace("a float", "a finite float", 1)
+            raise ConfigError(f"{key}: expected {described}, got {shown(value)}")
         if self.choices is not None and converted not in self.choices:
             raise ConfigError(f"{key}: expected {self.describe()}, got {shown(value)}")
         if self.low is not None and converted < self.low:
