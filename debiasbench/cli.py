@@ -194,6 +194,8 @@ def run(
     """
     from debiasbench.core.startup import import_run_modules, long_lived_imports
 
+    if threads is not None:
+        check_threads(threads)  # before torch and MLflow are imported: a refusal does not wait for them
     doing_work()
     with long_lived_imports():
         from debiasbench.contract.config import load_config_file, merge, parse_overrides, resolve_config
@@ -283,6 +285,8 @@ def sweep(
 
     Started again after a crash or a kill, it runs only what is missing.
     """
+    if threads is not None:
+        check_threads(threads)  # before the imports below: a refusal does not wait for them
     from debiasbench.sweep.launchers import make_launcher
     from debiasbench.report.comparison import comparison_tables
     from debiasbench.report.tables import jobs_table

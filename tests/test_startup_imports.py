@@ -27,8 +27,9 @@ def last_line(script: str, *args: str, cwd=None) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["--version"]])
-def test_help_and_version_import_neither_torch_nor_mlflow(argv):
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["--version"], ["run", "--threads", "0"],
+                                  ["sweep", "benchmarks/demo.yaml", "--threads", "-1"]])
+def test_help_version_and_a_refused_thread_count_import_neither_torch_nor_mlflow(argv):
     loaded = last_line("""
         import sys
         from debiasbench.cli import main
