@@ -515,7 +515,19 @@ def main(argv: list[str] | None = None) -> None:
             print_error(failure_text(stdout.error))
             if code == 0 and not _Work.done:
                 code = 1
+    if argv is None:
+        _ignore_ctrl_c_once_done()
     sys.exit(code)
+
+
+def _ignore_ctrl_c_once_done() -> None:
+    """Ctrl-C is ignored once the command has decided its exit code: what is left is the
+    interpreter's shutdown (a second or so with torch loaded), where a KeyboardInterrupt
+    printed a traceback from torch's teardown or ended the process by SIGINT (exit 130),
+    although the command's work was complete. SIGTERM still ends it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _main(argv: list[str] | None) -> int:

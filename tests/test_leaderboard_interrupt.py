@@ -125,3 +125,24 @@ def test_an_interrupt_during_the_renames_waits_for_the_last_and_says_the_leaderb
     assert sorted(renamed) == ["README.md", "index.html", "results.csv", "source.json", "summary.csv"]
     assert sorted(p.name for p in out.iterdir()) == sorted(renamed)
     assert "an earlier leaderboard" not in (out / "README.md").read_text()
+
+
+def test_ctrl_c_after_the_leaderboard_is_written_changes_nothing(tmp_path):
+    """Once the command has its exit code, a Ctrl-C during the interpreter's shutdown (a
+    second or so with torch loaded) is ignored: no traceback from torch's teardown, no
+    death by SIGINT, exit 0 and the leaderboard whole. The Ctrl-C is sent by the process
+    to itself from an exit handler, which runs in that shutdown."""
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    _store(uri)
+    out = tmp_path / "board"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    script = ("import atexit, os, signal, sys\n"
+              "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), sys.stderr.write('sent\\n')))\n"
+              "from debiasbench.cli import main\n"
+              "sys.argv = ['debiasbench', *sys.argv[1:]]\n"
+              "main()\n")
+    done = subprocess.run([sys.executable, "-c", script, "leaderboard", "--tracking-uri", uri, "--rule", "val_acc",
+                           "--out", str(out)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr.endswith("sent\n"), done.stderr
+    assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr, done.stderr
+    assert {"README.md", "index.html", "results.csv", "summary.csv", "source.json"} <= set(os.listdir(out))
