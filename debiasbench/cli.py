@@ -288,7 +288,7 @@ def sweep(
     if threads is not None:
         check_threads(threads)  # before the imports below: a refusal does not wait for them
     from debiasbench.sweep.launchers import make_launcher
-    from debiasbench.report.comparison import comparison_tables
+    from debiasbench.report.comparison import print_comparison
     from debiasbench.report.tables import jobs_table
     from debiasbench.sweep.driver import load_launcher_section, load_sweep, run_sweep
     from debiasbench.sweep.monitor import sweep_view
@@ -318,8 +318,7 @@ def sweep(
     with sweep_view(err, not no_progress) as view:
         results = run_sweep(jobs, tracking_uri, log=_log_line, launcher=start, tags=tags, view=view,
                             threads=None if threads is None else check_threads(threads))
-    for table in comparison_tables(results):
-        out().print(table)
+    print_comparison(out(), results)
     if any(r.status == "FAILED" for r in results):
         raise typer.Exit(1)
 

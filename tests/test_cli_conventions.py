@@ -152,10 +152,13 @@ def test_flags_show_no_value_type():
 
 
 #: Lines that are not prose: a table's (box-drawn, or padded to the table's width with
-#: spaces as rich pads every line of a table, its title and caption included) and progress
-#: (a run's phase and epoch lines, 'dfr · test', 'vanilla · train epoch 1/5: 1 steps in
-#: 0.5s ...', and a sweep's indented epoch lines of its running jobs).
-NOT_PROSE = re.compile(r"[\u2500-\u257f]|\s$|^\s*$|^\S+ · |^  \S.* · .* epoch \d+/\d+ \[sweep ETA")
+#: spaces as rich pads every line of a table, its title and caption included, and a sweep's
+#: per-dataset table titles, 'synthetic_artifacts (small_cnn): test metrics, one seed',
+#: which are not padded where the output is not a terminal) and progress (a run's phase and
+#: epoch lines, 'dfr · test', 'vanilla · train epoch 1/5: 1 steps in 0.5s ...', and a
+#: sweep's indented epoch lines of its running jobs).
+NOT_PROSE = re.compile(r"[\u2500-\u257f]|\s$|^\s*$|^\S+ · |^  \S.* · .* epoch \d+/\d+ \[sweep ETA"
+                       r"|^\S+ \(\S+\): test metrics, ")
 
 
 def prose_lines(text: str) -> list[str]:

@@ -9,7 +9,7 @@ import io
 from rich.console import Console
 
 from debiasbench.contract.config import RunConfig
-from debiasbench.report.comparison import COLUMNS, comparison_tables
+from debiasbench.report.comparison import COLUMNS, comparison_tables, print_comparison
 from debiasbench.sweep.launchers import JobResult
 
 
@@ -113,3 +113,14 @@ def test_non_finite_metrics_count_as_missing_and_a_cell_of_fewer_seeds_says_its_
     assert "highest bias-conflicting accuracy: jtt 0.550" in text
     assert "(n=k) after a value: only k of them logged a finite value" in text
     assert "(n=k)" not in render(SWEEP, width=200)  # said only where a cell needs it
+
+
+def test_in_a_file_or_pipe_each_note_is_one_whole_line():
+    """Not at a terminal (``make demo > log``), a note longer than the console is printed
+    whole rather than broken mid-sentence at the console's width."""
+    console = Console(file=io.StringIO(), width=80, color_system=None)
+    print_comparison(console, SWEEP)
+    lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    [worst] = [line for line in lines if line.startswith("worst group is")]
+    assert worst.endswith("averages the groups instead.") and len(worst) > 80, worst
+    assert all(line.endswith(".") for line in lines if line.startswith("Reading:")), lines

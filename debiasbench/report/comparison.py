@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich import box
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -114,6 +114,14 @@ def comparison_tables(results: Sequence[Any]) -> list[RenderableType]:
                   for rows in by_dataset.values() for r in rows.values() for c in shown)
     renderables.append(Text(legend([c for c in COLUMNS if c in shown], partial), style="dim"))
     return renderables
+
+
+def print_comparison(console: Console, results: Sequence[Any]) -> None:
+    """``comparison_tables`` on ``console``. At a terminal the notes wrap at its width; in a
+    file or a pipe (``make demo > log``, CI logs) each note is one whole line, as a reader
+    greps it, instead of being broken at the console's fixed width mid-sentence."""
+    for renderable in comparison_tables(results):
+        console.print(renderable, soft_wrap=not console.is_terminal)
 
 
 def dataset_table(dataset: str, rows: list[_Row], columns: Sequence[Column]) -> RenderableType:
