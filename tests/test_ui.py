@@ -85,6 +85,8 @@ def test_ui_serves_the_store_and_its_address_shows_the_run_with_dataset_and_mode
             text = page.inner_text("body")
             # the Models column links the run's model to its page (MLflow shows "-" where a run has none)
             models = page.locator(f'a[href$="/models/{model.model_id}"]')
+            # the logged models are fetched by a request of their own, after the runs show
+            models.first.wait_for(timeout=60_000)
             linked = [models.nth(i).inner_text().strip() for i in range(models.count())]
             browser.close()
         assert linked == ["model"], linked
