@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from commands import Command
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
@@ -140,35 +141,17 @@ def _interrupt_sweep(tmp_path, whole_group: bool) -> tuple[float, int, str, list
     """Start a 2-worker sweep, wait until both jobs train, send Ctrl-C (to the process group
     as a terminal does, or to the sweep's process only); seconds to exit, exit code,
     stderr and the statuses of the runs."""
-    import os
     import signal
-    import subprocess
-    import sys
-    import threading
     import time
 
     (tmp_path / "sweep.yaml").write_text(SWEEP)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    sweep = subprocess.Popen([sys.executable, "-m", "debiasbench.cli", "sweep", "sweep.yaml", "-j", "2",
-                              "--tracking-uri", uri], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(sweep.stderr.readline, "")), daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    deadline = time.time() + 120
-    while sum("train epoch" in line for line in lines) < 2 and time.time() < deadline and sweep.poll() is None:
-        time.sleep(0.2)
+    sweep = Command(["sweep", "sweep.yaml", "-j", "2", "--tracking-uri", uri], tmp_path)
+    sweep.wait_for("train epoch", count=2)
     time.sleep(1.0)  # both jobs are inside an epoch
-    began = time.monotonic()
-    if whole_group:
-        os.killpg(sweep.pid, signal.SIGINT)
-    else:
-        sweep.send_signal(signal.SIGINT)
-    code = sweep.wait(timeout=60)
-    seconds = time.monotonic() - began
-    reader.join(5)
+    code, seconds = sweep.stop(signal.SIGINT, group=whole_group)
     runs = MlflowClient(uri).search_runs([e.experiment_id for e in MlflowClient(uri).search_experiments()])
-    return seconds, code, "".join(lines), sorted(r.info.status for r in runs)
+    return seconds, code, sweep.stderr, sorted(r.info.status for r in runs)
 
 
 def test_ctrl_c_stops_a_sweep_and_its_workers_within_seconds_leaving_their_runs_killed(tmp_path):
@@ -217,33 +200,20 @@ def test_a_signal_to_one_sweep_worker_reruns_its_job_alone_and_leaves_the_other_
     import os
     import re
     import signal
-    import subprocess
-    import sys
-    import threading
-    import time
 
     (tmp_path / "sweep.yaml").write_text(ONE_WORKER_SWEEP)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    sweep = subprocess.Popen([sys.executable, "-m", "debiasbench.cli", "sweep", "sweep.yaml", "-j", "2",
-                              "--tracking-uri", uri], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(sweep.stderr.readline, "")), daemon=True)  # type: ignore[union-attr]
-    reader.start()
+    sweep = Command(["sweep", "sweep.yaml", "-j", "2", "--tracking-uri", uri], tmp_path)
     try:
-        deadline = time.time() + 120
-        while sum("train epoch" in line for line in lines) < 2 and time.time() < deadline and sweep.poll() is None:
-            time.sleep(0.2)
-        workers = _worker_pids(sweep.pid)
-        assert len(workers) == 2, "".join(lines)
+        sweep.wait_for("train epoch", count=2)
+        workers = _worker_pids(sweep.process.pid)
+        assert len(workers) == 2, sweep.stderr
         os.kill(workers[0], getattr(signal, signum))
-        code = sweep.wait(timeout=240)
+        code = sweep.process.wait(timeout=240)
     finally:
-        if sweep.poll() is None:
-            os.killpg(sweep.pid, signal.SIGKILL)
-            sweep.wait()
-    reader.join(5)
-    stderr = " ".join(line.strip() for line in lines)  # long lines are wrapped
+        sweep.kill()
+    sweep.reader.join(5)
+    stderr = " ".join(line.strip() for line in sweep.lines)  # long lines are wrapped
     assert code == 0, stderr
     assert "Traceback" not in stderr and "leaked" not in stderr, stderr
     said = re.search(rf"seed (\d)\): its worker process \(pid {workers[0]}\) was stopped by {signum}.*? the job "

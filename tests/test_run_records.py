@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from commands import Command
 from mlflow.tracking import MlflowClient
 
 from debiasbench.core.registry import METHODS
@@ -29,42 +30,6 @@ TINY = ["--set", "dataset_params.n_train=64", "--set", "dataset_params.n_val=32"
 def all_runs(uri: str) -> list:
     client = MlflowClient(uri)
     return client.search_runs([e.experiment_id for e in client.search_experiments()])
-
-
-class Command:
-    """A ``debiasbench`` command in a process of its own (a session of its own, so that a
-    signal can go to its whole process group as a terminal's or a scheduler's does), its
-    stderr read as it comes."""
-
-    def __init__(self, args: list[str], cwd: Path):
-        self.process = subprocess.Popen([sys.executable, "-m", "debiasbench.cli", *args], cwd=cwd,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                        start_new_session=True, env={**os.environ, "PYTHONWARNINGS": "default"})
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=lambda: self.lines.extend(iter(self.process.stderr.readline, "")),  # type: ignore[union-attr]
-                                       daemon=True)
-        self.reader.start()
-
-    def wait_for(self, text: str, count: int = 1, timeout: float = 120) -> None:
-        deadline = time.time() + timeout
-        while sum(text in line for line in self.lines) < count:
-            assert time.time() < deadline and self.process.poll() is None, self.stderr
-            time.sleep(0.1)
-
-    def stop(self, signum: int, group: bool) -> tuple[int, float]:
-        """Send ``signum``; the exit code and the seconds it took to exit."""
-        began = time.monotonic()
-        if group:
-            os.killpg(self.process.pid, signum)
-        else:
-            self.process.send_signal(signum)
-        code = self.process.wait(timeout=60)
-        self.reader.join(5)
-        return code, time.monotonic() - began
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self.lines)
 
 
 # -- SIGTERM is Ctrl-C -------------------------------------------------------------------
