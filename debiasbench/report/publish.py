@@ -9,7 +9,6 @@ that neither of those two needs the other.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -22,7 +21,8 @@ import pandas as pd
 
 from debiasbench.core import interrupts
 from debiasbench.core.errors import Interrupted, UserError, redact_credentials, sentence
-from debiasbench.core.atomic import TAGGED_TEMPORARY, left_by_dead_writer, writer_tag
+from debiasbench.core.atomic import (TAGGED_TEMPORARY, left_by_dead_writer, make_folders, remove_empty_folders,
+                                     writer_tag)
 from debiasbench.core.files import MiB, FileRefused, read_regular_bytes
 from debiasbench.report.leaderboard import SWEEP_FILE_TAG, markdown, public_frame, public_text
 from debiasbench.report.page import render_page
@@ -198,16 +198,6 @@ def written_interrupt(out: Path) -> Interrupted:
     return Interrupted(f"interrupted; the leaderboard was written to '{out}'")
 
 
-def _missing_folders(out: Path) -> list[Path]:
-    """``out`` and those of its parents that do not exist, the outermost first: what
-    creating ``out`` makes, and what a failed write removes again."""
-    missing: list[Path] = []
-    while not out.exists() and out != out.parent:
-        missing.insert(0, out)
-        out = out.parent
-    return missing
-
-
 def write_leaderboard(runs: pd.DataFrame, summary: pd.DataFrame, info: dict[str, str],
                       metrics: tuple[str, ...], out: Path, source: dict[str, Any]) -> list[Path]:
     """The five files under ``out`` (``source.json`` among them: ``leaderboard_source``),
@@ -228,9 +218,9 @@ def write_leaderboard(runs: pd.DataFrame, summary: pd.DataFrame, info: dict[str,
         SOURCE_FILE: json.dumps(source, indent=2) + "\n",
     }
     staged: list[tuple[Path, Path]] = []
-    created = _missing_folders(out)
+    created: list[Path] = []
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        created = make_folders(out)
         remove_stale_staging(out, tuple(texts))
         for name, text in texts.items():
             with interrupts.deferred():  # a temporary made is a temporary known, to be removed
@@ -241,9 +231,7 @@ def write_leaderboard(runs: pd.DataFrame, summary: pd.DataFrame, info: dict[str,
     except BaseException as exc:
         for temp, _ in staged:
             temp.unlink(missing_ok=True)
-        for folder in reversed(created):
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        remove_empty_folders(created)
         if isinstance(exc, OSError):
             raise UserError(f"--out: cannot write the leaderboard to '{out}' ({exc.strerror or exc})") from None
         raise
