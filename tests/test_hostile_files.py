@@ -25,6 +25,7 @@ from PIL import Image
 
 import refusals
 from deadlines import deadline
+from debiasbench.core.atomic import this_host
 from debiasbench.core.errors import UserError
 from debiasbench.core.files import FileRefused, check_regular_file, read_regular_bytes
 from debiasbench.data import idx, image_cache
@@ -423,7 +424,7 @@ def test_a_writer_stopped_by_sigterm_or_ctrl_c_removes_its_own_temporary(tmp_pat
 def test_temporaries_of_live_writers_other_hosts_and_things_not_ours_are_left_alone(tmp_path):
     paths, cache = pictures(tmp_path / "images", n=3), tmp_path / "cache"
     cache.mkdir()
-    host = image_cache.this_host()
+    host = this_host()
     live = cache / f".images-0123~{host}~{os.getppid()}~abc.npy.tmp"
     elsewhere = cache / f".images-0123~another-host~{2**22 + 7}~abc.npy.tmp"
     folder = cache / f".images-0123~{host}~{dead_pid()}~dir.npy.tmp"

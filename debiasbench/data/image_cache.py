@@ -57,7 +57,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from debiasbench.core.atomic import atomic_file, make_folders, remove_empty_folders, running, this_host, writer_tag
+from debiasbench.core.atomic import atomic_file, left_by_dead_writer, make_folders, remove_empty_folders, writer_tag
 from debiasbench.core.errors import UserError, sentence
 from debiasbench.core.files import IMAGE_FILE_LIMIT, FileRefused, check_stat, open_regular, size_text
 from debiasbench.data.pixels import ImageStore
@@ -306,14 +306,14 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
         entries = list(os.scandir(folder))
     except OSError:  # no cache folder yet, or not readable: nothing of ours to tidy
         return []
-    host, now, removed = this_host(), time.time(), []
+    now, removed = time.time(), []
     for entry in entries:
         match = TEMPORARY.match(entry.name)
         try:
             if not entry.is_file(follow_symlinks=False):
                 continue
             if match is not None:
-                if match["host"] != host or running(int(match["pid"])):
+                if left_by_dead_writer(entry.name) is None:  # another host's, or a live writer's
                     continue
                 whose = f"process {match['pid']}, which is no longer running"
             elif LEGACY_TEMPORARY.match(entry.name):
